@@ -1,0 +1,1 @@
+"""embedpipe orchestration: the Prefect flow, the DVC bridge and the CLI."""

@@ -1,0 +1,1 @@
+"""embedpipe stages: pure stage logic plus one thin Prefect task per stage."""

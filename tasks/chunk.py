@@ -1,0 +1,252 @@
+"""chunk: cleaned `docs.parquet` -> `chunks.parquet`, passages the encoder sees whole.
+
+Schema out: chunk_id, doc_id, chunk_index, source, title, text, char_start, char_end, n_tokens.
+Invariant: `text == doc.text[char_start:char_end]`; n_tokens (the encoder tokenizer's count,
+special tokens and prefix excluded) never exceeds the budget, which fits max_seq_length.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import pyarrow as pa
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.config import ChunkConfig
+from tasks.fingerprint import stage_fingerprint
+from tasks.io import StageOutput, read_table
+from tasks.models import load_tokenizer, model_fingerprint, token_budget
+from tasks.runtime import main, start_stage, task_logger
+
+Span = tuple[int, int]
+OUT_SCHEMA = pa.schema([
+    ("chunk_id", pa.string()), ("doc_id", pa.string()), ("chunk_index", pa.int32()),
+    ("source", pa.string()), ("title", pa.string()), ("text", pa.string()),
+    ("char_start", pa.int64()), ("char_end", pa.int64()), ("n_tokens", pa.int32()),
+])
+_STRUCTURED = re.compile(r"^\s*(#{1,6}\s|[-*+]\s|\d+[.)]\s|\||```|>)")
+_TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$|^[^|\n]+( \| [^|\n]*)+$")
+_HEADING = re.compile(r"^#{1,6}\s", re.M)
+_FENCE = re.compile(r"^```.*?^```[^\n]*$", re.M | re.S)
+
+
+class Tokens:
+    """Counts and offsets from the encoder's tokenizer (special tokens excluded)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tok = tokenizer
+
+    def offsets(self, text: str) -> list[Span]:
+        enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True,
+                       verbose=False)
+        return [tuple(o) for o in enc["offset_mapping"]]
+
+    def counts(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        enc = self.tok(list(texts), add_special_tokens=False, verbose=False)
+        return [len(ids) for ids in enc["input_ids"]]
+
+
+@lru_cache(maxsize=1)
+def _sentencizer() -> Any:
+    import spacy  # noqa: PLC0415
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
+    return nlp
+
+
+def _trim(text: str, start: int, end: int) -> Span | None:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return (start, end) if end > start else None
+
+
+def _lines(text: str, start: int, end: int) -> list[Span]:
+    out, pos = [], start
+    for m in re.finditer(r"\n", text[start:end]):
+        out.append((pos, start + m.start()))
+        pos = start + m.end()
+    out.append((pos, end))
+    return [s for a, b in out if (s := _trim(text, a, b))]
+
+
+def _sentences(text: str, start: int, end: int) -> list[Span]:
+    doc = _sentencizer()(text[start:end])
+    return [s for sent in doc.sents
+            if (s := _trim(text, start + sent.start_char, start + sent.end_char))]
+
+
+def split_units(text: str, code: bool = False) -> list[Span]:
+    """Sentence spans of prose; one span per line of lists, headings, tables and code.
+
+    Consecutive table rows become one span so a table stays whole when it fits.
+    """
+    units: list[Span] = []
+    for para in re.finditer(r"(?:[^\n]|\n(?!\s*\n))+", text):
+        prose: list[Span] = []
+        for a, b in _lines(text, para.start(), para.end()):
+            if code or _STRUCTURED.match(text[a:b]) or _TABLE_ROW.match(text[a:b]):
+                units += _sentences(text, prose[0][0], prose[-1][1]) if prose else []
+                units.append((a, b))
+                prose = []
+            else:
+                prose.append((a, b))
+        units += _sentences(text, prose[0][0], prose[-1][1]) if prose else []
+    return _merge_tables(text, units)
+
+
+def _merge_tables(text: str, units: list[Span]) -> list[Span]:
+    out: list[Span] = []
+    for a, b in units:
+        prev = out[-1] if out else None
+        if (prev and _TABLE_ROW.match(text[a:b]) and text[prev[1]:a].count("\n") == 1
+                and _TABLE_ROW.match(text[prev[0]:prev[1]].rsplit("\n", 1)[-1])):
+            out[-1] = (prev[0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
+def split_long(text: str, span: Span, budget: int, tokens: Tokens) -> list[Span]:
+    """Cut a span longer than `budget` tokens at token boundaries."""
+    a, b = span
+    offs = tokens.offsets(text[a:b])
+    out = []
+    for i in range(0, len(offs), budget):
+        window = offs[i:i + budget]
+        if s := _trim(text, a + window[0][0], a + window[-1][1]):
+            out.append(s)
+    return out
+
+
+def _fit(text: str, units: list[Span], budget: int, tokens: Tokens) -> list[tuple[Span, int]]:
+    """Units with their token counts, each within budget (long ones cut)."""
+    out: list[tuple[Span, int]] = []
+    for span, n in zip(units, tokens.counts([text[a:b] for a, b in units]), strict=True):
+        if n <= budget:
+            out.append((span, n))
+        elif "\n" in text[span[0]:span[1]]:  # a table too long to keep whole: rows apart
+            out += _fit(text, _lines(text, *span), budget, tokens)
+        else:
+            pieces = split_long(text, span, budget, tokens)
+            out += zip(pieces, tokens.counts([text[a:b] for a, b in pieces]), strict=True)
+    return out
+
+
+def pack_units(text: str, units: list[Span], budget: int, overlap: int,
+               tokens: Tokens) -> list[Span]:
+    """Greedy packing of consecutive units up to `budget` tokens, `overlap` units repeated."""
+    fitted = _fit(text, units, budget, tokens)
+    chunks: list[Span] = []
+    i = 0
+    while i < len(fitted):
+        j, total = i, 0
+        while j < len(fitted) and total + fitted[j][1] <= budget:
+            total += fitted[j][1]
+            j += 1
+        while j > i + 1 and tokens.counts([text[fitted[i][0][0]:fitted[j - 1][0][1]]])[0] > budget:
+            j -= 1  # joined text can tokenize longer than its parts (BPE merges)
+        chunks.append((fitted[i][0][0], fitted[j - 1][0][1]))
+        if j >= len(fitted):
+            break
+        back = min(overlap, j - i - 1)
+        while back and sum(n for _, n in fitted[j - back:j]) + fitted[j][1] > budget:
+            back -= 1
+        i = j - back
+    return chunks
+
+
+def sliding_windows(text: str, budget: int, overlap: float, tokens: Tokens) -> list[Span]:
+    """Fixed windows of `budget` tokens, consecutive windows sharing `overlap` of them."""
+    offs = tokens.offsets(text)
+    stride = max(1, int(budget * (1 - overlap)))
+    out = []
+    for i in range(0, len(offs), stride):
+        window = offs[i:i + budget]
+        if s := _trim(text, window[0][0], window[-1][1]):
+            out.append(s)
+        if i + budget >= len(offs):
+            break
+    return out
+
+
+def split_sections(text: str) -> list[Span]:
+    """Markdown sections (a heading up to the next) with fenced code blocks on their own."""
+    cuts = {0, len(text)} | {m.start() for m in _HEADING.finditer(text)}
+    for m in _FENCE.finditer(text):
+        cuts |= {m.start(), m.end()}
+    bounds = sorted(cuts)
+    return [s for a, b in zip(bounds, bounds[1:], strict=False) if (s := _trim(text, a, b))]
+
+
+def recursive_chunks(text: str, budget: int, overlap: int, tokens: Tokens,
+                     code: bool = False) -> list[Span]:
+    """Whole sections merged while they fit; a section too long is sentence-packed."""
+    out: list[Span] = []
+    sections = split_sections(text)
+    for (a, b), n in zip(sections, tokens.counts([text[a:b] for a, b in sections]), strict=True):
+        if n > budget:
+            out += pack_units(text, [(x + a, y + a) for x, y in
+                                     split_units(text[a:b], code)], budget, overlap, tokens)
+        elif out and tokens.counts([text[out[-1][0]:b]])[0] <= budget:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
+def chunk_text(text: str, fmt: str, cfg: ChunkConfig, budget: int, tokens: Tokens) -> list[Span]:
+    """Chunk spans of one cleaned document under the configured strategy."""
+    code = fmt == "code"
+    if cfg.strategy == "sliding_window":
+        return sliding_windows(text, budget, cfg.window_overlap, tokens)
+    if cfg.strategy == "recursive":
+        return recursive_chunks(text, budget, cfg.overlap_sentences, tokens, code)
+    return pack_units(text, split_units(text, code), budget, cfg.overlap_sentences, tokens)
+
+
+def chunk_documents(docs: pa.Table, cfg: ChunkConfig, budget: int, tokenizer: Any) -> pa.Table:
+    """All chunks of all documents, in document order."""
+    tokens = Tokens(tokenizer)
+    rows = []
+    for d in docs.select(["doc_id", "source", "format", "title", "text"]).to_pylist():
+        spans = chunk_text(d["text"], d["format"], cfg, budget, tokens)
+        counts = tokens.counts([d["text"][a:b] for a, b in spans])
+        for i, ((a, b), n) in enumerate(zip(spans, counts, strict=True)):
+            rows.append({"chunk_id": f"{d['doc_id']}:{i:04d}", "doc_id": d["doc_id"],
+                         "chunk_index": i, "source": d["source"], "title": d["title"],
+                         "text": d["text"][a:b], "char_start": a, "char_end": b,
+                         "n_tokens": n})
+    return pa.Table.from_pylist(rows, schema=OUT_SCHEMA)
+
+
+@task(name="chunk", cache_policy=NO_CACHE)
+def chunk_task(root: str = ".") -> str:
+    """Cut the cleaned documents into chunks within the encoder's token budget."""
+    run = start_stage("chunk", root)
+    cfg, enc, log = run.params.chunk, run.params.encode, task_logger()
+    budget = token_budget(enc, cfg.max_tokens)
+    docs = read_table(run.input_dirs["clean"], "docs.parquet", run.inputs["clean"])
+    chunks = chunk_documents(docs, cfg, budget, tokenizer=load_tokenizer(enc.model, enc.revision))
+    model = model_fingerprint(enc)
+    fp = stage_fingerprint("chunk", cfg, run.input_fingerprints,
+                           {"tokenizer": model["files_sha256"], "budget": budget})
+    out = StageOutput(run.out_dir, "chunk", fp)
+    out.write_table("chunks.parquet", chunks)
+    out.commit(run.manifest(fp, cfg, budget=budget, tokenizer=model["name"],
+                            rows={"docs": docs.num_rows, "chunks": chunks.num_rows}))
+    log.info("chunk: %d documents -> %d chunks (budget %d tokens)",
+             docs.num_rows, chunks.num_rows, budget)
+    return str(run.out_dir)
+
+
+if __name__ == "__main__":
+    main(chunk_task)

@@ -1,0 +1,289 @@
+"""Typed configuration: one pydantic model per stage, a root `Params` mirroring params.yaml.
+
+`load_params` is the one place YAML is read. Unknown keys, wrong types and impossible
+combinations fail at load time with the key path and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsConfig(_Config):
+    """Where stage outputs live, relative to the workspace root."""
+
+    data: str = Field("data", description="Folder that holds the numbered stage outputs.")
+
+
+class RunConfig(_Config):
+    """Run-wide settings."""
+
+    stage_timeout_s: Annotated[int, Field(ge=1)] = Field(
+        6 * 3600, description="Upper bound on one stage's wall time (Prefect runs)."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING"] = "INFO"
+
+
+class IngestConfig(_Config):
+    """Which files become documents, and how tabular records map to text."""
+
+    source: str = Field("data/sample", description="Local folder to ingest, recursively.")
+    include: tuple[str, ...] = Field(("**/*",), description="Glob patterns of files to read.")
+    exclude: tuple[str, ...] = Field(
+        ("**/.*", "**/.*/**", "**/queries.jsonl", "**/qrels/**"),
+        description="Glob patterns skipped (BEIR queries and qrels are not documents).",
+    )
+    code_extensions: tuple[str, ...] = (
+        ".py", ".js", ".ts", ".java", ".go", ".rs", ".c", ".h", ".cpp", ".hpp",
+        ".cs", ".rb", ".php", ".sh", ".sql", ".scala", ".kt", ".swift",
+    )
+    text_columns: tuple[str, ...] = Field(
+        ("text", "body", "content"), description="Record text column: the first one present."
+    )
+    id_columns: tuple[str, ...] = Field(
+        ("_id", "id", "doc_id", "doc_key"), description="Record key column: the first present."
+    )
+    title_columns: tuple[str, ...] = Field(("title", "heading"), description="Optional title.")
+    metadata_columns: tuple[str, ...] | None = Field(
+        None, description="Record columns kept as metadata; null keeps all the others."
+    )
+    max_file_mb: Annotated[float, Field(gt=0)] = 200.0
+
+    @model_validator(mode="after")
+    def _check(self) -> IngestConfig:
+        if not self.include:
+            raise ValueError("include must list at least one glob pattern")
+        if not self.text_columns:
+            raise ValueError("text_columns must list at least one column name")
+        bad = [e for e in self.code_extensions if not e.startswith(".")]
+        if bad:
+            raise ValueError(f"code_extensions must start with '.', got {bad}")
+        return self
+
+
+class CleanConfig(_Config):
+    """Text normalisation. Defaults keep case and word forms (they carry signal)."""
+
+    fix_unicode: bool = Field(True, description="Repair mojibake with ftfy, then NFC.")
+    lowercase: bool = False
+    normalize_words: Literal["none", "lemmatize", "stem"] = Field(
+        "none", description="spaCy lookup lemmatizer or Snowball stemmer."
+    )
+    strip_code_comments: bool = Field(False, description="Drop comments from source code.")
+    min_chars: Annotated[int, Field(ge=1)] = Field(
+        20, description="Documents shorter than this after cleaning are rejected."
+    )
+
+
+class ChunkConfig(_Config):
+    """How cleaned documents are cut into passages the encoder sees whole."""
+
+    strategy: Literal["sentence", "sliding_window", "recursive"] = "sentence"
+    max_tokens: Annotated[int, Field(ge=8, le=8192)] = Field(
+        200, description="Token budget per chunk, counted with the encoder's tokenizer."
+    )
+    overlap_sentences: Annotated[int, Field(ge=0, le=10)] = Field(
+        1, description="Sentences repeated at the start of the next chunk (sentence/recursive)."
+    )
+    window_overlap: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        0.15, description="Overlap ratio between sliding windows."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ChunkConfig:
+        if self.strategy != "sliding_window" and self.overlap_sentences * 8 >= self.max_tokens:
+            raise ValueError(
+                f"overlap_sentences ({self.overlap_sentences}) leaves no room for new text in "
+                f"a {self.max_tokens}-token chunk; use fewer overlap sentences"
+            )
+        return self
+
+
+class EncodeConfig(_Config):
+    """Which model embeds the chunks and how."""
+
+    model: str = Field(DEFAULT_MODEL, description="sentence-transformers name or local path.")
+    revision: str | None = Field(None, description="Model revision (hub models).")
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
+    normalize: bool = Field(True, description="L2-normalise vectors as they are produced.")
+    passage_prefix: str = Field("", description="Prepended to every chunk, e.g. 'passage: '.")
+    query_prefix: str = Field("", description="Prepended to queries, e.g. 'query: '.")
+    max_seq_length: Annotated[int, Field(ge=8)] | None = Field(
+        None, description="Override the model's max_seq_length (never above its limit)."
+    )
+    fp16_on_cuda: bool = True
+
+
+class ReduceConfig(_Config):
+    """Optional PCA (fit on a bounded sample), whitening and L2 normalisation."""
+
+    pca_dims: Annotated[int, Field(ge=1)] | None = Field(None, description="null keeps all.")
+    whiten: bool = False
+    l2_normalize: bool = True
+    fit_sample: Annotated[int, Field(ge=100)] = 100_000
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> ReduceConfig:
+        if self.whiten and self.pca_dims is None:
+            raise ValueError("whiten needs pca_dims (whitening is done in the PCA basis)")
+        return self
+
+
+class DedupConfig(_Config):
+    """Exact (normalised text) and near-duplicate (cosine) removal."""
+
+    exact: bool = True
+    near: bool = True
+    threshold: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.95, description="Cosine similarity at or above which two chunks are duplicates."
+    )
+    exact_search_below: Annotated[int, Field(ge=1)] = Field(
+        50_000, description="Below this many vectors, neighbours are searched exactly."
+    )
+    seed: int = 0
+
+
+class IndexConfig(_Config):
+    """FAISS index over the deduplicated vectors (inner product on normalised vectors)."""
+
+    factory: str = Field(
+        "auto",
+        description="FAISS factory string ('IVF{nlist},Flat', 'IVF{nlist},PQ16', 'HNSW32', "
+        "'Flat') or 'auto': Flat below flat_below vectors, IVF-Flat above.",
+    )
+    nlist: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
+    nprobe: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
+    target_recall: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.95, description="nprobe 'auto' picks the smallest meeting this recall@10 vs exact."
+    )
+    flat_below: Annotated[int, Field(ge=0)] = 20_000
+    train_sample: Annotated[int, Field(ge=1000)] = 200_000
+    tune_queries: Annotated[int, Field(ge=10)] = 500
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> IndexConfig:
+        if "{nlist}" not in self.factory and self.nlist != "auto":
+            if not self.factory.startswith("IVF"):
+                raise ValueError(f"nlist is set but factory {self.factory!r} is not an IVF index")
+        return self
+
+
+class EvaluateConfig(_Config):
+    """Evaluation of the built index."""
+
+    sample_queries: Annotated[int, Field(ge=1)] = 1000
+    k: Annotated[int, Field(ge=1, le=1000)] = 10
+    seed: int = 0
+
+
+class Params(_Config):
+    """Everything in params.yaml."""
+
+    paths: PathsConfig = PathsConfig()
+    run: RunConfig = RunConfig()
+    ingest: IngestConfig = IngestConfig()
+    clean: CleanConfig = CleanConfig()
+    chunk: ChunkConfig = ChunkConfig()
+    encode: EncodeConfig = EncodeConfig()
+    reduce: ReduceConfig = ReduceConfig()
+    dedup: DedupConfig = DedupConfig()
+    index: IndexConfig = IndexConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per problem: `source: key.path: message (got value)`."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
+        lines.append(f"{source}: {loc}: {e['msg']}{got}")
+    return "\n".join(lines)
+
+
+def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
+    """Validate a params mapping; raise ValueError naming every bad key path."""
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as err:
+        raise ValueError(format_validation_error(err, source)) from None
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`'reduce.pca_dims=64'` -> `('reduce.pca_dims', 64)`; the value is parsed as YAML."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"override {item!r}: expected KEY=VALUE, e.g. reduce.pca_dims=64")
+    return key.strip(), yaml.safe_load(value) if value.strip() else None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of `raw` with dotted-key overrides applied (input untouched)."""
+    out = copy.deepcopy(raw or {})
+    for dotted, value in overrides.items():
+        node = out
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"override {dotted!r}: {p!r} is not a group of keys")
+            node = child
+        node[leaf] = value
+    return out
+
+
+def read_params_file(path: Path) -> dict[str, Any]:
+    """The raw YAML mapping of a params file (the one place YAML is read)."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: params file not found") from None
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML: {err}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of stage groups, got {type(raw).__name__}")
+    return raw
+
+
+def load_params(
+    path: Path | str = "params.yaml", overrides: dict[str, Any] | None = None
+) -> Params:
+    """Read, override and validate params.yaml."""
+    path = Path(path)
+    raw = apply_overrides(read_params_file(path), overrides or {})
+    return parse_params(raw, str(path))
+
+
+def apply_overrides_to_file(path: Path, overrides: dict[str, Any]) -> Params:
+    """Validate overrides, then write them into params.yaml as `dvc exp run -S` does.
+
+    Nothing is written unless the result validates; comments in the file are kept.
+    """
+    from dvc.utils.serialize import modify_yaml  # noqa: PLC0415  (dvc import is slow)
+
+    params = load_params(path, overrides)
+    if overrides:
+        with modify_yaml(path) as data:
+            for dotted, value in overrides.items():
+                node = data
+                *parents, leaf = dotted.split(".")
+                for p in parents:
+                    node = node.setdefault(p, {})
+                node[leaf] = value
+    return params

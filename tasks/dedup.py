@@ -1,0 +1,149 @@
+"""dedup: reduced vectors + chunk texts -> kept `vectors.parquet` + audit `dropped.parquet`.
+
+Schema out: chunk_id, doc_id, source, title, text, vector; dropped: dropped_chunk_id,
+kept_chunk_id, similarity, kind ('exact' | 'near').
+Invariant: every input chunk is kept or dropped with the kept chunk it duplicates; of a
+duplicate group the first chunk in corpus order is kept. Memory is O(n*d), never O(n^2).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+
+import faiss
+import numpy as np
+import pyarrow as pa
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.config import DedupConfig
+from tasks.fingerprint import sha256_text, stage_fingerprint
+from tasks.io import VECTOR_COLUMN, StageOutput, arrow_to_vectors, read_table, vectors_to_arrow
+from tasks.runtime import main, start_stage, task_logger
+
+log = logging.getLogger(__name__)
+DROPPED_SCHEMA = pa.schema([
+    ("dropped_chunk_id", pa.string()), ("kept_chunk_id", pa.string()),
+    ("similarity", pa.float32()), ("kind", pa.string()),
+])
+_QUERY_BATCH = 4096
+
+
+def text_key(text: str) -> str:
+    """Hash of the text with case, Unicode form and whitespace normalised away."""
+    return sha256_text(re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip().casefold())
+
+
+def exact_duplicates(texts: list[str]) -> np.ndarray:
+    """For each row, the index of the first row with the same normalised text (self if none)."""
+    first: dict[str, int] = {}
+    return np.array([first.setdefault(text_key(t), i) for i, t in enumerate(texts)],
+                    dtype="int64")
+
+
+def _neighbour_index(x: np.ndarray, cfg: DedupConfig) -> faiss.Index:
+    n, d = x.shape
+    if n < cfg.exact_search_below:
+        index = faiss.IndexFlatIP(d)
+    else:
+        # SemDeDup-style: k-means cells, neighbours searched in the few nearest cells.
+        nlist = int(4 * np.sqrt(n))
+        index = faiss.index_factory(d, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(cfg.seed)
+        index.train(x[rng.choice(n, size=min(n, nlist * 64), replace=False)])
+        index.nprobe = 8
+    index.add(x)
+    return index
+
+
+def near_duplicate_pairs(x: np.ndarray, cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray,
+                                                                     np.ndarray]:
+    """(i, j, similarity) for every pair i < j with cosine >= threshold (unit vectors)."""
+    x = np.ascontiguousarray(x, dtype="float32")
+    index = _neighbour_index(x, cfg)
+    src, dst, sim = [], [], []
+    for start in range(0, len(x), _QUERY_BATCH):
+        lims, dist, ids = index.range_search(x[start:start + _QUERY_BATCH], cfg.threshold)
+        rows = np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims).astype("int64"))
+        keep = ids > rows
+        src.append(rows[keep])
+        dst.append(ids[keep])
+        sim.append(dist[keep])
+    if not src:
+        return np.zeros(0, "int64"), np.zeros(0, "int64"), np.zeros(0, "float32")
+    return np.concatenate(src), np.concatenate(dst), np.concatenate(sim).astype("float32")
+
+
+def choose_kept(n: int, i: np.ndarray, j: np.ndarray, sim: np.ndarray
+                ) -> tuple[np.ndarray, list[tuple[int, int, float]]]:
+    """Walk rows in order; a kept row drops its later neighbours. Returns (keep mask, drops)."""
+    order = np.lexsort((j, i))
+    i, j, sim = i[order], j[order], sim[order]
+    starts = np.searchsorted(i, np.arange(n + 1))
+    keep = np.ones(n, dtype=bool)
+    drops: list[tuple[int, int, float]] = []
+    for row in range(n):
+        if not keep[row]:
+            continue
+        for k in range(starts[row], starts[row + 1]):
+            if keep[j[k]]:
+                keep[j[k]] = False
+                drops.append((int(j[k]), row, float(sim[k])))
+    return keep, drops
+
+
+def dedup_vectors(x: np.ndarray, texts: list[str], cfg: DedupConfig
+                  ) -> tuple[np.ndarray, list[tuple[int, int, float, str]]]:
+    """Keep mask over rows and the (dropped, kept, similarity, kind) audit list."""
+    n = len(x)
+    keep = np.ones(n, dtype=bool)
+    drops: list[tuple[int, int, float, str]] = []
+    if cfg.exact:
+        first = exact_duplicates(texts)
+        for row in np.flatnonzero(first != np.arange(n)):
+            keep[row] = False
+            drops.append((int(row), int(first[row]), 1.0, "exact"))
+    if cfg.near and keep.sum() > 1:
+        rows = np.flatnonzero(keep)
+        i, j, sim = near_duplicate_pairs(x[rows], cfg)
+        sub_keep, near = choose_kept(len(rows), i, j, sim)
+        keep[rows[~sub_keep]] = False
+        drops += [(int(rows[a]), int(rows[b]), s, "near") for a, b, s in near]
+    return keep, drops
+
+
+@task(name="dedup", cache_policy=NO_CACHE)
+def dedup_task(root: str = ".") -> str:
+    """Drop exact and near-duplicate chunks; write the kept rows and the audit table."""
+    run = start_stage("dedup", root)
+    cfg, log_ = run.params.dedup, task_logger()
+    vec = read_table(run.input_dirs["reduce"], "vectors.parquet", run.inputs["reduce"])
+    chunks = read_table(run.input_dirs["chunk"], "chunks.parquet", run.inputs["chunk"])
+    if vec.column("chunk_id") != chunks.column("chunk_id"):
+        raise ValueError("dedup: reduce vectors and chunk rows are not the same chunk_ids")
+    x = arrow_to_vectors(vec.column(VECTOR_COLUMN))
+    keep, drops = dedup_vectors(x, chunks.column("text").to_pylist(), cfg)
+    ids = chunks.column("chunk_id").to_pylist()
+    kept = chunks.select(["chunk_id", "doc_id", "source", "title", "text"]).filter(pa.array(keep))
+    kept = kept.append_column(VECTOR_COLUMN, vectors_to_arrow(x[keep]))
+    dropped = pa.Table.from_pylist(
+        [{"dropped_chunk_id": ids[a], "kept_chunk_id": ids[b], "similarity": s, "kind": k}
+         for a, b, s, k in sorted(drops)], schema=DROPPED_SCHEMA)
+    fp = stage_fingerprint("dedup", cfg, run.input_fingerprints)
+    out = StageOutput(run.out_dir, "dedup", fp)
+    out.write_table("vectors.parquet", kept)
+    out.write_table("dropped.parquet", dropped)
+    counts = {"in": len(x), "kept": int(keep.sum()),
+              "exact": sum(d[3] == "exact" for d in drops),
+              "near": sum(d[3] == "near" for d in drops)}
+    out.commit(run.manifest(fp, cfg, model=run.inputs["reduce"]["model"],
+                            space=run.inputs["reduce"]["space"], rows=counts))
+    log_.info("dedup: %(in)d chunks -> %(kept)d kept (%(exact)d exact, %(near)d near dropped)",
+              counts)
+    return str(run.out_dir)
+
+
+if __name__ == "__main__":
+    main(dedup_task)

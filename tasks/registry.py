@@ -1,0 +1,93 @@
+"""The ordered list of stages: names, folders, inputs and params groups, kept once here.
+
+The flow iterates it; `dvc.yaml` is generated from it (`embedpipe dvc-yaml`), and a test
+holds the committed `dvc.yaml` to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasks.config import Params
+
+CORE_MODULES = (
+    "tasks/config.py", "tasks/fingerprint.py", "tasks/io.py", "tasks/registry.py",
+    "tasks/runtime.py",
+)
+METRICS_FILE = "metrics.json"
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One pipeline stage as DVC and the flow see it."""
+
+    name: str
+    folder: str
+    inputs: tuple[str, ...] = ()
+    params: tuple[str, ...] = ()
+    extra_modules: tuple[str, ...] = ()
+    extra_deps: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+
+    @property
+    def module(self) -> str:
+        return f"tasks/{self.name}.py"
+
+    def out_dir(self, params: Params, root: Path) -> Path:
+        return Path(root) / params.paths.data / self.folder
+
+
+_MODEL_KEYS = (
+    "encode.model", "encode.revision", "encode.max_seq_length", "encode.passage_prefix",
+)
+
+STAGES: tuple[StageSpec, ...] = (
+    StageSpec("ingest", "01_ingest", (), ("ingest",), extra_deps=("${ingest.source}",)),
+    StageSpec("clean", "02_clean", ("ingest",), ("clean",)),
+    StageSpec("chunk", "03_chunk", ("clean",), ("chunk", *_MODEL_KEYS), ("tasks/models.py",)),
+    StageSpec("encode", "04_encode", ("chunk",), ("encode",), ("tasks/models.py",)),
+    StageSpec("reduce", "05_reduce", ("encode",), ("reduce",), ("tasks/transform.py",)),
+    StageSpec("dedup", "06_dedup", ("reduce", "chunk"), ("dedup",)),
+    StageSpec("index", "07_index", ("dedup", "reduce"), ("index",), ("tasks/search.py",)),
+    StageSpec(
+        "evaluate", "08_evaluate", ("index", "dedup"), ("evaluate",), ("tasks/search.py",),
+        metrics=(METRICS_FILE,),
+    ),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+def get_stage(name: str) -> StageSpec:
+    """The stage called `name`; ValueError lists the valid names."""
+    for spec in STAGES:
+        if spec.name == name:
+            return spec
+    raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(STAGE_NAMES)}")
+
+
+def downstream_of(name: str) -> tuple[str, ...]:
+    """`name` and every stage that depends on it, in pipeline order."""
+    hit = {get_stage(name).name}
+    for spec in STAGES:
+        if any(i in hit for i in spec.inputs):
+            hit.add(spec.name)
+    return tuple(n for n in STAGE_NAMES if n in hit)
+
+
+def dvc_stages(data_dir: str = "data") -> dict:
+    """The `stages:` mapping of dvc.yaml, derived from STAGES."""
+    out: dict = {}
+    for spec in STAGES:
+        deps = [f"{data_dir}/{get_stage(i).folder}" for i in spec.inputs]
+        deps += list(spec.extra_deps) + [spec.module, *spec.extra_modules, *CORE_MODULES]
+        entry: dict = {
+            "cmd": f"python -m tasks.{spec.name}",
+            "deps": deps,
+            "params": list(spec.params),
+            "outs": [f"{data_dir}/{spec.folder}"],
+        }
+        if spec.metrics:
+            entry["metrics"] = [{m: {"cache": False}} for m in spec.metrics]
+        out[spec.name] = entry
+    return out

@@ -1,0 +1,88 @@
+"""What every stage task shares: its logger, its folders, its upstream manifests, `__main__`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tasks.config import Params, load_params
+from tasks.io import check_lineage, read_manifest
+from tasks.registry import get_stage
+
+
+def task_logger() -> logging.Logger | logging.LoggerAdapter:
+    """Prefect's run logger inside a run, the module logger under `python -m` (DVC)."""
+    from prefect.exceptions import MissingContextError  # noqa: PLC0415
+    from prefect.logging import get_run_logger  # noqa: PLC0415
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("embedpipe")
+
+
+@dataclass
+class StageRun:
+    """One stage's run: its params, output folder, upstream manifests, timings."""
+
+    name: str
+    root: Path
+    params: Params
+    out_dir: Path
+    inputs: dict[str, dict[str, Any]]
+    input_dirs: dict[str, Path]
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def input_fingerprints(self) -> dict[str, str]:
+        return {k: m["fingerprint"] for k, m in self.inputs.items()}
+
+    def lineage(self, fingerprint: str) -> dict[str, str]:
+        """Every ancestor stage's fingerprint, plus this one."""
+        out: dict[str, str] = {}
+        for m in self.inputs.values():
+            out.update(m.get("lineage", {}))
+        out[self.name] = fingerprint
+        return out
+
+    def manifest(self, fingerprint: str, config: Any, **extra: Any) -> dict[str, Any]:
+        """The common manifest fields; `extra` adds counts, rejects and the like."""
+        cfg = config.model_dump(mode="json") if hasattr(config, "model_dump") else config
+        return {
+            "inputs": self.input_fingerprints,
+            "lineage": self.lineage(fingerprint),
+            "config": cfg,
+            "seconds": round(time.perf_counter() - self.started, 3),
+            **extra,
+        }
+
+
+def start_stage(name: str, root: str | Path = ".") -> StageRun:
+    """Load params, find the stage's folders and read (and cross-check) its inputs."""
+    root = Path(root).resolve()
+    params = load_params(root / "params.yaml")
+    spec = get_stage(name)
+    input_dirs = {i: get_stage(i).out_dir(params, root) for i in spec.inputs}
+    inputs = {i: read_manifest(d, i) for i, d in input_dirs.items()}
+    check_lineage(inputs)
+    return StageRun(name, root, params, spec.out_dir(params, root), inputs, input_dirs)
+
+
+def main(task: Callable[..., Any]) -> None:
+    """`python -m tasks.<stage>`: run the task's function without Prefect (DVC's path)."""
+    logging.basicConfig(
+        level=os.environ.get("EMBEDPIPE_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    fn = getattr(task, "fn", task)
+    try:
+        fn(root=os.environ.get("DVC_ROOT", "."))
+    except ValueError as err:
+        logging.getLogger("embedpipe").error("%s", err)
+        sys.exit(2)

@@ -1,0 +1,105 @@
+"""The query side: load an index folder and apply exactly its chain to query text.
+
+query -> prefix -> encoder -> transform (PCA, whitening, L2) -> FAISS with the tuned
+search parameter -> rows of chunks.parquet.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks.config import EncodeConfig
+from tasks.transform import TRANSFORM_FILE, VectorTransform
+
+INDEX_FILE = "index.faiss"
+CHUNKS_FILE = "chunks.parquet"
+MODEL_FILE = "model.json"
+CARD_FILE = "card.json"
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean fraction of each row of `truth` (exact top-k ids) present in `found`."""
+    if truth.size == 0:
+        return 1.0
+    hits = sum(len(set(f[f >= 0]) & set(t[t >= 0])) for f, t in zip(found, truth, strict=True))
+    return round(hits / max(1, int((truth >= 0).sum())), 6)
+
+
+def set_search_param(index: faiss.Index, name: str | None, value: int | None) -> None:
+    """Set nprobe / efSearch through FAISS's ParameterSpace (works on wrapped indexes too)."""
+    if name is not None and value is not None:
+        faiss.ParameterSpace().set_index_parameter(index, name, value)
+
+
+@dataclass
+class IndexFolder:
+    """Everything `embedpipe search` needs, loaded from one index folder."""
+
+    path: Path
+    index: faiss.Index
+    chunks: pa.Table
+    transform: VectorTransform
+    model: dict[str, Any]
+    card: dict[str, Any]
+
+    def search_vectors(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, row ids) for already-transformed query vectors."""
+        xq = np.ascontiguousarray(xq, dtype="float32")
+        if xq.shape[1] != self.index.d:
+            raise ValueError(
+                f"{self.path}: index holds {self.index.d}-d vectors, queries are {xq.shape[1]}-d"
+            )
+        return self.index.search(xq, min(k, self.index.ntotal))
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        """Queries embedded with the index's own model, prefix and transform."""
+        from tasks.models import encoder_for, model_fingerprint  # noqa: PLC0415
+
+        cfg = EncodeConfig(model=self.model["name"], revision=self.model["revision"],
+                           normalize=self.model["normalize"],
+                           query_prefix=self.model["query_prefix"],
+                           passage_prefix=self.model["passage_prefix"],
+                           max_seq_length=self.model["max_seq_length"])
+        now = model_fingerprint(cfg)["fingerprint"]
+        if now != self.model["fingerprint"]:
+            raise ValueError(
+                f"{self.path}: built with model {self.model['name']} fingerprint "
+                f"{self.model['fingerprint'][:12]}, but the model here is {now[:12]}; "
+                "queries would land in another embedding space"
+            )
+        x = encoder_for(cfg).encode([cfg.query_prefix + t for t in texts],
+                                    normalize_embeddings=cfg.normalize, convert_to_numpy=True)
+        return self.transform.apply(np.asarray(x, dtype="float32"))
+
+    def search_text(self, queries: list[str], k: int = 5) -> list[list[dict[str, Any]]]:
+        """Top-k chunk rows (with `score`) for each query text."""
+        scores, ids = self.search_vectors(self.encode_queries(queries), k)
+        rows = self.chunks.to_pylist()
+        return [[{**rows[i], "score": float(s)} for s, i in zip(srow, irow, strict=True)
+                 if i >= 0] for srow, irow in zip(scores, ids, strict=True)]
+
+
+def load_index_folder(path: Path | str) -> IndexFolder:
+    """Load an index folder written by the index stage; ValueError names what is missing."""
+    path = Path(path)
+    missing = [f for f in (INDEX_FILE, CHUNKS_FILE, MODEL_FILE, CARD_FILE, TRANSFORM_FILE)
+               if not (path / f).is_file()]
+    if missing:
+        raise ValueError(f"{path}: not an index folder (missing {', '.join(missing)}); "
+                         "run the pipeline first")
+    index = faiss.read_index(str(path / INDEX_FILE))
+    card = json.loads((path / CARD_FILE).read_text(encoding="utf-8"))
+    set_search_param(index, card.get("search_param"), card.get("search_value"))
+    chunks = pq.read_table(path / CHUNKS_FILE)
+    if chunks.num_rows != index.ntotal:
+        raise ValueError(f"{path}: {chunks.num_rows} chunk rows for {index.ntotal} vectors")
+    return IndexFolder(path, index, chunks, VectorTransform.load(path / TRANSFORM_FILE),
+                       json.loads((path / MODEL_FILE).read_text(encoding="utf-8")), card)

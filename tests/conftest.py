@@ -1,0 +1,63 @@
+"""Shared fixtures: the real packaged model's tokenizer/encoder, workspaces, a Prefect harness."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO = Path(__file__).resolve().parents[1]
+WORKSPACE_FILES = ("params.yaml", "dvc.yaml", "tasks", "flows", "data/sample", ".dvc/config",
+                   ".dvc/.gitignore", ".gitignore")
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from tasks.config import DEFAULT_MODEL
+    from tasks.models import load_tokenizer
+
+    return load_tokenizer(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    from tasks.config import EncodeConfig
+    from tasks.models import encoder_for
+
+    return encoder_for(EncodeConfig(device="cpu"))
+
+
+def make_workspace(dest: Path) -> Path:
+    """A fresh git + DVC workspace holding the project's code, params and sample corpus."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel in WORKSPACE_FILES:
+        src = REPO / rel
+        if src.is_dir():
+            shutil.copytree(src, dest / rel, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    return dest
+
+
+def env_with_venv() -> dict[str, str]:
+    """The environment for `dvc repro`: this interpreter's `python` first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One Prefect test harness (a temporary local server) for the whole session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
