@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import chdir, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +17,13 @@ def open_repo(root: Path | str) -> Iterator[Any]:
     """The DVC repo at `root` (imported lazily: dvc is slow to import)."""
     from dvc.repo import Repo  # noqa: PLC0415
 
-    repo = Repo(str(root), _wait_for_lock=True)
-    try:
-        yield repo
-    finally:
-        repo.close()
+    # DVC resolves some output paths against the working directory, not root_dir.
+    with chdir(root):
+        repo = Repo(str(root), _wait_for_lock=True)
+        try:
+            yield repo
+        finally:
+            repo.close()
 
 
 def describe_changes(changes: list[Any]) -> str:

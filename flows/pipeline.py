@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.dvc_bridge import open_repo, record_stage, stale_reason
 from tasks.chunk import chunk_task
 from tasks.clean import clean_task
-from tasks.config import Params, apply_overrides_to_file
+from tasks.config import Params, load_params, write_overrides
 from tasks.dedup import dedup_task
 from tasks.encode import encode_task
 from tasks.evaluate import evaluate_task
@@ -67,8 +67,9 @@ def pipeline(root: str = ".", overrides: dict[str, Any] | None = None,
     log = get_run_logger()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     root_path = Path(root).resolve()
-    params = apply_overrides_to_file(root_path / "params.yaml", overrides or {})
-    check_against_model(params)
+    params = load_params(root_path / "params.yaml", overrides)
+    check_against_model(params)  # everything is validated before params.yaml changes
+    write_overrides(root_path / "params.yaml", overrides or {})
     summary: dict[str, Any] = {"stages": []}
     with open_repo(root_path) as repo:
         for spec in STAGES:

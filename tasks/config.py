@@ -270,20 +270,19 @@ def load_params(
     return parse_params(raw, str(path))
 
 
-def apply_overrides_to_file(path: Path, overrides: dict[str, Any]) -> Params:
-    """Validate overrides, then write them into params.yaml as `dvc exp run -S` does.
+def write_overrides(path: Path, overrides: dict[str, Any]) -> None:
+    """Write already-validated overrides into params.yaml as `dvc exp run -S` does.
 
-    Nothing is written unless the result validates; comments in the file are kept.
+    Comments and key order in the file are kept.
     """
     from dvc.utils.serialize import modify_yaml  # noqa: PLC0415  (dvc import is slow)
 
-    params = load_params(path, overrides)
-    if overrides:
-        with modify_yaml(path) as data:
-            for dotted, value in overrides.items():
-                node = data
-                *parents, leaf = dotted.split(".")
-                for p in parents:
-                    node = node.setdefault(p, {})
-                node[leaf] = value
-    return params
+    if not overrides:
+        return
+    with modify_yaml(path) as data:
+        for dotted, value in overrides.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = value

@@ -82,21 +82,31 @@ def _candidates(index: faiss.Index, nlist: int | None) -> tuple[str | None, list
     return None, []
 
 
+def _without_self(ids: np.ndarray, rows: np.ndarray, k: int) -> list[np.ndarray]:
+    """Drop each query's own row from its result list (leave-one-out), keep k."""
+    return [r[r != q][:k] for r, q in zip(ids, rows, strict=True)]
+
+
 def tune_search_param(index: faiss.Index, x: np.ndarray, nlist: int | None,
                       cfg: IndexConfig, k: int = 10) -> tuple[str | None, int | None, list[dict]]:
-    """Sweep nprobe (IVF) or efSearch (HNSW); pick the smallest meeting target_recall."""
+    """Sweep nprobe (IVF) or efSearch (HNSW); pick the smallest meeting target_recall.
+
+    Queries are indexed rows searched leave-one-out: a query finding itself would inflate
+    recall, since its own cell is always the first probed.
+    """
     name, values = _candidates(index, nlist)
     if name is None:
         return None, None, []
     rng = np.random.default_rng(cfg.seed + 1)
-    xq = x[rng.choice(len(x), size=min(len(x), cfg.tune_queries), replace=False)]
+    rows = np.sort(rng.choice(len(x), size=min(len(x), cfg.tune_queries), replace=False))
+    xq, kk = x[rows], min(k + 1, len(x))
     exact = faiss.IndexFlatIP(x.shape[1])
     exact.add(x)
-    _, gt = exact.search(xq, min(k, len(x)))
+    gt = _without_self(exact.search(xq, kk)[1], rows, k)
     sweep, chosen = [], values[-1]
     for v in values:
         set_search_param(index, name, v)
-        _, found = index.search(xq, min(k, len(x)))
+        found = _without_self(index.search(xq, kk)[1], rows, k)
         sweep.append({name: v, "recall_at_10": recall_at_k(found, gt)})
         if sweep[-1]["recall_at_10"] >= cfg.target_recall:
             chosen = v

@@ -7,6 +7,7 @@ search parameter -> rows of chunks.parquet.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,14 @@ MODEL_FILE = "model.json"
 CARD_FILE = "card.json"
 
 
-def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
-    """Mean fraction of each row of `truth` (exact top-k ids) present in `found`."""
-    if truth.size == 0:
-        return 1.0
-    hits = sum(len(set(f[f >= 0]) & set(t[t >= 0])) for f, t in zip(found, truth, strict=True))
-    return round(hits / max(1, int((truth >= 0).sum())), 6)
+def recall_at_k(found: Sequence[np.ndarray], truth: Sequence[np.ndarray]) -> float:
+    """Fraction of the exact top-k ids (`truth`, one row per query) present in `found`."""
+    total, hits = 0, 0
+    for f, t in zip(found, truth, strict=True):
+        t_ids = {int(i) for i in t if i >= 0}
+        total += len(t_ids)
+        hits += len(t_ids & {int(i) for i in f if i >= 0})
+    return round(hits / total, 6) if total else 1.0
 
 
 def set_search_param(index: faiss.Index, name: str | None, value: int | None) -> None:

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import re
+
+import pyarrow as pa
+import pytest
+
+from tasks.chunk import Tokens, chunk_documents, split_sections, split_units
+from tasks.config import ChunkConfig, EncodeConfig
+from tasks.models import token_budget
+
+PROSE = " ".join(
+    f"Sentence number {i} talks about topic {i % 7} with some extra words to fill it."
+    for i in range(60)
+)
+MD = (
+    "# Bread\n\nFlour and water make dough. Salt controls fermentation.\n\n"
+    "## Table\n\n| item | grams |\n| --- | --- |\n| flour | 500 |\n| water | 350 |\n\n"
+    "## Method\n\n- Mix.\n- Rest.\n\n```python\nprint('bake')\n```\n"
+)
+
+
+def _docs(*texts: str, fmt: str = "text") -> pa.Table:
+    n = len(texts)
+    return pa.table({"doc_id": [f"d{i}" for i in range(n)], "source": ["s"] * n,
+                     "format": [fmt] * n, "title": [None] * n, "text": list(texts)})
+
+
+def test_units_split_sentences_and_structured_lines():
+    text = "First one. Second one.\n\n- item a\n- item b\n\n| a | b |\n| 1 | 2 |"
+    units = [text[a:b] for a, b in split_units(text)]
+    assert units == ["First one.", "Second one.", "- item a", "- item b", "| a | b |\n| 1 | 2 |"]
+
+
+@pytest.mark.parametrize("strategy", ["sentence", "sliding_window", "recursive"])
+def test_no_chunk_over_budget_and_offsets_map_back(tokenizer, strategy):
+    cfg = ChunkConfig(strategy=strategy, max_tokens=40)
+    chunks = chunk_documents(_docs(PROSE, MD, fmt="markdown"), cfg, 40, tokenizer)
+    tok = Tokens(tokenizer)
+    source = {"d0": PROSE, "d1": MD}
+    for row in chunks.to_pylist():
+        assert row["n_tokens"] <= 40
+        assert tok.counts([row["text"]])[0] == row["n_tokens"]
+        assert source[row["doc_id"]][row["char_start"]:row["char_end"]] == row["text"]
+
+
+def test_every_sentence_lands_in_a_chunk_with_overlap(tokenizer):
+    cfg = ChunkConfig(max_tokens=60, overlap_sentences=1)
+    chunks = chunk_documents(_docs(PROSE), cfg, 60, tokenizer).column("text").to_pylist()
+    sentences = re.findall(r"Sentence number \d+ [^.]*\.", PROSE)
+    assert all(any(s in c for c in chunks) for s in sentences)
+    first_of_second = chunks[1].split(".")[0] + "."
+    assert first_of_second in chunks[0]  # one sentence of overlap
+
+
+def test_table_kept_whole_when_it_fits(tokenizer):
+    chunks = chunk_documents(_docs(MD, fmt="markdown"), ChunkConfig(max_tokens=30), 30, tokenizer)
+    table = "| item | grams |\n| --- | --- |\n| flour | 500 |\n| water | 350 |"
+    assert any(table in c for c in chunks.column("text").to_pylist())
+
+
+def test_recursive_sections_and_code_fences():
+    parts = [MD[a:b] for a, b in split_sections(MD)]
+    assert parts[0].startswith("# Bread") and any(p.startswith("```python") for p in parts)
+
+
+def test_sentence_longer_than_budget_is_cut(tokenizer):
+    long_sentence = "word " * 300
+    chunks = chunk_documents(_docs(long_sentence), ChunkConfig(max_tokens=50), 50, tokenizer)
+    assert chunks.num_rows >= 6 and max(chunks.column("n_tokens").to_pylist()) <= 50
+
+
+def test_budget_larger_than_model_fails_with_numbers():
+    with pytest.raises(ValueError, match=r"chunk\.max_tokens: 300 does not fit .*= 254"):
+        token_budget(EncodeConfig(), 300)
+    assert token_budget(EncodeConfig(passage_prefix="passage: "), 200) == 200
+    with pytest.raises(ValueError, match="2 prefix tokens = 252"):
+        token_budget(EncodeConfig(passage_prefix="passage: "), 254)

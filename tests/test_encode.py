@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import numpy as np
+
+from tasks.config import EncodeConfig
+from tasks.encode import encode_texts, vectors_table
+from tasks.io import arrow_to_vectors
+from tasks.models import model_fingerprint, pick_device
+
+CFG = EncodeConfig(device="cpu")
+
+
+def test_vectors_in_input_order_duplicates_identical(encoder):
+    texts = ["The cat sat on the mat.", "Stock markets fell sharply.", "The cat sat on the mat."]
+    x = encode_texts(encoder, texts, CFG, "")
+    assert x.shape == (3, 384) and x.dtype == np.float32 and x.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(x[0], x[2])
+    single = encode_texts(encoder, [texts[1]], CFG, "")
+    np.testing.assert_allclose(x[1], single[0], atol=1e-5)
+
+
+def test_semantics_survive(encoder):
+    x = encode_texts(encoder, ["A dog barked loudly.", "The puppy was yapping.",
+                               "Quarterly tax filing deadline."], CFG, "")
+    assert x[0] @ x[1] > x[0] @ x[2] + 0.2
+
+
+def test_prefix_changes_vectors_and_fingerprint(encoder):
+    a = encode_texts(encoder, ["rain"], CFG, "")
+    b = encode_texts(encoder, ["rain"], CFG, "query: ")
+    assert float(a[0] @ b[0]) < 0.999
+    fp_plain = model_fingerprint(CFG)["fingerprint"]
+    assert fp_plain != model_fingerprint(CFG.model_copy(update={"query_prefix": "q: "}))[
+        "fingerprint"]
+    assert fp_plain == model_fingerprint(EncodeConfig(device="cpu"))["fingerprint"]
+
+
+def test_vectors_table_is_fixed_size_list():
+    x = np.arange(6, dtype="float32").reshape(3, 2)
+    table = vectors_table(["a", "b", "c"], x)
+    assert str(table.schema.field("vector").type) == "fixed_size_list<item: float>[2]"
+    np.testing.assert_array_equal(arrow_to_vectors(table.column("vector")), x)
+
+
+def test_unavailable_device_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match=r"encode\.device: 'cuda' is not available"):
+        pick_device("cuda")

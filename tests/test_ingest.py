@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tasks.config import IngestConfig
+from tasks.ingest import file_format, make_doc_id, parse_file, select_paths
+
+CFG = IngestConfig()
+
+
+def test_select_paths_applies_globs():
+    paths = ["a.txt", ".hidden/x.txt", "fin/queries.jsonl", "fin/qrels/test.tsv",
+             "fin/corpus.jsonl"]
+    assert select_paths(paths, CFG) == ["a.txt", "fin/corpus.jsonl"]
+    narrow = IngestConfig(include=("**/*.txt",))
+    assert select_paths(paths, narrow) == ["a.txt"]
+
+
+def test_formats_by_extension():
+    assert [file_format(p, CFG) for p in ("a.md", "b.HTM", "c.py", "d.csv", "e.bin")] == [
+        "markdown", "html", "code", "csv", None]
+
+
+def test_text_file_is_one_document_with_stable_id():
+    docs, rejects = parse_file("notes/a.txt", b"Hello world.\n", CFG)
+    assert rejects == [] and len(docs) == 1
+    assert docs[0]["doc_id"] == make_doc_id("notes/a.txt", "")
+    assert docs[0]["text"] == "Hello world.\n" and docs[0]["format"] == "text"
+
+
+def test_csv_records_with_configured_columns():
+    data = b'id,title,text,topic\n1,T1,"Body, with comma",x\n2,T2,Second body,y\n'
+    docs, rejects = parse_file("t.csv", data, CFG)
+    assert rejects == []
+    assert [d["record_key"] for d in docs] == ["1", "2"]
+    assert docs[0]["title"] == "T1" and docs[0]["text"] == "Body, with comma"
+    assert json.loads(docs[1]["metadata"]) == {"topic": "y"}
+
+
+def test_jsonl_bad_line_rejected_rest_kept():
+    data = b'{"id": "a", "body": "first"}\n{"id": "b", body}\n{"id": "c", "body": "third"}\n'
+    docs, rejects = parse_file("x.jsonl", data, CFG)
+    assert [d["record_key"] for d in docs] == ["a", "c"]
+    assert rejects == [{"source": "x.jsonl", "record_key": "row-1",
+                        "reason": "line 2: invalid JSON (Expecting property name enclosed in "
+                                  "double quotes)"}]
+
+
+def test_beir_corpus_format_and_title():
+    data = b'{"_id": "d1", "title": "Rain", "text": "Rain falls."}\n'
+    docs, _ = parse_file("beir/corpus.jsonl", data, CFG)
+    assert docs[0]["format"] == "beir" and docs[0]["title"] == "Rain"
+
+
+def test_parquet_records():
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"doc_key": ["k1"], "content": ["Lava flows."], "year": [1883]}), buf)
+    docs, rejects = parse_file("v.parquet", buf.getvalue(), CFG)
+    assert rejects == [] and docs[0]["record_key"] == "k1"
+    assert json.loads(docs[0]["metadata"]) == {"year": 1883}
+
+
+@pytest.mark.parametrize(("name", "data", "reason"), [
+    ("empty.txt", b"", "empty document"),
+    ("blank.md", b"  \n\n ", "empty document"),
+    ("blob.txt", b"\x00\x01\x02abc", "binary content"),
+    ("latin.txt", "café".encode("latin-1"), "not UTF-8 text"),
+    ("broken.parquet", b"PAR1 nope", "Parquet"),
+    ("image.png", b"\x89PNG", "unsupported file type '.png'"),
+    ("nocol.csv", b"a,b\n1,2\n", "no text column"),
+])
+def test_bad_inputs_rejected_with_reason(name, data, reason):
+    docs, rejects = parse_file(name, data, CFG)
+    assert docs == []
+    assert rejects and reason in rejects[0]["reason"] and rejects[0]["source"] == name
+
+
+def test_duplicate_record_key_rejected():
+    docs, rejects = parse_file("d.csv", b"id,text\n1,aaa\n1,bbb\n", CFG)
+    assert len(docs) == 1 and "duplicate record key '1'" in rejects[0]["reason"]

@@ -1,0 +1,124 @@
+"""The whole flow on data/sample with the real packaged model, real Prefect, real DVC."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import env_with_venv, make_workspace
+
+TOPICS = {
+    "how a collapsed star becomes a neutron star": "astronomy/",
+    "keeping a sourdough starter alive and fed": "baking/",
+    "blight on tomato leaves in the vegetable garden": "gardening/",
+    "shortest path through a weighted graph": "code/",
+    "corals expelling algae when the ocean warms": "marine/",
+    "besieging a castle with trebuchets": "history/",
+    "saving for retirement with tax advantages": "finance/",
+    "pyroclastic flows from an explosive eruption": "volcanoes/",
+}
+
+
+def fingerprints(ws: Path) -> dict[str, str]:
+    out = {}
+    for manifest in sorted((ws / "data").glob("0*_*/_manifest.json")):
+        m = json.loads(manifest.read_text())
+        out[m["stage"]] = m["fingerprint"]
+    return out
+
+
+def dvc(ws: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["dvc", *args], cwd=ws, env=env_with_venv(), capture_output=True,
+                          text=True, check=False, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def flow_ws(tmp_path_factory, prefect_server):
+    from flows.pipeline import pipeline
+
+    ws = make_workspace(tmp_path_factory.mktemp("flow_ws"))
+    summary = pipeline(root=str(ws))
+    return ws, summary
+
+
+def test_first_run_runs_every_stage(flow_ws):
+    ws, summary = flow_ws
+    assert [s["stage"] for s in summary["stages"] if s["ran"]] == [
+        "ingest", "clean", "chunk", "encode", "reduce", "dedup", "index", "evaluate"]
+    rows = {s["stage"]: s["rows"] for s in summary["stages"]}
+    assert rows["ingest"]["rejects"] >= 6  # the planted bad files
+    assert rows["dedup"]["exact"] >= 3 and rows["dedup"]["near"] >= 3
+    metrics = json.loads((ws / "metrics.json").read_text())
+    assert metrics["index_recall_at_10"] >= 0.95
+
+
+def test_every_input_document_accounted_for(flow_ws):
+    import pyarrow.parquet as pq
+
+    ws, _ = flow_ws
+    docs = pq.read_table(ws / "data/01_ingest/docs.parquet")
+    rejects = pq.read_table(ws / "data/01_ingest/rejects.parquet")
+    files = [p for p in (ws / "data/sample").rglob("*") if p.is_file()
+             and p.name != "queries.jsonl" and "qrels" not in p.parts]
+    sources = set(docs.column("source").to_pylist()) | set(rejects.column("source").to_pylist())
+    assert {p.relative_to(ws / "data/sample").as_posix() for p in files} == sources
+
+
+def test_topic_queries_return_their_topic_first(flow_ws):
+    from tasks.search import load_index_folder
+
+    ws, _ = flow_ws
+    folder = load_index_folder(ws / "data/07_index")
+    results = folder.search_text(list(TOPICS), k=3)
+    for (query, topic), hits in zip(TOPICS.items(), results, strict=True):
+        assert hits[0]["source"].startswith(topic), (query, [h["source"] for h in hits])
+
+
+def test_dvc_repro_in_a_fresh_copy_gives_same_fingerprints(flow_ws, tmp_path):
+    ws, _ = flow_ws
+    other = make_workspace(tmp_path / "repro_ws")
+    proc = dvc(other, "repro")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert fingerprints(other) == fingerprints(ws)
+    assert len(fingerprints(ws)) == 8
+
+
+def test_second_run_skips_everything_and_dvc_agrees(flow_ws):
+    from flows.pipeline import pipeline
+
+    ws, _ = flow_ws
+    summary = pipeline(root=str(ws))
+    assert not any(s["ran"] for s in summary["stages"])
+    proc = dvc(ws, "repro")
+    assert proc.returncode == 0 and "Running stage" not in proc.stdout, proc.stdout
+
+
+def test_reduce_param_change_reruns_exactly_downstream(flow_ws):
+    from flows.pipeline import pipeline
+    from tasks.config import load_params
+
+    ws, _ = flow_ws
+    before = fingerprints(ws)
+    summary = pipeline(root=str(ws), overrides={"reduce.pca_dims": 64})
+    ran = [s["stage"] for s in summary["stages"] if s["ran"]]
+    assert ran == ["reduce", "dedup", "index", "evaluate"]
+    assert load_params(ws / "params.yaml").reduce.pca_dims == 64  # DVC sees what ran
+    after = fingerprints(ws)
+    assert {k for k in after if after[k] != before[k]} == set(ran)
+    proc = dvc(ws, "repro")
+    assert "Running stage" not in proc.stdout, proc.stdout
+
+
+def test_invalid_override_fails_before_any_stage(flow_ws):
+    from flows.pipeline import pipeline
+
+    ws, _ = flow_ws
+    params_before = (ws / "params.yaml").read_text()
+    with pytest.raises(ValueError, match=r"reduce\.pca_dims: 999 exceeds the model's dimension"):
+        pipeline(root=str(ws), overrides={"reduce.pca_dims": 999})
+    with pytest.raises(ValueError, match=r"reduce\.pca_dims"):
+        pipeline(root=str(ws), overrides={"reduce.pca_dims": 0})
+    assert (ws / "params.yaml").read_text() == params_before
