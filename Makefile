@@ -18,6 +18,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 
 run: setup
 	$(VENV)/bin/embedpipe run
+	$(VENV)/bin/embedpipe search "how do neutron stars form" -k 3
 
 test: setup
 	$(VENV)/bin/ruff check .

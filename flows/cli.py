@@ -78,8 +78,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 0
     for rank, hit in enumerate(hits, 1):
         snippet = textwrap.shorten(hit["text"].replace("\n", " "), width=args.width)
-        print(f"{rank:>2}. {hit['score']:.3f}  {hit['source']}  [{hit['chunk_id']}]\n    "
-              f"{snippet}")
+        title = f"  \"{hit['title']}\"" if hit.get("title") else ""
+        print(f"{rank:>2}. {hit['score']:.3f}  {hit['source']}{title}  [{hit['chunk_id']}]\n"
+              f"    {snippet}")
     return 0
 
 
@@ -172,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import chdir, contextmanager
 from pathlib import Path
@@ -16,6 +17,8 @@ from tasks.registry import STAGE_NAMES, dvc_stages
 def open_repo(root: Path | str) -> Iterator[Any]:
     """The DVC repo at `root` (imported lazily: dvc is slow to import)."""
     from dvc.repo import Repo  # noqa: PLC0415
+
+    logging.getLogger("dvc").setLevel(logging.WARNING)  # per-commit chatter, not news
 
     # DVC resolves some output paths against the working directory, not root_dir.
     with chdir(root):

@@ -141,6 +141,9 @@ def load_encoder(
     """A SentenceTransformer on `device`, fp16 on CUDA when asked. Cached per process."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer  # noqa: PLC0415
+    from transformers.utils import logging as hf_logging  # noqa: PLC0415
+
+    hf_logging.disable_progress_bar()  # the weight-loading bar is noise in stage logs
 
     model = SentenceTransformer(str(resolve_model_path(name, revision)), device=device)
     model.max_seq_length = max_seq_length

@@ -79,7 +79,8 @@ class IndexFolder:
                 "queries would land in another embedding space"
             )
         x = encoder_for(cfg).encode([cfg.query_prefix + t for t in texts],
-                                    normalize_embeddings=cfg.normalize, convert_to_numpy=True)
+                                    normalize_embeddings=cfg.normalize, convert_to_numpy=True,
+                                    show_progress_bar=False)
         return self.transform.apply(np.asarray(x, dtype="float32"))
 
     def search_text(self, queries: list[str], k: int = 5) -> list[list[dict[str, Any]]]:
