@@ -9,7 +9,6 @@ import os
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
 
 from tasks.config import load_params, parse_override
 from tasks.registry import STAGE_NAMES, get_stage
@@ -62,10 +61,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _index_dir(args: argparse.Namespace) -> Path:
+    """--index, else the published CURRENT index, else the workspace's latest build."""
+    from tasks.publish import current_index  # noqa: PLC0415
+
     if args.index:
         return Path(args.index)
     root = _root(args)
-    return get_stage("index").out_dir(load_params(root / "params.yaml"), root)
+    params = load_params(root / "params.yaml")
+    published = current_index(root / params.publish.target)
+    return published or get_stage("index").out_dir(params, root)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -84,32 +88,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def lineage_chain(root: Path) -> list[dict[str, Any]]:
-    """Manifests from the index back to ingest (each stage once, pipeline order reversed)."""
-    from tasks.io import read_manifest  # noqa: PLC0415
-
-    params = load_params(root / "params.yaml")
-    chain, todo, seen = [], ["evaluate"], set()
-    while todo:
-        name = todo.pop(0)
-        if name in seen:
-            continue
-        seen.add(name)
-        try:
-            manifest = read_manifest(get_stage(name).out_dir(params, root), name)
-        except ValueError:
-            if name == "evaluate":
-                todo.append("index")
-                continue
-            raise
-        chain.append(manifest)
-        todo += list(manifest["inputs"])
-    order = {n: i for i, n in enumerate(STAGE_NAMES)}
-    return sorted(chain, key=lambda m: -order[m["stage"]])
-
-
 def cmd_lineage(args: argparse.Namespace) -> int:
-    chain = lineage_chain(_root(args))
+    from tasks.lineage import lineage_chain  # noqa: PLC0415
+
+    root = _root(args)
+    params = load_params(root / "params.yaml")
+    start = "evaluate" if (get_stage("evaluate").out_dir(params, root) / "_manifest.json"
+                           ).is_file() else "index"
+    chain = lineage_chain(root, params, start)
     if args.json:
         print(json.dumps(chain, indent=2))
         return 0
@@ -122,6 +108,49 @@ def cmd_lineage(args: argparse.Namespace) -> int:
         if m["stage"] == "ingest":
             print(f"          corpus sha256 {m['corpus_sha256'][:16]}, "
                   f"{m['input_files']} files from {m['config']['source']}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from tasks.runs import diff_runs, read_runs  # noqa: PLC0415
+
+    root = _root(args)
+    runs = read_runs(root / load_params(root / "params.yaml").paths.runs)
+    if args.action == "diff":
+        if len(args.ids) != 2:
+            raise ValueError("runs diff: give two run numbers, e.g. `embedpipe runs diff 1 2`")
+        args.diff = args.ids
+        by_number = {r["run"]: r for r in runs}
+        missing = [n for n in args.diff if n not in by_number]
+        if missing:
+            raise ValueError(f"runs: no run {missing}; runs are 1..{len(runs)}")
+        diff = diff_runs(by_number[args.diff[0]], by_number[args.diff[1]])
+        print(f"run {args.diff[0]} -> run {args.diff[1]}")
+        for key, (a, b) in diff["params"].items():
+            print(f"  param   {key}: {a!r} -> {b!r}")
+        for key, (a, b, d) in diff["metrics"].items():
+            print(f"  metric  {key}: {a} -> {b} ({d:+.4f})")
+        for key, (a, b) in diff["stages"].items():
+            print(f"  stage   {key}: {a} -> {b}")
+        return 0
+    print(f"{'run':>4}  {'time (UTC)':<25} {'gate':<5} {'probe nDCG@10':>13} "
+          f"{'labeled nDCG@10':>15} {'index R@10':>10}  index")
+    for r in runs:
+        m = r["metrics"]
+        lab = m.get("labeled_ndcg_at_10")
+        print(f"{r['run']:>4}  {r['time_utc']:<25} {'pass' if r['gate'] else 'FAIL':<5} "
+              f"{m.get('probe_ndcg_at_10', 0):>13.4f} "
+              f"{'-' if lab is None else f'{lab:.4f}':>15} "
+              f"{m.get('index_recall_at_10_queries') or 0:>10.4f}  "
+              f"{r['fingerprints'].get('index', '')[:12]}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from flows.compare import compare, markdown_table, parse_variant  # noqa: PLC0415
+
+    rows = compare(_root(args), [parse_variant(v) for v in args.variant])
+    print(markdown_table(rows))
     return 0
 
 
@@ -164,6 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lineage", help="what produced the index, back to the raw corpus")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_lineage)
+    p = sub.add_parser("runs", help="list evaluated runs (`runs diff A B` compares two)")
+    p.add_argument("action", nargs="?", choices=["list", "diff"], default="list")
+    p.add_argument("ids", nargs="*", type=int, metavar="RUN")
+    p.set_defaults(func=cmd_runs)
+    p = sub.add_parser("compare", help="run variants side by side and print one table")
+    p.add_argument("--variant", action="append", required=True, metavar="K=V[,K=V]",
+                   help="e.g. --variant reduce.pca_dims=128 --variant chunk.max_tokens=128")
+    p.set_defaults(func=cmd_compare)
     p = sub.add_parser("dvc-yaml", help="write dvc.yaml from the stage registry")
     p.add_argument("--check", action="store_true", help="only check it is up to date")
     p.set_defaults(func=cmd_dvc_yaml)

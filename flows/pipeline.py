@@ -26,12 +26,14 @@ from tasks.index import index_task
 from tasks.ingest import ingest_task
 from tasks.io import read_manifest
 from tasks.models import model_limits, resolve_model_path, token_budget
+from tasks.publish import publish_task
 from tasks.reduce import reduce_task
 from tasks.registry import STAGES
 
 STAGE_TASKS = {
     "ingest": ingest_task, "clean": clean_task, "chunk": chunk_task, "encode": encode_task,
     "reduce": reduce_task, "dedup": dedup_task, "index": index_task, "evaluate": evaluate_task,
+    "publish": publish_task,
 }
 
 

@@ -24,6 +24,7 @@ class PathsConfig(_Config):
     """Where stage outputs live, relative to the workspace root."""
 
     data: str = Field("data", description="Folder that holds the numbered stage outputs.")
+    runs: str = Field("runs/registry.jsonl", description="Append-only registry of runs.")
 
 
 class RunConfig(_Config):
@@ -183,11 +184,39 @@ class IndexConfig(_Config):
 
 
 class EvaluateConfig(_Config):
-    """Evaluation of the built index."""
+    """Evaluation of the vectors and the index, and the quality gate."""
 
-    sample_queries: Annotated[int, Field(ge=1)] = 1000
+    sample_queries: Annotated[int, Field(ge=1)] = Field(
+        1000, description="Corpus vectors used as probes for index recall vs exact search."
+    )
     k: Annotated[int, Field(ge=1, le=1000)] = 10
+    probe_docs: Annotated[int, Field(ge=1)] = Field(
+        500, description="Documents probed without labels: title or one sentence as the query."
+    )
+    label_field: str | None = Field(
+        "source_folder",
+        description="Label for NMI/ARI and map colours: 'source_folder' (first folder of the "
+        "source path), a metadata key, or null.",
+    )
+    health_sample: Annotated[int, Field(ge=10)] = 2000
+    plot_sample: Annotated[int, Field(ge=10)] = 1500
+    min_index_recall: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
+        0.9, description="Gate: index recall@10 vs exact search at the tuned parameter."
+    )
+    min_probe_recall_at_10: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
+        0.3, description="Gate: document recall@10 of the label-free probe."
+    )
+    min_labeled_ndcg_at_10: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
+        None, description="Gate: nDCG@10 on BEIR queries/qrels, when the corpus has them."
+    )
     seed: int = 0
+
+
+class PublishConfig(_Config):
+    """Where an index that passed the gate is published (versions + a CURRENT pointer)."""
+
+    target: str = Field("published", description="Folder that receives published indexes.")
+    keep: Annotated[int, Field(ge=1)] = Field(5, description="Published versions kept.")
 
 
 class Params(_Config):
@@ -203,6 +232,7 @@ class Params(_Config):
     dedup: DedupConfig = DedupConfig()
     index: IndexConfig = IndexConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    publish: PublishConfig = PublishConfig()
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import time
 
 import faiss
 import numpy as np
@@ -19,6 +20,8 @@ from prefect.cache_policies import NO_CACHE
 from tasks.config import IndexConfig
 from tasks.fingerprint import stage_fingerprint
 from tasks.io import VECTOR_COLUMN, StageOutput, arrow_to_vectors, read_table
+from tasks.lineage import METADATA_FILE, index_metadata
+from tasks.probes import probe_queries
 from tasks.runtime import main, start_stage, task_logger
 from tasks.search import (
     CARD_FILE,
@@ -26,9 +29,11 @@ from tasks.search import (
     INDEX_FILE,
     MODEL_FILE,
     TRANSFORM_FILE,
+    encode_queries,
     recall_at_k,
     set_search_param,
 )
+from tasks.transform import VectorTransform
 
 MIN_POINTS_PER_CENTROID = 39  # below this FAISS warns that k-means is under-trained
 _ADD_BATCH = 65_536
@@ -87,32 +92,76 @@ def _without_self(ids: np.ndarray, rows: np.ndarray, k: int) -> list[np.ndarray]
     return [r[r != q][:k] for r, q in zip(ids, rows, strict=True)]
 
 
-def tune_search_param(index: faiss.Index, x: np.ndarray, nlist: int | None,
-                      cfg: IndexConfig, k: int = 10) -> tuple[str | None, int | None, list[dict]]:
-    """Sweep nprobe (IVF) or efSearch (HNSW); pick the smallest meeting target_recall.
+class RecallProbe:
+    """Exact top-k answers for two probe sets: indexed rows (leave-one-out) and queries."""
 
-    Queries are indexed rows searched leave-one-out: a query finding itself would inflate
-    recall, since its own cell is always the first probed.
-    """
+    def __init__(self, x: np.ndarray, xq: np.ndarray | None, n_rows: int, seed: int,
+                 k: int = 10) -> None:
+        rng = np.random.default_rng(seed)
+        self.rows = np.sort(rng.choice(len(x), size=min(len(x), n_rows), replace=False))
+        self.xr, self.k = x[self.rows], k
+        self.xq = None if xq is None or not len(xq) else np.ascontiguousarray(xq, "float32")
+        exact = faiss.IndexFlatIP(x.shape[1])
+        exact.add(x)
+        self.kk = min(k + 1, len(x))
+        self.gt_rows = _without_self(exact.search(self.xr, self.kk)[1], self.rows, k)
+        self.gt_q = None if self.xq is None else exact.search(self.xq, min(k, len(x)))[1]
+
+    def measure(self, index: faiss.Index) -> dict[str, float]:
+        """recall@k of `index` as currently set, on both probe sets, and ms per query."""
+        out = {"recall_corpus": recall_at_k(
+            _without_self(index.search(self.xr, self.kk)[1], self.rows, self.k), self.gt_rows)}
+        if self.xq is not None:
+            started = time.perf_counter()
+            found = index.search(self.xq, self.gt_q.shape[1])[1]
+            out["ms_per_query"] = round(1e3 * (time.perf_counter() - started) / len(self.xq), 4)
+            out["recall_queries"] = recall_at_k(found, self.gt_q)
+        return out
+
+
+def sweep_search_param(index: faiss.Index, nlist: int | None, probe: RecallProbe,
+                       target: float | None = None) -> tuple[str | None, int | None, list[dict]]:
+    """Recall per nprobe (IVF) / efSearch (HNSW) value; with `target`, stop at the first
+    value meeting it on every probe set and leave the index set to it."""
     name, values = _candidates(index, nlist)
     if name is None:
         return None, None, []
-    rng = np.random.default_rng(cfg.seed + 1)
-    rows = np.sort(rng.choice(len(x), size=min(len(x), cfg.tune_queries), replace=False))
-    xq, kk = x[rows], min(k + 1, len(x))
-    exact = faiss.IndexFlatIP(x.shape[1])
-    exact.add(x)
-    gt = _without_self(exact.search(xq, kk)[1], rows, k)
     sweep, chosen = [], values[-1]
     for v in values:
         set_search_param(index, name, v)
-        found = _without_self(index.search(xq, kk)[1], rows, k)
-        sweep.append({name: v, "recall_at_10": recall_at_k(found, gt)})
-        if sweep[-1]["recall_at_10"] >= cfg.target_recall:
+        sweep.append({name: v, **probe.measure(index)})
+        worst = min(sweep[-1].get("recall_queries", 1.0), sweep[-1]["recall_corpus"])
+        if target is not None and worst >= target:
             chosen = v
             break
     set_search_param(index, name, chosen)
     return name, chosen, sweep
+
+
+def tune_search_param(index: faiss.Index, x: np.ndarray, nlist: int | None,
+                      cfg: IndexConfig, xq: np.ndarray | None = None
+                      ) -> tuple[str | None, int | None, list[dict]]:
+    """Smallest nprobe / efSearch meeting `target_recall` recall@10 vs exact search on
+    indexed rows searched leave-one-out and on query-like probes `xq` when given.
+
+    Leave-one-out matters: a row finding itself inflates recall, since its own cell is
+    always the first probed. Short queries land in other cells than passages do.
+    """
+    probe = RecallProbe(x, xq, cfg.tune_queries, cfg.seed + 1)
+    return sweep_search_param(index, nlist, probe, cfg.target_recall)
+
+
+def index_card(index: faiss.Index, factory: str, nlist: int | None, param: str | None,
+               value: int | None, sweep: list[dict], cfg: IndexConfig, size: int) -> dict:
+    """What the index is and how well it searches at its setting."""
+    last = sweep[-1] if sweep else {}
+    exact = param is None and factory == "Flat"
+    return {"factory": factory, "type": type(index).__name__, "metric": "inner_product",
+            "n": index.ntotal, "d": index.d, "nlist": nlist, "search_param": param,
+            "search_value": value, "target_recall": cfg.target_recall,
+            "recall_at_10_corpus": 1.0 if exact else last.get("recall_corpus"),
+            "recall_at_10_queries": 1.0 if exact else last.get("recall_queries"),
+            "sweep": sweep, "size_bytes": size}
 
 
 @task(name="index", cache_policy=NO_CACHE)
@@ -130,11 +179,16 @@ def index_task(root: str = ".") -> str:
     x = arrow_to_vectors(table.column(VECTOR_COLUMN))
     factory, nlist = resolve_factory(cfg, len(x))
     index = build_index(x, factory, cfg)
+    transform = VectorTransform.load(run.input_dirs["reduce"] / TRANSFORM_FILE)
     if cfg.nprobe != "auto" and nlist is not None:
         param, value, sweep = "nprobe", min(cfg.nprobe, nlist), []
         set_search_param(index, param, value)
+    elif nlist is not None or "HNSW" in factory:
+        probes = [q for q, _ in probe_queries(table, cfg.tune_queries, cfg.seed)]
+        xq = encode_queries(dedup["model"], transform, probes, where="index")
+        param, value, sweep = tune_search_param(index, x, nlist, cfg, xq)
     else:
-        param, value, sweep = tune_search_param(index, x, nlist, cfg)
+        param, value, sweep = None, None, []
     fp = stage_fingerprint("index", cfg, run.input_fingerprints)
     out = StageOutput(run.out_dir, "index", fp)
     faiss.write_index(index, str(out.path(INDEX_FILE)))
@@ -142,12 +196,10 @@ def index_task(root: str = ".") -> str:
     shutil.copyfile(run.input_dirs["reduce"] / TRANSFORM_FILE, out.path(TRANSFORM_FILE))
     model = {**dedup["model"], "space": dedup["space"]}
     out.write_json(MODEL_FILE, model)
-    card = {"factory": factory, "type": type(index).__name__, "metric": "inner_product",
-            "n": index.ntotal, "d": index.d, "nlist": nlist, "search_param": param,
-            "search_value": value, "recall_at_10": sweep[-1]["recall_at_10"] if sweep else
-            (1.0 if param is None else None), "target_recall": cfg.target_recall,
-            "sweep": sweep, "size_bytes": out.path(INDEX_FILE).stat().st_size}
+    card = index_card(index, factory, nlist, param, value, sweep, cfg,
+                      out.path(INDEX_FILE).stat().st_size)
     out.write_json(CARD_FILE, card)
+    out.write_json(METADATA_FILE, index_metadata(run, fp, model, card))
     out.commit(run.manifest(fp, cfg, model=model, space=dedup["space"], card=card,
                             rows={"vectors": index.ntotal}))
     log.info("index: %s over %d x %d, %s=%s", factory, index.ntotal, index.d, param, value)

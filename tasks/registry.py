@@ -29,6 +29,7 @@ class StageSpec:
     extra_modules: tuple[str, ...] = ()
     extra_deps: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
+    plots: tuple[str, ...] = ()
 
     @property
     def module(self) -> str:
@@ -49,11 +50,16 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("encode", "04_encode", ("chunk",), ("encode",), ("tasks/models.py",)),
     StageSpec("reduce", "05_reduce", ("encode",), ("reduce",), ("tasks/transform.py",)),
     StageSpec("dedup", "06_dedup", ("reduce", "chunk"), ("dedup",)),
-    StageSpec("index", "07_index", ("dedup", "reduce"), ("index",), ("tasks/search.py",)),
+    StageSpec("index", "07_index", ("dedup", "reduce"), ("index",),
+              ("tasks/search.py", "tasks/probes.py", "tasks/lineage.py", "tasks/transform.py")),
     StageSpec(
-        "evaluate", "08_evaluate", ("index", "dedup"), ("evaluate",), ("tasks/search.py",),
-        metrics=(METRICS_FILE,),
+        "evaluate", "08_evaluate", ("index", "dedup", "chunk", "ingest"), ("evaluate",),
+        ("tasks/search.py", "tasks/index.py", "tasks/probes.py", "tasks/retrieval.py",
+         "tasks/health.py", "tasks/plots.py", "tasks/runs.py", "tasks/lineage.py"),
+        extra_deps=("${ingest.source}",), metrics=(METRICS_FILE,),
+        plots=("map.png", "recall_vs_nprobe.png", "nn_similarity.png"),
     ),
+    StageSpec("publish", "09_publish", ("index", "evaluate"), ("publish",)),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
@@ -73,6 +79,11 @@ def downstream_of(name: str) -> tuple[str, ...]:
         if any(i in hit for i in spec.inputs):
             hit.add(spec.name)
     return tuple(n for n in STAGE_NAMES if n in hit)
+
+
+def dvc_plots(data_dir: str = "data") -> list[str]:
+    """Top-level `plots:` of dvc.yaml: image files written by stages."""
+    return [f"{data_dir}/{s.folder}/plots/{p}" for s in STAGES for p in s.plots]
 
 
 def dvc_stages(data_dir: str = "data") -> dict:

@@ -42,6 +42,32 @@ def set_search_param(index: faiss.Index, name: str | None, value: int | None) ->
         faiss.ParameterSpace().set_index_parameter(index, name, value)
 
 
+def encode_queries(model: dict[str, Any], transform: VectorTransform, texts: list[str],
+                   where: str = "index") -> np.ndarray:
+    """Embed query texts exactly as the index expects: model, query prefix, transform.
+
+    Raises ValueError when the model found here is not the one `model` was stamped with.
+    """
+    from tasks.models import encoder_for, model_fingerprint  # noqa: PLC0415
+
+    cfg = EncodeConfig(model=model["name"], revision=model["revision"],
+                       normalize=model["normalize"], query_prefix=model["query_prefix"],
+                       passage_prefix=model["passage_prefix"],
+                       max_seq_length=model["max_seq_length"])
+    now = model_fingerprint(cfg)["fingerprint"]
+    if now != model["fingerprint"]:
+        raise ValueError(
+            f"{where}: built with model {model['name']} fingerprint {model['fingerprint'][:12]}"
+            f", but the model here is {now[:12]}; queries would land in another embedding space"
+        )
+    if not texts:
+        return np.zeros((0, transform.d_out), dtype="float32")
+    x = encoder_for(cfg).encode([cfg.query_prefix + t for t in texts],
+                                normalize_embeddings=cfg.normalize, convert_to_numpy=True,
+                                show_progress_bar=False)
+    return transform.apply(np.asarray(x, dtype="float32"))
+
+
 @dataclass
 class IndexFolder:
     """Everything `embedpipe search` needs, loaded from one index folder."""
@@ -64,24 +90,7 @@ class IndexFolder:
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         """Queries embedded with the index's own model, prefix and transform."""
-        from tasks.models import encoder_for, model_fingerprint  # noqa: PLC0415
-
-        cfg = EncodeConfig(model=self.model["name"], revision=self.model["revision"],
-                           normalize=self.model["normalize"],
-                           query_prefix=self.model["query_prefix"],
-                           passage_prefix=self.model["passage_prefix"],
-                           max_seq_length=self.model["max_seq_length"])
-        now = model_fingerprint(cfg)["fingerprint"]
-        if now != self.model["fingerprint"]:
-            raise ValueError(
-                f"{self.path}: built with model {self.model['name']} fingerprint "
-                f"{self.model['fingerprint'][:12]}, but the model here is {now[:12]}; "
-                "queries would land in another embedding space"
-            )
-        x = encoder_for(cfg).encode([cfg.query_prefix + t for t in texts],
-                                    normalize_embeddings=cfg.normalize, convert_to_numpy=True,
-                                    show_progress_bar=False)
-        return self.transform.apply(np.asarray(x, dtype="float32"))
+        return encode_queries(self.model, self.transform, texts, where=str(self.path))
 
     def search_text(self, queries: list[str], k: int = 5) -> list[list[dict[str, Any]]]:
         """Top-k chunk rows (with `score`) for each query text."""

@@ -47,12 +47,24 @@ def flow_ws(tmp_path_factory, prefect_server):
 def test_first_run_runs_every_stage(flow_ws):
     ws, summary = flow_ws
     assert [s["stage"] for s in summary["stages"] if s["ran"]] == [
-        "ingest", "clean", "chunk", "encode", "reduce", "dedup", "index", "evaluate"]
+        "ingest", "clean", "chunk", "encode", "reduce", "dedup", "index", "evaluate", "publish"]
     rows = {s["stage"]: s["rows"] for s in summary["stages"]}
     assert rows["ingest"]["rejects"] >= 6  # the planted bad files
     assert rows["dedup"]["exact"] >= 3 and rows["dedup"]["near"] >= 3
     metrics = json.loads((ws / "metrics.json").read_text())
-    assert metrics["index_recall_at_10"] >= 0.95
+    assert metrics["index_recall_at_10_queries"] >= 0.95 and metrics["gate"]["passed"]
+    assert metrics["probe_ndcg_at_10"] >= 0.8 and metrics["labeled_ndcg_at_10"] >= 0.6
+
+
+def test_dvc_metrics_and_plots_show(flow_ws):
+    ws, _ = flow_ws
+    proc = dvc(ws, "metrics", "show", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "probe_ndcg_at_10" in proc.stdout
+    proc = dvc(ws, "plots", "show", "-o", "plots_html")
+    assert proc.returncode == 0, proc.stderr
+    html = (ws / "plots_html" / "index.html").read_text()
+    assert "map.png" in html or "static" in html
 
 
 def test_every_input_document_accounted_for(flow_ws):
@@ -83,7 +95,7 @@ def test_dvc_repro_in_a_fresh_copy_gives_same_fingerprints(flow_ws, tmp_path):
     proc = dvc(other, "repro")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert fingerprints(other) == fingerprints(ws)
-    assert len(fingerprints(ws)) == 8
+    assert len(fingerprints(ws)) == 9
 
 
 def test_second_run_skips_everything_and_dvc_agrees(flow_ws):
@@ -104,12 +116,22 @@ def test_reduce_param_change_reruns_exactly_downstream(flow_ws):
     before = fingerprints(ws)
     summary = pipeline(root=str(ws), overrides={"reduce.pca_dims": 64})
     ran = [s["stage"] for s in summary["stages"] if s["ran"]]
-    assert ran == ["reduce", "dedup", "index", "evaluate"]
+    assert ran == ["reduce", "dedup", "index", "evaluate", "publish"]
     assert load_params(ws / "params.yaml").reduce.pca_dims == 64  # DVC sees what ran
     after = fingerprints(ws)
     assert {k for k in after if after[k] != before[k]} == set(ran)
     proc = dvc(ws, "repro")
     assert "Running stage" not in proc.stdout, proc.stdout
+
+
+def test_runs_diff_shows_the_param_change(flow_ws, capsys):
+    from flows.cli import main
+
+    ws, _ = flow_ws
+    capsys.readouterr()
+    assert main(["--root", str(ws), "runs", "diff", "1", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "param   reduce.pca_dims: None -> 64" in out and "stage   reduce:" in out
 
 
 def test_invalid_override_fails_before_any_stage(flow_ws):

@@ -1,0 +1,77 @@
+"""Compare configurations: run the pipeline once per variant in a scratch copy of the
+workspace (stage outputs copied in, so DVC reruns only what each variant changes) and
+collect metrics, time and index size side by side."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tasks.config import load_params, parse_override
+from tasks.io import read_manifest
+from tasks.registry import get_stage
+
+COPIED = ("params.yaml", "dvc.yaml", "dvc.lock", ".dvc/config", ".dvcignore", "tasks", "flows")
+COLUMNS = ("probe_recall_at_10", "probe_ndcg_at_10", "labeled_ndcg_at_10",
+           "index_recall_at_10_queries", "silhouette", "vectors", "dim", "index_size_bytes")
+
+
+def parse_variant(text: str) -> dict[str, Any]:
+    """'a.b=1,c.d=x' -> {'a.b': 1, 'c.d': 'x'}."""
+    return dict(parse_override(part) for part in text.split(",") if part.strip())
+
+
+def scratch_copy(root: Path, dest: Path) -> Path:
+    """Code, params, DVC state and stage outputs of `root` in `dest` (a new git repo)."""
+    params = load_params(root / "params.yaml")
+    for rel in COPIED:
+        src = root / rel
+        if src.is_dir():
+            shutil.copytree(src, dest / rel, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    data = root / params.paths.data
+    for out in data.glob("0*_*"):
+        shutil.copytree(out, dest / params.paths.data / out.name)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    return dest
+
+
+def run_variant(root: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Run the flow with `overrides` in a scratch copy; return its metrics row."""
+    from flows.pipeline import pipeline  # noqa: PLC0415
+
+    source = (root / load_params(root / "params.yaml").ingest.source).resolve()
+    with tempfile.TemporaryDirectory(prefix="embedpipe-compare-") as tmp:
+        ws = scratch_copy(root, Path(tmp))
+        started = time.perf_counter()
+        summary = pipeline(root=str(ws), overrides={"ingest.source": str(source), **overrides})
+        seconds = time.perf_counter() - started
+        params = load_params(ws / "params.yaml")
+        manifest = read_manifest(get_stage("evaluate").out_dir(params, ws), "evaluate")
+    metrics = manifest["metrics"]
+    return {"variant": ", ".join(f"{k}={v}" for k, v in overrides.items()) or "baseline",
+            "seconds": round(seconds, 1),
+            "stages_run": sum(s["ran"] for s in summary["stages"]),
+            **{c: metrics.get(c) for c in COLUMNS}}
+
+
+def compare(root: Path, variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Baseline plus each variant, one row each."""
+    return [run_variant(root, v) for v in [{}, *variants]]
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Rows as a Markdown table."""
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(
+            f"{r[c]:.4f}" if isinstance(r[c], float) and c != "seconds" else str(r[c])
+            for c in cols) + " |")
+    return "\n".join(lines)

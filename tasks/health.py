@@ -1,0 +1,58 @@
+"""Embedding-space health on a bounded sample: clusters, labels, spectrum, neighbours."""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.metrics import (
+    adjusted_rand_score,
+    normalized_mutual_info_score,
+    silhouette_score,
+)
+
+
+def sample_rows(n: int, size: int, seed: int) -> np.ndarray:
+    """Sorted seeded sample of row numbers."""
+    return np.sort(np.random.default_rng(seed).choice(n, size=min(n, size), replace=False))
+
+
+def nearest_neighbour_similarity(x: np.ndarray) -> np.ndarray:
+    """Each row's cosine to its nearest other row (unit vectors, exact search)."""
+    x = np.ascontiguousarray(x, dtype="float32")
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    sims, ids = index.search(x, min(2, len(x)))
+    own = ids[:, 0] == np.arange(len(x))
+    return np.where(own, sims[:, -1], sims[:, 0]).astype("float32")
+
+
+def space_health(x: np.ndarray, labels: list[str] | None, seed: int) -> dict[str, float | int]:
+    """Silhouette of k-means clusters, NMI/ARI against labels, PCA spectrum, NN similarity.
+
+    Args:
+        x: (n, d) unit vectors (already a bounded sample).
+        labels: one label per row, or None.
+        seed: k-means seed.
+    """
+    n = len(x)
+    out: dict[str, float | int] = {"health_sample": n}
+    n_labels = len(set(labels)) if labels else 0
+    k = n_labels if n_labels >= 2 else int(np.clip(np.sqrt(n / 2), 2, 50))
+    if n > k >= 2:
+        clusters = KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(x)
+        out["kmeans_k"] = k
+        out["silhouette"] = round(float(silhouette_score(x, clusters, metric="cosine")), 6)
+        if n_labels >= 2:
+            out["nmi"] = round(float(normalized_mutual_info_score(labels, clusters)), 6)
+            out["ari"] = round(float(adjusted_rand_score(labels, clusters)), 6)
+    centred = x - x.mean(axis=0)
+    var = np.linalg.svd(centred, compute_uv=False) ** 2
+    ratio = np.cumsum(var) / var.sum()
+    for c in (10, 50):
+        if c < len(ratio):
+            out[f"pca_variance_top_{c}"] = round(float(ratio[c - 1]), 6)
+    nn = nearest_neighbour_similarity(x)
+    for q in (5, 50, 95):
+        out[f"nn_similarity_p{q}"] = round(float(np.percentile(nn, q)), 6)
+    return out
