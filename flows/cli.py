@@ -27,7 +27,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     overrides = dict(parse_override(s) for s in args.set)
     load_params(_root(args) / "params.yaml", overrides)  # fail before Prefect starts
-    summary = pipeline(root=str(_root(args)), overrides=overrides, force=args.force)
+    summary = pipeline(root=str(_root(args)), set_params=overrides, force=args.force,
+                       on_busy=args.on_busy)
     for s in summary["stages"]:
         if s["ran"]:
             rows = ", ".join(f"{k}={v}" for k, v in s["rows"].items())
@@ -41,12 +42,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_stage(args: argparse.Namespace) -> int:
     from flows.dvc_bridge import open_repo, record_stage  # noqa: PLC0415
     from flows.pipeline import STAGE_TASKS  # noqa: PLC0415
+    from tasks.lock import workspace_lock  # noqa: PLC0415
 
     root = _root(args)
-    get_stage(args.name)
-    out = STAGE_TASKS[args.name].fn(root=str(root))
-    with open_repo(root) as repo:
-        record_stage(repo, args.name)
+    run_cfg = load_params(root / "params.yaml").run
+    with workspace_lock(root, f"embedpipe stage {args.name}", run_cfg.on_busy,
+                        run_cfg.lock_wait_s):
+        out = STAGE_TASKS[args.name].fn(root=str(root))
+        with open_repo(root) as repo:
+            record_stage(repo, args.name)
     print(out)
     return 0
 
@@ -154,6 +158,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from flows.deployments import serve_deployments  # noqa: PLC0415
+
+    serve_deployments(_root(args))
+    return 0
+
+
 def cmd_dvc_yaml(args: argparse.Namespace) -> int:
     from flows.dvc_bridge import render_dvc_yaml  # noqa: PLC0415
 
@@ -177,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a param, e.g. --set reduce.pca_dims=128 (repeatable)")
     p.add_argument("--force", action="store_true", help="run every stage")
+    p.add_argument("--on-busy", choices=["wait", "fail"], default=None,
+                   help="when another run holds the workspace (default: run.on_busy)")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("stage", help="run one stage without Prefect and record it in DVC")
     p.add_argument("name", choices=STAGE_NAMES)
@@ -193,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lineage", help="what produced the index, back to the raw corpus")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_lineage)
+    sub.add_parser("serve", help="serve the `nightly` and `manual` Prefect deployments"
+                   ).set_defaults(func=cmd_serve)
     p = sub.add_parser("runs", help="list evaluated runs (`runs diff A B` compares two)")
     p.add_argument("action", nargs="?", choices=["list", "diff"], default="list")
     p.add_argument("ids", nargs="*", type=int, metavar="RUN")
@@ -214,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as err:
+    except (ValueError, RuntimeError) as err:
         print(f"embedpipe: error: {err}", file=sys.stderr)
         return 2
 

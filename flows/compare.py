@@ -50,7 +50,7 @@ def run_variant(root: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="embedpipe-compare-") as tmp:
         ws = scratch_copy(root, Path(tmp))
         started = time.perf_counter()
-        summary = pipeline(root=str(ws), overrides={"ingest.source": str(source), **overrides})
+        summary = pipeline(root=str(ws), set_params={"ingest.source": str(source), **overrides})
         seconds = time.perf_counter() - started
         params = load_params(ws / "params.yaml")
         manifest = read_manifest(get_stage("evaluate").out_dir(params, ws), "evaluate")

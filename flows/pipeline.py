@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.artifacts import publish_summary
 from flows.dvc_bridge import open_repo, record_stage, stale_reason
+from flows.parameters import RunOverrides, to_dotted
 from tasks.chunk import chunk_task
 from tasks.clean import clean_task
 from tasks.config import Params, load_params, write_overrides
@@ -25,6 +27,7 @@ from tasks.evaluate import evaluate_task
 from tasks.index import index_task
 from tasks.ingest import ingest_task
 from tasks.io import read_manifest
+from tasks.lock import workspace_lock
 from tasks.models import model_limits, resolve_model_path, token_budget
 from tasks.publish import publish_task
 from tasks.reduce import reduce_task
@@ -55,42 +58,63 @@ def skip_stage(stage: str) -> str:
     return stage
 
 
-@flow(name="embedpipe", log_prints=False)
-def pipeline(root: str = ".", overrides: dict[str, Any] | None = None,
-             force: bool = False) -> dict[str, Any]:
-    """Run the stale stages of the pipeline in `root`.
+def stage_timeout(params: Params, stage: str) -> int:
+    """The stage's timeout: its own entry in run.stage_timeouts, else run.stage_timeout_s."""
+    return params.run.stage_timeouts.get(stage, params.run.stage_timeout_s)
 
-    Args:
-        root: the workspace (a git + DVC repo holding params.yaml and dvc.yaml).
-        overrides: dotted params (`{"reduce.pca_dims": 64}`), validated, then written to
-            params.yaml as `dvc exp run --set-param` does.
-        force: run every stage even when DVC finds it fresh.
-    """
+
+def run_stages(root: Path, params: Params, force: bool) -> list[dict[str, Any]]:
+    """Run the stale stages in order, recording each in dvc.lock; one row per stage."""
     log = get_run_logger()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    root_path = Path(root).resolve()
-    params = load_params(root_path / "params.yaml", overrides)
-    check_against_model(params)  # everything is validated before params.yaml changes
-    write_overrides(root_path / "params.yaml", overrides or {})
-    summary: dict[str, Any] = {"stages": []}
-    with open_repo(root_path) as repo:
+    rows: list[dict[str, Any]] = []
+    with open_repo(root) as repo:
         for spec in STAGES:
             reason = "forced" if force else stale_reason(repo, spec.name)
+            out_dir = spec.out_dir(params, root)
             if reason is None:
                 skip_stage(spec.name)
                 log.info("%s: fresh, skipped", spec.name)
-                summary["stages"].append({"stage": spec.name, "ran": False})
+                manifest = read_manifest(out_dir, spec.name)
+                rows.append({"stage": spec.name, "ran": False, "reason": "fresh",
+                             "seconds": 0.0, "fingerprint": manifest["fingerprint"],
+                             "rows": manifest.get("rows", {})})
                 continue
             log.info("%s: running (%s)", spec.name, reason)
             started = time.perf_counter()
-            stage_task = STAGE_TASKS[spec.name].with_options(
-                timeout_seconds=params.run.stage_timeout_s)
-            out_dir = stage_task(root=str(root_path))
+            STAGE_TASKS[spec.name].with_options(
+                timeout_seconds=stage_timeout(params, spec.name))(root=str(root))
             record_stage(repo, spec.name)
-            manifest = read_manifest(Path(out_dir), spec.name)
-            summary["stages"].append({
-                "stage": spec.name, "ran": True, "reason": reason,
-                "seconds": round(time.perf_counter() - started, 2),
-                "fingerprint": manifest["fingerprint"], "rows": manifest.get("rows", {}),
-            })
+            manifest = read_manifest(out_dir, spec.name)
+            rows.append({"stage": spec.name, "ran": True, "reason": reason,
+                         "seconds": round(time.perf_counter() - started, 2),
+                         "fingerprint": manifest["fingerprint"],
+                         "rows": manifest.get("rows", {})})
+    return rows
+
+
+@flow(name="embedpipe", log_prints=False, validate_parameters=True)
+def pipeline(root: str = ".", overrides: RunOverrides | None = None,
+             set_params: dict[str, Any] | None = None, force: bool = False,
+             on_busy: Literal["wait", "fail"] | None = None) -> dict[str, Any]:
+    """Run the stale stages of the embedpipe pipeline in a workspace.
+
+    Args:
+        root: the workspace (a git + DVC repo holding params.yaml and dvc.yaml).
+        overrides: typed per-stage overrides; empty fields keep params.yaml's values.
+        set_params: dotted overrides (`{"reduce.pca_dims": 64}`), as `--set` gives them.
+        force: run every stage even when DVC finds it fresh.
+        on_busy: when another run holds the workspace: 'wait' or 'fail' (default: params).
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    root_path = Path(root).resolve()
+    dotted = {**to_dotted(overrides), **(set_params or {})}
+    params = load_params(root_path / "params.yaml", dotted)
+    check_against_model(params)  # everything is validated before params.yaml changes
+    busy = on_busy or params.run.on_busy
+    with workspace_lock(root_path, "embedpipe flow", busy, params.run.lock_wait_s):
+        write_overrides(root_path / "params.yaml", dotted)
+        rows = run_stages(root_path, params, force)
+    summary = {"stages": rows, "overrides": dotted,
+               "params": params.model_dump(mode="json")}
+    publish_summary(root_path, params, summary)
     return summary

@@ -28,12 +28,40 @@ class PathsConfig(_Config):
 
 
 class RunConfig(_Config):
-    """Run-wide settings."""
+    """Run-wide settings: timeouts, schedule, what a second concurrent run does."""
 
     stage_timeout_s: Annotated[int, Field(ge=1)] = Field(
         6 * 3600, description="Upper bound on one stage's wall time (Prefect runs)."
     )
+    stage_timeouts: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict, description="Per-stage timeouts overriding stage_timeout_s."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING"] = "INFO"
+    schedule_cron: str = Field("0 3 * * *", description="Cron of the `nightly` deployment.")
+    timezone: str = Field("UTC", description="IANA time zone of the schedule.")
+    on_busy: Literal["wait", "fail"] = Field(
+        "wait", description="When another run holds the workspace: wait for it, or fail now."
+    )
+    lock_wait_s: Annotated[float, Field(ge=0)] = Field(
+        3600, description="How long 'wait' waits for the workspace."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> RunConfig:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # noqa: PLC0415
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone {self.timezone!r} is not an IANA zone name") from None
+        from tasks.registry import STAGE_NAMES  # noqa: PLC0415  (registry imports this module)
+
+        unknown = sorted(set(self.stage_timeouts) - set(STAGE_NAMES))
+        if unknown:
+            raise ValueError(f"stage_timeouts: unknown stages {unknown}; stages are {STAGE_NAMES}")
+        if len(self.schedule_cron.split()) != 5:
+            raise ValueError(f"schedule_cron {self.schedule_cron!r}: expected 5 cron fields")
+        return self
 
 
 class IngestConfig(_Config):

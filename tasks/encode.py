@@ -7,6 +7,7 @@ identical chunk texts are encoded once.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,20 +19,33 @@ from tasks.config import EncodeConfig
 from tasks.fingerprint import stage_fingerprint
 from tasks.io import VECTOR_COLUMN, StageOutput, read_table, vectors_to_arrow
 from tasks.models import encoder_for, model_fingerprint
-from tasks.runtime import main, start_stage, task_logger
+from tasks.runtime import main, progress_reporter, start_stage, task_logger
+
+BLOCK_BATCHES = 64  # batches per length-sorted block: progress granularity, bounded memory
 
 
 def encode_texts(model: Any, texts: list[str], cfg: EncodeConfig, prefix: str,
-                 progress: bool = False) -> np.ndarray:
-    """(n, d) float32 embeddings of `prefix + text`; duplicates encoded once, order kept."""
+                 progress: bool = False,
+                 on_block: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """(n, d) float32 embeddings of `prefix + text`, in input order.
+
+    Identical texts are encoded once. Texts are sorted by length once for the whole input
+    and encoded in blocks, so every batch pads to similar lengths; `on_block(done, total)`
+    is called after each block.
+    """
     unique, inverse = np.unique(np.array(texts, dtype=object), return_inverse=True)
-    if not len(texts):
-        return np.zeros((0, model.get_embedding_dimension()), dtype="float32")
-    # sentence-transformers sorts each call by length, so padding stays small per batch.
-    xu = model.encode([prefix + t for t in unique.tolist()], batch_size=cfg.batch_size,
-                      normalize_embeddings=cfg.normalize, convert_to_numpy=True,
-                      show_progress_bar=progress)
-    return np.ascontiguousarray(np.asarray(xu, dtype="float32")[inverse.reshape(-1)])
+    d = model.get_embedding_dimension()
+    xu = np.zeros((len(unique), d), dtype="float32")
+    order = np.argsort([-len(t) for t in unique.tolist()], kind="stable")
+    block = max(cfg.batch_size * BLOCK_BATCHES, cfg.batch_size)
+    for start in range(0, len(order), block):
+        rows = order[start:start + block]
+        xu[rows] = model.encode([prefix + unique[i] for i in rows], batch_size=cfg.batch_size,
+                                normalize_embeddings=cfg.normalize, convert_to_numpy=True,
+                                show_progress_bar=progress)
+        if on_block is not None:
+            on_block(min(start + block, len(order)), len(order))
+    return np.ascontiguousarray(xu[inverse.reshape(-1)])
 
 
 def vectors_table(chunk_ids: pa.Array | pa.ChunkedArray, x: np.ndarray) -> pa.Table:
@@ -48,7 +62,8 @@ def encode_task(root: str = ".") -> str:
     model_info = model_fingerprint(cfg)
     model = encoder_for(cfg)
     x = encode_texts(model, chunks.column("text").to_pylist(), cfg, cfg.passage_prefix,
-                     progress=sys.stderr.isatty())
+                     progress=sys.stderr.isatty(),
+                     on_block=progress_reporter("embedpipe-encode-progress", "encode"))
     fp = stage_fingerprint("encode", cfg, run.input_fingerprints, {"model": model_info})
     out = StageOutput(run.out_dir, "encode", fp)
     out.write_table("vectors.parquet", vectors_table(chunks.column("chunk_id"), x))

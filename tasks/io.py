@@ -62,6 +62,24 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_dead_leftovers(out_dir: Path) -> None:
+    """Drop temporary folders left by killed runs (their pid no longer exists)."""
+    for leftover in out_dir.parent.glob(f".{out_dir.name}.*-*"):
+        pid = leftover.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid))):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 class StageOutput:
     """Collects one stage's files in a temporary folder, then swaps it in whole.
 
@@ -76,7 +94,7 @@ class StageOutput:
         self.stage = stage
         self.fingerprint = fingerprint
         self.tmp_dir = self.out_dir.with_name(f".{self.out_dir.name}.tmp-{os.getpid()}")
-        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        _remove_dead_leftovers(self.out_dir)
         self.tmp_dir.mkdir(parents=True)
 
     def path(self, name: str) -> Path:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tasks.config import Params
+if TYPE_CHECKING:
+    from tasks.config import Params
 
 CORE_MODULES = (
     "tasks/config.py", "tasks/fingerprint.py", "tasks/io.py", "tasks/registry.py",
-    "tasks/runtime.py",
+    "tasks/runtime.py", "tasks/lock.py",
 )
 METRICS_FILE = "metrics.json"
 

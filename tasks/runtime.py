@@ -13,6 +13,7 @@ from typing import Any
 
 from tasks.config import Params, load_params
 from tasks.io import check_lineage, read_manifest
+from tasks.lock import workspace_lock
 from tasks.registry import get_stage
 
 
@@ -25,6 +26,23 @@ def task_logger() -> logging.Logger | logging.LoggerAdapter:
         return get_run_logger()
     except MissingContextError:
         return logging.getLogger("embedpipe")
+
+
+def progress_reporter(key: str, what: str) -> Callable[[int, int], None] | None:
+    """A callback updating a Prefect progress artifact inside a run, None outside one."""
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact  # noqa: PLC0415
+    from prefect.context import TaskRunContext  # noqa: PLC0415
+
+    if TaskRunContext.get() is None:
+        return None
+    artifact_id = create_progress_artifact(0.0, key=key, description=f"{what} progress")
+    log = task_logger()
+
+    def report(done: int, total: int) -> None:
+        update_progress_artifact(artifact_id, 100.0 * done / max(total, 1))
+        log.info("%s: %d / %d", what, done, total)
+
+    return report
 
 
 @dataclass
@@ -81,8 +99,12 @@ def main(task: Callable[..., Any]) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     fn = getattr(task, "fn", task)
+    root = os.environ.get("DVC_ROOT", ".")
     try:
-        fn(root=os.environ.get("DVC_ROOT", "."))
-    except ValueError as err:
+        run_cfg = load_params(Path(root) / "params.yaml").run
+        what = f"dvc stage {getattr(task, 'name', fn.__name__)}"
+        with workspace_lock(root, what, run_cfg.on_busy, run_cfg.lock_wait_s):
+            fn(root=root)
+    except (ValueError, RuntimeError) as err:
         logging.getLogger("embedpipe").error("%s", err)
         sys.exit(2)

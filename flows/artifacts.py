@@ -1,0 +1,57 @@
+"""What a flow run leaves in the Prefect UI: a summary (Markdown) and a table of stages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from tasks.config import Params
+from tasks.registry import get_stage
+
+SUMMARY_KEY = "embedpipe-summary"
+STAGES_KEY = "embedpipe-stages"
+HEADLINE = ("probe_recall_at_10", "probe_ndcg_at_10", "labeled_ndcg_at_10",
+            "index_recall_at_10_queries", "index_recall_at_10_corpus", "silhouette", "nmi")
+
+
+def stage_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One flat row per stage: ran or skipped, seconds, counts, fingerprint."""
+    return [{"stage": r["stage"], "status": "ran" if r["ran"] else "skipped (fresh)",
+             "seconds": r["seconds"], "fingerprint": r["fingerprint"][:16],
+             "counts": ", ".join(f"{k}={v}" for k, v in r["rows"].items()),
+             "reason": r["reason"]} for r in rows]
+
+
+def summary_markdown(root: Path, params: Params, summary: dict[str, Any]) -> str:
+    """The run's Markdown report: stages, index card, metrics, overrides."""
+    lines = ["# embedpipe run", "", f"Workspace `{root}`", "",
+             "| stage | status | seconds | counts | fingerprint |", "|---|---|---|---|---|"]
+    lines += [f"| {r['stage']} | {r['status']} | {r['seconds']} | {r['counts']} | "
+              f"`{r['fingerprint']}` |" for r in stage_table(summary["stages"])]
+    index_card = get_stage("index").out_dir(params, root) / "card.json"
+    if index_card.is_file():
+        card = json.loads(index_card.read_text(encoding="utf-8"))
+        lines += ["", "## Index", "", f"{card['factory']} ({card['type']}), {card['n']} x "
+                  f"{card['d']}, {card['search_param'] or 'exact'}="
+                  f"{card['search_value'] or '-'}, {card['size_bytes']:,} bytes"]
+    metrics_path = get_stage("evaluate").out_dir(params, root) / "metrics.json"
+    if metrics_path.is_file():
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {metrics[k]:.4f} |" for k in HEADLINE
+                  if isinstance(metrics.get(k), float)]
+        lines += [f"| quality gate | {'passed' if metrics['gate']['passed'] else 'FAILED'} |"]
+    lines += ["", "## Overrides applied to params.yaml", "",
+              "```json", json.dumps(summary["overrides"], indent=2), "```"]
+    return "\n".join(lines)
+
+
+def publish_summary(root: Path, params: Params, summary: dict[str, Any]) -> None:
+    """Create the summary and stage-table artifacts under stable keys."""
+    create_table_artifact(stage_table(summary["stages"]), key=STAGES_KEY,
+                          description="embedpipe stage statistics")
+    create_markdown_artifact(summary_markdown(root, params, summary), key=SUMMARY_KEY,
+                             description="embedpipe run summary")

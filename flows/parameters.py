@@ -1,0 +1,48 @@
+"""The flow's typed parameters: every stage config with all fields optional.
+
+Prefect renders this model in the UI's custom-run form as one group per stage, with the
+configs' descriptions, bounds and choices; an empty field keeps the value in params.yaml.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from tasks.config import Params
+
+OVERRIDABLE = ("ingest", "clean", "chunk", "encode", "reduce", "dedup", "index", "evaluate",
+               "publish")
+
+
+def _optional_model(name: str, config: type[BaseModel]) -> type[BaseModel]:
+    fields: dict[str, Any] = {}
+    for field_name, info in config.model_fields.items():
+        annotation = Annotated[info.annotation, *info.metadata] if info.metadata else (
+            info.annotation)
+        fields[field_name] = (Optional[annotation], Field(  # noqa: UP045  (runtime-built type)
+            None, description=info.description or f"{name}.{field_name}",
+            title=field_name))
+    return create_model(f"{config.__name__}Override", __config__=ConfigDict(extra="forbid"),
+                        __doc__=config.__doc__, **fields)
+
+
+RunOverrides: type[BaseModel] = create_model(
+    "RunOverrides",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="Overrides of params.yaml for this run; empty fields keep the file's values.",
+    **{group: (Optional[_optional_model(group, Params.model_fields[group].annotation)],  # noqa: UP045
+               Field(None, description=Params.model_fields[group].annotation.__doc__))
+       for group in OVERRIDABLE},
+)
+
+
+def to_dotted(overrides: BaseModel | dict[str, Any] | None) -> dict[str, Any]:
+    """The set fields of a RunOverrides as dotted params keys (`{'reduce.pca_dims': 64}`)."""
+    if overrides is None:
+        return {}
+    data = overrides.model_dump(exclude_none=True) if isinstance(overrides, BaseModel) else (
+        overrides)
+    return {f"{group}.{key}": value for group, values in data.items()
+            for key, value in (values or {}).items()}

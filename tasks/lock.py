@@ -1,0 +1,59 @@
+"""One run per workspace: an advisory file lock shared by the flow, the CLI and `dvc repro`.
+
+The lock is an flock on `.embedpipe.lock`: the kernel drops it when its holder dies, so a
+lock left by a killed process is reclaimed by the next run. Who holds it is written beside.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+LOCK_FILE = ".embedpipe.lock"
+HOLDER_FILE = ".embedpipe.lock.holder"
+
+
+def _holder(root: Path) -> str:
+    try:
+        info = json.loads((root / HOLDER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "another process"
+    return f"pid {info.get('pid')} ({info.get('what')}) since {info.get('since')}"
+
+
+@contextmanager
+def workspace_lock(root: Path | str, what: str, on_busy: str = "wait",
+                   wait_s: float = 3600) -> Iterator[None]:
+    """Hold the workspace lock for the block.
+
+    Args:
+        root: the workspace.
+        what: who is running, for the message another run sees.
+        on_busy: 'wait' (up to `wait_s` seconds) or 'fail' at once.
+        wait_s: how long 'wait' waits.
+
+    Raises:
+        RuntimeError: the workspace stayed busy, naming the holder.
+    """
+    root = Path(root).resolve()
+    lock = FileLock(str(root / LOCK_FILE))
+    try:
+        lock.acquire(timeout=0 if on_busy == "fail" else wait_s)
+    except Timeout:
+        raise RuntimeError(
+            f"workspace {root} is busy: held by {_holder(root)}; "
+            + ("run.on_busy is 'fail'" if on_busy == "fail" else f"waited {wait_s:.0f}s")
+        ) from None
+    try:
+        (root / HOLDER_FILE).write_text(json.dumps({
+            "pid": os.getpid(), "what": what,
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}), encoding="utf-8")
+        yield
+    finally:
+        lock.release()
