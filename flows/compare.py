@@ -38,7 +38,14 @@ def scratch_copy(root: Path, dest: Path) -> Path:
     data = root / params.paths.data
     for out in data.glob("0*_*"):
         shutil.copytree(out, dest / params.paths.data / out.name)
+    source = Path(params.ingest.source)
+    if not source.is_absolute():  # same relative path, same fingerprint, no copy
+        (dest / source).parent.mkdir(parents=True, exist_ok=True)
+        (dest / source).symlink_to((root / source).resolve(), target_is_directory=True)
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    # Share the DVC cache: content-addressed, and DVC counts an out missing from it as stale.
+    (dest / ".dvc" / "config.local").write_text(
+        f"[cache]\n    dir = {(root / '.dvc' / 'cache').resolve()}\n", encoding="utf-8")
     return dest
 
 
@@ -46,18 +53,17 @@ def run_variant(root: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     """Run the flow with `overrides` in a scratch copy; return its metrics row."""
     from flows.pipeline import pipeline  # noqa: PLC0415
 
-    source = (root / load_params(root / "params.yaml").ingest.source).resolve()
     with tempfile.TemporaryDirectory(prefix="embedpipe-compare-") as tmp:
         ws = scratch_copy(root, Path(tmp))
         started = time.perf_counter()
-        summary = pipeline(root=str(ws), set_params={"ingest.source": str(source), **overrides})
+        summary = pipeline(root=str(ws), set_params=overrides)
         seconds = time.perf_counter() - started
         params = load_params(ws / "params.yaml")
         manifest = read_manifest(get_stage("evaluate").out_dir(params, ws), "evaluate")
     metrics = manifest["metrics"]
     return {"variant": ", ".join(f"{k}={v}" for k, v in overrides.items()) or "baseline",
             "seconds": round(seconds, 1),
-            "stages_run": sum(s["ran"] for s in summary["stages"]),
+            "stages_run": ",".join(s["stage"] for s in summary["stages"] if s["ran"]) or "-",
             **{c: metrics.get(c) for c in COLUMNS}}
 
 
