@@ -158,6 +158,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from tasks import vector_cache  # noqa: PLC0415
+    from tasks.io import read_manifest, read_table  # noqa: PLC0415
+
+    root = _root(args)
+    params = load_params(root / "params.yaml")
+    out_dir = get_stage("encode").out_dir(params, root)
+    manifest = read_manifest(out_dir, "encode")
+    keys = set(read_table(out_dir, "vectors.parquet", manifest).column("text_key").to_pylist())
+    cache = root / params.paths.vector_cache
+    if not cache.is_dir():
+        print(f"{cache}: no vector cache yet")
+        return 0
+    counts = vector_cache.gc(cache, {manifest["space"]: keys})
+    print(f"cache gc: kept {counts['kept']} vectors referenced by the current encode output, "
+          f"dropped {counts['dropped']}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from flows.deployments import serve_deployments  # noqa: PLC0415
 
@@ -206,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lineage", help="what produced the index, back to the raw corpus")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_lineage)
+    p = sub.add_parser("cache", help="vector cache maintenance")
+    p.add_argument("action", choices=["gc"], help="gc: keep what the current outputs use")
+    p.set_defaults(func=cmd_cache)
     sub.add_parser("serve", help="serve the `nightly` and `manual` Prefect deployments"
                    ).set_defaults(func=cmd_serve)
     p = sub.add_parser("runs", help="list evaluated runs (`runs diff A B` compares two)")

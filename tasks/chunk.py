@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.config import ChunkConfig
 from tasks.fingerprint import stage_fingerprint
-from tasks.io import StageOutput, read_table
+from tasks.io import StageOutput, change_counts, previous_keys, read_table
 from tasks.models import load_tokenizer, model_fingerprint, token_budget
 from tasks.runtime import main, start_stage, task_logger
 
@@ -239,10 +239,13 @@ def chunk_task(root: str = ".") -> str:
     model = model_fingerprint(enc)
     fp = stage_fingerprint("chunk", cfg, run.input_fingerprints,
                            {"tokenizer": model["files_sha256"], "budget": budget})
+    changes = change_counts(previous_keys(run.out_dir, "chunk", "chunks.parquet", "chunk_id",
+                                          "text"), chunks, "chunk_id", "text")
     out = StageOutput(run.out_dir, "chunk", fp)
     out.write_table("chunks.parquet", chunks)
     out.commit(run.manifest(fp, cfg, budget=budget, tokenizer=model["name"],
-                            rows={"docs": docs.num_rows, "chunks": chunks.num_rows}))
+                            rows={"docs": docs.num_rows, "chunks": chunks.num_rows},
+                            changes=changes))
     log.info("chunk: %d documents -> %d chunks (budget %d tokens)",
              docs.num_rows, chunks.num_rows, budget)
     return str(run.out_dir)

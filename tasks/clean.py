@@ -20,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.config import CleanConfig
 from tasks.fingerprint import stage_fingerprint
-from tasks.io import StageOutput, read_table
+from tasks.io import StageOutput, change_counts, previous_keys, read_table
 from tasks.runtime import main, start_stage, task_logger
 
 OUT_SCHEMA = pa.schema([
@@ -153,11 +153,13 @@ def clean_task(root: str = ".") -> str:
     docs = read_table(run.input_dirs["ingest"], "docs.parquet", run.inputs["ingest"])
     cleaned, rejects = clean_documents(docs, cfg)
     fp = stage_fingerprint("clean", cfg, run.input_fingerprints)
+    changes = change_counts(previous_keys(run.out_dir, "clean", "docs.parquet", "doc_id",
+                                          "text"), cleaned, "doc_id", "text")
     out = StageOutput(run.out_dir, "clean", fp)
     out.write_table("docs.parquet", cleaned)
     out.write_table("rejects.parquet", rejects)
     out.commit(run.manifest(fp, cfg, rows={"in": docs.num_rows, "docs": cleaned.num_rows,
-                                           "rejects": rejects.num_rows}))
+                                           "rejects": rejects.num_rows}, changes=changes))
     log.info("clean: %d documents -> %d kept, %d rejected",
              docs.num_rows, cleaned.num_rows, rejects.num_rows)
     return str(run.out_dir)

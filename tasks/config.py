@@ -25,6 +25,9 @@ class PathsConfig(_Config):
 
     data: str = Field("data", description="Folder that holds the numbered stage outputs.")
     runs: str = Field("runs/registry.jsonl", description="Append-only registry of runs.")
+    vector_cache: str = Field(
+        "data/cache/vectors", description="Content-addressed vector store (persistent)."
+    )
 
 
 class RunConfig(_Config):
@@ -153,6 +156,7 @@ class EncodeConfig(_Config):
         None, description="Override the model's max_seq_length (never above its limit)."
     )
     fp16_on_cuda: bool = True
+    cache: bool = Field(True, description="Reuse vectors of texts already encoded.")
 
 
 class ReduceConfig(_Config):
@@ -201,6 +205,10 @@ class IndexConfig(_Config):
     flat_below: Annotated[int, Field(ge=0)] = 20_000
     train_sample: Annotated[int, Field(ge=1000)] = 200_000
     tune_queries: Annotated[int, Field(ge=10)] = 500
+    retrain_growth: Annotated[float, Field(ge=0.0)] = Field(
+        0.2, description="Retrain once vectors added + removed since training exceed this "
+        "fraction of the training size; below it the trained index is updated in place."
+    )
     seed: int = 0
 
     @model_validator(mode="after")

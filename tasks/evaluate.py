@@ -133,7 +133,8 @@ def quality_gate(metrics: dict[str, Any], cfg: EvaluateConfig) -> list[str]:
 
 def _index_quality(folder: IndexFolder, x: np.ndarray, xq: np.ndarray,
                    cfg: EvaluateConfig) -> tuple[dict[str, Any], list[dict]]:
-    probe = RecallProbe(x, xq, cfg.sample_queries, cfg.seed, k=10)
+    probe = RecallProbe(x, xq, cfg.sample_queries, cfg.seed, k=10,
+                        int_ids=folder.chunks.column("int_id").to_numpy())
     at_setting = probe.measure(folder.index)
     nlist = folder.card.get("nlist")
     _, _, sweep = sweep_search_param(folder.index, nlist, probe)

@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.config import IngestConfig
 from tasks.fingerprint import canonical_json, sha256_bytes, sha256_text, stage_fingerprint
-from tasks.io import StageOutput
+from tasks.io import StageOutput, change_counts, previous_keys
 from tasks.runtime import main, start_stage, task_logger
 
 TEXT_FORMATS = {".txt": "text", ".text": "text", ".rst": "text", ".md": "markdown",
@@ -199,11 +199,14 @@ def ingest_task(root: str = ".") -> str:
         rejects += r
     digest = corpus_digest(hashes)
     fp = stage_fingerprint("ingest", cfg, {}, {"corpus_sha256": digest})
+    docs_table = pa.Table.from_pylist(docs, schema=DOC_SCHEMA)
+    changes = change_counts(previous_keys(run.out_dir, "ingest", "docs.parquet", "doc_id",
+                                          "text"), docs_table, "doc_id", "text")
     out = StageOutput(run.out_dir, "ingest", fp)
-    out.write_table("docs.parquet", pa.Table.from_pylist(docs, schema=DOC_SCHEMA))
+    out.write_table("docs.parquet", docs_table)
     out.write_table("rejects.parquet", pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA))
     out.commit(run.manifest(fp, cfg, corpus_sha256=digest, input_files=len(paths),
-                            rows={"docs": len(docs), "rejects": len(rejects)}))
+                            rows={"docs": len(docs), "rejects": len(rejects)}, changes=changes))
     log.info("ingest: %d files -> %d documents, %d rejected", len(paths), len(docs), len(rejects))
     return str(run.out_dir)
 

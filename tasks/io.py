@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.fingerprint import sha256_file
+from tasks.fingerprint import sha256_file, sha256_text
 
 MANIFEST = "_manifest.json"
 STAMP_KEY = b"embedpipe.fingerprint"
@@ -192,6 +192,33 @@ def check_lineage(manifests: dict[str, dict[str, Any]]) -> None:
                     f"{other} from {other_fp[:12]}; rerun the stale stages"
                 )
             seen.setdefault(stage, (owner, fp))
+
+
+def previous_keys(out_dir: Path, stage: str, name: str, id_col: str, text_col: str
+                  ) -> dict[str, str] | None:
+    """id -> sha256 of `text_col` in the stage's previous output (None when there is none)."""
+    try:
+        manifest = read_manifest(out_dir, stage)
+        table = read_table(out_dir, name, manifest).select([id_col, text_col])
+    except (ValueError, OSError, pa.ArrowException, KeyError):
+        return None
+    return {i: sha256_text(t or "") for i, t in zip(table.column(id_col).to_pylist(),
+                                                    table.column(text_col).to_pylist(),
+                                                    strict=True)}
+
+
+def change_counts(previous: dict[str, str] | None, table: pa.Table, id_col: str,
+                  text_col: str) -> dict[str, int]:
+    """added / changed / deleted / unchanged rows against the previous output."""
+    current = {i: sha256_text(t or "") for i, t in zip(table.column(id_col).to_pylist(),
+                                                       table.column(text_col).to_pylist(),
+                                                       strict=True)}
+    if previous is None:
+        return {"added": len(current), "changed": 0, "deleted": 0, "unchanged": 0}
+    same = sum(previous.get(i) == k for i, k in current.items())
+    added = sum(i not in previous for i in current)
+    return {"added": added, "changed": len(current) - added - same,
+            "deleted": sum(i not in current for i in previous), "unchanged": same}
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

@@ -12,7 +12,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.config import ReduceConfig
-from tasks.fingerprint import stage_fingerprint
+from tasks.fingerprint import sha256_text, stage_fingerprint
 from tasks.io import VECTOR_COLUMN, StageOutput, arrow_to_vectors, read_table, vectors_to_arrow
 from tasks.runtime import main, start_stage, task_logger
 from tasks.transform import TRANSFORM_FILE, VectorTransform, fit_transform
@@ -34,6 +34,9 @@ def reduce_task(root: str = ".") -> str:
     x = arrow_to_vectors(table.column(VECTOR_COLUMN))
     y, transform = reduce_vectors(x, cfg)
     fp = stage_fingerprint("reduce", cfg, run.input_fingerprints)
+    # The space the vectors live in: the model, then exactly this transform. Equal spaces
+    # mean an index built earlier can take these vectors without retraining.
+    space = sha256_text(f"{upstream['space']}:{transform.digest()}")
     out = StageOutput(run.out_dir, "reduce", fp)
     out.write_table("vectors.parquet",
                     pa.table({"chunk_id": table.column("chunk_id"),
@@ -41,7 +44,7 @@ def reduce_task(root: str = ".") -> str:
     transform.save(out.path(TRANSFORM_FILE))
     evr = transform.explained_variance_ratio
     out.commit(run.manifest(
-        fp, cfg, model=upstream["model"], space=fp, dim_in=transform.d_in, dim=transform.d_out,
+        fp, cfg, model=upstream["model"], space=space, dim_in=transform.d_in, dim=transform.d_out,
         explained_variance=None if evr is None else round(float(evr.sum()), 6),
         rows={"vectors": len(y)},
     ))

@@ -32,6 +32,7 @@ class StageSpec:
     extra_deps: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
     plots: tuple[str, ...] = ()
+    extra_outs: tuple[str, ...] = ()
 
     @property
     def module(self) -> str:
@@ -49,7 +50,9 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("ingest", "01_ingest", (), ("ingest",), extra_deps=("${ingest.source}",)),
     StageSpec("clean", "02_clean", ("ingest",), ("clean",)),
     StageSpec("chunk", "03_chunk", ("clean",), ("chunk", *_MODEL_KEYS), ("tasks/models.py",)),
-    StageSpec("encode", "04_encode", ("chunk",), ("encode",), ("tasks/models.py",)),
+    StageSpec("encode", "04_encode", ("chunk",), ("encode",),
+              ("tasks/models.py", "tasks/vector_cache.py"),
+              extra_outs=("${paths.vector_cache}",)),
     StageSpec("reduce", "05_reduce", ("encode",), ("reduce",), ("tasks/transform.py",)),
     StageSpec("dedup", "06_dedup", ("reduce", "chunk"), ("dedup",)),
     StageSpec("index", "07_index", ("dedup", "reduce"), ("index",),
@@ -98,7 +101,10 @@ def dvc_stages(data_dir: str = "data") -> dict:
             "cmd": f"python -m tasks.{spec.name}",
             "deps": deps,
             "params": list(spec.params),
-            "outs": [f"{data_dir}/{spec.folder}"],
+            # persist: DVC must not delete an output before the stage runs: the stage swaps
+            # its folder in whole, and index / vector cache build on their previous state.
+            "outs": [{o: {"persist": True}} for o in (f"{data_dir}/{spec.folder}",
+                                                       *spec.extra_outs)],
         }
         if spec.metrics:
             entry["metrics"] = [{m: {"cache": False}} for m in spec.metrics]

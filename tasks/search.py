@@ -36,6 +36,28 @@ def recall_at_k(found: Sequence[np.ndarray], truth: Sequence[np.ndarray]) -> flo
     return round(hits / total, 6) if total else 1.0
 
 
+def chunk_int_ids(chunk_ids: Sequence[str]) -> np.ndarray:
+    """Stable 60-bit FAISS ids from chunk ids (the same chunk always gets the same id)."""
+    import hashlib  # noqa: PLC0415
+
+    return np.array([int(hashlib.sha256(c.encode()).hexdigest()[:15], 16) for c in chunk_ids],
+                    dtype="int64")
+
+
+class IdMap:
+    """FAISS ids -> row positions of the chunk table (-1 stays -1)."""
+
+    def __init__(self, int_ids: np.ndarray) -> None:
+        self.order = np.argsort(int_ids, kind="stable")
+        self.sorted = int_ids[self.order]
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        if not len(self.sorted):
+            return np.full(ids.shape, -1, dtype="int64")
+        pos = np.clip(np.searchsorted(self.sorted, ids), 0, len(self.sorted) - 1)
+        return np.where((ids >= 0) & (self.sorted[pos] == ids), self.order[pos], -1)
+
+
 def set_search_param(index: faiss.Index, name: str | None, value: int | None) -> None:
     """Set nprobe / efSearch through FAISS's ParameterSpace (works on wrapped indexes too)."""
     if name is not None and value is not None:
@@ -78,15 +100,17 @@ class IndexFolder:
     transform: VectorTransform
     model: dict[str, Any]
     card: dict[str, Any]
+    id_map: IdMap
 
     def search_vectors(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, row ids) for already-transformed query vectors."""
+        """(scores, chunk table rows) for already-transformed query vectors."""
         xq = np.ascontiguousarray(xq, dtype="float32")
         if xq.shape[1] != self.index.d:
             raise ValueError(
                 f"{self.path}: index holds {self.index.d}-d vectors, queries are {xq.shape[1]}-d"
             )
-        return self.index.search(xq, min(k, self.index.ntotal))
+        scores, ids = self.index.search(xq, min(k, self.index.ntotal))
+        return scores, self.id_map.rows(ids)
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         """Queries embedded with the index's own model, prefix and transform."""
@@ -115,4 +139,5 @@ def load_index_folder(path: Path | str) -> IndexFolder:
     if chunks.num_rows != index.ntotal:
         raise ValueError(f"{path}: {chunks.num_rows} chunk rows for {index.ntotal} vectors")
     return IndexFolder(path, index, chunks, VectorTransform.load(path / TRANSFORM_FILE),
-                       json.loads((path / MODEL_FILE).read_text(encoding="utf-8")), card)
+                       json.loads((path / MODEL_FILE).read_text(encoding="utf-8")), card,
+                       IdMap(chunks.column("int_id").to_numpy()))

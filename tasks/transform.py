@@ -6,6 +6,7 @@ plain arrays in `transform.npz` (no pickle).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,14 @@ class VectorTransform:
             norms = np.linalg.norm(x, axis=1, keepdims=True)
             x = x / np.maximum(norms, 1e-12)
         return np.ascontiguousarray(x, dtype="float32")
+
+    def digest(self) -> str:
+        """sha256 of the arrays and flags: equal digests, identical transform."""
+        h = hashlib.sha256(f"{self.d_in}:{self.l2_normalize}".encode())
+        for name in ("mean", "components", "scale"):
+            value = getattr(self, name)
+            h.update(name.encode() + (b"-" if value is None else value.tobytes()))
+        return h.hexdigest()
 
     def save(self, path: Path) -> None:
         arrays = {"d_in": np.array(self.d_in), "l2_normalize": np.array(self.l2_normalize)}

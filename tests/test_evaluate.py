@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,9 @@ def test_random_vectors_trip_the_gate_and_keep_the_published_index(sample_ws):
                                                  "vector": vectors_to_arrow(x)}))
     out.commit({k: v for k, v in manifest.items() if k not in ("files", "versions")})
 
+    # The stamps still claim the real model, so drop the built index: otherwise it would be
+    # updated in place (same space, same texts) and keep the real vectors.
+    shutil.rmtree(sample_ws / "data/07_index")
     run_stages(sample_ws, ("reduce", "dedup", "index"))
     with pytest.raises(ValueError, match="quality gate failed: .*probe_recall_at_10"):
         STAGE_TASKS["evaluate"].fn(root=str(sample_ws))

@@ -1,0 +1,99 @@
+"""Content-addressed vector store: (embedding space, sha256 of the exact model input) -> vector.
+
+Layout: `<cache>/<space>/part-<digest>.parquet`, columns `key` (hex sha256 of prefix + text)
+and `vector` (`fixed_size_list<float32>[d]`). A space is the model fingerprint (files, length,
+normalisation, prefixes), so a model change can never return another space's vectors.
+Shards are only ever added (append-friendly, DVC-friendly) until `gc` rewrites them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from tasks.fingerprint import sha256_text
+from tasks.io import VECTOR_COLUMN, arrow_to_vectors, vectors_to_arrow
+
+
+def text_keys(texts: Iterable[str], prefix: str) -> list[str]:
+    """Cache key of each text: sha256 of exactly what the model reads."""
+    return [sha256_text(prefix + t) for t in texts]
+
+
+def _space_dir(cache: Path, space: str) -> Path:
+    return Path(cache) / space[:32]
+
+
+def lookup(cache: Path, space: str, keys: list[str], d: int) -> tuple[np.ndarray, np.ndarray]:
+    """(found mask, vectors) for `keys`; rows not found are zeros. Reads only matching rows."""
+    found = np.zeros(len(keys), dtype=bool)
+    x = np.zeros((len(keys), d), dtype="float32")
+    folder = _space_dir(cache, space)
+    if not keys or not folder.is_dir() or not any(folder.glob("part-*.parquet")):
+        return found, x
+    table = ds.dataset(sorted(folder.glob("part-*.parquet")), format="parquet").to_table(
+        filter=pc.field("key").isin(pa.array(sorted(set(keys)))))
+    if not table.num_rows:
+        return found, x
+    hit_keys = table.column("key").to_pylist()
+    vectors = arrow_to_vectors(table.column(VECTOR_COLUMN))
+    if vectors.shape[1] != d:
+        raise ValueError(f"{folder}: cached vectors are {vectors.shape[1]}-d, model gives {d}-d")
+    row_of = dict(zip(hit_keys, range(len(hit_keys)), strict=True))
+    for i, key in enumerate(keys):
+        j = row_of.get(key)
+        if j is not None:
+            found[i] = True
+            x[i] = vectors[j]
+    return found, x
+
+
+def append(cache: Path, space: str, keys: list[str], x: np.ndarray) -> Path | None:
+    """Add a shard with `keys` -> rows of `x` (written atomically); None when empty."""
+    if not keys:
+        return None
+    folder = _space_dir(cache, space)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"part-{sha256_text(''.join(sorted(keys)))[:24]}.parquet"
+    tmp = folder / f".{path.name}.tmp-{os.getpid()}"
+    pq.write_table(pa.table({"key": keys, VECTOR_COLUMN: vectors_to_arrow(x)}), tmp,
+                   compression="zstd")
+    os.replace(tmp, path)
+    return path
+
+
+def gc(cache: Path, keep: dict[str, set[str]]) -> dict[str, int]:
+    """Keep only `keep[space]` keys; drop other spaces. Returns rows kept and dropped."""
+    kept = dropped = 0
+    wanted = {space[:32]: keys for space, keys in keep.items()}
+    for folder in sorted(p for p in Path(cache).iterdir() if p.is_dir()):
+        shards = sorted(folder.glob("part-*.parquet"))
+        if folder.name not in wanted:
+            dropped += sum(pq.read_metadata(s).num_rows for s in shards)
+            shutil.rmtree(folder)
+            continue
+        table = ds.dataset(shards, format="parquet").to_table() if shards else None
+        if table is None:
+            continue
+        mask = pc.is_in(table.column("key"), pa.array(sorted(wanted[folder.name])))
+        # One row per key: later shards may repeat a key a crash left behind.
+        live = table.filter(mask)
+        _, first = np.unique(np.array(live.column("key").to_pylist(), dtype=object),
+                             return_index=True)
+        live = live.take(pa.array(np.sort(first)))
+        dropped += table.num_rows - live.num_rows
+        kept += live.num_rows
+        keys = live.column("key").to_pylist()
+        new = append(cache, folder.name, keys, arrow_to_vectors(live.column(VECTOR_COLUMN)))
+        for shard in shards:
+            if shard != new:
+                shard.unlink()
+    return {"kept": kept, "dropped": dropped}
