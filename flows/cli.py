@@ -68,6 +68,13 @@ def _index_dir(args: argparse.Namespace) -> Path:
     """--index, else the published CURRENT index, else the workspace's latest build."""
     from tasks.publish import current_index  # noqa: PLC0415
 
+    if args.index and args.index.startswith("s3://"):
+        from tasks import s3  # noqa: PLC0415
+        from tasks.publish import fetch_published  # noqa: PLC0415
+
+        cache = Path(os.environ.get("EMBEDPIPE_CACHE", Path.home() / ".cache" / "embedpipe"))
+        settings = s3.S3Settings(os.environ.get("AWS_ENDPOINT_URL"))
+        return fetch_published(args.index, s3.make_client(settings), cache / "indexes")
     if args.index:
         return Path(args.index)
     root = _root(args)
@@ -218,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="search the index")
     p.add_argument("query")
     p.add_argument("-k", type=int, default=5)
-    p.add_argument("--index", help="index folder (default: the workspace's)")
+    p.add_argument("--index", help="index folder or published s3://bucket/prefix "
+                   "(default: the workspace's published index, else its latest build)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--width", type=int, default=160, help="snippet width")
     p.set_defaults(func=cmd_search)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
 
 from flows.artifacts import publish_summary
 from flows.dvc_bridge import open_repo, record_stage, stale_reason
@@ -32,6 +33,7 @@ from tasks.models import model_limits, resolve_model_path, token_budget
 from tasks.publish import publish_task
 from tasks.reduce import reduce_task
 from tasks.registry import STAGES
+from tasks.s3 import is_s3
 
 STAGE_TASKS = {
     "ingest": ingest_task, "clean": clean_task, "chunk": chunk_task, "encode": encode_task,
@@ -63,6 +65,14 @@ def stage_timeout(params: Params, stage: str) -> int:
     return params.run.stage_timeouts.get(stage, params.run.stage_timeout_s)
 
 
+def network_retries(params: Params, stage: str) -> dict[str, Any]:
+    """Retries with backoff for stages that talk to remote storage; none for compute."""
+    remote = {"ingest": params.ingest.source, "publish": params.publish.target}.get(stage, "")
+    if not is_s3(remote):
+        return {}
+    return {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=10)}
+
+
 def run_stages(root: Path, params: Params, force: bool) -> list[dict[str, Any]]:
     """Run the stale stages in order, recording each in dvc.lock; one row per stage."""
     log = get_run_logger()
@@ -82,7 +92,8 @@ def run_stages(root: Path, params: Params, force: bool) -> list[dict[str, Any]]:
             log.info("%s: running (%s)", spec.name, reason)
             started = time.perf_counter()
             STAGE_TASKS[spec.name].with_options(
-                timeout_seconds=stage_timeout(params, spec.name))(root=str(root))
+                timeout_seconds=stage_timeout(params, spec.name),
+                **network_retries(params, spec.name))(root=str(root))
             record_stage(repo, spec.name)
             manifest = read_manifest(out_dir, spec.name)
             rows.append({"stage": spec.name, "ran": True, "reason": reason,

@@ -70,7 +70,16 @@ class RunConfig(_Config):
 class IngestConfig(_Config):
     """Which files become documents, and how tabular records map to text."""
 
-    source: str = Field("data/sample", description="Local folder to ingest, recursively.")
+    source: str = Field(
+        "data/sample", description="Local folder, or s3://bucket/prefix, to ingest recursively."
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, Ceph...); null: AWS or AWS_ENDPOINT_URL."
+    )
+    s3_region: str | None = Field(None, description="S3 region; null: boto3's default chain.")
+    s3_max_attempts: Annotated[int, Field(ge=1, le=50)] = Field(
+        10, description="Attempts per S3 request (throttling and dropped connections retry)."
+    )
     include: tuple[str, ...] = Field(("**/*",), description="Glob patterns of files to read.")
     exclude: tuple[str, ...] = Field(
         ("**/.*", "**/.*/**", "**/queries.jsonl", "**/qrels/**"),
@@ -251,7 +260,11 @@ class EvaluateConfig(_Config):
 class PublishConfig(_Config):
     """Where an index that passed the gate is published (versions + a CURRENT pointer)."""
 
-    target: str = Field("published", description="Folder that receives published indexes.")
+    target: str = Field(
+        "published", description="Folder or s3://bucket/prefix that receives published indexes."
+    )
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint, if any.")
+    s3_region: str | None = None
     keep: Annotated[int, Field(ge=1)] = Field(5, description="Published versions kept.")
 
 

@@ -31,6 +31,7 @@ from tasks.registry import METRICS_FILE
 from tasks.retrieval import doc_rankings, retrieval_metrics
 from tasks.runs import append_run
 from tasks.runtime import main, start_stage, task_logger
+from tasks.s3 import is_s3
 from tasks.search import IndexFolder, load_index_folder, set_search_param
 
 PLOTS = ("map.png", "recall_vs_nprobe.png", "nn_similarity.png")
@@ -160,7 +161,8 @@ def evaluate_all(folder: IndexFolder, vectors: pa.Table, chunks: pa.Table, dropp
     qrels = {f"p{i}": {doc: 1} for i, (_, doc) in enumerate(probes)}
     probe_m = retrieval_metrics(qrels, {f"p{i}": r for i, r in enumerate(ranked)})
     metrics |= {f"probe_{k}": v for k, v in probe_m.items()} | {"probe_queries": len(probes)}
-    labeled = labeled_metrics(folder, row_docs, params.ingest, root / params.ingest.source)
+    labeled = {} if is_s3(params.ingest.source) else labeled_metrics(
+        folder, row_docs, params.ingest, root / params.ingest.source)
     if labeled:
         metrics["labeled"] = labeled
         for key in ("recall_at_10", "mrr_at_10", "ndcg_at_10"):

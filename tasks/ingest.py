@@ -17,9 +17,11 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from botocore.exceptions import BotoCoreError, ClientError
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks import s3
 from tasks.config import IngestConfig
 from tasks.fingerprint import canonical_json, sha256_bytes, sha256_text, stage_fingerprint
 from tasks.io import StageOutput, change_counts, previous_keys
@@ -177,37 +179,78 @@ def corpus_digest(file_hashes: dict[str, str]) -> str:
     return sha256_text(canonical_json(sorted(file_hashes.items())))
 
 
-def _source_files(folder: Path) -> list[str]:
+# Where the files come from does not change the documents: fingerprints leave it out, and
+# the corpus digest (relative paths + content) stands for the input.
+LOCATION_KEYS = {"source", "s3_endpoint_url", "s3_region", "s3_max_attempts"}
+
+
+def _local_files(folder: Path, cfg: IngestConfig) -> Iterator[tuple[str, bytes | str, dict]]:
     if not folder.is_dir():
         raise ValueError(f"ingest.source: {folder} is not a folder")
-    return [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+    rels = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+    for rel in select_paths(rels, cfg):
+        yield rel, (folder / rel).read_bytes(), {}
+
+
+def _s3_objects(url: str, cfg: IngestConfig) -> Iterator[tuple[str, bytes | str, dict]]:
+    """(relative key, bytes or the reason it cannot be read, version facts) per object."""
+    bucket, prefix = s3.parse_s3_url(url)
+    client = s3.make_client(s3.S3Settings(cfg.s3_endpoint_url, cfg.s3_region,
+                                          cfg.s3_max_attempts))
+    cut = len(prefix) + 1 if prefix else 0  # the prefix and its one separating slash
+    objects = {o["key"][cut:]: o for o in s3.list_objects(client, bucket, prefix)}
+    seen: dict[str, str] = {}
+    for rel in select_paths(list(objects), cfg):
+        key = objects[rel]["key"]
+        reason = s3.unsafe_key_reason(rel)
+        norm = s3.normalised_key(rel)
+        if reason is None and norm in seen:
+            reason = f"key collides with {seen[norm]!r} after normalisation"
+        seen.setdefault(norm, rel)
+        if reason:
+            yield rel, f"{reason}: s3://{bucket}/{key!r}", {}
+            continue
+        try:
+            data, facts = s3.read_object(client, bucket, key)
+        except (ClientError, BotoCoreError) as err:
+            yield rel, f"{s3.client_error_reason(err)} reading s3://{bucket}/{key}", {}
+            continue
+        yield rel, data, facts
 
 
 @task(name="ingest", cache_policy=NO_CACHE)
 def ingest_task(root: str = ".") -> str:
-    """Read every selected file under `ingest.source` into docs + rejects."""
+    """Read every selected file under `ingest.source` (folder or s3://) into docs + rejects."""
     run = start_stage("ingest", root)
     cfg, log = run.params.ingest, task_logger()
-    folder = (run.root / cfg.source).resolve()
-    paths = select_paths(_source_files(folder), cfg)
-    docs, rejects, hashes = [], [], {}
-    for rel in paths:
-        data = (folder / rel).read_bytes()
+    files = (_s3_objects(cfg.source, cfg) if s3.is_s3(cfg.source)
+             else _local_files((run.root / cfg.source).resolve(), cfg))
+    docs, rejects, hashes, objects, unreadable = [], [], {}, {}, 0
+    for rel, data, facts in files:
+        if isinstance(data, str):
+            rejects.append({"source": rel, "record_key": "", "reason": data})
+            unreadable += 1
+            continue
         hashes[rel] = sha256_bytes(data)
+        if facts:
+            objects[rel] = facts
         d, r = parse_file(rel, data, cfg)
         docs += d
         rejects += r
     digest = corpus_digest(hashes)
-    fp = stage_fingerprint("ingest", cfg, {}, {"corpus_sha256": digest})
+    fp = stage_fingerprint("ingest", cfg.model_dump(mode="json", exclude=LOCATION_KEYS), {},
+                           {"corpus_sha256": digest})
     docs_table = pa.Table.from_pylist(docs, schema=DOC_SCHEMA)
     changes = change_counts(previous_keys(run.out_dir, "ingest", "docs.parquet", "doc_id",
                                           "text"), docs_table, "doc_id", "text")
     out = StageOutput(run.out_dir, "ingest", fp)
     out.write_table("docs.parquet", docs_table)
     out.write_table("rejects.parquet", pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA))
-    out.commit(run.manifest(fp, cfg, corpus_sha256=digest, input_files=len(paths),
-                            rows={"docs": len(docs), "rejects": len(rejects)}, changes=changes))
-    log.info("ingest: %d files -> %d documents, %d rejected", len(paths), len(docs), len(rejects))
+    n_files = len(hashes) + unreadable
+    out.commit(run.manifest(fp, cfg, corpus_sha256=digest, input_files=len(hashes),
+                            rows={"docs": len(docs), "rejects": len(rejects)}, changes=changes,
+                            objects=objects))
+    log.info("ingest: %d files -> %d documents, %d rejected", n_files, len(docs), len(rejects))
     return str(run.out_dir)
 
 

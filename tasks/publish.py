@@ -1,7 +1,9 @@
 """publish: an index folder that passed the gate -> `<target>/<version>/` + `CURRENT` pointer.
 
-Invariant: readers follow `CURRENT`, written last and atomically, so they see the previous
-index or the new one, never a half-copied folder. Nothing is published when the gate failed.
+To s3://bucket/prefix: `<prefix>/<version>/...` first, then `<prefix>/LATEST`.
+Invariant: readers follow `CURRENT` / `LATEST`, written last and atomically, so they see the
+previous index or the new one, never a half-copied folder. Nothing is published when the gate
+failed.
 """
 
 from __future__ import annotations
@@ -9,12 +11,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks import s3
 from tasks.fingerprint import stage_fingerprint
 from tasks.io import StageOutput, write_json_atomic
 from tasks.runtime import main, start_stage, task_logger
@@ -57,6 +61,51 @@ def publish_folder(index_dir: Path, target: Path, version: str, pointer: dict[st
     return final
 
 
+LATEST = "LATEST"
+
+
+def publish_to_s3(index_dir: Path, url: str, version: str, pointer: dict[str, Any],
+                  client: Any, before_pointer: Callable[[], None] | None = None) -> str:
+    """Upload every file to `<prefix>/<version>/`, then write `<prefix>/LATEST` last.
+
+    A reader that follows LATEST sees the previous version until the pointer is written.
+    `before_pointer` runs between the two (tests use it to stop a publish there).
+    """
+    bucket, prefix = s3.parse_s3_url(url)
+    base = f"{prefix}/{version}" if prefix else version
+    for path in sorted(index_dir.iterdir()):
+        if path.is_file():
+            client.upload_file(str(path), bucket, f"{base}/{path.name}")
+    if before_pointer is not None:
+        before_pointer()
+    body = json.dumps({"version": version, **pointer}, sort_keys=True).encode()
+    client.put_object(Bucket=bucket, Key=f"{prefix}/{LATEST}" if prefix else LATEST, Body=body)
+    return f"s3://{bucket}/{base}"
+
+
+def fetch_published(url: str, client: Any, cache_dir: Path) -> Path:
+    """Download the version LATEST points at (once) and return its local folder."""
+    bucket, prefix = s3.parse_s3_url(url)
+    key = f"{prefix}/{LATEST}" if prefix else LATEST
+    try:
+        pointer = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except Exception as err:  # botocore raises per-code classes
+        raise ValueError(f"{url}: no published index ({s3.client_error_reason(err)} "
+                         f"reading {key})") from None
+    version = pointer["version"]
+    local = cache_dir / bucket / (prefix or "_") / version
+    if local.is_dir():
+        return local
+    tmp = local.with_name(f".{version}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    base = f"{prefix}/{version}" if prefix else version
+    for obj in s3.list_objects(client, bucket, base):
+        client.download_file(bucket, obj["key"], str(tmp / obj["key"].rsplit("/", 1)[-1]))
+    os.replace(tmp, local)
+    return local
+
+
 @task(name="publish", cache_policy=NO_CACHE)
 def publish_task(root: str = ".") -> str:
     """Publish the evaluated index when its gate passed."""
@@ -66,11 +115,16 @@ def publish_task(root: str = ".") -> str:
     if not gate.get("passed"):
         raise ValueError(f"publish: the evaluation gate did not pass ({gate.get('failures')}); "
                          "the published index is unchanged")
-    target = (run.root / cfg.target).resolve()
     version = version_name(run.inputs["index"])
-    final = publish_folder(run.input_dirs["index"], target, version, {
-        "index_fingerprint": run.inputs["index"]["fingerprint"],
-        "evaluate_fingerprint": run.inputs["evaluate"]["fingerprint"]}, cfg.keep)
+    pointer = {"index_fingerprint": run.inputs["index"]["fingerprint"],
+               "evaluate_fingerprint": run.inputs["evaluate"]["fingerprint"]}
+    if s3.is_s3(cfg.target):
+        target: Path | str = cfg.target
+        client = s3.make_client(s3.S3Settings(cfg.s3_endpoint_url, cfg.s3_region))
+        final = publish_to_s3(run.input_dirs["index"], cfg.target, version, pointer, client)
+    else:
+        target = (run.root / cfg.target).resolve()
+        final = publish_folder(run.input_dirs["index"], target, version, pointer, cfg.keep)
     fp = stage_fingerprint("publish", cfg, run.input_fingerprints)
     out = StageOutput(run.out_dir, "publish", fp)
     out.write_json("receipt.json", {"target": str(target), "version": version})
