@@ -1,0 +1,1 @@
+"""Benchmarks: embedpipe side by side with the naive recipe, on the same generated corpus."""

@@ -1,0 +1,220 @@
+"""Run embedpipe and the naive recipe on the same generated corpus, side by side.
+
+    python -m benchmarks.run --size small        # ~10k chunks
+    python -m benchmarks.run --chunks 3000       # any size
+
+Each side runs in its own process (peak RSS is per side); per stage: wall seconds,
+throughput (chunks/s; tokens/s for encode), peak RSS so far; quality: document recall@10
+and MRR@10 of the planted queries through each side's own query path.
+Writes benchmarks/out/<name>.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = {"tiny": 300, "small": 10_000, "medium": 100_000, "large": 1_000_000}
+PCA_DIMS = 128
+
+
+def _rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def stage(self, name: str, fn, n_items: int | None = None, **extra):
+        started = time.perf_counter()
+        result = fn()
+        seconds = time.perf_counter() - started
+        row = {"stage": name, "seconds": round(seconds, 3), "peak_rss_mb": _rss_mb(), **extra}
+        if n_items:
+            row["items_per_s"] = round(n_items / max(seconds, 1e-9), 1)
+        self.rows.append(row)
+        return result
+
+
+def _queries(corpus: Path) -> tuple[list[str], dict[str, dict[str, int]]]:
+    texts = {}
+    for line in (corpus / "queries.jsonl").read_text().splitlines():
+        obj = json.loads(line)
+        texts[obj["_id"]] = obj["text"]
+    qrels: dict[str, dict[str, int]] = {}
+    for line in (corpus / "qrels/test.tsv").read_text().splitlines()[1:]:
+        q, d, _ = line.split("\t")
+        qrels.setdefault(q, {})[d] = 1
+    return [texts[q] for q in sorted(texts)], {q: qrels[q] for q in sorted(texts)}
+
+
+def run_naive(corpus: Path, threshold: float, memory_gb: float) -> dict[str, Any]:
+    from benchmarks import naive
+    from tasks.config import EncodeConfig
+    from tasks.models import encoder_for, load_tokenizer
+    from tasks.retrieval import retrieval_metrics
+
+    t = Timer()
+    docs = t.stage("ingest", lambda: naive.ingest(corpus))
+    texts, owners = t.stage("chunk", lambda: naive.chunk(docs), len(docs))
+    tok = load_tokenizer(EncodeConfig().model)
+    tokens = sum(len(ids) for ids in tok(texts, add_special_tokens=True, truncation=True,
+                                         max_length=256)["input_ids"])
+    holder: dict[str, Any] = {}
+
+    def load_and_encode():  # the stage includes loading the model, as embedpipe's does
+        holder["model"] = encoder_for(EncodeConfig(device="cpu"))
+        return naive.encode(holder["model"], texts)
+
+    x = t.stage("encode", load_and_encode, len(texts), tokens=tokens)
+    model = holder["model"]
+    t.rows[-1]["tokens_per_s"] = round(tokens / t.rows[-1]["seconds"], 1)
+    y, pca = t.stage("reduce", lambda: naive.reduce(x, PCA_DIMS), len(texts))
+    keep = t.stage("dedup", lambda: naive.dedup(y, threshold, memory_gb), len(texts))
+    if isinstance(keep, str):
+        t.rows[-1]["note"] = keep
+        keep = None
+    kept = y if keep is None else y[keep]
+    kept_owner = owners if keep is None else [o for o, k in zip(owners, keep, strict=True) if k]
+    index = t.stage("index", lambda: naive.index(kept), len(kept))
+    queries, qrels = _queries(corpus)
+    xq = pca.transform(model.encode(queries, convert_to_numpy=True)).astype("float32")
+    _, ids = index.search(xq, 30)
+    run = {}
+    for q, row in zip(sorted(qrels), ids, strict=True):
+        ranked: dict[str, float] = {}
+        for rank, i in enumerate(row):
+            if i >= 0:
+                ranked.setdefault(kept_owner[i], -float(rank))
+        run[q] = ranked
+    return {"stages": t.rows, "chunks": len(texts), "tokens": tokens,
+            "quality": retrieval_metrics(qrels, run)}
+
+
+def run_embedpipe(corpus: Path, threshold: float) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    from flows.pipeline import STAGE_TASKS
+    from tasks.config import load_params, write_overrides
+    from tasks.evaluate import labeled_metrics, row_documents
+    from tasks.search import load_index_folder
+
+    t = Timer()
+    with tempfile.TemporaryDirectory(prefix="embedpipe-bench-") as tmp:
+        ws = Path(tmp)
+        (ws / "params.yaml").write_text((REPO / "params.yaml").read_text())
+        write_overrides(ws / "params.yaml", {
+            "ingest.source": str(corpus), "reduce.pca_dims": PCA_DIMS,
+            "dedup.threshold": threshold, "encode.cache": False})
+        for name in ("ingest", "clean", "chunk", "encode", "reduce", "dedup", "index"):
+            t.stage(name, lambda n=name: STAGE_TASKS[n].fn(root=str(ws)))
+            manifest = json.loads((ws / "data" / next((ws / "data").glob(f"0*_{name}")).name
+                                   / "_manifest.json").read_text())
+            t.rows[-1]["rows"] = manifest.get("rows", {})
+        chunks = pq.read_table(ws / "data/03_chunk/chunks.parquet")
+        n_chunks, tokens = chunks.num_rows, int(sum(chunks.column("n_tokens").to_pylist()))
+        for row in t.rows:
+            if row["stage"] in ("chunk", "encode", "reduce", "dedup", "index"):
+                row["items_per_s"] = round(n_chunks / max(row["seconds"], 1e-9), 1)
+            if row["stage"] == "encode":
+                row["tokens_per_s"] = round(tokens / row["seconds"], 1)
+        folder = load_index_folder(ws / "data/07_index")
+        dropped = pq.read_table(ws / "data/06_dedup/dropped.parquet")
+        chunk_docs = dict(zip(chunks.column("chunk_id").to_pylist(),
+                              chunks.column("doc_id").to_pylist(), strict=True))
+        params = load_params(ws / "params.yaml")
+        quality = labeled_metrics(folder, row_documents(folder, dropped, chunk_docs),
+                                  params.ingest, corpus)
+    return {"stages": t.rows, "chunks": n_chunks, "tokens": tokens,
+            "quality": next(iter(quality.values()), {})}
+
+
+def side_main(args: argparse.Namespace) -> None:
+    result = (run_naive(args.corpus, args.threshold, args.memory_gb) if args.side == "naive"
+              else run_embedpipe(args.corpus, args.threshold))
+    result["peak_rss_mb"] = _rss_mb()
+    args.result.write_text(json.dumps(result, indent=2))
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [f"corpus: {report['corpus']['docs']} docs; embedpipe {report['embedpipe']['chunks']}"
+             f" chunks, naive {report['naive']['chunks']} chunks; {report['cpu']}", "",
+             "| stage | embedpipe s | naive s | speed-up | embedpipe items/s | naive items/s |"
+             " embedpipe peak RSS MB | naive peak RSS MB |", "|---|---|---|---|---|---|---|---|"]
+    naive_rows = {r["stage"]: r for r in report["naive"]["stages"]}
+    for r in report["embedpipe"]["stages"]:
+        n = naive_rows.get(r["stage"], {})
+        ratio = f"{n['seconds'] / r['seconds']:.2f}x" if n.get("seconds") and r["seconds"] else "-"
+        lines.append(f"| {r['stage']} | {r['seconds']:.2f} | {n.get('seconds', '-')} | {ratio} |"
+                     f" {r.get('items_per_s', '-')} | {n.get('items_per_s', '-')} |"
+                     f" {r['peak_rss_mb']} | {n.get('peak_rss_mb', '-')} |")
+    e, nv = report["embedpipe"], report["naive"]
+    enc_e = next(r for r in e["stages"] if r["stage"] == "encode")
+    enc_n = next(r for r in nv["stages"] if r["stage"] == "encode")
+    ratio = enc_e["tokens_per_s"] / enc_n["tokens_per_s"]
+    lines += ["", f"encode tokens/s: embedpipe {enc_e['tokens_per_s']}, naive "
+              f"{enc_n['tokens_per_s']} (ratio {ratio:.2f})",
+              "", "| quality (planted queries) | embedpipe | naive |", "|---|---|---|"]
+    for k in ("recall_at_1", "recall_at_10", "mrr_at_10", "ndcg_at_10"):
+        lines.append(f"| {k} | {e['quality'].get(k)} | {nv['quality'].get(k)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument("--chunks", type=int, help="target chunk count (overrides --size)")
+    parser.add_argument("--threshold", type=float, default=0.95)
+    parser.add_argument("--memory-gb", type=float, default=16.0,
+                        help="budget the naive dedup's n x n matrix must fit")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
+    parser.add_argument("--side", choices=["naive", "embedpipe"], help=argparse.SUPPRESS)
+    parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.side:
+        side_main(args)
+        return
+    from benchmarks.corpus import generate
+
+    n = args.chunks or SIZES[args.size]
+    name = f"{args.size if not args.chunks else 'chunks'}-{n}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="embedpipe-corpus-") as tmp:
+        corpus = Path(tmp) / "corpus"
+        info = generate(corpus, n, REPO / "data" / "sample")
+        report: dict[str, Any] = {"corpus": info, "target_chunks": n, "cpu": _cpu()}
+        for side in ("naive", "embedpipe"):
+            result = Path(tmp) / f"{side}.json"
+            subprocess.run([sys.executable, "-m", "benchmarks.run", "--side", side, "--corpus",
+                            str(corpus), "--result", str(result), "--threshold",
+                            str(args.threshold), "--memory-gb", str(args.memory_gb)],
+                           cwd=REPO, check=True)
+            report[side] = json.loads(result.read_text())
+    (args.out / f"{name}.json").write_text(json.dumps(report, indent=2))
+    (args.out / f"{name}.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+def _cpu() -> str:
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in
+                     Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line)
+    except (OSError, StopIteration):
+        model = "unknown CPU"
+    return f"{os.cpu_count()} cores, {model}"
+
+
+if __name__ == "__main__":
+    main()

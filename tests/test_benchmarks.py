@@ -1,0 +1,24 @@
+"""The benchmark harness itself, at its smallest size: both sides run, quality is reported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO, env_with_venv
+
+
+def test_harness_runs_side_by_side(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--size", "tiny", "--out",
+                           str(tmp_path)], cwd=REPO, env=env_with_venv(), capture_output=True,
+                          text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "tiny-300.json").read_text())
+    for side in ("embedpipe", "naive"):
+        stages = {r["stage"]: r for r in report[side]["stages"]}
+        assert {"ingest", "chunk", "encode", "reduce", "dedup", "index"} <= set(stages)
+        assert stages["encode"]["tokens_per_s"] > 0 and stages["encode"]["peak_rss_mb"] > 0
+        assert set(report[side]["quality"]) >= {"recall_at_10", "mrr_at_10", "ndcg_at_10"}
+    assert report["embedpipe"]["quality"]["recall_at_10"] >= 0.5
+    assert "| encode |" in (tmp_path / "tiny-300.md").read_text()
