@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from tasks.config import Params
 from tasks.registry import get_stage
 
 SUMMARY_KEY = "embedpipe-summary"
+PLOTS_KEY = "embedpipe-plots"
 STAGES_KEY = "embedpipe-stages"
 HEADLINE = ("probe_recall_at_10", "probe_ndcg_at_10", "labeled_ndcg_at_10",
             "index_recall_at_10_queries", "index_recall_at_10_corpus", "silhouette", "nmi")
@@ -49,8 +51,23 @@ def summary_markdown(root: Path, params: Params, summary: dict[str, Any]) -> str
     return "\n".join(lines)
 
 
+def plots_markdown(plots_dir: Path) -> str | None:
+    """The evaluation's PNG plots inlined as data URIs (the UI has no file access)."""
+    pngs = sorted(plots_dir.glob("*.png")) if plots_dir.is_dir() else []
+    if not pngs:
+        return None
+    parts = ["# embedpipe evaluation plots"]
+    for png in pngs:
+        data = base64.b64encode(png.read_bytes()).decode()
+        parts += ["", f"## {png.stem}", "", f"![{png.stem}](data:image/png;base64,{data})"]
+    return "\n".join(parts)
+
+
 def publish_summary(root: Path, params: Params, summary: dict[str, Any]) -> None:
-    """Create the summary and stage-table artifacts under stable keys."""
+    """Create the summary, stage-table and plot artifacts under stable keys."""
+    plots = plots_markdown(get_stage("evaluate").out_dir(params, root) / "plots")
+    if plots is not None:
+        create_markdown_artifact(plots, key=PLOTS_KEY, description="embedpipe plots")
     create_table_artifact(stage_table(summary["stages"]), key=STAGES_KEY,
                           description="embedpipe stage statistics")
     create_markdown_artifact(summary_markdown(root, params, summary), key=SUMMARY_KEY,

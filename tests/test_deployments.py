@@ -86,7 +86,8 @@ def test_manual_run_with_overrides_completes_with_artifacts(served):
     assert reduce_m["config"]["pca_dims"] == 48 and chunk_m["config"]["max_tokens"] == 160
     assert json.loads((ws / "data/07_index/card.json").read_text())["d"] == 48
     with get_client(sync_client=True) as client:
-        keys = ["embedpipe-summary", "embedpipe-stages", "embedpipe-encode-progress"]
+        keys = ["embedpipe-summary", "embedpipe-stages", "embedpipe-encode-progress",
+                "embedpipe-plots"]
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(
             key=ArtifactFilterKey(any_=keys)))
     assert {a.key for a in arts} == set(keys)
