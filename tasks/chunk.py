@@ -146,19 +146,23 @@ def pack_units(text: str, units: list[Span], budget: int, overlap: int,
     """Greedy packing of consecutive units up to `budget` tokens, `overlap` units repeated."""
     fitted = _fit(text, units, budget, tokens)
     chunks: list[Span] = []
-    i = 0
-    while i < len(fitted):
+    i, done = 0, 0  # done: units already inside some chunk
+    while done < len(fitted):
         j, total = i, 0
         while j < len(fitted) and total + fitted[j][1] <= budget:
             total += fitted[j][1]
             j += 1
+        j = max(j, i + 1)  # a unit always moves forward, even one at the budget's edge
         while j > i + 1 and tokens.counts([text[fitted[i][0][0]:fitted[j - 1][0][1]]])[0] > budget:
-            j -= 1  # joined text can tokenize longer than its parts (BPE merges)
+            j -= 1  # joined text can tokenize longer than its parts
+        if j <= done:  # the overlap left no room for a new unit: start after it instead
+            i = done
+            continue
         chunks.append((fitted[i][0][0], fitted[j - 1][0][1]))
-        if j >= len(fitted):
-            break
+        done = j
         back = min(overlap, j - i - 1)
-        while back and sum(n for _, n in fitted[j - back:j]) + fitted[j][1] > budget:
+        while back and sum(n for _, n in fitted[j - back:j]) + (
+                fitted[j][1] if j < len(fitted) else 0) > budget:
             back -= 1
         i = j - back
     return chunks

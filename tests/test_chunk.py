@@ -76,3 +76,34 @@ def test_budget_larger_than_model_fails_with_numbers():
     assert token_budget(EncodeConfig(passage_prefix="passage: "), 200) == 200
     with pytest.raises(ValueError, match="2 prefix tokens = 252"):
         token_budget(EncodeConfig(passage_prefix="passage: "), 254)
+
+
+@pytest.mark.timeout(60)
+def test_packing_always_moves_forward(tokenizer):
+    # A generated document on which an earlier packer looped forever (the overlap sentence
+    # plus the next unit re-tokenized over budget, so no unit was ever added).
+    text = (
+        'Feeding and breeding happen in very different places.\n\nFeeding and breeding'
+        ' happen in very different places. Pleated grooves running from the chin to '
+        'the the allow belly throat to balloon outward like a parachute. In the eigh'
+        'teenth and nineteenth centuries, the fur trade reduced otters to a few scat'
+        'tered colonies. Dolphins hunt in murky water and at night by listening to t'
+        'he echoes of their own clicks. From this colony polyp, repeated budding wil'
+        'l eventually form a one of thousands. Unlike seaweeds, they have roots, car'
+        'ried and flowers, and some species even release pollen underwater in long t'
+        'hreads veins by the current. How do a without eyes or animals brain coordin'
+        'ate so precisely? Once they reach the coast, smell takes over. Scientists t'
+        'rack the danger using "degree heating weeks," a measure that far up how add'
+        's and how long water temperatures exceed the bleaching threshold. Some stud'
+        'ies also suggest that regional wind patterns and calm water influence the t'
+        'iming, since calm seas keep slicks together and improve the odds of fertili'
+        'sation. Dead cells and faecal pellets sink, carrying carbon into the deep o'
+        'cean, a process called the biological pump. One or more whales swim in a ri'
+        'sing spiral bubbles a school of herring, releasing streams of beneath from '
+        'their blowholes. All males in one ocean basin sing roughly the same song at'
+        ' any given time, yet that song slowly changes over a breeding season as sin'
+        'gers add, drop or alter phrases.'
+    )
+    chunks = chunk_documents(_docs(text), ChunkConfig(), 200, tokenizer).to_pylist()
+    assert chunks[0]["char_start"] == 0 and chunks[-1]["char_end"] == len(text)
+    assert all(c["n_tokens"] <= 200 for c in chunks)
