@@ -234,7 +234,6 @@ class EvaluateConfig(_Config):
     sample_queries: Annotated[int, Field(ge=1)] = Field(
         1000, description="Corpus vectors used as probes for index recall vs exact search."
     )
-    k: Annotated[int, Field(ge=1, le=1000)] = 10
     probe_docs: Annotated[int, Field(ge=1)] = Field(
         500, description="Documents probed without labels: title or one sentence as the query."
     )

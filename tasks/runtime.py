@@ -94,14 +94,12 @@ def start_stage(name: str, root: str | Path = ".") -> StageRun:
 
 def main(task: Callable[..., Any]) -> None:
     """`python -m tasks.<stage>`: run the task's function without Prefect (DVC's path)."""
-    logging.basicConfig(
-        level=os.environ.get("EMBEDPIPE_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     fn = getattr(task, "fn", task)
     root = os.environ.get("DVC_ROOT", ".")
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         run_cfg = load_params(Path(root) / "params.yaml").run
+        logging.getLogger().setLevel(run_cfg.log_level)
         what = f"dvc stage {getattr(task, 'name', fn.__name__)}"
         with workspace_lock(root, what, run_cfg.on_busy, run_cfg.lock_wait_s):
             fn(root=root)
