@@ -73,6 +73,14 @@ def network_retries(params: Params, stage: str) -> dict[str, Any]:
     return {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=10)}
 
 
+def stage_row(stage: str, out_dir: Path, reason: str, seconds: float | None) -> dict[str, Any]:
+    """One stage's line in the run summary; `seconds` is None when it was skipped."""
+    manifest = read_manifest(out_dir, stage)
+    return {"stage": stage, "ran": seconds is not None, "reason": reason,
+            "seconds": round(seconds or 0.0, 2), "fingerprint": manifest["fingerprint"],
+            "rows": manifest.get("rows", {})}
+
+
 def run_stages(root: Path, params: Params, force: bool) -> list[dict[str, Any]]:
     """Run the stale stages in order, recording each in dvc.lock; one row per stage."""
     log = get_run_logger()
@@ -84,10 +92,7 @@ def run_stages(root: Path, params: Params, force: bool) -> list[dict[str, Any]]:
             if reason is None:
                 skip_stage(spec.name)
                 log.info("%s: fresh, skipped", spec.name)
-                manifest = read_manifest(out_dir, spec.name)
-                rows.append({"stage": spec.name, "ran": False, "reason": "fresh",
-                             "seconds": 0.0, "fingerprint": manifest["fingerprint"],
-                             "rows": manifest.get("rows", {})})
+                rows.append(stage_row(spec.name, out_dir, "fresh", None))
                 continue
             log.info("%s: running (%s)", spec.name, reason)
             started = time.perf_counter()
@@ -95,11 +100,7 @@ def run_stages(root: Path, params: Params, force: bool) -> list[dict[str, Any]]:
                 timeout_seconds=stage_timeout(params, spec.name),
                 **network_retries(params, spec.name))(root=str(root))
             record_stage(repo, spec.name)
-            manifest = read_manifest(out_dir, spec.name)
-            rows.append({"stage": spec.name, "ran": True, "reason": reason,
-                         "seconds": round(time.perf_counter() - started, 2),
-                         "fingerprint": manifest["fingerprint"],
-                         "rows": manifest.get("rows", {})})
+            rows.append(stage_row(spec.name, out_dir, reason, time.perf_counter() - started))
     return rows
 
 

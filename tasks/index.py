@@ -25,7 +25,14 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.config import IndexConfig
 from tasks.fingerprint import sha256_text, stage_fingerprint
-from tasks.io import VECTOR_COLUMN, StageOutput, arrow_to_vectors, read_manifest, read_table
+from tasks.io import (
+    VECTOR_COLUMN,
+    StageOutput,
+    arrow_to_vectors,
+    previous_keys,
+    read_manifest,
+    read_table,
+)
 from tasks.lineage import METADATA_FILE, index_metadata
 from tasks.probes import probe_queries
 from tasks.runtime import main, start_stage, task_logger
@@ -258,15 +265,14 @@ def index_card(index: faiss.Index, factory: str, nlist: int | None, param: str |
 
 def _previous(out_dir: Path) -> tuple[dict | None, faiss.Index | None, dict[int, str]]:
     """The previous index folder's manifest, index and id -> text hash (if readable)."""
-    try:
-        prev = read_manifest(out_dir, "index")
-        table = read_table(out_dir, CHUNKS_FILE, prev)
-        index = faiss.read_index(str(out_dir / INDEX_FILE))
-        ids = table.column("int_id").to_pylist()
-    except (ValueError, RuntimeError, OSError, KeyError):
+    keys = previous_keys(out_dir, "index", CHUNKS_FILE, "int_id", "text")
+    if keys is None:
         return None, None, {}  # absent, unreadable or from an older layout: rebuild
-    keys = [sha256_text(t) for t in table.column("text").to_pylist()]
-    return prev, index, dict(zip(ids, keys, strict=True))
+    try:
+        index = faiss.read_index(str(out_dir / INDEX_FILE))
+    except RuntimeError:
+        return None, None, {}
+    return read_manifest(out_dir, "index"), index, keys
 
 
 def _check_model(run: Any, dedup: dict[str, Any]) -> None:

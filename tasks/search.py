@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.config import EncodeConfig
+from tasks.fingerprint import sha256_text
 from tasks.transform import TRANSFORM_FILE, VectorTransform
 
 INDEX_FILE = "index.faiss"
@@ -38,10 +39,7 @@ def recall_at_k(found: Sequence[np.ndarray], truth: Sequence[np.ndarray]) -> flo
 
 def chunk_int_ids(chunk_ids: Sequence[str]) -> np.ndarray:
     """Stable 60-bit FAISS ids from chunk ids (the same chunk always gets the same id)."""
-    import hashlib  # noqa: PLC0415
-
-    return np.array([int(hashlib.sha256(c.encode()).hexdigest()[:15], 16) for c in chunk_ids],
-                    dtype="int64")
+    return np.array([int(sha256_text(c)[:15], 16) for c in chunk_ids], dtype="int64")
 
 
 class IdMap:

@@ -46,6 +46,23 @@ def make_workspace(dest: Path) -> Path:
     return dest
 
 
+def run_stages(ws: Path, names=None) -> None:
+    """Run stages in-process without Prefect or DVC (all of them, in order, by default)."""
+    from flows.pipeline import STAGE_TASKS
+    from tasks.registry import STAGE_NAMES
+
+    for name in names or STAGE_NAMES:
+        STAGE_TASKS[name].fn(root=str(ws))
+
+
+def fingerprints(ws: Path) -> dict[str, str]:
+    """Stage name -> fingerprint of every stage output in a workspace."""
+    import json
+
+    return {m["stage"]: m["fingerprint"] for m in (
+        json.loads(p.read_text()) for p in sorted((ws / "data").glob("0*_*/_manifest.json")))}
+
+
 def env_with_venv() -> dict[str, str]:
     """The environment for `dvc repro`: this interpreter's `python` first on PATH."""
     env = dict(os.environ)

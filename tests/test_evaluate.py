@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import make_workspace
+from tasks.registry import STAGE_NAMES
+from tests.conftest import make_workspace, run_stages
 
-ORDER = ("ingest", "clean", "chunk", "encode", "reduce", "dedup", "index", "evaluate", "publish")
 TINY_CORPUS = [
     {"_id": "volcano", "title": "Volcanoes", "text": "Magma rises through the crust and erupts "
      "as lava, ash and volcanic gas from a crater."},
@@ -29,13 +28,6 @@ TINY_QUERIES = {"q1": ("lava erupting from a crater", "volcano"),
                 "q3": ("who may touch the ball with their hands in soccer", "football")}
 
 
-def run_stages(ws: Path, names=ORDER) -> None:
-    from flows.pipeline import STAGE_TASKS
-
-    for name in names:
-        STAGE_TASKS[name].fn(root=str(ws))
-
-
 def test_tiny_labelled_corpus_metrics(tmp_path):
     from tasks.config import write_overrides
 
@@ -48,7 +40,7 @@ def test_tiny_labelled_corpus_metrics(tmp_path):
     (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
         f"{q}\t{d}\t1\n" for q, (_, d) in TINY_QUERIES.items()))
     write_overrides(ws / "params.yaml", {"ingest.source": "tiny", "clean.min_chars": 5})
-    run_stages(ws, ORDER[:-1])
+    run_stages(ws, STAGE_NAMES[:-1])
     metrics = json.loads((ws / "metrics.json").read_text())
     labeled = metrics["labeled"]["corpus.jsonl"]
     # Each query's one relevant document is ranked first: every measure is exactly 1.

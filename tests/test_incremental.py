@@ -15,22 +15,15 @@ import pytest
 
 from tasks.config import IndexConfig
 from tasks.index import build_index, plan_update, resolve_factory, tune_search_param, update_index
+from tasks.registry import STAGE_NAMES
 from tasks.search import IdMap, recall_at_k
-from tests.conftest import env_with_venv, make_workspace
+from tests.conftest import env_with_venv, make_workspace, run_stages
 from tests.test_index import clustered
 
-ORDER = ("ingest", "clean", "chunk", "encode", "reduce", "dedup", "index", "evaluate", "publish")
 NEW_DOC = ("Pulsar timing arrays watch dozens of millisecond pulsars for years. A passing "
            "low-frequency gravitational wave stretches and squeezes the space between Earth "
            "and each pulsar, so the clock-like pulses arrive a few nanoseconds early or late, "
            "with a correlation pattern across the sky known as the Hellings-Downs curve.\n")
-
-
-def run_stages(ws: Path, names=ORDER) -> None:
-    from flows.pipeline import STAGE_TASKS
-
-    for name in names:
-        STAGE_TASKS[name].fn(root=str(ws))
 
 
 def manifest(ws: Path, folder: str) -> dict:
@@ -181,7 +174,7 @@ def test_model_change_reencodes_and_stale_vectors_are_refused(changed_ws, tmp_pa
     with pytest.raises(ValueError, match=r"come from model sentence-transformers/all-MiniLM"
                                          r".*but encode.model is .*minilm-cls"):
         run_stages(ws, ("index",))
-    run_stages(ws, ORDER[2:7])
+    run_stages(ws, STAGE_NAMES[2:7])
     enc = manifest(ws, "04_encode")["rows"]
     assert enc["encoded"] == enc["unique_texts"] and enc["reused"] == 0
     card = json.loads((ws / "data/07_index/card.json").read_text())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import env_with_venv, make_workspace
+from tests.conftest import env_with_venv, fingerprints, make_workspace
 
 TOPICS = {
     "how a collapsed star becomes a neutron star": "astronomy/",
@@ -20,14 +20,6 @@ TOPICS = {
     "saving for retirement with tax advantages": "finance/",
     "pyroclastic flows from an explosive eruption": "volcanoes/",
 }
-
-
-def fingerprints(ws: Path) -> dict[str, str]:
-    out = {}
-    for manifest in sorted((ws / "data").glob("0*_*/_manifest.json")):
-        m = json.loads(manifest.read_text())
-        out[m["stage"]] = m["fingerprint"]
-    return out
 
 
 def dvc(ws: Path, *args: str) -> subprocess.CompletedProcess:

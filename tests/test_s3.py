@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, env_with_venv, free_port, make_workspace
+from tests.conftest import REPO, env_with_venv, fingerprints, free_port, make_workspace, run_stages
 from tests.faulty_proxy import FaultyProxy
 
 SECRET = "EMBEDPIPE-TEST-SECRET-7f3a9c"
@@ -64,18 +64,6 @@ def upload_folder(client, folder: Path, bucket: str, prefix: str) -> None:
     for path in sorted(folder.rglob("*")):
         if path.is_file():
             client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder)}")
-
-
-def run_stages(ws: Path, names) -> None:
-    from flows.pipeline import STAGE_TASKS
-
-    for name in names:
-        STAGE_TASKS[name].fn(root=str(ws))
-
-
-def fingerprints(ws: Path) -> dict[str, str]:
-    return {m["stage"]: m["fingerprint"] for m in (
-        json.loads(p.read_text()) for p in sorted((ws / "data").glob("0*_*/_manifest.json")))}
 
 
 @pytest.fixture(scope="module")
