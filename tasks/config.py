@@ -164,8 +164,22 @@ class EncodeConfig(_Config):
     max_seq_length: Annotated[int, Field(ge=8)] | None = Field(
         None, description="Override the model's max_seq_length (never above its limit)."
     )
-    fp16_on_cuda: bool = True
+    backend: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="auto: onnx (onnxruntime, exported here) on the CPU, torch on "
+        "cuda/mps.")
+    precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] = Field(
+        "auto", description="auto: int8 for onnx, fp16 for torch on cuda, fp32 otherwise. "
+        "int8 is onnx only (dynamic, per channel); fp16 is cuda only; bf16 is torch.")
     cache: bool = Field(True, description="Reuse vectors of texts already encoded.")
+
+    @model_validator(mode="after")
+    def _check(self) -> EncodeConfig:
+        bad = {("torch", "int8"): "int8 needs backend onnx",
+               ("onnx", "fp16"): "fp16 needs backend torch on cuda",
+               ("onnx", "bf16"): "bf16 needs backend torch"}.get((self.backend, self.precision))
+        if bad:
+            raise ValueError(f"precision {self.precision!r} with backend {self.backend!r}: {bad}")
+        return self
 
 
 class ReduceConfig(_Config):

@@ -12,7 +12,7 @@ import logging
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tasks.config import DEFAULT_MODEL, EncodeConfig
 from tasks.fingerprint import canonical_json, sha256_file, sha256_text
@@ -90,7 +90,8 @@ def effective_max_seq_length(cfg: EncodeConfig, folder: Path) -> int:
 
 
 def model_fingerprint(cfg: EncodeConfig) -> dict[str, Any]:
-    """What decides the embedding space: files, length, prefixes, normalisation."""
+    """What decides the embedding space: files, length, prefixes, normalisation, backend and
+    precision (int8 or bf16 vectors differ from fp32 ones)."""
     folder = resolve_model_path(cfg.model, cfg.revision)
     limits = model_limits(folder)
     info = {
@@ -103,6 +104,8 @@ def model_fingerprint(cfg: EncodeConfig) -> dict[str, Any]:
         "passage_prefix": cfg.passage_prefix,
         "query_prefix": cfg.query_prefix,
     }
+    runtime = runtime_for(cfg)  # device is not part of the space; backend and precision are
+    info |= {"backend": runtime.backend, "precision": runtime.precision}
     info["fingerprint"] = sha256_text(canonical_json(info))
     return info
 
@@ -134,12 +137,49 @@ def pick_device(requested: str) -> str:
     return requested
 
 
+class Runtime(NamedTuple):
+    """Where and how the encoder runs; part of the embedding space (vectors differ)."""
+
+    device: str
+    backend: str
+    precision: str
+
+
+def runtime_for(cfg: EncodeConfig) -> Runtime:
+    """Resolve `auto` device/backend/precision on this machine; refuse what cannot run."""
+    device = pick_device(cfg.device)
+    backend = cfg.backend if cfg.backend != "auto" else ("onnx" if device == "cpu" else "torch")
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "int8" if backend == "onnx" else "fp16" if device == "cuda" else "fp32"
+    if backend == "onnx" and device != "cpu":
+        raise ValueError(f"encode.backend: onnx runs on the CPU here; device is {device!r} "
+                         f"(use encode.backend: torch or encode.device: cpu)")
+    problem = {("onnx", "fp16"): "fp16 needs backend torch on cuda",
+               ("onnx", "bf16"): "bf16 needs backend torch",
+               ("torch", "int8"): "int8 needs backend onnx"}.get((backend, precision))
+    if precision == "fp16" and device != "cuda":
+        problem = f"fp16 needs device cuda, not {device!r}"
+    if precision == "bf16" and device == "cpu" and not _cpu_has_bf16():
+        problem = "this CPU has no native bf16 (AVX512-BF16 / AMX); use fp32 or int8"
+    if problem:
+        raise ValueError(f"encode.precision: {precision!r} on {backend}/{device}: {problem}")
+    return Runtime(device, backend, precision)
+
+
+def _cpu_has_bf16() -> bool:
+    import torch  # noqa: PLC0415
+
+    return bool(torch.backends.mkldnn.is_available()
+                and torch.ops.mkldnn._is_mkldnn_bf16_supported())  # noqa: SLF001
+
+
 @lru_cache(maxsize=2)
-def load_encoder(
-    name: str, revision: str | None, device: str, max_seq_length: int, fp16: bool
-) -> Any:
-    """A SentenceTransformer on `device`, fp16 on CUDA when asked. Cached per process."""
+def load_torch_encoder(name: str, revision: str | None, device: str, max_seq_length: int,
+                       precision: str = "fp32") -> Any:
+    """A SentenceTransformer on `device` at `precision`. Cached per process."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch  # noqa: PLC0415
     from sentence_transformers import SentenceTransformer  # noqa: PLC0415
     from transformers.utils import logging as hf_logging  # noqa: PLC0415
 
@@ -147,19 +187,32 @@ def load_encoder(
 
     model = SentenceTransformer(str(resolve_model_path(name, revision)), device=device)
     model.max_seq_length = max_seq_length
-    if fp16 and device == "cuda":
-        model.half()
+    if precision in ("fp16", "bf16"):
+        model.to(torch.float16 if precision == "fp16" else torch.bfloat16)
     model.eval()
     return model
 
 
+@lru_cache(maxsize=2)
+def load_encoder(name: str, revision: str | None, max_seq_length: int, runtime: Runtime) -> Any:
+    """The encoder for `runtime`: a SentenceTransformer, or the onnxruntime export."""
+    if runtime.backend == "torch":
+        return load_torch_encoder(name, revision, runtime.device, max_seq_length,
+                                  runtime.precision)
+    from tasks.onnx_encoder import load_onnx_encoder  # noqa: PLC0415
+
+    folder = resolve_model_path(name, revision)
+    return load_onnx_encoder(
+        folder, _files_digest(folder), runtime.precision, max_seq_length,
+        load_tokenizer(name, revision),
+        lambda: load_torch_encoder(name, revision, "cpu", max_seq_length))
+
+
 def encoder_for(cfg: EncodeConfig) -> Any:
-    """Load the encoder `cfg` describes."""
+    """Load the encoder `cfg` describes (same `.encode` interface for every backend)."""
     folder = resolve_model_path(cfg.model, cfg.revision)
-    return load_encoder(
-        cfg.model, cfg.revision, pick_device(cfg.device),
-        effective_max_seq_length(cfg, folder), cfg.fp16_on_cuda,
-    )
+    return load_encoder(cfg.model, cfg.revision, effective_max_seq_length(cfg, folder),
+                        runtime_for(cfg))
 
 
 def token_budget(cfg: EncodeConfig, max_tokens: int) -> int:

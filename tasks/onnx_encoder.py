@@ -1,0 +1,289 @@
+"""The ONNX Runtime backend: the sentence-transformers model exported here, optionally int8.
+
+The model's transformer is exported from its local weights with `torch.onnx`, fused with
+onnxruntime's transformer optimizer and, for int8, dynamically quantized per channel. Pooling
+and normalisation follow the model's own sentence-transformers modules. Each export is
+checked against the PyTorch model on probe sentences and refused below `MIN_COSINE`.
+Exports are cached per (model files, precision, library versions) under
+`$EMBEDPIPE_CACHE_DIR` (default `~/.cache/embedpipe`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from filelock import FileLock
+
+from tasks.fingerprint import canonical_json, sha256_text
+
+log = logging.getLogger(__name__)
+EXPORT_VERSION = 1  # bump when the export recipe changes: old exports are not reused
+# An export whose vectors stray further from PyTorch's on PROBES is refused. Very short
+# inputs ("Ok.") move most under int8 (0.97 for all-MiniLM-L6-v2); chunk-length texts stay
+# above 0.98 (tests/test_encode.py checks every chunk of the sample corpus).
+MIN_COSINE = 0.95
+MIN_MEAN_COSINE = 0.98
+PROBES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Neutron stars are the collapsed cores of massive stars.",
+    "Quarterly revenue rose 12% while operating costs fell.",
+    "def add(a, b): return a + b",
+    "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen. " * 6,
+    "Ok.",
+    "Der Hund schläft im Garten, während die Katze spielt.",
+    "A table: name | price | stock; apples | 3 | 10; pears | 4 | 0",
+    "Inflation expectations anchor long-term interest rates in most central bank models, "
+    "and credibility matters more than any single decision.",
+    "How do I reset my password?",
+]
+
+
+_POOLING_FLAGS = {
+    "mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token",
+    "max": "pooling_mode_max_tokens", "mean_sqrt_len": "pooling_mode_mean_sqrt_len_tokens",
+    "weightedmean": "pooling_mode_weightedmean_tokens", "lasttoken": "pooling_mode_lasttoken",
+}
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """What the model's sentence-transformers modules do after the transformer."""
+
+    pooling: str  # 'mean' | 'cls' | 'max'
+    normalize: bool
+    lower_case: bool
+    dim: int
+
+
+def read_pipeline(folder: Path) -> Pipeline:
+    """The pooling/normalise steps of a sentence-transformers folder, or a clear refusal."""
+    def load(path: Path) -> Any:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    modules = load(folder / "modules.json") or []
+    kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in modules]
+    if kinds[:2] != ["Transformer", "Pooling"] or any(k != "Normalize" for k in kinds[2:]):
+        raise ValueError(
+            f"encode.backend: onnx supports Transformer + Pooling (+ Normalize) models; "
+            f"{folder} has {kinds or 'no modules.json'}; use encode.backend: torch")
+    pool_cfg = load(folder / modules[1]["path"] / "config.json")
+    mode = pool_cfg.get("pooling_mode")
+    if not isinstance(mode, str):
+        modes = [m for m, key in _POOLING_FLAGS.items() if pool_cfg.get(key)]
+        mode = "+".join(modes) or "none"
+    if mode not in ("mean", "cls", "max"):
+        raise ValueError(f"encode.backend: onnx supports mean, cls or max pooling; {folder} "
+                         f"uses {mode!r}; use encode.backend: torch")
+    st_cfg = load(folder / "sentence_bert_config.json")
+    dim = pool_cfg.get("word_embedding_dimension") or load(folder / "config.json")["hidden_size"]
+    return Pipeline(pooling=mode, normalize="Normalize" in kinds,
+                    lower_case=bool(st_cfg.get("do_lower_case")), dim=int(dim))
+
+
+def pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
+    """(batch, seq, d) token states -> (batch, d) sentence vectors, padding ignored."""
+    m = mask[..., None].astype(hidden.dtype)
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode == "max":
+        return np.where(m > 0, hidden, -np.inf).max(axis=1)
+    return (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
+
+
+def cache_root() -> Path:
+    """Where exports live: `$EMBEDPIPE_CACHE_DIR`, else `$XDG_CACHE_HOME/embedpipe`."""
+    if os.environ.get("EMBEDPIPE_CACHE_DIR"):
+        return Path(os.environ["EMBEDPIPE_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "embedpipe"
+
+
+def export_key(files_sha256: str, precision: str) -> str:
+    """Identity of an export: weights, precision, exporter and runtime versions."""
+    import onnxruntime  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+    import transformers  # noqa: PLC0415
+
+    return sha256_text(canonical_json({
+        "files": files_sha256, "precision": precision, "recipe": EXPORT_VERSION,
+        "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+        "transformers": transformers.__version__}))
+
+
+def _export_fp32(folder: Path, tokenizer: Any, path: Path) -> None:
+    import torch  # noqa: PLC0415
+    from transformers import AutoModel  # noqa: PLC0415
+
+    model = AutoModel.from_pretrained(str(folder), attn_implementation="eager").eval()
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids")
+             if n in tokenizer.model_input_names]
+
+    class Hidden(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+            return self.model(**dict(zip(names, inputs, strict=True))).last_hidden_state
+
+    sample = tokenizer(PROBES[:2], padding=True, return_tensors="pt")
+    axes = {n: {0: "batch", 1: "seq"} for n in [*names, "last_hidden_state"]}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Hidden(), tuple(sample[n] for n in names), str(path),
+                          input_names=names, output_names=["last_hidden_state"],
+                          dynamic_axes=axes, opset_version=17, dynamo=False)
+
+
+def _optimize(path: Path, folder: Path, out: Path) -> bool:
+    """Fuse attention / layer norm / GELU; False (and the plain export kept) when it fails."""
+    from onnxruntime.transformers import optimizer  # noqa: PLC0415
+
+    hf = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    try:
+        opt = optimizer.optimize_model(str(path), model_type="bert",
+                                       num_heads=int(hf.get("num_attention_heads", 0)),
+                                       hidden_size=int(hf.get("hidden_size", 0)), opt_level=1)
+        opt.save_model_to_file(str(out))
+    except Exception as err:  # optimizer errors have no common base; the plain graph works
+        log.warning("onnx: transformer fusion failed (%s); using the unfused graph", err)
+        return False
+    return True
+
+
+def _quantize(src: Path, dst: Path) -> None:
+    import onnx  # noqa: PLC0415
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415
+
+    quiet = logging.getLogger()  # the quantizer logs a generic "consider pre-processing" hint
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul", "Attention"],
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    finally:
+        quiet.setLevel(level)
+
+
+def export(folder: Path, tokenizer: Any, precision: str, target: Path) -> None:
+    """Write `target/model.onnx` (+ `export.json`) for `folder` at `precision` (fp32|int8)."""
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".export-") as tmp:
+        work = Path(tmp)
+        _export_fp32(folder, tokenizer, work / "raw.onnx")
+        graph = work / "fused.onnx"
+        fused = _optimize(work / "raw.onnx", folder, graph)
+        if not fused:
+            graph = work / "raw.onnx"
+        final = work / "out"
+        final.mkdir()
+        if precision == "int8":
+            _quantize(graph, final / "model.onnx")
+        else:
+            shutil.copyfile(graph, final / "model.onnx")
+        (final / "export.json").write_text(json.dumps(
+            {"source": str(folder), "precision": precision, "fused": fused}, indent=2))
+        os.replace(final, target)
+
+
+class OnnxEncoder:
+    """The subset of SentenceTransformer that embedpipe calls, run by onnxruntime on the CPU.
+
+    An int8 graph runs one text per call: dynamic quantization scales activations over the
+    whole call, so in a batch a text's vector would depend on its batch-mates (cosine 0.989
+    to its own vector alone on the sample). Alone, a text always gets the same vector, and
+    on the CPU it costs little (sample chunks: 7.4 s at 1 per call vs 6.9 s at 32).
+    """
+
+    device = "cpu"
+
+    def __init__(self, model_path: Path, tokenizer: Any, pipeline: Pipeline,
+                 max_seq_length: int, per_text: bool) -> None:
+        import onnxruntime as ort  # noqa: PLC0415
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = len(os.sched_getaffinity(0))
+        self.session = ort.InferenceSession(str(model_path), options,
+                                            providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.tokenizer, self.pipeline, self.max_seq_length = tokenizer, pipeline, max_seq_length
+        self.model_path, self.per_text = model_path, per_text
+
+    def get_embedding_dimension(self) -> int:
+        return self.pipeline.dim
+
+    def _batch(self, texts: list[str]) -> np.ndarray:
+        if self.pipeline.lower_case:
+            texts = [t.lower() for t in texts]
+        enc = self.tokenizer(texts, padding=True, truncation="longest_first",
+                             max_length=self.max_seq_length, return_tensors="np")
+        hidden = self.session.run(None, {n: enc[n].astype("int64") for n in self.inputs})[0]
+        return pool(hidden, enc["attention_mask"], self.pipeline.pooling)
+
+    def encode(self, sentences: list[str], batch_size: int = 32,
+               normalize_embeddings: bool = False, convert_to_numpy: bool = True,
+               show_progress_bar: bool = False) -> np.ndarray:
+        """(n, d) float32 vectors in input order; batches of similar length, like ST."""
+        del convert_to_numpy, show_progress_bar  # always numpy; progress is the caller's
+        out = np.zeros((len(sentences), self.pipeline.dim), dtype="float32")
+        order = np.argsort([-len(s) for s in sentences], kind="stable")
+        step = 1 if self.per_text else batch_size
+        for start in range(0, len(order), step):
+            rows = order[start:start + step]
+            out[rows] = self._batch([sentences[i] for i in rows])
+        if self.pipeline.normalize or normalize_embeddings:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
+
+
+def verify(encoder: OnnxEncoder, reference: Any) -> dict[str, float]:
+    """Cosine of the export's vectors to the PyTorch model's on `PROBES`; refuse if too far."""
+    a = encoder.encode(PROBES, batch_size=4, normalize_embeddings=True)
+    b = reference.encode(PROBES, batch_size=4, normalize_embeddings=True, convert_to_numpy=True)
+    cos = (a * b.astype("float32")).sum(axis=1)
+    report = {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
+    if report["min_cosine"] < MIN_COSINE or report["mean_cosine"] < MIN_MEAN_COSINE:
+        raise ValueError(
+            f"encode.backend: the onnx export strays from the PyTorch model (cosine min "
+            f"{report['min_cosine']:.4f}, mean {report['mean_cosine']:.4f}; needs >= "
+            f"{MIN_COSINE} and >= {MIN_MEAN_COSINE}); use encode.precision: fp32 or "
+            f"encode.backend: torch")
+    return report
+
+
+def load_onnx_encoder(folder: Path, files_sha256: str, precision: str, max_seq_length: int,
+                      tokenizer: Any, reference: Callable[[], Any]) -> OnnxEncoder:
+    """The cached export for `folder` at `precision`; exported and checked against
+    `reference()` (the PyTorch model) when missing."""
+    pipeline = read_pipeline(folder)
+    key = export_key(files_sha256, precision)
+    root = cache_root() / "onnx"
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / key[:32]
+    with FileLock(str(root / f"{key[:32]}.lock")):
+        if not (target / "model.onnx").is_file():
+            log.info("onnx: exporting %s at %s into %s", folder, precision, target)
+            export(folder, tokenizer, precision, target)
+            encoder = OnnxEncoder(target / "model.onnx", tokenizer, pipeline, max_seq_length,
+                                  per_text=precision == "int8")
+            try:
+                report = verify(encoder, reference())
+            except ValueError:
+                shutil.rmtree(target, ignore_errors=True)
+                raise
+            info = json.loads((target / "export.json").read_text(encoding="utf-8"))
+            (target / "export.json").write_text(json.dumps(info | report, indent=2))
+            return encoder
+    return OnnxEncoder(target / "model.onnx", tokenizer, pipeline, max_seq_length,
+                       per_text=precision == "int8")

@@ -1,0 +1,90 @@
+"""The ONNX Runtime backend against the PyTorch model: same vectors within int8's error."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from tasks.config import EncodeConfig
+from tasks.models import encoder_for, load_tokenizer, model_fingerprint, runtime_for
+from tasks.onnx_encoder import OnnxEncoder, read_pipeline, verify
+from tests.conftest import make_workspace, run_stages
+
+TORCH = EncodeConfig(device="cpu", backend="torch", precision="fp32")
+INT8 = EncodeConfig(device="cpu", backend="onnx", precision="int8")
+
+
+@pytest.fixture(scope="module")
+def sample_chunks(tmp_path_factory):
+    ws = make_workspace(tmp_path_factory.mktemp("onnx") / "ws")
+    run_stages(ws, ["ingest", "clean", "chunk"])
+    return pq.read_table(ws / "data/03_chunk/chunks.parquet").column("text").to_pylist()
+
+
+def test_int8_matches_pytorch_on_every_sample_chunk(sample_chunks):
+    a = encoder_for(INT8).encode(sample_chunks, batch_size=32, normalize_embeddings=True)
+    b = encoder_for(TORCH).encode(sample_chunks, batch_size=32, normalize_embeddings=True)
+    cos = (a * b).sum(axis=1)
+    assert len(cos) > 400 and cos.min() >= 0.98, (cos.min(), cos.mean())
+
+
+def test_fp32_export_is_the_pytorch_model(sample_chunks):
+    texts = sample_chunks[:64]
+    fp32 = EncodeConfig(device="cpu", backend="onnx", precision="fp32")
+    a = encoder_for(fp32).encode(texts, batch_size=16, normalize_embeddings=True)
+    b = encoder_for(TORCH).encode(texts, batch_size=16, normalize_embeddings=True)
+    assert (a * b).sum(axis=1).min() > 0.9999
+
+
+def test_input_order_and_a_text_gets_one_vector_whatever_its_batch(sample_chunks):
+    enc = encoder_for(INT8)
+    texts = [sample_chunks[i] for i in (5, 0, 17, 3)] + ["Ok.", sample_chunks[5]]
+    x = enc.encode(texts, batch_size=4, normalize_embeddings=True)
+    alone = np.vstack([enc.encode([t], normalize_embeddings=True) for t in texts])
+    np.testing.assert_array_equal(x, alone)
+    np.testing.assert_array_equal(x[0], x[5])
+
+
+def test_backend_and_precision_are_part_of_the_space():
+    assert runtime_for(EncodeConfig(device="cpu")) == ("cpu", "onnx", "int8")
+    spaces = {model_fingerprint(c)["fingerprint"] for c in (TORCH, INT8, EncodeConfig(
+        device="cpu", backend="onnx", precision="fp32"))}
+    assert len(spaces) == 3
+    assert model_fingerprint(EncodeConfig(device="cpu"))["fingerprint"] == \
+        model_fingerprint(INT8)["fingerprint"]
+
+
+@pytest.mark.parametrize(("update", "match"), [
+    ({"backend": "torch", "precision": "int8"}, "int8 needs backend onnx"),
+    ({"backend": "onnx", "precision": "bf16"}, "bf16 needs backend torch"),
+])
+def test_impossible_combinations_refused(update, match):
+    with pytest.raises(ValueError, match=match):
+        EncodeConfig(**update)
+
+
+def test_fp16_on_cpu_refused():
+    with pytest.raises(ValueError, match=r"encode\.precision: 'fp16'.*needs device cuda"):
+        runtime_for(EncodeConfig(device="cpu", backend="torch", precision="fp16"))
+
+
+def test_model_with_dense_head_is_refused_for_onnx(tmp_path):
+    (tmp_path / "modules.json").write_text(json.dumps([
+        {"path": "", "type": "sentence_transformers.models.Transformer"},
+        {"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"path": "2_Dense", "type": "sentence_transformers.models.Dense"}]))
+    with pytest.raises(ValueError, match=r"Dense.*use encode.backend: torch"):
+        read_pipeline(tmp_path)
+
+
+def test_an_export_that_strays_is_refused():
+    good = encoder_for(INT8)
+    wrong = OnnxEncoder(good.model_path, load_tokenizer(INT8.model),
+                        replace(good.pipeline, pooling="max"), good.max_seq_length, per_text=True)
+    assert verify(good, encoder_for(TORCH))["min_cosine"] >= 0.95
+    with pytest.raises(ValueError, match="strays from the PyTorch model"):
+        verify(wrong, encoder_for(TORCH))
