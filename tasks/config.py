@@ -209,6 +209,10 @@ class DedupConfig(_Config):
     exact_search_below: Annotated[int, Field(ge=1)] = Field(
         50_000, description="Below this many vectors, neighbours are searched exactly."
     )
+    nprobe: Annotated[int, Field(ge=1)] = Field(
+        8, description="From exact_search_below on: k-means cells each vector searches "
+        "(more finds more pairs whose rows fall in different cells, linearly slower)."
+    )
     seed: int = 0
 
 

@@ -29,6 +29,9 @@ DROPPED_SCHEMA = pa.schema([
     ("similarity", pa.float32()), ("kind", pa.string()),
 ])
 _QUERY_BATCH = 4096
+_ASSIGN_BATCH = 65_536
+_BLOCK_ELEMS = 1 << 22  # similarity floats per matrix product (16 MB)
+_TRAIN_PER_LIST = 39  # k-means points per cell: FAISS's minimum without a warning
 
 
 def text_key(text: str) -> str:
@@ -43,37 +46,105 @@ def exact_duplicates(texts: list[str]) -> np.ndarray:
                     dtype="int64")
 
 
-def _neighbour_index(x: np.ndarray, cfg: DedupConfig) -> faiss.Index:
-    n, d = x.shape
-    if n < cfg.exact_search_below:
-        index = faiss.IndexFlatIP(d)
-    else:
-        # SemDeDup-style: k-means cells, neighbours searched in the few nearest cells.
-        nlist = int(4 * np.sqrt(n))
-        index = faiss.index_factory(d, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
-        rng = np.random.default_rng(cfg.seed)
-        index.train(x[rng.choice(n, size=min(n, nlist * 64), replace=False)])
-        index.nprobe = 8
+def _flat_pairs(x: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact range search; each pair is kept from its earlier row's query (symmetric)."""
+    index = faiss.IndexFlatIP(x.shape[1])
     index.add(x)
-    return index
-
-
-def near_duplicate_pairs(x: np.ndarray, cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray,
-                                                                     np.ndarray]:
-    """(i, j, similarity) for every pair i < j with cosine >= threshold (unit vectors)."""
-    x = np.ascontiguousarray(x, dtype="float32")
-    index = _neighbour_index(x, cfg)
     src, dst, sim = [], [], []
     for start in range(0, len(x), _QUERY_BATCH):
-        lims, dist, ids = index.range_search(x[start:start + _QUERY_BATCH], cfg.threshold)
+        lims, dist, ids = index.range_search(x[start:start + _QUERY_BATCH], threshold)
         rows = np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims).astype("int64"))
         keep = ids > rows
         src.append(rows[keep])
         dst.append(ids[keep])
         sim.append(dist[keep])
-    if not src:
-        return np.zeros(0, "int64"), np.zeros(0, "int64"), np.zeros(0, "float32")
     return np.concatenate(src), np.concatenate(dst), np.concatenate(sim).astype("float32")
+
+
+def _cells(x: np.ndarray, cfg: DedupConfig) -> np.ndarray:
+    """k-means cells (FAISS, on a sample) and each row's `nprobe` nearest: (n, nprobe) int64.
+
+    ~2 sqrt(n) cells: the per-cell products cost ~n^2 nprobe d / nlist, assigning costs
+    n nlist d and k-means ~400 nlist^2 d, so their sum is smallest near there.
+    """
+    n, d = x.shape
+    nlist = max(1, min(int(2 * np.sqrt(n)), n // _TRAIN_PER_LIST))
+    rng = np.random.default_rng(cfg.seed)
+    xt = x[np.sort(rng.choice(n, size=min(n, nlist * _TRAIN_PER_LIST), replace=False))]
+    kmeans = faiss.Kmeans(d, nlist, niter=10, spherical=True, seed=cfg.seed)
+    kmeans.train(xt)
+    quantizer = faiss.IndexFlatIP(d)
+    quantizer.add(kmeans.centroids)
+    nprobe = min(cfg.nprobe, nlist)
+    cells = np.empty((n, nprobe), dtype="int64")
+    for start in range(0, n, _ASSIGN_BATCH):
+        cells[start:start + _ASSIGN_BATCH] = quantizer.search(x[start:start + _ASSIGN_BATCH],
+                                                              nprobe)[1]
+    return cells
+
+
+def _groups(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions sorted by label and where each label's run starts (CSR layout)."""
+    order = np.argsort(labels, kind="stable")
+    return order, np.searchsorted(labels[order], np.arange(labels.max() + 2))
+
+
+def _cell_pairs(x: np.ndarray, members: np.ndarray, probers: np.ndarray, threshold: float
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(prober, member, similarity) at or above threshold, prober != member; blocks of
+    probers keep the similarity matrix under _BLOCK_ELEMS floats."""
+    xm = x[members].T
+    src, dst, sim = [], [], []
+    step = max(1, _BLOCK_ELEMS // len(members))
+    for start in range(0, len(probers), step):
+        q = probers[start:start + step]
+        s = x[q] @ xm
+        qi, mi = np.nonzero(s >= threshold)
+        src.append(q[qi])
+        dst.append(members[mi])
+        sim.append(s[qi, mi])
+    i, j, s = np.concatenate(src), np.concatenate(dst), np.concatenate(sim)
+    other = i != j
+    return i[other], j[other], s[other]
+
+
+def _ivf_pairs(x: np.ndarray, cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SemDeDup-style: each row lives in its nearest k-means cell and is compared with the
+    rows living in its `nprobe` nearest cells, one matrix product per cell (BLAS).
+
+    A pair is found when either row's nearest cells hold the other.
+    """
+    n = len(x)
+    cells = _cells(x, cfg)
+    by_home, home_ptr = _groups(cells[:, 0])
+    by_probe, probe_ptr = _groups(cells.ravel())
+    by_probe //= cells.shape[1]  # flat position -> row
+    keys, sims = [np.zeros(0, "int64")], [np.zeros(0, "float32")]
+    for c in range(len(home_ptr) - 1):
+        members = by_home[home_ptr[c]:home_ptr[c + 1]]
+        if len(members):
+            i, j, s = _cell_pairs(x, members, by_probe[probe_ptr[c]:probe_ptr[c + 1]],
+                                  cfg.threshold)
+            keys.append(np.minimum(i, j) * n + np.maximum(i, j))
+            sims.append(s)
+    # a pair can be found from both rows: keep one (an int64 key per pair, n < 3e9)
+    key, first = np.unique(np.concatenate(keys), return_index=True)
+    return key // n, key % n, np.concatenate(sims)[first].astype("float32")
+
+
+def near_duplicate_pairs(x: np.ndarray, cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray,
+                                                                     np.ndarray]:
+    """(i, j, similarity) for every pair i < j with cosine >= threshold (unit vectors).
+
+    Exact below `exact_search_below` rows; above, a pair is missed only when neither row's
+    `nprobe` nearest cells hold the other. Memory O(n*d) plus the pairs found.
+    """
+    x = np.ascontiguousarray(x, dtype="float32")
+    if len(x) < 2:
+        return np.zeros(0, "int64"), np.zeros(0, "int64"), np.zeros(0, "float32")
+    if len(x) < cfg.exact_search_below:
+        return _flat_pairs(x, cfg.threshold)
+    return _ivf_pairs(x, cfg)
 
 
 def choose_kept(n: int, i: np.ndarray, j: np.ndarray, sim: np.ndarray
@@ -84,7 +155,7 @@ def choose_kept(n: int, i: np.ndarray, j: np.ndarray, sim: np.ndarray
     starts = np.searchsorted(i, np.arange(n + 1))
     keep = np.ones(n, dtype=bool)
     drops: list[tuple[int, int, float]] = []
-    for row in range(n):
+    for row in np.unique(i).tolist():  # rows without neighbours change nothing
         if not keep[row]:
             continue
         for k in range(starts[row], starts[row + 1]):
@@ -107,7 +178,7 @@ def dedup_vectors(x: np.ndarray, texts: list[str], cfg: DedupConfig
             drops.append((int(row), int(first[row]), 1.0, "exact"))
     if cfg.near and keep.sum() > 1:
         rows = np.flatnonzero(keep)
-        i, j, sim = near_duplicate_pairs(x[rows], cfg)
+        i, j, sim = near_duplicate_pairs(x if len(rows) == n else x[rows], cfg)
         sub_keep, near = choose_kept(len(rows), i, j, sim)
         keep[rows[~sub_keep]] = False
         drops += [(int(rows[a]), int(rows[b]), s, "near") for a, b, s in near]

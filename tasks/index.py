@@ -77,15 +77,11 @@ def resolve_factory(cfg: IndexConfig, n: int) -> tuple[str, int | None]:
     return factory.replace("{nlist}", str(nlist)), nlist
 
 
-def build_index(x: np.ndarray, factory: str, cfg: IndexConfig,
-                ids: np.ndarray | None = None) -> faiss.Index:
-    """Train on a bounded sample of `x`, then add every row (with `ids`) in batches.
-
-    Indexes without ids of their own (Flat, HNSW) are wrapped in IndexIDMap2.
-    """
+def train_index(x: np.ndarray, factory: str, cfg: IndexConfig) -> faiss.Index:
+    """An empty `factory` index, trained (if it needs it) on a seeded sample of `x` of at
+    most `train_sample` rows."""
     x = np.ascontiguousarray(x, dtype="float32")
     n, d = x.shape
-    ids = np.arange(n, dtype="int64") if ids is None else ids
     try:
         index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as err:
@@ -94,10 +90,26 @@ def build_index(x: np.ndarray, factory: str, cfg: IndexConfig,
         rng = np.random.default_rng(cfg.seed)
         xt = x[np.sort(rng.choice(n, size=min(n, cfg.train_sample), replace=False))]
         index.train(xt)
+    return index
+
+
+def fill_index(index: faiss.Index, x: np.ndarray, ids: np.ndarray | None = None
+               ) -> faiss.Index:
+    """Add every row of `x` under `ids` (row numbers when None) to a trained index.
+
+    Indexes without ids of their own (Flat, HNSW) are wrapped in IndexIDMap2.
+    """
+    ids = np.arange(len(x), dtype="int64") if ids is None else ids
     if faiss.try_extract_index_ivf(index) is None:
         index = faiss.IndexIDMap2(index)
     add_vectors(index, x, ids)
     return index
+
+
+def build_index(x: np.ndarray, factory: str, cfg: IndexConfig,
+                ids: np.ndarray | None = None) -> faiss.Index:
+    """Train on a bounded sample of `x`, then add every row (with `ids`) in batches."""
+    return fill_index(train_index(x, factory, cfg), x, ids)
 
 
 def add_vectors(index: faiss.Index, x: np.ndarray, ids: np.ndarray) -> None:

@@ -53,3 +53,28 @@ def test_audit_lists_exact_and_near():
     keep, drops = dedup_vectors(x, ["a", "b", "c", "C"], DedupConfig(threshold=0.99))
     assert keep.tolist() == [True, False, True, False]
     assert sorted((d[0], d[1], d[3]) for d in drops) == [(1, 0, "near"), (3, 2, "exact")]
+
+
+def test_ivf_cells_find_planted_duplicates_in_clustered_data():
+    # Uneven clusters (cells of very different sizes); copies at cosine ~0.99 of a random
+    # row, everything else at cosine < 0.6 to its neighbours.
+    rng = np.random.default_rng(3)
+    n, d, n_dup = 6000, 48, 200
+    centres = _unit(rng.normal(size=(40, d)))
+    sizes = 1.0 / (np.arange(40) + 2.0)
+    x = _unit(centres[rng.choice(40, size=n, p=sizes / sizes.sum())]
+              + rng.normal(size=(n, d)) * 0.25)
+    rows = rng.choice(n, size=2 * n_dup, replace=False)
+    src, dst = rows[:n_dup], rows[n_dup:]
+    x[dst] = _unit(x[src] + rng.normal(size=(n_dup, d)) * 0.02)
+    truth = dict(zip(np.maximum(src, dst).tolist(), np.minimum(src, dst).tolist(),
+                     strict=True))
+    cfg = DedupConfig(threshold=0.95, exact=False, exact_search_below=1000)
+    keep, drops = dedup_vectors(x, [""] * n, cfg)
+    found = {dropped: kept for dropped, kept, _, _ in drops}
+    assert set(found) <= set(truth)  # the rest is kept
+    assert len(found) >= 0.99 * len(truth)
+    assert all(truth[dropped] == kept for dropped, kept in found.items())
+    assert all(abs(s - float(x[a] @ x[b])) < 1e-5 for a, b, s, _ in drops)
+    flat_keep, _ = dedup_vectors(x, [""] * n, cfg.model_copy(update={"exact_search_below": n + 1}))
+    assert (keep == flat_keep).mean() >= 0.999

@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 
 from tasks.config import IndexConfig
-from tasks.index import auto_nlist, build_index, resolve_factory, tune_search_param
+from tasks.index import (
+    auto_nlist,
+    build_index,
+    fill_index,
+    resolve_factory,
+    train_index,
+    tune_search_param,
+)
 from tasks.search import recall_at_k
 
 
@@ -58,3 +65,18 @@ def test_nlist_above_vector_count_fails():
 def test_bad_factory_string_named():
     with pytest.raises(ValueError, match=r"index\.factory: FAISS cannot build 'Nope12'"):
         build_index(clustered(100), "Nope12", IndexConfig())
+
+
+def test_train_then_fill_is_build_with_ids():
+    x = clustered(4000, seed=4)
+    ids = np.random.default_rng(4).choice(2**60, size=len(x), replace=False).astype("int64")
+    cfg = IndexConfig(factory="IVF{nlist},Flat", train_sample=1000)
+    factory, _ = resolve_factory(cfg, len(x))
+    empty = train_index(x, factory, cfg)
+    assert empty.is_trained and empty.ntotal == 0
+    index = fill_index(empty, x, ids)
+    again = build_index(x, factory, cfg, ids)
+    faiss.extract_index_ivf(index).nprobe = faiss.extract_index_ivf(again).nprobe = 8
+    assert index.ntotal == again.ntotal == len(x)
+    assert (index.search(x[:50], 5)[1] == again.search(x[:50], 5)[1]).all()
+    assert np.isin(index.search(x[:50], 5)[1], ids).all()
