@@ -89,8 +89,17 @@ def train_index(x: np.ndarray, factory: str, cfg: IndexConfig) -> faiss.Index:
     if not index.is_trained:
         rng = np.random.default_rng(cfg.seed)
         xt = x[np.sort(rng.choice(n, size=min(n, cfg.train_sample), replace=False))]
+        ivf = faiss.try_extract_index_ivf(index)
+        if ivf is not None and _gpus() > 0:  # faiss-gpu: k-means assignment on the GPU(s)
+            ivf.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatL2(d))
         index.train(xt)
+        if ivf is not None:
+            ivf.clustering_index = None  # keep the saved index CPU-only
     return index
+
+
+def _gpus() -> int:
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
 def fill_index(index: faiss.Index, x: np.ndarray, ids: np.ndarray | None = None
