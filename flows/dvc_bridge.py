@@ -50,6 +50,16 @@ def describe_changes(changes: list[Any]) -> str:
     return "; ".join(parts)
 
 
+def stale_stages(repo: Any) -> dict[str, str]:
+    """Stage name -> why DVC would rerun it now, for every stale stage (fresh ones absent).
+
+    One `dvc status` for the whole pipeline: DVC parses dvc.yaml and dvc.lock once, where a
+    call per stage parses them again for each.
+    """
+    return {name: describe_changes(changes) for name, changes in repo.status().items()
+            if changes}
+
+
 def stale_reason(repo: Any, stage: str) -> str | None:
     """Why DVC would rerun `stage` now, or None when it is fresh."""
     status = repo.status(targets=[stage])
@@ -67,7 +77,8 @@ def record_stage(repo: Any, stage: str) -> None:
 def pipeline_status(root: Path | str) -> dict[str, str | None]:
     """Stage name -> None when fresh, else the reason it is stale."""
     with open_repo(root) as repo:
-        return {name: stale_reason(repo, name) for name in STAGE_NAMES}
+        stale = stale_stages(repo)
+    return {name: stale.get(name) for name in STAGE_NAMES}
 
 
 def render_dvc_yaml(data_dir: str = "data") -> str:

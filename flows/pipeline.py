@@ -7,8 +7,10 @@ afterwards finds nothing to do.
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,34 +19,44 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from flows.artifacts import publish_summary
-from flows.dvc_bridge import open_repo, record_stage, stale_reason
+from flows.dvc_bridge import open_repo, record_stage, stale_reason, stale_stages
 from flows.parameters import RunOverrides, to_dotted
-from tasks.chunk import chunk_task
-from tasks.clean import clean_task
 from tasks.config import Params, load_params, write_overrides
-from tasks.dedup import dedup_task
-from tasks.encode import encode_task
-from tasks.evaluate import evaluate_task
-from tasks.index import index_task
-from tasks.ingest import ingest_task
 from tasks.io import read_manifest
 from tasks.lock import workspace_lock
-from tasks.models import model_limits, resolve_model_path, token_budget
-from tasks.publish import publish_task
-from tasks.reduce import reduce_task
-from tasks.registry import STAGES
+from tasks.models import model_limits, resolve_model_path, runtime_for, token_budget
+from tasks.registry import STAGE_NAMES, STAGES
 from tasks.s3 import is_s3
 
-STAGE_TASKS = {
-    "ingest": ingest_task, "clean": clean_task, "chunk": chunk_task, "encode": encode_task,
-    "reduce": reduce_task, "dedup": dedup_task, "index": index_task, "evaluate": evaluate_task,
-    "publish": publish_task,
-}
+
+class StageTasks(Mapping[str, Any]):
+    """Stage name -> its Prefect task, imported on first use.
+
+    A run whose stages are all fresh then never imports faiss, scikit-learn, SciPy, pandas,
+    BeautifulSoup or ftfy: importing every stage module up front cost seconds on each
+    `embedpipe run` (torch and transformers are imported lazily by the stages themselves).
+    """
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in STAGE_NAMES:
+            raise KeyError(name)
+        return getattr(importlib.import_module(f"tasks.{name}"), f"{name}_task")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(STAGE_NAMES)
+
+    def __len__(self) -> int:
+        return len(STAGE_NAMES)
+
+
+STAGE_TASKS = StageTasks()
 
 
 def check_against_model(params: Params) -> None:
-    """Cross-checks that need the model's limits: chunk budget and PCA dimension."""
+    """Cross-checks that need the model or the machine: chunk budget, PCA dimension, and
+    that the encode device/backend/precision can run here."""
     enc = params.encode
+    runtime_for(enc)
     token_budget(enc, params.chunk.max_tokens)
     dim = model_limits(resolve_model_path(enc.model, enc.revision))["dim"]
     if params.reduce.pca_dims is not None and params.reduce.pca_dims > dim:
@@ -81,25 +93,41 @@ def stage_row(stage: str, out_dir: Path, reason: str, seconds: float | None) -> 
             "rows": manifest.get("rows", {})}
 
 
-def run_stages(root: Path, params: Params, force: bool) -> list[dict[str, Any]]:
-    """Run the stale stages in order, recording each in dvc.lock; one row per stage."""
+def run_stages(root: Path, params: Params, force: bool,
+               checked: bool) -> list[dict[str, Any]]:
+    """Run the stale stages in order, recording each in dvc.lock; one row per stage.
+
+    DVC is asked once for every stage; once a stage has run, each later stage is asked again,
+    since the outputs it depends on may have changed. `checked`: the params have had the
+    model cross-check; otherwise it runs before the first stage does (it loads the tokenizer,
+    which a run that skips everything does not need).
+    """
     log = get_run_logger()
     rows: list[dict[str, Any]] = []
     with open_repo(root) as repo:
+        stale = {} if force else stale_stages(repo)
+        ran_any = False
         for spec in STAGES:
-            reason = "forced" if force else stale_reason(repo, spec.name)
+            if force:
+                reason: str | None = "forced"
+            else:
+                reason = stale_reason(repo, spec.name) if ran_any else stale.get(spec.name)
             out_dir = spec.out_dir(params, root)
             if reason is None:
                 skip_stage(spec.name)
                 log.info("%s: fresh, skipped", spec.name)
                 rows.append(stage_row(spec.name, out_dir, "fresh", None))
                 continue
+            if not checked:
+                check_against_model(params)
+                checked = True
             log.info("%s: running (%s)", spec.name, reason)
             started = time.perf_counter()
             STAGE_TASKS[spec.name].with_options(
                 timeout_seconds=stage_timeout(params, spec.name),
                 **network_retries(params, spec.name))(root=str(root))
             record_stage(repo, spec.name)
+            ran_any = True
             rows.append(stage_row(spec.name, out_dir, reason, time.perf_counter() - started))
     return rows
 
@@ -121,11 +149,12 @@ def pipeline(root: str = ".", overrides: RunOverrides | None = None,
     root_path = Path(root).resolve()
     dotted = {**to_dotted(overrides), **(set_params or {})}
     params = load_params(root_path / "params.yaml", dotted)
-    check_against_model(params)  # everything is validated before params.yaml changes
+    if dotted:
+        check_against_model(params)  # overrides are validated before params.yaml changes
     busy = on_busy or params.run.on_busy
     with workspace_lock(root_path, "embedpipe flow", busy, params.run.lock_wait_s):
         write_overrides(root_path / "params.yaml", dotted)
-        rows = run_stages(root_path, params, force)
+        rows = run_stages(root_path, params, force, checked=bool(dotted))
     summary = {"stages": rows, "overrides": dotted,
                "params": params.model_dump(mode="json")}
     publish_summary(root_path, params, summary)
