@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.config import ChunkConfig
 from tasks.fingerprint import stage_fingerprint
-from tasks.io import StageOutput, change_counts, previous_keys, read_table
+from tasks.io import ChangeCounter, StageOutput, iter_batches, previous_keys
 from tasks.models import load_tokenizer, model_fingerprint, token_budget
 from tasks.runtime import main, start_stage, task_logger
 
@@ -234,24 +234,34 @@ def chunk_documents(docs: pa.Table, cfg: ChunkConfig, budget: int, tokenizer: An
 
 @task(name="chunk", cache_policy=NO_CACHE)
 def chunk_task(root: str = ".") -> str:
-    """Cut the cleaned documents into chunks within the encoder's token budget."""
+    """Cut the cleaned documents into chunks within the encoder's token budget, batch by
+    batch (`io.BATCH_ROWS` documents at a time)."""
     run = start_stage("chunk", root)
     cfg, enc, log = run.params.chunk, run.params.encode, task_logger()
     budget = token_budget(enc, cfg.max_tokens)
-    docs = read_table(run.input_dirs["clean"], "docs.parquet", run.inputs["clean"])
-    chunks = chunk_documents(docs, cfg, budget, tokenizer=load_tokenizer(enc.model, enc.revision))
+    tokenizer = load_tokenizer(enc.model, enc.revision)
     model = model_fingerprint(enc)
     fp = stage_fingerprint("chunk", cfg, run.input_fingerprints,
                            {"tokenizer": model["files_sha256"], "budget": budget})
-    changes = change_counts(previous_keys(run.out_dir, "chunk", "chunks.parquet", "chunk_id",
-                                          "text"), chunks, "chunk_id", "text")
+    changes = ChangeCounter(previous_keys(run.out_dir, "chunk", "chunks.parquet", "chunk_id",
+                                          "text"))
     out = StageOutput(run.out_dir, "chunk", fp)
-    out.write_table("chunks.parquet", chunks)
-    out.commit(run.manifest(fp, cfg, budget=budget, tokenizer=model["name"],
-                            rows={"docs": docs.num_rows, "chunks": chunks.num_rows},
-                            changes=changes))
-    log.info("chunk: %d documents -> %d chunks (budget %d tokens)",
-             docs.num_rows, chunks.num_rows, budget)
+    writer = out.open_table("chunks.parquet", OUT_SCHEMA)
+    n_docs = 0
+    try:
+        for docs in iter_batches(run.input_dirs["clean"], "docs.parquet", run.inputs["clean"]):
+            chunks = chunk_documents(docs, cfg, budget, tokenizer=tokenizer)
+            writer.write(chunks)
+            changes.update(chunks, "chunk_id", "text")
+            n_docs += docs.num_rows
+        out.commit(run.manifest(fp, cfg, budget=budget, tokenizer=model["name"],
+                                rows={"docs": n_docs, "chunks": writer.num_rows},
+                                changes=changes.counts()))
+    except BaseException:
+        out.abort()
+        raise
+    log.info("chunk: %d documents -> %d chunks (budget %d tokens)", n_docs, writer.num_rows,
+             budget)
     return str(run.out_dir)
 
 

@@ -20,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.config import CleanConfig
 from tasks.fingerprint import stage_fingerprint
-from tasks.io import StageOutput, change_counts, previous_keys, read_table
+from tasks.io import ChangeCounter, StageOutput, iter_batches, previous_keys
 from tasks.runtime import main, start_stage, task_logger
 
 OUT_SCHEMA = pa.schema([
@@ -147,21 +147,31 @@ def clean_documents(docs: pa.Table, cfg: CleanConfig) -> tuple[pa.Table, pa.Tabl
 
 @task(name="clean", cache_policy=NO_CACHE)
 def clean_task(root: str = ".") -> str:
-    """Clean the ingested documents."""
+    """Clean the ingested documents, batch by batch (`io.BATCH_ROWS` documents at a time)."""
     run = start_stage("clean", root)
     cfg, log = run.params.clean, task_logger()
-    docs = read_table(run.input_dirs["ingest"], "docs.parquet", run.inputs["ingest"])
-    cleaned, rejects = clean_documents(docs, cfg)
     fp = stage_fingerprint("clean", cfg, run.input_fingerprints)
-    changes = change_counts(previous_keys(run.out_dir, "clean", "docs.parquet", "doc_id",
-                                          "text"), cleaned, "doc_id", "text")
+    changes = ChangeCounter(previous_keys(run.out_dir, "clean", "docs.parquet", "doc_id",
+                                          "text"))
     out = StageOutput(run.out_dir, "clean", fp)
-    out.write_table("docs.parquet", cleaned)
-    out.write_table("rejects.parquet", rejects)
-    out.commit(run.manifest(fp, cfg, rows={"in": docs.num_rows, "docs": cleaned.num_rows,
-                                           "rejects": rejects.num_rows}, changes=changes))
-    log.info("clean: %d documents -> %d kept, %d rejected",
-             docs.num_rows, cleaned.num_rows, rejects.num_rows)
+    kept, dropped = out.open_table("docs.parquet", OUT_SCHEMA), out.open_table(
+        "rejects.parquet", REJECT_SCHEMA)
+    n_in = 0
+    try:
+        for docs in iter_batches(run.input_dirs["ingest"], "docs.parquet", run.inputs["ingest"]):
+            cleaned, rejects = clean_documents(docs, cfg)
+            kept.write(cleaned)
+            dropped.write(rejects)
+            changes.update(cleaned, "doc_id", "text")
+            n_in += docs.num_rows
+        out.commit(run.manifest(fp, cfg, rows={"in": n_in, "docs": kept.num_rows,
+                                               "rejects": dropped.num_rows},
+                                changes=changes.counts()))
+    except BaseException:
+        out.abort()
+        raise
+    log.info("clean: %d documents -> %d kept, %d rejected", n_in, kept.num_rows,
+             dropped.num_rows)
     return str(run.out_dir)
 
 

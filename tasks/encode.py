@@ -6,6 +6,7 @@ identical chunk texts are encoded once.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,12 +20,15 @@ from prefect.cache_policies import NO_CACHE
 from tasks import vector_cache
 from tasks.config import EncodeConfig
 from tasks.fingerprint import stage_fingerprint
-from tasks.io import VECTOR_COLUMN, StageOutput, read_table, vectors_to_arrow
+from tasks.io import VECTOR_COLUMN, StageOutput, count_rows, iter_batches, vectors_to_arrow
 from tasks.models import encoder_for, model_fingerprint
 from tasks.runtime import main, progress_reporter, start_stage, task_logger
 from tasks.vector_cache import text_keys
 
 BLOCK_BATCHES = 64  # batches per length-sorted block: progress granularity, bounded memory
+# Batches per window of the streamed input: 256 x 32 = 8192 chunks by default (~12 MiB of
+# 384-d vectors); texts are length-sorted within a window, not across the whole input.
+WINDOW_BATCHES = 256
 
 
 def encode_texts(model: Any, texts: list[str], cfg: EncodeConfig, prefix: str,
@@ -63,10 +67,18 @@ def vectors_table(chunk_ids: pa.Array | pa.ChunkedArray, x: np.ndarray,
 
 def encode_with_cache(model: Any, texts: list[str], cfg: EncodeConfig, cache: Path | None,
                       space: str, on_block: Callable[[int, int], None] | None = None,
-                      progress: bool = False) -> tuple[np.ndarray, list[str], dict[str, int]]:
-    """Vectors for `texts`, encoding only what the cache lacks; (x, keys, counts)."""
+                      progress: bool = False, seen: set[str] | None = None
+                      ) -> tuple[np.ndarray, list[str], dict[str, int]]:
+    """Vectors for `texts`, encoding only what the cache lacks; (x, keys, counts).
+
+    Args:
+        seen: keys an earlier window of the same run already counted (and put in `cache`);
+            updated in place. Counts cover only keys new to the run, so per-window counts
+            add up to those of one call over all the texts.
+    """
     keys = text_keys(texts, cfg.passage_prefix)
     d = model.get_embedding_dimension()
+    seen = set() if seen is None else seen
     unique = sorted(set(keys))
     found, xu = (vector_cache.lookup(cache, space, unique, d) if cache is not None
                  else (np.zeros(len(unique), bool), np.zeros((len(unique), d), "float32")))
@@ -80,29 +92,69 @@ def encode_with_cache(model: Any, texts: list[str], cfg: EncodeConfig, cache: Pa
             vector_cache.append(cache, space, missing, xm)
     row = {k: i for i, k in enumerate(unique)}
     x = np.ascontiguousarray(xu[[row[k] for k in keys]]) if keys else np.zeros((0, d), "float32")
-    counts = {"chunks": len(texts), "unique_texts": len(unique), "encoded": len(missing),
-              "reused": int(found.sum())}
+    new = [k not in seen for k in unique]
+    counts = {"chunks": len(texts), "unique_texts": sum(new),
+              "encoded": sum(n for n, hit in zip(new, found, strict=True) if not hit),
+              "reused": sum(n for n, hit in zip(new, found, strict=True) if hit)}
+    seen.update(unique)
     return x, keys, counts
+
+
+def window_rows(cfg: EncodeConfig) -> int:
+    """Chunks read, looked up and encoded together: `WINDOW_BATCHES` batches, so that
+    length-sorting inside a window still gives batches of similar lengths."""
+    return cfg.batch_size * WINDOW_BATCHES
+
+
+def _window_progress(report: Callable[[int, int], None] | None, done: int, rows: int,
+                     total: int) -> Callable[[int, int], None] | None:
+    """Map a window's own (done, total) onto chunks of the whole input."""
+    if report is None:
+        return None
+    return lambda d, t: report(done + rows * d // max(t, 1), total)
 
 
 @task(name="encode", cache_policy=NO_CACHE)
 def encode_task(root: str = ".") -> str:
-    """Embed every chunk with the configured sentence-transformers model."""
+    """Embed every chunk with the configured encoder, window by window (`window_rows`)."""
     run = start_stage("encode", root)
     cfg, log = run.params.encode, task_logger()
-    chunks = read_table(run.input_dirs["chunk"], "chunks.parquet", run.inputs["chunk"])
+    src, upstream = run.input_dirs["chunk"], run.inputs["chunk"]
+    total = count_rows(src, "chunks.parquet", upstream)
     model_info = model_fingerprint(cfg)
     model = encoder_for(cfg)
-    cache = run.root / run.params.paths.vector_cache if cfg.cache else None
-    x, keys, counts = encode_with_cache(
-        model, chunks.column("text").to_pylist(), cfg, cache, model_info["fingerprint"],
-        on_block=progress_reporter("embedpipe-encode-progress", "encode"),
-        progress=sys.stderr.isatty())
+    d = model.get_embedding_dimension()
     fp = stage_fingerprint("encode", cfg, run.input_fingerprints, {"model": model_info})
     out = StageOutput(run.out_dir, "encode", fp)
-    out.write_table("vectors.parquet", vectors_table(chunks.column("chunk_id"), x, keys))
-    out.commit(run.manifest(fp, cfg, model=model_info, device=str(model.device),
-                            space=model_info["fingerprint"], rows=counts, dim=x.shape[1]))
+    # Without the shared cache, a run-local one still lets a text repeated in a later window
+    # be looked up rather than encoded again; vectors never pile up in memory.
+    cache = (run.root / run.params.paths.vector_cache if cfg.cache
+             else out.path(".run-vectors"))
+    report = progress_reporter("embedpipe-encode-progress", "encode")
+    counts = dict.fromkeys(("chunks", "unique_texts", "encoded", "reused"), 0)
+    seen: set[str] = set()
+    try:
+        writer = out.open_table("vectors.parquet", pa.schema([
+            ("chunk_id", pa.string()), ("text_key", pa.string()),
+            (VECTOR_COLUMN, pa.list_(pa.float32(), d))]))
+        for chunks in iter_batches(src, "chunks.parquet", upstream, ["chunk_id", "text"],
+                                   batch_rows=window_rows(cfg)):
+            on_block = _window_progress(report, counts["chunks"], chunks.num_rows, total)
+            x, keys, window = encode_with_cache(
+                model, chunks.column("text").to_pylist(), cfg, cache,
+                model_info["fingerprint"], on_block=on_block, progress=sys.stderr.isatty(),
+                seen=seen)
+            writer.write(vectors_table(chunks.column("chunk_id"), x, keys))
+            counts = {k: counts[k] + window[k] for k in counts}
+            if report is not None:  # windows served from the cache encode no block
+                report(counts["chunks"], total)
+        if not cfg.cache:
+            shutil.rmtree(cache, ignore_errors=True)
+        out.commit(run.manifest(fp, cfg, model=model_info, device=str(model.device),
+                                space=model_info["fingerprint"], rows=counts, dim=d))
+    except BaseException:
+        out.abort()
+        raise
     log.info("encode: %(chunks)d chunks, %(encoded)d encoded, %(reused)d reused from cache",
              counts)
     return str(run.out_dir)

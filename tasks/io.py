@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import shutil
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,11 @@ MANIFEST = "_manifest.json"
 STAMP_KEY = b"embedpipe.fingerprint"
 STAGE_KEY = b"embedpipe.stage"
 VECTOR_COLUMN = "vector"
+# Streaming: rows per batch read from an input, and the bounds of one written row group
+# (rows or buffered bytes, whichever comes first). Memory per stage is a few of these, not n.
+BATCH_ROWS = 1024
+ROW_GROUP_ROWS = 65_536
+ROW_GROUP_BYTES = 4 << 20
 _VERSIONED = (
     "embedpipe", "pyarrow", "numpy", "faiss-cpu", "torch", "sentence-transformers",
     "transformers", "scikit-learn", "spacy", "prefect", "dvc",
@@ -80,20 +86,75 @@ def _remove_dead_leftovers(out_dir: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
+class TableWriter:
+    """One Parquet file written batch by batch; row groups hold at most `row_group_rows` rows
+    or about `row_group_bytes` of Arrow data, so memory stays bounded whatever the row count.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema, row_group_rows: int,
+                 row_group_bytes: int) -> None:
+        self.path = path
+        self.schema = schema
+        self.row_group_rows = row_group_rows
+        self.row_group_bytes = row_group_bytes
+        self.num_rows = 0
+        self._writer = pq.ParquetWriter(path, schema, compression="zstd")
+        self._pending: list[pa.Table] = []
+        self._pending_rows = self._pending_bytes = 0
+
+    def write(self, data: pa.Table | pa.RecordBatch) -> None:
+        """Append rows (their schema must be the file's, metadata aside)."""
+        table = data if isinstance(data, pa.Table) else pa.Table.from_batches([data])
+        if not table.schema.equals(self.schema, check_metadata=False):
+            raise TypeError(f"{self.path.name}: rows have schema {table.schema}, "
+                            f"the file has {self.schema}")
+        self.num_rows += table.num_rows
+        while table.num_rows:
+            take = min(table.num_rows, self.row_group_rows - self._pending_rows)
+            part, table = table.slice(0, take), table.slice(take)
+            self._pending.append(part)
+            self._pending_rows += take
+            self._pending_bytes += part.nbytes
+            if (self._pending_rows >= self.row_group_rows
+                    or self._pending_bytes >= self.row_group_bytes):
+                self._flush()
+
+    def write_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Append Python rows (dicts keyed by column)."""
+        if rows:
+            self.write(pa.Table.from_pylist(rows, schema=self.schema))
+
+    def _flush(self) -> None:
+        if self._pending_rows:
+            group = pa.concat_tables(self._pending)
+            self._writer.write_table(group, row_group_size=group.num_rows)
+        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
+
+    def close(self) -> None:
+        """Write the last row group and the footer (idempotent)."""
+        if self._writer is not None:
+            self._flush()
+            self._writer.close()
+            self._writer = None
+
+
 class StageOutput:
     """Collects one stage's files in a temporary folder, then swaps it in whole.
 
     Args:
         out_dir: the stage's output folder (replaced on `commit`).
         stage: stage name, stamped on every file.
-        fingerprint: the stage fingerprint, stamped on every file.
+        fingerprint: the stage fingerprint, stamped on every file. None when it is known only
+            once the input has been read (ingest): set it with `set_fingerprint` before
+            `commit`; tables opened before that are restamped row group by row group.
     """
 
-    def __init__(self, out_dir: Path, stage: str, fingerprint: str) -> None:
+    def __init__(self, out_dir: Path, stage: str, fingerprint: str | None = None) -> None:
         self.out_dir = Path(out_dir)
         self.stage = stage
         self.fingerprint = fingerprint
         self.tmp_dir = self.out_dir.with_name(f".{self.out_dir.name}.tmp-{os.getpid()}")
+        self._writers: dict[str, TableWriter] = {}
         _remove_dead_leftovers(self.out_dir)
         self.tmp_dir.mkdir(parents=True)
 
@@ -101,8 +162,17 @@ class StageOutput:
         """Where to write a file that is not a table (the FAISS index, say)."""
         return self.tmp_dir / name
 
+    def set_fingerprint(self, fingerprint: str) -> None:
+        """The stage fingerprint, once the whole input has been seen."""
+        if self.fingerprint not in (None, fingerprint):
+            raise ValueError(f"stage {self.stage!r}: fingerprint {fingerprint} differs from "
+                             f"{self.fingerprint}, stamped on files already written")
+        self.fingerprint = fingerprint
+
     def stamp(self, schema: pa.Schema) -> pa.Schema:
         """The schema with this stage's stamp in its metadata."""
+        if self.fingerprint is None:
+            raise ValueError(f"stage {self.stage!r}: no fingerprint yet to stamp files with")
         meta = dict(schema.metadata or {})
         meta.pop(b"pandas", None)
         meta[STAMP_KEY] = self.fingerprint.encode()
@@ -116,6 +186,18 @@ class StageOutput:
         pq.write_table(table, path, compression="zstd", row_group_size=row_group_size)
         return path
 
+    def open_table(self, name: str, schema: pa.Schema) -> TableWriter:
+        """A stamped Parquet file written batch by batch; closed by `commit` at the latest."""
+        if name in self._writers:
+            raise ValueError(f"{name}: already open in stage {self.stage!r} output")
+        if self.fingerprint is None:
+            path, schema = self.path(f".{name}.unstamped"), schema.remove_metadata()
+        else:
+            path, schema = self.path(name), self.stamp(schema)
+        writer = TableWriter(path, schema, ROW_GROUP_ROWS, ROW_GROUP_BYTES)
+        self._writers[name] = writer
+        return writer
+
     def open_writer(self, name: str, schema: pa.Schema) -> pq.ParquetWriter:
         """A streaming Parquet writer for tables written batch by batch."""
         return pq.ParquetWriter(self.path(name), self.stamp(schema), compression="zstd")
@@ -126,8 +208,26 @@ class StageOutput:
         path.write_text(json.dumps(obj, indent=2, sort_keys=True), encoding="utf-8")
         return path
 
+    def _close_writers(self) -> None:
+        for name, writer in self._writers.items():
+            writer.close()
+            if writer.path.name != name:  # opened before the fingerprint was known
+                self._restamp(writer.path, self.path(name))
+        self._writers = {}
+
+    def _restamp(self, src: Path, dst: Path) -> None:
+        with pq.ParquetFile(src) as pf, pq.ParquetWriter(
+                dst, self.stamp(pf.schema_arrow), compression="zstd") as writer:
+            for i in range(pf.num_row_groups):
+                group = pf.read_row_group(i)
+                writer.write_table(group, row_group_size=max(group.num_rows, 1))
+        src.unlink()
+
     def commit(self, manifest: dict[str, Any]) -> Path:
-        """Write `_manifest.json` (with each file's sha256) and swap the folder in."""
+        """Close open tables, write `_manifest.json` (with each file's sha256), swap it in."""
+        if self.fingerprint is None:
+            raise ValueError(f"stage {self.stage!r}: commit needs the fingerprint")
+        self._close_writers()
         files = {
             p.name: sha256_file(p) for p in sorted(self.tmp_dir.iterdir()) if p.is_file()
         }
@@ -148,6 +248,9 @@ class StageOutput:
 
     def abort(self) -> None:
         """Drop the temporary folder (the previous output stays as it was)."""
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
 
@@ -165,19 +268,42 @@ def read_manifest(out_dir: Path, stage: str | None = None) -> dict[str, Any]:
     return manifest
 
 
-def read_table(out_dir: Path, name: str, manifest: dict[str, Any]) -> pa.Table:
-    """Read one Parquet file of a stage output, refusing it if its stamp is not the manifest's."""
+def open_parquet(out_dir: Path, name: str, manifest: dict[str, Any]) -> pq.ParquetFile:
+    """One Parquet file of a stage output, refused if its stamp is not the manifest's."""
     path = Path(out_dir) / name
     if not path.is_file():
         raise ValueError(f"{path}: missing from stage {manifest['stage']!r} output")
-    table = pq.read_table(path)
-    stamp = (table.schema.metadata or {}).get(STAMP_KEY, b"").decode()
+    pf = pq.ParquetFile(path)
+    stamp = (pf.schema_arrow.metadata or {}).get(STAMP_KEY, b"").decode()
     if stamp != manifest["fingerprint"]:
+        pf.close()
         raise ValueError(
             f"{path}: stamped {stamp or 'with no fingerprint'}, but its manifest says "
             f"{manifest['fingerprint']}; the folder mixes outputs of two runs"
         )
-    return table
+    return pf
+
+
+def read_table(out_dir: Path, name: str, manifest: dict[str, Any]) -> pa.Table:
+    """Read one Parquet file of a stage output, refusing it if its stamp is not the manifest's."""
+    with open_parquet(out_dir, name, manifest) as pf:
+        return pf.read()
+
+
+def count_rows(out_dir: Path, name: str, manifest: dict[str, Any]) -> int:
+    """Rows in one (stamp-checked) Parquet file of a stage output, from its footer."""
+    with open_parquet(out_dir, name, manifest) as pf:
+        return pf.metadata.num_rows
+
+
+def iter_batches(out_dir: Path, name: str, manifest: dict[str, Any],
+                 columns: list[str] | None = None, batch_rows: int | None = None
+                 ) -> Iterator[pa.Table]:
+    """A stage output file as tables of at most `batch_rows` rows (default `BATCH_ROWS`), in
+    order, stamp-checked; only one batch (and its row group) is held at a time."""
+    with open_parquet(out_dir, name, manifest) as pf:
+        for batch in pf.iter_batches(batch_size=batch_rows or BATCH_ROWS, columns=columns):
+            yield pa.Table.from_batches([batch])
 
 
 def check_lineage(manifests: dict[str, dict[str, Any]]) -> None:
@@ -196,29 +322,58 @@ def check_lineage(manifests: dict[str, dict[str, Any]]) -> None:
 
 def previous_keys(out_dir: Path, stage: str, name: str, id_col: str, text_col: str
                   ) -> dict[str, str] | None:
-    """id -> sha256 of `text_col` in the stage's previous output (None when there is none)."""
+    """id -> sha256 of `text_col` in the stage's previous output (None when there is none).
+
+    Read batch by batch: the texts are hashed and dropped, only ids and hashes are kept.
+    """
     try:
         manifest = read_manifest(out_dir, stage)
-        table = read_table(out_dir, name, manifest).select([id_col, text_col])
+        out: dict[str, str] = {}
+        for batch in iter_batches(out_dir, name, manifest, [id_col, text_col]):
+            out.update((i, sha256_text(t or "")) for i, t in zip(
+                batch.column(id_col).to_pylist(), batch.column(text_col).to_pylist(),
+                strict=True))
     except (ValueError, OSError, pa.ArrowException, KeyError):
         return None
-    return {i: sha256_text(t or "") for i, t in zip(table.column(id_col).to_pylist(),
-                                                    table.column(text_col).to_pylist(),
-                                                    strict=True)}
+    return out
+
+
+class ChangeCounter:
+    """added / changed / deleted / unchanged rows against the previous output, fed batch by
+    batch. Ids are unique within an output, so only the previous ids are kept (and dropped as
+    they are matched).
+
+    Args:
+        previous: id -> text hash of the previous output (`previous_keys`), or None; consumed.
+    """
+
+    def __init__(self, previous: dict[str, str] | None) -> None:
+        self.previous = previous
+        self.added = self.changed = self.unchanged = 0
+
+    def update(self, table: pa.Table, id_col: str, text_col: str) -> None:
+        """Count one batch of the new output."""
+        for i, t in zip(table.column(id_col).to_pylist(), table.column(text_col).to_pylist(),
+                        strict=True):
+            before = self.previous.pop(i, None) if self.previous is not None else None
+            if before is None:
+                self.added += 1
+            elif before == sha256_text(t or ""):
+                self.unchanged += 1
+            else:
+                self.changed += 1
+
+    def counts(self) -> dict[str, int]:
+        return {"added": self.added, "changed": self.changed,
+                "deleted": len(self.previous or {}), "unchanged": self.unchanged}
 
 
 def change_counts(previous: dict[str, str] | None, table: pa.Table, id_col: str,
                   text_col: str) -> dict[str, int]:
     """added / changed / deleted / unchanged rows against the previous output."""
-    current = {i: sha256_text(t or "") for i, t in zip(table.column(id_col).to_pylist(),
-                                                       table.column(text_col).to_pylist(),
-                                                       strict=True)}
-    if previous is None:
-        return {"added": len(current), "changed": 0, "deleted": 0, "unchanged": 0}
-    same = sum(previous.get(i) == k for i, k in current.items())
-    added = sum(i not in previous for i in current)
-    return {"added": added, "changed": len(current) - added - same,
-            "deleted": sum(i not in current for i in previous), "unchanged": same}
+    counter = ChangeCounter(dict(previous) if previous is not None else None)
+    counter.update(table, id_col, text_col)
+    return counter.counts()
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

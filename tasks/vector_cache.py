@@ -22,6 +22,8 @@ import pyarrow.parquet as pq
 from tasks.fingerprint import sha256_text
 from tasks.io import VECTOR_COLUMN, arrow_to_vectors, vectors_to_arrow
 
+ROW_GROUP_ROWS = 8192  # a lookup reads the vectors of whole row groups that hold a hit
+
 
 def text_keys(texts: Iterable[str], prefix: str) -> list[str]:
     """Cache key of each text: sha256 of exactly what the model reads."""
@@ -33,26 +35,36 @@ def _space_dir(cache: Path, space: str) -> Path:
 
 
 def lookup(cache: Path, space: str, keys: list[str], d: int) -> tuple[np.ndarray, np.ndarray]:
-    """(found mask, vectors) for `keys`; rows not found are zeros. Reads only matching rows."""
+    """(found mask, vectors) for `keys`; rows not found are zeros.
+
+    Shards are scanned row group by row group on the key column; vectors are read only for
+    row groups that hold a wanted key, so memory is one row group, not the cache.
+    """
     found = np.zeros(len(keys), dtype=bool)
     x = np.zeros((len(keys), d), dtype="float32")
     folder = _space_dir(cache, space)
-    if not keys or not folder.is_dir() or not any(folder.glob("part-*.parquet")):
+    if not keys or not folder.is_dir():
         return found, x
-    table = ds.dataset(sorted(folder.glob("part-*.parquet")), format="parquet").to_table(
-        filter=pc.field("key").isin(pa.array(sorted(set(keys)))))
-    if not table.num_rows:
-        return found, x
-    hit_keys = table.column("key").to_pylist()
-    vectors = arrow_to_vectors(table.column(VECTOR_COLUMN))
-    if vectors.shape[1] != d:
-        raise ValueError(f"{folder}: cached vectors are {vectors.shape[1]}-d, model gives {d}-d")
-    row_of = dict(zip(hit_keys, range(len(hit_keys)), strict=True))
+    want = pa.array(sorted(set(keys)), pa.string())
+    vector_of: dict[str, np.ndarray] = {}
+    for shard in sorted(folder.glob("part-*.parquet")):
+        with pq.ParquetFile(shard) as pf:
+            for i in range(pf.num_row_groups):
+                hit = pc.is_in(pf.read_row_group(i, columns=["key"]).column("key"), want)
+                if not pc.any(hit).as_py():
+                    continue
+                rows = pf.read_row_group(i, columns=["key", VECTOR_COLUMN]).filter(hit)
+                vectors = arrow_to_vectors(rows.column(VECTOR_COLUMN))
+                if vectors.shape[1] != d:
+                    raise ValueError(f"{folder}: cached vectors are {vectors.shape[1]}-d, "
+                                     f"model gives {d}-d")
+                # A key a crash left in two shards: the later shard wins, as in one scan.
+                vector_of.update(zip(rows.column("key").to_pylist(), vectors, strict=True))
     for i, key in enumerate(keys):
-        j = row_of.get(key)
-        if j is not None:
+        v = vector_of.get(key)
+        if v is not None:
             found[i] = True
-            x[i] = vectors[j]
+            x[i] = v
     return found, x
 
 
@@ -65,7 +77,7 @@ def append(cache: Path, space: str, keys: list[str], x: np.ndarray) -> Path | No
     path = folder / f"part-{sha256_text(''.join(sorted(keys)))[:24]}.parquet"
     tmp = folder / f".{path.name}.tmp-{os.getpid()}"
     pq.write_table(pa.table({"key": keys, VECTOR_COLUMN: vectors_to_arrow(x)}), tmp,
-                   compression="zstd")
+                   compression="zstd", row_group_size=ROW_GROUP_ROWS)
     os.replace(tmp, path)
     return path
 

@@ -1,0 +1,158 @@
+"""Peak memory of the streaming stages as the corpus grows.
+
+    python -m benchmarks.memory --chunks 10000 100000
+    python -m benchmarks.memory --chunks 1000 4000 --stages ingest clean chunk
+
+For each size: a corpus from `benchmarks.corpus.generate`, a workspace whose params.yaml
+points at it (vector cache off, so encode encodes every text), and each stage run alone in
+its own process (`<stage>_task.fn(root=...)`, no Prefect server). The child reports its
+peak RSS (`ru_maxrss`), its RSS once the stage module is imported (what any corpus costs),
+and the stage's seconds. Ratios are largest size / smallest size, per stage.
+Writes benchmarks/out/memory-<sizes>.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("ingest", "clean", "chunk", "encode")
+FOLDERS = {"ingest": "01_ingest", "clean": "02_clean", "chunk": "03_chunk", "encode": "04_encode"}
+
+
+def _rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def child_main(stage: str, root: Path, result: Path) -> None:
+    """Run one stage in this (fresh) process and report its memory and time."""
+    module = importlib.import_module(f"tasks.{stage}")
+    task = getattr(module, f"{stage}_task")
+    imported = _rss_mb()
+    started = time.perf_counter()
+    task.fn(root=str(root))
+    seconds = time.perf_counter() - started
+    manifest = json.loads((root / "data" / FOLDERS[stage] / "_manifest.json").read_text())
+    result.write_text(json.dumps({"stage": stage, "seconds": round(seconds, 2),
+                                  "import_rss_mb": imported, "peak_rss_mb": _rss_mb(),
+                                  "rows": manifest.get("rows", {})}))
+
+
+def run_size(n_chunks: int, tmp: Path, stages: list[str], device: str) -> dict[str, Any]:
+    from benchmarks.corpus import generate
+    from tasks.config import write_overrides
+
+    corpus, ws = tmp / f"corpus-{n_chunks}", tmp / f"ws-{n_chunks}"
+    info = generate(corpus, n_chunks, REPO / "data" / "sample")
+    ws.mkdir()
+    (ws / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    write_overrides(ws / "params.yaml", {
+        "ingest.source": str(corpus), "encode.cache": False, "encode.device": device,
+        "paths.vector_cache": str(ws / "cache")})
+    corpus_mb = sum(p.stat().st_size for p in corpus.rglob("*") if p.is_file()) / 2**20
+    rows = []
+    for stage in stages:
+        result = tmp / f"{stage}-{n_chunks}.json"
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "benchmarks.memory", "--child", stage,
+                        "--root", str(ws), "--result", str(result)], cwd=REPO, check=True)
+        row = json.loads(result.read_text())
+        row["wall_s"] = round(time.perf_counter() - started, 2)
+        row["data_rss_mb"] = round(row["peak_rss_mb"] - row["import_rss_mb"], 1)
+        rows.append(row)
+        print(f"{n_chunks:>8} {stage:<7} peak {row['peak_rss_mb']:>8} MB  "
+              f"(imports {row['import_rss_mb']} MB)  {row['seconds']} s  {row['rows']}",
+              flush=True)
+    return {"target_chunks": n_chunks, "corpus": info, "corpus_mb": round(corpus_mb, 1),
+            "stages": rows}
+
+
+def ratios(sizes: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per stage: largest / smallest size for peak RSS, RSS above imports, and seconds."""
+    small, large = sizes[0], sizes[-1]
+    out = {}
+    for a, b in zip(small["stages"], large["stages"], strict=True):
+        out[a["stage"]] = {
+            "peak_rss": round(b["peak_rss_mb"] / a["peak_rss_mb"], 3),
+            "data_rss": round(b["data_rss_mb"] / max(a["data_rss_mb"], 1.0), 3),
+            "seconds": round(b["seconds"] / max(a["seconds"], 1e-3), 2)}
+    return out
+
+
+def markdown(report: dict[str, Any]) -> str:
+    sizes = report["sizes"]
+    head = " | ".join(f"{s['target_chunks']} chunks: peak MB (above imports) / s"
+                      for s in sizes)
+    lines = [f"Peak RSS per stage, each stage in its own process; {report['cpu']}; "
+             f"device {report['device']}.", "",
+             f"| stage | {head} | peak RSS ratio | above-imports ratio | time ratio |",
+             "|---|" + "---|" * (len(sizes) + 3)]
+    for i, stage in enumerate(r["stage"] for r in sizes[0]["stages"]):
+        cells = " | ".join(f"{s['stages'][i]['peak_rss_mb']} ({s['stages'][i]['data_rss_mb']})"
+                           f" / {s['stages'][i]['seconds']}" for s in sizes)
+        r = report["ratios"][stage]
+        lines.append(f"| {stage} | {cells} | {r['peak_rss']:.2f}x | {r['data_rss']:.2f}x | "
+                     f"{r['seconds']:.1f}x |")
+    lines += ["", "| size | docs | chunks | corpus MB |", "|---|---|---|---|"]
+    for s in sizes:
+        chunks = next((r["rows"].get("chunks") for r in s["stages"] if r["stage"] == "chunk"),
+                      "-")
+        lines.append(f"| {s['target_chunks']} | {s['corpus']['docs']} | {chunks} | "
+                     f"{s['corpus_mb']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _cpu() -> str:
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in
+                     Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line)
+    except (OSError, StopIteration):
+        model = "unknown CPU"
+    return f"{os.cpu_count()} cores, {model}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chunks", type=int, nargs="+", default=[10_000, 100_000],
+                        help="target chunk counts, smallest first")
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
+    parser.add_argument("--child", choices=STAGES, help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.child:
+        child_main(args.child, args.root, args.result)
+        return
+    if "encode" in args.stages:  # export the ONNX model once, outside the measured runs
+        subprocess.run([sys.executable, "-c", "from tasks.config import EncodeConfig; "
+                        "from tasks.models import encoder_for; "
+                        f"encoder_for(EncodeConfig(device={args.device!r}))"],
+                       cwd=REPO, check=True)
+    sizes = sorted(args.chunks)
+    with tempfile.TemporaryDirectory(prefix="embedpipe-memory-") as tmp:
+        results = [run_size(n, Path(tmp), args.stages, args.device) for n in sizes]
+    report = {"cpu": _cpu(), "device": args.device, "sizes": results,
+              "ratios": ratios(results)}
+    name = "memory-" + "-".join(str(n) for n in sizes)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{name}.json").write_text(json.dumps(report, indent=2))
+    (args.out / f"{name}.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
