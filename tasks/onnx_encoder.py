@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,8 +202,10 @@ class OnnxEncoder:
 
     An int8 graph runs one text per call: dynamic quantization scales activations over the
     whole call, so in a batch a text's vector would depend on its batch-mates (cosine 0.989
-    to its own vector alone on the sample). Alone, a text always gets the same vector, and
-    on the CPU it costs little (sample chunks: 7.4 s at 1 per call vs 6.9 s at 32).
+    to its own vector alone on the sample). Alone, a text always gets the same vector and no
+    padding is computed. Single texts are small work for a thread pool inside each operator,
+    so per-text calls run one ORT thread each, one call per core at a time (600 sample-like
+    texts on 2 cores: 5.75 s vs 7.22 s with one call using both cores).
     """
 
     device = "cpu"
@@ -211,9 +214,12 @@ class OnnxEncoder:
                  max_seq_length: int, per_text: bool) -> None:
         import onnxruntime as ort  # noqa: PLC0415
 
+        cores = len(os.sched_getaffinity(0))
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = len(os.sched_getaffinity(0))
+        options.intra_op_num_threads = 1 if per_text else cores
+        options.inter_op_num_threads = 1
+        self.workers = cores if per_text else 1
         self.session = ort.InferenceSession(str(model_path), options,
                                             providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
@@ -223,25 +229,41 @@ class OnnxEncoder:
     def get_embedding_dimension(self) -> int:
         return self.pipeline.dim
 
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        hidden = self.session.run(None, {n: feeds[n].astype("int64") for n in self.inputs})[0]
+        return pool(hidden, feeds["attention_mask"], self.pipeline.pooling)
+
     def _batch(self, texts: list[str]) -> np.ndarray:
-        if self.pipeline.lower_case:
-            texts = [t.lower() for t in texts]
         enc = self.tokenizer(texts, padding=True, truncation="longest_first",
                              max_length=self.max_seq_length, return_tensors="np")
-        hidden = self.session.run(None, {n: enc[n].astype("int64") for n in self.inputs})[0]
-        return pool(hidden, enc["attention_mask"], self.pipeline.pooling)
+        return self._run(dict(enc))
+
+    def _one_by_one(self, texts: list[str]) -> np.ndarray:
+        """Each text in its own call, `self.workers` calls at a time (ORT frees the GIL)."""
+        enc = self.tokenizer(texts, truncation="longest_first", max_length=self.max_seq_length)
+
+        def one(i: int) -> np.ndarray:
+            return self._run({n: np.asarray([enc[n][i]]) for n in enc})[0]
+
+        with ThreadPoolExecutor(self.workers) as threads:
+            return np.stack(list(threads.map(one, range(len(texts)))))
 
     def encode(self, sentences: list[str], batch_size: int = 32,
                normalize_embeddings: bool = False, convert_to_numpy: bool = True,
                show_progress_bar: bool = False) -> np.ndarray:
         """(n, d) float32 vectors in input order; batches of similar length, like ST."""
         del convert_to_numpy, show_progress_bar  # always numpy; progress is the caller's
+        if self.pipeline.lower_case:
+            sentences = [t.lower() for t in sentences]
         out = np.zeros((len(sentences), self.pipeline.dim), dtype="float32")
-        order = np.argsort([-len(s) for s in sentences], kind="stable")
-        step = 1 if self.per_text else batch_size
-        for start in range(0, len(order), step):
-            rows = order[start:start + step]
-            out[rows] = self._batch([sentences[i] for i in rows])
+        if self.per_text:
+            if sentences:
+                out[:] = self._one_by_one(sentences)
+        else:
+            order = np.argsort([-len(s) for s in sentences], kind="stable")
+            for start in range(0, len(order), batch_size):
+                rows = order[start:start + batch_size]
+                out[rows] = self._batch([sentences[i] for i in rows])
         if self.pipeline.normalize or normalize_embeddings:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
