@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.report import cpu_label, save
+
 REPO = Path(__file__).resolve().parents[1]
 _BLOCK = 65_536
 
@@ -229,11 +231,9 @@ def main() -> None:
     if args.side:
         side_main(args)
         return
-    from benchmarks.run import _cpu
-
-    args.out.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)  # the sides write their results there
     sizes = [int(s) for s in args.naive_sizes.split(",") if s]
-    report: dict[str, Any] = {"cpu": _cpu(), "load_avg_start": os.getloadavg(),
+    report: dict[str, Any] = {"cpu": cpu_label(), "load_avg_start": os.getloadavg(),
                               "config": {"n": args.n, "dim": args.dim, "seed": args.seed,
                                          "threshold": args.threshold,
                                          "memory_gb": args.memory_gb,
@@ -250,9 +250,7 @@ def main() -> None:
         print(json.dumps(report["embedpipe"][-1]), flush=True)
     report["load_avg_end"] = os.getloadavg()
     name = f"dedup_scale-{args.n}"
-    (args.out / f"{name}.json").write_text(json.dumps(report, indent=2))
-    (args.out / f"{name}.md").write_text(markdown(report))
-    print(markdown(report))
+    save(args.out, name, report, markdown(report))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Writes benchmarks/out/index_build-<n>-<dim>.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -27,6 +26,7 @@ import faiss
 import numpy as np
 
 from benchmarks.dedup_scale import _rss_mb, clustered_unit_vectors
+from benchmarks.report import cpu_label, save
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -159,16 +159,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
     args = parser.parse_args()
-    from benchmarks.run import _cpu
-
-    args.out.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
-    report = {**run(args), "cpu": _cpu(), "load_avg_start": load,
+    report = {**run(args), "cpu": cpu_label(), "load_avg_start": load,
               "load_avg_end": os.getloadavg()}
     name = f"index_build-{args.n}-{args.dim}"
-    (args.out / f"{name}.json").write_text(json.dumps(report, indent=2))
-    (args.out / f"{name}.md").write_text(markdown(report))
-    print(markdown(report))
+    save(args.out, name, report, markdown(report))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import cpu_label, save
+
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("ingest", "clean", "chunk", "encode")
 FOLDERS = {"ingest": "01_ingest", "clean": "02_clean", "chunk": "03_chunk", "encode": "04_encode"}
@@ -112,14 +114,6 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cpu() -> str:
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in
-                     Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line)
-    except (OSError, StopIteration):
-        model = "unknown CPU"
-    return f"{os.cpu_count()} cores, {model}"
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
@@ -145,13 +139,10 @@ def main() -> None:
     sizes = sorted(args.chunks)
     with tempfile.TemporaryDirectory(prefix="embedpipe-memory-") as tmp:
         results = [run_size(n, Path(tmp), args.stages, args.device) for n in sizes]
-    report = {"cpu": _cpu(), "device": args.device, "sizes": results,
+    report = {"cpu": cpu_label(), "device": args.device, "sizes": results,
               "ratios": ratios(results)}
     name = "memory-" + "-".join(str(n) for n in sizes)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{name}.json").write_text(json.dumps(report, indent=2))
-    (args.out / f"{name}.md").write_text(markdown(report))
-    print(markdown(report))
+    save(args.out, name, report, markdown(report))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import cpu_label, save
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 STAGE_LINE = re.compile(r"^(\w+)\s+ran\s+([\d.]+)s", re.MULTILINE)
@@ -81,7 +83,7 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _children_cpu() -> float:
+def _childrencpu_label() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
@@ -98,11 +100,11 @@ class Runs:
 
     def time(self, label: str, cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
         """Run `cmd` (which must succeed), record its seconds, return its stdout."""
-        cpu, started = _children_cpu(), time.perf_counter()
+        cpu, started = _childrencpu_label(), time.perf_counter()
         proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
                               check=False, timeout=1800)
         self.wall.setdefault(label, []).append(round(time.perf_counter() - started, 3))
-        self.cpu.setdefault(label, []).append(round(_children_cpu() - cpu, 3))
+        self.cpu.setdefault(label, []).append(round(_childrencpu_label() - cpu, 3))
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
                                f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -284,14 +286,6 @@ def run_bare(root: Path, record: bool) -> None:
                 record_stage(repo, name)
 
 
-def _cpu() -> str:
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in
-                     Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line)
-    except (OSError, StopIteration):
-        model = "unknown CPU"
-    return f"{os.cpu_count()} cores, {model}"
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
@@ -308,8 +302,7 @@ def main() -> None:
     # The tests' helpers, imported here only: the `--bare` baseline must not pay for pytest.
     from tests.conftest import env_with_venv, make_workspace
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {"repeats": args.repeats, "cpu": _cpu(),
+    report: dict[str, Any] = {"repeats": args.repeats, "cpu": cpu_label(),
                               "load_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="embedpipe-overheads-") as tmp:
         home = Path(tmp) / "prefect_home"
@@ -318,7 +311,7 @@ def main() -> None:
         # Every command runs the workspace's copy of the code (`python -m flows.cli` is the
         # `embedpipe` script), so edits made in this checkout meanwhile stay out of it.
         (ws / "benchmarks").mkdir()
-        for name in ("__init__.py", "overheads.py"):
+        for name in ("__init__.py", "overheads.py", "report.py"):
             shutil.copy2(REPO / "benchmarks" / name, ws / "benchmarks" / name)
         with prefect_server(home) as (url, startup):
             env = env_with_venv() | {"PREFECT_API_URL": url, "PREFECT_HOME": str(home)}
@@ -332,9 +325,7 @@ def main() -> None:
     report["load_after"] = os.getloadavg()
     report["summary"] = summarize(report["raw"])
     report["at_100k"] = extrapolate(report, 100_000)
-    (args.out / "overheads.json").write_text(json.dumps(report, indent=2))
-    (args.out / "overheads.md").write_text(markdown(report))
-    print(markdown(report))
+    save(args.out, "overheads", report, markdown(report))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import cpu_label, save
+
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {"tiny": 300, "small": 10_000, "medium": 100_000, "large": 1_000_000}
 PCA_DIMS = 128
@@ -279,11 +281,10 @@ def main() -> None:
 
     n = args.chunks or SIZES[args.size]
     name = f"{args.size if not args.chunks else 'chunks'}-{n}"
-    args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="embedpipe-corpus-") as tmp:
         corpus = Path(tmp) / "corpus"
         info = generate(corpus, n, REPO / "data" / "sample")
-        report: dict[str, Any] = {"corpus": info, "target_chunks": n, "cpu": _cpu(),
+        report: dict[str, Any] = {"corpus": info, "target_chunks": n, "cpu": cpu_label(),
                                   "device": args.device, "warm_up_s": _warm_up(args.device)}
         for side in ("embedpipe", "naive"):  # naive second: it re-encodes embedpipe's chunks
             result = Path(tmp) / f"{side}.json"
@@ -293,9 +294,7 @@ def main() -> None:
                             "--share", tmp, "--device", args.device], cwd=REPO, check=True)
             report[side] = json.loads(result.read_text())
         report["ceiling"] = ceiling(report) if args.device == "cpu" else None
-    (args.out / f"{name}.json").write_text(json.dumps(report, indent=2))
-    (args.out / f"{name}.md").write_text(markdown(report))
-    print(markdown(report))
+    save(args.out, name, report, markdown(report))
 
 
 def _warm_up(device: str) -> float:
@@ -319,14 +318,6 @@ def ceiling(report: dict[str, Any]) -> dict[str, Any]:
     seq = ep["tokens"] / max(ep["chunks"], 1) + 2  # + [CLS] and [SEP]
     return encode_ceiling(resolve_model_path(EncodeConfig().model), seq, tokens_per_s)
 
-
-def _cpu() -> str:
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in
-                     Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line)
-    except (OSError, StopIteration):
-        model = "unknown CPU"
-    return f"{os.cpu_count()} cores, {model}"
 
 
 if __name__ == "__main__":

@@ -35,10 +35,18 @@ _FENCE = re.compile(r"^```.*?^```[^\n]*$", re.M | re.S)
 
 
 class Tokens:
-    """Counts and offsets from the encoder's tokenizer (special tokens excluded)."""
+    """Counts and offsets from the encoder's tokenizer (special tokens excluded).
+
+    Counts are remembered until `forget()` (called per document): packing counts each
+    candidate chunk's joined text, and the chunk rows need the same counts again.
+    """
 
     def __init__(self, tokenizer: Any) -> None:
         self.tok = tokenizer
+        self.known: dict[str, int] = {}
+
+    def forget(self) -> None:
+        self.known.clear()
 
     def offsets(self, text: str) -> list[Span]:
         enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True,
@@ -46,10 +54,11 @@ class Tokens:
         return [tuple(o) for o in enc["offset_mapping"]]
 
     def counts(self, texts: Sequence[str]) -> list[int]:
-        if not texts:
-            return []
-        enc = self.tok(list(texts), add_special_tokens=False, verbose=False)
-        return [len(ids) for ids in enc["input_ids"]]
+        missing = list(dict.fromkeys(t for t in texts if t not in self.known))
+        if missing:
+            enc = self.tok(missing, add_special_tokens=False, verbose=False)
+            self.known.update(zip(missing, map(len, enc["input_ids"]), strict=True))
+        return [self.known[t] for t in texts]
 
 
 @lru_cache(maxsize=1)
@@ -224,6 +233,7 @@ def chunk_documents(docs: pa.Table, cfg: ChunkConfig, budget: int, tokenizer: An
     for d in docs.select(["doc_id", "source", "format", "title", "text"]).to_pylist():
         spans = chunk_text(d["text"], d["format"], cfg, budget, tokens)
         counts = tokens.counts([d["text"][a:b] for a, b in spans])
+        tokens.forget()
         for i, ((a, b), n) in enumerate(zip(spans, counts, strict=True)):
             rows.append({"chunk_id": f"{d['doc_id']}:{i:04d}", "doc_id": d["doc_id"],
                          "chunk_index": i, "source": d["source"], "title": d["title"],
