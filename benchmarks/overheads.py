@@ -83,7 +83,7 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _childrencpu_label() -> float:
+def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
@@ -100,11 +100,11 @@ class Runs:
 
     def time(self, label: str, cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
         """Run `cmd` (which must succeed), record its seconds, return its stdout."""
-        cpu, started = _childrencpu_label(), time.perf_counter()
+        cpu, started = _children_cpu(), time.perf_counter()
         proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
                               check=False, timeout=1800)
         self.wall.setdefault(label, []).append(round(time.perf_counter() - started, 3))
-        self.cpu.setdefault(label, []).append(round(_childrencpu_label() - cpu, 3))
+        self.cpu.setdefault(label, []).append(round(_children_cpu() - cpu, 3))
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
                                f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
