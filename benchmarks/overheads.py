@@ -286,7 +286,6 @@ def run_bare(root: Path, record: bool) -> None:
                 record_stage(repo, name)
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -319,6 +319,5 @@ def ceiling(report: dict[str, Any]) -> dict[str, Any]:
     return encode_ceiling(resolve_model_path(EncodeConfig().model), seq, tokens_per_s)
 
 
-
 if __name__ == "__main__":
     main()
