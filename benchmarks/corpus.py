@@ -19,8 +19,8 @@ def sample_sentences(sample_dir: Path) -> dict[str, list[str]]:
     """Topic (first folder) -> sentences of the sample corpus, read and cleaned by the stages'
     own pure functions."""
     from tasks.clean import clean_text
-    from tasks.config import CleanConfig, IngestConfig
-    from tasks.ingest import parse_file
+    from tasks.core.config import CleanConfig, IngestConfig
+    from tasks.documents.decoding import parse_file
 
     pools: dict[str, list[str]] = {}
     for path in sorted(p for p in sample_dir.rglob("*") if p.is_file()):

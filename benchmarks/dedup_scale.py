@@ -97,7 +97,7 @@ def planted_duplicates(n: int, d: int, seed: int, threshold: float, dup_frac: fl
 def measure_embedpipe(n: int, d: int, seed: int, threshold: float,
                       exact_search_below: int | None) -> dict[str, Any]:
     """Run `dedup_vectors` (near-duplicate path) once; seconds, RSS and planted recall."""
-    from tasks.config import DedupConfig
+    from tasks.core.config import DedupConfig
     from tasks.dedup import dedup_vectors
 
     x, planted, near_miss = planted_duplicates(n, d, seed, threshold)

@@ -57,7 +57,7 @@ def time_raw(x: np.ndarray, xt: np.ndarray, factory: str) -> tuple[faiss.Index,
 def recall_vs_exact(index: faiss.Index, x: np.ndarray, xq: np.ndarray,
                     id_rows: Any = None, k: int = 10) -> dict[str, float]:
     """recall@k of `index` as set against IndexFlatIP on `x`, and ms per query."""
-    from tasks.search import recall_at_k
+    from tasks.query.recall import recall_at_k
 
     exact = faiss.IndexFlatIP(x.shape[1])
     exact.add(x)
@@ -79,9 +79,10 @@ def _summary(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from tasks.config import IndexConfig
+    from tasks.core.config import IndexConfig
     from tasks.index import resolve_factory, tune_search_param
-    from tasks.search import IdMap, chunk_int_ids, set_search_param
+    from tasks.query.ids import IdMap, chunk_int_ids
+    from tasks.query.search import set_search_param
 
     both = clustered_unit_vectors(args.n + 2 * args.queries, args.dim, args.seed)
     x = np.ascontiguousarray(both[:args.n])

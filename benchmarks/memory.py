@@ -52,7 +52,7 @@ def child_main(stage: str, root: Path, result: Path) -> None:
 
 def run_size(n_chunks: int, tmp: Path, stages: list[str], device: str) -> dict[str, Any]:
     from benchmarks.corpus import generate
-    from tasks.config import write_overrides
+    from tasks.core.config import write_overrides
 
     corpus, ws = tmp / f"corpus-{n_chunks}", tmp / f"ws-{n_chunks}"
     info = generate(corpus, n_chunks, REPO / "data" / "sample")
@@ -131,8 +131,8 @@ def main() -> None:
         child_main(args.child, args.root, args.result)
         return
     if "encode" in args.stages:  # export the ONNX model once, outside the measured runs
-        subprocess.run([sys.executable, "-c", "from tasks.config import EncodeConfig; "
-                        "from tasks.models import encoder_for; "
+        subprocess.run([sys.executable, "-c", "from tasks.core.config import EncodeConfig; "
+                        "from tasks.encoders.loading import encoder_for; "
                         f"encoder_for(EncodeConfig(device={args.device!r}))"],
                        cwd=REPO, check=True)
     sizes = sorted(args.chunks)

@@ -277,7 +277,7 @@ def run_bare(root: Path, record: bool) -> None:
     """Every stage's function in order in this process, without Prefect (`--bare`)."""
     from flows.dvc_bridge import open_repo, record_stage
     from flows.pipeline import STAGE_TASKS
-    from tasks.registry import STAGE_NAMES
+    from tasks.core.registry import STAGE_NAMES
 
     with open_repo(root) as repo:  # opened once, as the flow does
         for name in STAGE_NAMES:

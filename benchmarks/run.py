@@ -64,9 +64,10 @@ def _queries(corpus: Path) -> tuple[list[str], dict[str, dict[str, int]]]:
 def run_naive(corpus: Path, threshold: float, memory_gb: float, share: Path,
               device: str) -> dict[str, Any]:
     from benchmarks import naive
-    from tasks.config import EncodeConfig
-    from tasks.models import encoder_for, load_tokenizer
-    from tasks.retrieval import retrieval_metrics
+    from tasks.core.config import EncodeConfig
+    from tasks.encoders.loading import encoder_for
+    from tasks.encoders.model import load_tokenizer
+    from tasks.evaluation.metrics import retrieval_metrics
 
     t = Timer()
     docs = t.stage("ingest", lambda: naive.ingest(corpus))
@@ -115,9 +116,9 @@ def same_chunks(model: Any, share: Path, corpus: Path) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     from benchmarks import naive
-    from tasks.evaluate import find_beir_sets, read_beir
-    from tasks.io import arrow_to_vectors
-    from tasks.retrieval import retrieval_metrics
+    from tasks.core.vectors import arrow_to_vectors
+    from tasks.evaluation.beir import find_beir_sets, read_beir
+    from tasks.evaluation.metrics import retrieval_metrics
 
     rel, _, query_file, qrels_file = find_beir_sets(corpus)[0]
     query_text, qrels = read_beir(rel, query_file, qrels_file)  # keyed by embedpipe doc_id
@@ -156,9 +157,9 @@ def run_embedpipe(corpus: Path, threshold: float, share: Path, device: str) -> d
     import pyarrow.parquet as pq
 
     from flows.pipeline import STAGE_TASKS
-    from tasks.config import load_params, write_overrides
+    from tasks.core.config import load_params, write_overrides
     from tasks.evaluate import labeled_metrics, row_documents
-    from tasks.search import load_index_folder
+    from tasks.query.search import load_index_folder
 
     t = Timer()
     with tempfile.TemporaryDirectory(prefix="embedpipe-bench-") as tmp:
@@ -183,7 +184,8 @@ def run_embedpipe(corpus: Path, threshold: float, share: Path, device: str) -> d
         vectors = pq.read_table(ws / "data/04_encode/vectors.parquet")
         pq.write_table(pa.table({"doc_id": chunks.column("doc_id"), "text": chunks.column("text"),
                                  "vector": vectors.column("vector")}), share / "chunks.parquet")
-        from tasks.models import encoder_for, model_fingerprint
+        from tasks.encoders.loading import encoder_for
+        from tasks.encoders.model import model_fingerprint
 
         params = load_params(ws / "params.yaml")
         np.save(share / "queries.npy", encoder_for(params.encode).encode(
@@ -301,16 +303,16 @@ def _warm_up(device: str) -> float:
     """Load embedpipe's encoder once (exports the ONNX model if it is not cached yet), so
     the timed encode stage measures a scheduled run, not the one-off export."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "from tasks.config import EncodeConfig; "
-                    "from tasks.models import encoder_for; "
+    subprocess.run([sys.executable, "-c", "from tasks.core.config import EncodeConfig; "
+                    "from tasks.encoders.loading import encoder_for; "
                     f"encoder_for(EncodeConfig(device={device!r}))"], cwd=REPO, check=True)
     return round(time.perf_counter() - started, 1)
 
 
 def ceiling(report: dict[str, Any]) -> dict[str, Any]:
     from benchmarks.ceiling import encode_ceiling
-    from tasks.config import EncodeConfig
-    from tasks.models import resolve_model_path
+    from tasks.core.config import EncodeConfig
+    from tasks.encoders.model import resolve_model_path
 
     ep = report["embedpipe"]
     tokens_per_s = {side: next(r for r in report[side]["stages"] if r["stage"] == "encode")

@@ -9,14 +9,14 @@ from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from tasks.config import Params
-from tasks.registry import get_stage
+from tasks.core.catalog import INDEX_CARD, METRICS, PLOTS_DIR
+from tasks.core.config import Params
+from tasks.core.registry import get_stage
+from tasks.evaluation.metrics import HEADLINE
 
 SUMMARY_KEY = "embedpipe-summary"
 PLOTS_KEY = "embedpipe-plots"
 STAGES_KEY = "embedpipe-stages"
-HEADLINE = ("probe_recall_at_10", "probe_ndcg_at_10", "labeled_ndcg_at_10",
-            "index_recall_at_10_queries", "index_recall_at_10_corpus", "silhouette", "nmi")
 
 
 def stage_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -33,13 +33,13 @@ def summary_markdown(root: Path, params: Params, summary: dict[str, Any]) -> str
              "| stage | status | seconds | counts | fingerprint |", "|---|---|---|---|---|"]
     lines += [f"| {r['stage']} | {r['status']} | {r['seconds']} | {r['counts']} | "
               f"`{r['fingerprint']}` |" for r in stage_table(summary["stages"])]
-    index_card = get_stage("index").out_dir(params, root) / "card.json"
+    index_card = get_stage("index").out_dir(params, root) / INDEX_CARD.name
     if index_card.is_file():
         card = json.loads(index_card.read_text(encoding="utf-8"))
         lines += ["", "## Index", "", f"{card['factory']} ({card['type']}), {card['n']} x "
                   f"{card['d']}, {card['search_param'] or 'exact'}="
                   f"{card['search_value'] or '-'}, {card['size_bytes']:,} bytes"]
-    metrics_path = get_stage("evaluate").out_dir(params, root) / "metrics.json"
+    metrics_path = get_stage("evaluate").out_dir(params, root) / METRICS.name
     if metrics_path.is_file():
         metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
         lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
@@ -65,7 +65,7 @@ def plots_markdown(plots_dir: Path) -> str | None:
 
 def publish_summary(root: Path, params: Params, summary: dict[str, Any]) -> None:
     """Create the summary, stage-table and plot artifacts under stable keys."""
-    plots = plots_markdown(get_stage("evaluate").out_dir(params, root) / "plots")
+    plots = plots_markdown(get_stage("evaluate").out_dir(params, root) / PLOTS_DIR)
     if plots is not None:
         create_markdown_artifact(plots, key=PLOTS_KEY, description="embedpipe plots")
     create_table_artifact(stage_table(summary["stages"]), key=STAGES_KEY,

@@ -9,9 +9,11 @@ import os
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
-from tasks.config import load_params, parse_override
-from tasks.registry import STAGE_NAMES, get_stage
+from tasks.core.catalog import ENCODED, MANIFEST
+from tasks.core.config import cache_root, load_params, parse_override
+from tasks.core.registry import STAGE_NAMES, get_stage
 
 
 def _root(args: argparse.Namespace) -> Path:
@@ -42,7 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_stage(args: argparse.Namespace) -> int:
     from flows.dvc_bridge import open_repo, record_stage  # noqa: PLC0415
     from flows.pipeline import STAGE_TASKS  # noqa: PLC0415
-    from tasks.lock import workspace_lock  # noqa: PLC0415
+    from tasks.core.lock import workspace_lock  # noqa: PLC0415
 
     root = _root(args)
     run_cfg = load_params(root / "params.yaml").run
@@ -66,15 +68,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _index_dir(args: argparse.Namespace) -> Path:
     """--index, else the published CURRENT index, else the workspace's latest build."""
-    from tasks.publish import current_index  # noqa: PLC0415
+    from tasks.storage.published import current_index  # noqa: PLC0415
 
     if args.index and args.index.startswith("s3://"):
-        from tasks import s3  # noqa: PLC0415
-        from tasks.publish import fetch_published  # noqa: PLC0415
+        from tasks.storage import s3  # noqa: PLC0415
+        from tasks.storage.published import fetch_published  # noqa: PLC0415
 
-        cache = Path(os.environ.get("EMBEDPIPE_CACHE", Path.home() / ".cache" / "embedpipe"))
         settings = s3.S3Settings(os.environ.get("AWS_ENDPOINT_URL"))
-        return fetch_published(args.index, s3.make_client(settings), cache / "indexes")
+        return fetch_published(args.index, s3.make_client(settings), cache_root() / "indexes")
     if args.index:
         return Path(args.index)
     root = _root(args)
@@ -84,7 +85,7 @@ def _index_dir(args: argparse.Namespace) -> Path:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from tasks.search import load_index_folder  # noqa: PLC0415
+    from tasks.query.search import load_index_folder  # noqa: PLC0415
 
     folder = load_index_folder(_index_dir(args))
     hits = folder.search_text([args.query], k=args.k)[0]
@@ -100,11 +101,11 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
-    from tasks.lineage import lineage_chain  # noqa: PLC0415
+    from tasks.core.lineage import lineage_chain  # noqa: PLC0415
 
     root = _root(args)
     params = load_params(root / "params.yaml")
-    start = "evaluate" if (get_stage("evaluate").out_dir(params, root) / "_manifest.json"
+    start = "evaluate" if (get_stage("evaluate").out_dir(params, root) / MANIFEST
                            ).is_file() else "index"
     chain = lineage_chain(root, params, start)
     if args.json:
@@ -123,7 +124,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from tasks.runs import diff_runs, read_runs  # noqa: PLC0415
+    from tasks.evaluation.runs import diff_runs, read_runs  # noqa: PLC0415
 
     root = _root(args)
     runs = read_runs(root / load_params(root / "params.yaml").paths.runs)
@@ -166,14 +167,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from tasks import vector_cache  # noqa: PLC0415
-    from tasks.io import read_manifest, read_table  # noqa: PLC0415
+    from tasks.core.io import read_manifest, read_table  # noqa: PLC0415
+    from tasks.encoders import vector_cache  # noqa: PLC0415
 
     root = _root(args)
     params = load_params(root / "params.yaml")
     out_dir = get_stage("encode").out_dir(params, root)
     manifest = read_manifest(out_dir, "encode")
-    keys = set(read_table(out_dir, "vectors.parquet", manifest).column("text_key").to_pylist())
+    keys = set(read_table(out_dir, ENCODED, manifest).column("text_key").to_pylist())
     cache = root / params.paths.vector_cache
     if not cache.is_dir():
         print(f"{cache}: no vector cache yet")
@@ -206,10 +207,7 @@ def cmd_dvc_yaml(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="embedpipe", description=__doc__)
-    parser.add_argument("--root", default=".", help="workspace (default: current folder)")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_run_parsers(sub: Any) -> None:
     p = sub.add_parser("run", help="run the Prefect flow (stale stages only)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a param, e.g. --set reduce.pca_dims=128 (repeatable)")
@@ -222,6 +220,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_stage)
     sub.add_parser("status", help="each stage fresh or stale, and why").set_defaults(
         func=cmd_status)
+    sub.add_parser("serve", help="serve the `nightly` and `manual` Prefect deployments"
+                   ).set_defaults(func=cmd_serve)
+    p = sub.add_parser("compare", help="run variants side by side and print one table")
+    p.add_argument("--variant", action="append", required=True, metavar="K=V[,K=V]",
+                   help="e.g. --variant reduce.pca_dims=128 --variant chunk.max_tokens=128")
+    p.set_defaults(func=cmd_compare)
+
+
+def _add_output_parsers(sub: Any) -> None:
     p = sub.add_parser("search", help="search the index")
     p.add_argument("query")
     p.add_argument("-k", type=int, default=5)
@@ -233,22 +240,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lineage", help="what produced the index, back to the raw corpus")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_lineage)
-    p = sub.add_parser("cache", help="vector cache maintenance")
-    p.add_argument("action", choices=["gc"], help="gc: keep what the current outputs use")
-    p.set_defaults(func=cmd_cache)
-    sub.add_parser("serve", help="serve the `nightly` and `manual` Prefect deployments"
-                   ).set_defaults(func=cmd_serve)
     p = sub.add_parser("runs", help="list evaluated runs (`runs diff A B` compares two)")
     p.add_argument("action", nargs="?", choices=["list", "diff"], default="list")
     p.add_argument("ids", nargs="*", type=int, metavar="RUN")
     p.set_defaults(func=cmd_runs)
-    p = sub.add_parser("compare", help="run variants side by side and print one table")
-    p.add_argument("--variant", action="append", required=True, metavar="K=V[,K=V]",
-                   help="e.g. --variant reduce.pca_dims=128 --variant chunk.max_tokens=128")
-    p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("cache", help="vector cache maintenance")
+    p.add_argument("action", choices=["gc"], help="gc: keep what the current outputs use")
+    p.set_defaults(func=cmd_cache)
     p = sub.add_parser("dvc-yaml", help="write dvc.yaml from the stage registry")
     p.add_argument("--check", action="store_true", help="only check it is up to date")
     p.set_defaults(func=cmd_dvc_yaml)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="embedpipe", description=__doc__)
+    parser.add_argument("--root", default=".", help="workspace (default: current folder)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run_parsers(sub)
+    _add_output_parsers(sub)
     return parser
 
 

@@ -11,13 +11,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks.config import load_params, parse_override
-from tasks.io import read_manifest
-from tasks.registry import get_stage
+from tasks.core.config import load_params, parse_override
+from tasks.core.io import read_manifest
+from tasks.core.registry import get_stage
+from tasks.evaluation.metrics import COMPARE_COLUMNS
 
 COPIED = ("params.yaml", "dvc.yaml", "dvc.lock", ".dvc/config", ".dvcignore", "tasks", "flows")
-COLUMNS = ("probe_recall_at_10", "probe_ndcg_at_10", "labeled_ndcg_at_10",
-           "index_recall_at_10_queries", "silhouette", "vectors", "dim", "index_size_bytes")
 
 
 def parse_variant(text: str) -> dict[str, Any]:
@@ -64,7 +63,7 @@ def run_variant(root: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     return {"variant": ", ".join(f"{k}={v}" for k, v in overrides.items()) or "baseline",
             "seconds": round(seconds, 1),
             "stages_run": ",".join(s["stage"] for s in summary["stages"] if s["ran"]) or "-",
-            **{c: metrics.get(c) for c in COLUMNS}}
+            **{c: metrics.get(c) for c in COMPARE_COLUMNS}}
 
 
 def compare(root: Path, variants: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from prefect import serve
 from prefect.schedules import Cron
 
 from flows.pipeline import pipeline
-from tasks.config import load_params
+from tasks.core.config import load_params
 
 FLOW_NAME = "embedpipe"
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from tasks.registry import STAGE_NAMES, dvc_plots, dvc_stages
+from tasks.core.registry import STAGE_NAMES, dvc_plots, dvc_stages
 
 
 @contextmanager
@@ -83,7 +83,8 @@ def pipeline_status(root: Path | str) -> dict[str, str | None]:
 
 def render_dvc_yaml(data_dir: str = "data") -> str:
     """dvc.yaml text generated from the stage registry."""
-    header = "# Generated from tasks/registry.py by `embedpipe dvc-yaml`; do not edit by hand.\n"
+    header = ("# Generated from tasks/core/registry.py by `embedpipe dvc-yaml`; "
+              "do not edit by hand.\n")
     body = yaml.safe_dump({"stages": dvc_stages(data_dir), "plots": dvc_plots(data_dir)},
                           sort_keys=False, width=100)
     return header + body

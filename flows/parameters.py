@@ -10,10 +10,8 @@ from typing import Annotated, Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from tasks.config import Params
-
-OVERRIDABLE = ("ingest", "clean", "chunk", "encode", "reduce", "dedup", "index", "evaluate",
-               "publish")
+from tasks.core.config import Params
+from tasks.core.registry import STAGE_NAMES
 
 
 def _optional_model(name: str, config: type[BaseModel]) -> type[BaseModel]:
@@ -34,7 +32,7 @@ RunOverrides: type[BaseModel] = create_model(
     __doc__="Overrides of params.yaml for this run; empty fields keep the file's values.",
     **{group: (Optional[_optional_model(group, Params.model_fields[group].annotation)],  # noqa: UP045
                Field(None, description=Params.model_fields[group].annotation.__doc__))
-       for group in OVERRIDABLE},
+       for group in STAGE_NAMES},
 )
 
 

@@ -21,12 +21,12 @@ from prefect.tasks import exponential_backoff
 from flows.artifacts import publish_summary
 from flows.dvc_bridge import open_repo, record_stage, stale_reason, stale_stages
 from flows.parameters import RunOverrides, to_dotted
-from tasks.config import Params, load_params, write_overrides
-from tasks.io import read_manifest
-from tasks.lock import workspace_lock
-from tasks.models import model_limits, resolve_model_path, runtime_for, token_budget
-from tasks.registry import STAGE_NAMES, STAGES
-from tasks.s3 import is_s3
+from tasks.core.config import Params, load_params, write_overrides
+from tasks.core.io import read_manifest
+from tasks.core.lock import workspace_lock
+from tasks.core.registry import STAGE_NAMES, STAGES
+from tasks.encoders.model import check_params_against_model
+from tasks.storage.s3 import is_s3
 
 
 class StageTasks(Mapping[str, Any]):
@@ -50,20 +50,6 @@ class StageTasks(Mapping[str, Any]):
 
 
 STAGE_TASKS = StageTasks()
-
-
-def check_against_model(params: Params) -> None:
-    """Cross-checks that need the model or the machine: chunk budget, PCA dimension, and
-    that the encode device/backend/precision can run here."""
-    enc = params.encode
-    runtime_for(enc)
-    token_budget(enc, params.chunk.max_tokens)
-    dim = model_limits(resolve_model_path(enc.model, enc.revision))["dim"]
-    if params.reduce.pca_dims is not None and params.reduce.pca_dims > dim:
-        raise ValueError(
-            f"reduce.pca_dims: {params.reduce.pca_dims} exceeds the model's dimension {dim} "
-            f"({enc.model}); use <= {dim} or null"
-        )
 
 
 @task(name="skip-fresh-stage", task_run_name="{stage}: fresh, skipped", cache_policy=NO_CACHE)
@@ -119,7 +105,7 @@ def run_stages(root: Path, params: Params, force: bool,
                 rows.append(stage_row(spec.name, out_dir, "fresh", None))
                 continue
             if not checked:
-                check_against_model(params)
+                check_params_against_model(params)
                 checked = True
             log.info("%s: running (%s)", spec.name, reason)
             started = time.perf_counter()
@@ -150,7 +136,7 @@ def pipeline(root: str = ".", overrides: RunOverrides | None = None,
     dotted = {**to_dotted(overrides), **(set_params or {})}
     params = load_params(root_path / "params.yaml", dotted)
     if dotted:
-        check_against_model(params)  # overrides are validated before params.yaml changes
+        check_params_against_model(params)  # overrides are validated before params.yaml changes
     busy = on_busy or params.run.on_busy
     with workspace_lock(root_path, "embedpipe flow", busy, params.run.lock_wait_s):
         write_overrides(root_path / "params.yaml", dotted)

@@ -9,25 +9,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any
 
 import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.config import ChunkConfig
-from tasks.fingerprint import stage_fingerprint
-from tasks.io import ChangeCounter, StageOutput, iter_batches, previous_keys
-from tasks.models import load_tokenizer, model_fingerprint, token_budget
-from tasks.runtime import main, start_stage, task_logger
+from tasks.core.catalog import CHUNKS, CLEAN_DOCS
+from tasks.core.config import ChunkConfig, EncodeConfig
+from tasks.core.fingerprint import stage_fingerprint
+from tasks.core.runtime import main, start_stage, task_logger
+from tasks.documents.sentences import sentencizer
+from tasks.encoders.model import load_tokenizer, model_fingerprint, token_budget
 
 Span = tuple[int, int]
-OUT_SCHEMA = pa.schema([
-    ("chunk_id", pa.string()), ("doc_id", pa.string()), ("chunk_index", pa.int32()),
-    ("source", pa.string()), ("title", pa.string()), ("text", pa.string()),
-    ("char_start", pa.int64()), ("char_end", pa.int64()), ("n_tokens", pa.int32()),
-])
 _STRUCTURED = re.compile(r"^\s*(#{1,6}\s|[-*+]\s|\d+[.)]\s|\||```|>)")
 _TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$|^[^|\n]+( \| [^|\n]*)+$")
 _HEADING = re.compile(r"^#{1,6}\s", re.M)
@@ -61,15 +56,6 @@ class Tokens:
         return [self.known[t] for t in texts]
 
 
-@lru_cache(maxsize=1)
-def _sentencizer() -> Any:
-    import spacy  # noqa: PLC0415
-
-    nlp = spacy.blank("en")
-    nlp.add_pipe("sentencizer")
-    return nlp
-
-
 def _trim(text: str, start: int, end: int) -> Span | None:
     while start < end and text[start].isspace():
         start += 1
@@ -88,7 +74,7 @@ def _lines(text: str, start: int, end: int) -> list[Span]:
 
 
 def _sentences(text: str, start: int, end: int) -> list[Span]:
-    doc = _sentencizer()(text[start:end])
+    doc = sentencizer()(text[start:end])
     return [s for sent in doc.sents
             if (s := _trim(text, start + sent.start_char, start + sent.end_char))]
 
@@ -239,7 +225,15 @@ def chunk_documents(docs: pa.Table, cfg: ChunkConfig, budget: int, tokenizer: An
                          "chunk_index": i, "source": d["source"], "title": d["title"],
                          "text": d["text"][a:b], "char_start": a, "char_end": b,
                          "n_tokens": n})
-    return pa.Table.from_pylist(rows, schema=OUT_SCHEMA)
+    return pa.Table.from_pylist(rows, schema=CHUNKS.schema())
+
+
+def chunk_fingerprint(cfg: ChunkConfig, enc: EncodeConfig, inputs: dict[str, str],
+                      budget: int) -> tuple[str, dict[str, Any]]:
+    """The stage fingerprint (config, the tokenizer's files, the budget) and the model facts."""
+    model = model_fingerprint(enc)
+    extra = {"tokenizer": model["files_sha256"], "budget": budget}
+    return stage_fingerprint("chunk", cfg, inputs, extra), model
 
 
 @task(name="chunk", cache_policy=NO_CACHE)
@@ -247,31 +241,23 @@ def chunk_task(root: str = ".") -> str:
     """Cut the cleaned documents into chunks within the encoder's token budget, batch by
     batch (`io.BATCH_ROWS` documents at a time)."""
     run = start_stage("chunk", root)
-    cfg, enc, log = run.params.chunk, run.params.encode, task_logger()
+    cfg, enc = run.params.chunk, run.params.encode
     budget = token_budget(enc, cfg.max_tokens)
     tokenizer = load_tokenizer(enc.model, enc.revision)
-    model = model_fingerprint(enc)
-    fp = stage_fingerprint("chunk", cfg, run.input_fingerprints,
-                           {"tokenizer": model["files_sha256"], "budget": budget})
-    changes = ChangeCounter(previous_keys(run.out_dir, "chunk", "chunks.parquet", "chunk_id",
-                                          "text"))
-    out = StageOutput(run.out_dir, "chunk", fp)
-    writer = out.open_table("chunks.parquet", OUT_SCHEMA)
+    fp, model = chunk_fingerprint(cfg, enc, run.input_fingerprints, budget)
+    changes = run.changes(CHUNKS, "chunk_id", "text")
     n_docs = 0
-    try:
-        for docs in iter_batches(run.input_dirs["clean"], "docs.parquet", run.inputs["clean"]):
+    with run.output(fp, cfg) as out:
+        writer = out.open_table(CHUNKS)
+        for docs in run.batches(CLEAN_DOCS):
             chunks = chunk_documents(docs, cfg, budget, tokenizer=tokenizer)
             writer.write(chunks)
-            changes.update(chunks, "chunk_id", "text")
+            changes.update(chunks)
             n_docs += docs.num_rows
-        out.commit(run.manifest(fp, cfg, budget=budget, tokenizer=model["name"],
-                                rows={"docs": n_docs, "chunks": writer.num_rows},
-                                changes=changes.counts()))
-    except BaseException:
-        out.abort()
-        raise
-    log.info("chunk: %d documents -> %d chunks (budget %d tokens)", n_docs, writer.num_rows,
-             budget)
+        out.record(budget=budget, tokenizer=model["name"], changes=changes.counts(),
+                   rows={"docs": n_docs, "chunks": writer.num_rows})
+    task_logger().info("chunk: %d documents -> %d chunks (budget %d tokens)", n_docs,
+                       writer.num_rows, budget)
     return str(run.out_dir)
 
 

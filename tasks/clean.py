@@ -18,17 +18,11 @@ from bs4 import BeautifulSoup, NavigableString
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.config import CleanConfig
-from tasks.fingerprint import stage_fingerprint
-from tasks.io import ChangeCounter, StageOutput, iter_batches, previous_keys
-from tasks.runtime import main, start_stage, task_logger
+from tasks.core.catalog import CLEAN_DOCS, CLEAN_REJECTS, INGEST_DOCS
+from tasks.core.config import CleanConfig
+from tasks.core.fingerprint import stage_fingerprint
+from tasks.core.runtime import main, start_stage, task_logger
 
-OUT_SCHEMA = pa.schema([
-    ("doc_id", pa.string()), ("source", pa.string()), ("format", pa.string()),
-    ("title", pa.string()), ("text", pa.string()), ("metadata", pa.string()),
-])
-REJECT_SCHEMA = pa.schema([("doc_id", pa.string()), ("source", pa.string()),
-                           ("reason", pa.string())])
 _BLOCK_TAGS = ("p", "div", "section", "article", "header", "footer", "main", "aside",
                "blockquote", "pre", "ul", "ol", "table", "h1", "h2", "h3", "h4", "h5",
                "h6", "br", "hr", "dl", "dt", "dd", "figure", "figcaption", "nav")
@@ -130,7 +124,7 @@ def clean_text(text: str, fmt: str, source: str, cfg: CleanConfig) -> tuple[str 
 def clean_documents(docs: pa.Table, cfg: CleanConfig) -> tuple[pa.Table, pa.Table]:
     """Clean every document; too-short results go to rejects with their length."""
     rows, rejects = [], []
-    for d in docs.select(["doc_id", "source", "format", "title", "text", "metadata"]).to_pylist():
+    for d in docs.select(list(CLEAN_DOCS.columns)).to_pylist():
         found_title, text = clean_text(d["text"], d["format"], d["source"], cfg)
         title = d["title"] or found_title
         if title and d["format"] in ("csv", "jsonl", "parquet", "beir"):
@@ -141,37 +135,30 @@ def clean_documents(docs: pa.Table, cfg: CleanConfig) -> tuple[pa.Table, pa.Tabl
                                       f"(clean.min_chars={cfg.min_chars})"})
             continue
         rows.append({**d, "title": title, "text": text})
-    return (pa.Table.from_pylist(rows, schema=OUT_SCHEMA),
-            pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA))
+    return (pa.Table.from_pylist(rows, schema=CLEAN_DOCS.schema()),
+            pa.Table.from_pylist(rejects, schema=CLEAN_REJECTS.schema()))
 
 
 @task(name="clean", cache_policy=NO_CACHE)
 def clean_task(root: str = ".") -> str:
     """Clean the ingested documents, batch by batch (`io.BATCH_ROWS` documents at a time)."""
     run = start_stage("clean", root)
-    cfg, log = run.params.clean, task_logger()
+    cfg = run.params.clean
     fp = stage_fingerprint("clean", cfg, run.input_fingerprints)
-    changes = ChangeCounter(previous_keys(run.out_dir, "clean", "docs.parquet", "doc_id",
-                                          "text"))
-    out = StageOutput(run.out_dir, "clean", fp)
-    kept, dropped = out.open_table("docs.parquet", OUT_SCHEMA), out.open_table(
-        "rejects.parquet", REJECT_SCHEMA)
+    changes = run.changes(CLEAN_DOCS, "doc_id", "text")
     n_in = 0
-    try:
-        for docs in iter_batches(run.input_dirs["ingest"], "docs.parquet", run.inputs["ingest"]):
+    with run.output(fp, cfg) as out:
+        kept, dropped = out.open_table(CLEAN_DOCS), out.open_table(CLEAN_REJECTS)
+        for docs in run.batches(INGEST_DOCS):
             cleaned, rejects = clean_documents(docs, cfg)
             kept.write(cleaned)
             dropped.write(rejects)
-            changes.update(cleaned, "doc_id", "text")
+            changes.update(cleaned)
             n_in += docs.num_rows
-        out.commit(run.manifest(fp, cfg, rows={"in": n_in, "docs": kept.num_rows,
-                                               "rejects": dropped.num_rows},
-                                changes=changes.counts()))
-    except BaseException:
-        out.abort()
-        raise
-    log.info("clean: %d documents -> %d kept, %d rejected", n_in, kept.num_rows,
-             dropped.num_rows)
+        out.record(rows={"in": n_in, "docs": kept.num_rows, "rejects": dropped.num_rows},
+                   changes=changes.counts())
+    task_logger().info("clean: %d documents -> %d kept, %d rejected", n_in, kept.num_rows,
+                       dropped.num_rows)
     return str(run.out_dir)
 
 

@@ -8,7 +8,6 @@ duplicate group the first chunk in corpus order is kept. Memory is O(n*d), never
 
 from __future__ import annotations
 
-import logging
 import re
 import unicodedata
 
@@ -18,20 +17,21 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.config import DedupConfig
-from tasks.fingerprint import sha256_text, stage_fingerprint
-from tasks.io import VECTOR_COLUMN, StageOutput, arrow_to_vectors, read_table, vectors_to_arrow
-from tasks.runtime import main, start_stage, task_logger
+from tasks.core.catalog import CHUNKS, DROPPED, KEPT, REDUCED, VECTOR_COLUMN
+from tasks.core.config import DedupConfig
+from tasks.core.fingerprint import sha256_text, stage_fingerprint
+from tasks.core.runtime import main, start_stage, task_logger
+from tasks.core.vectors import (
+    MIN_POINTS_PER_LIST,
+    arrow_to_vectors,
+    max_lists,
+    sample_rows,
+    vectors_to_arrow,
+)
 
-log = logging.getLogger(__name__)
-DROPPED_SCHEMA = pa.schema([
-    ("dropped_chunk_id", pa.string()), ("kept_chunk_id", pa.string()),
-    ("similarity", pa.float32()), ("kind", pa.string()),
-])
 _QUERY_BATCH = 4096
 _ASSIGN_BATCH = 65_536
 _BLOCK_ELEMS = 1 << 22  # similarity floats per matrix product (16 MB)
-_TRAIN_PER_LIST = 39  # k-means points per cell: FAISS's minimum without a warning
 
 
 def text_key(text: str) -> str:
@@ -68,9 +68,8 @@ def _cells(x: np.ndarray, cfg: DedupConfig) -> np.ndarray:
     n nlist d and k-means ~400 nlist^2 d, so their sum is smallest near there.
     """
     n, d = x.shape
-    nlist = max(1, min(int(2 * np.sqrt(n)), n // _TRAIN_PER_LIST))
-    rng = np.random.default_rng(cfg.seed)
-    xt = x[np.sort(rng.choice(n, size=min(n, nlist * _TRAIN_PER_LIST), replace=False))]
+    nlist = max(1, min(int(2 * np.sqrt(n)), max_lists(n)))
+    xt = x[sample_rows(n, nlist * MIN_POINTS_PER_LIST, cfg.seed)]
     kmeans = faiss.Kmeans(d, nlist, niter=10, spherical=True, seed=cfg.seed)
     kmeans.train(xt)
     quantizer = faiss.IndexFlatIP(d)
@@ -185,34 +184,45 @@ def dedup_vectors(x: np.ndarray, texts: list[str], cfg: DedupConfig
     return keep, drops
 
 
+def dedup_tables(chunks: pa.Table, x: np.ndarray, keep: np.ndarray,
+                 drops: list[tuple[int, int, float, str]]) -> tuple[pa.Table, pa.Table]:
+    """The kept rows (chunk columns + vector) and the audit table, in row order."""
+    ids = chunks.column("chunk_id").to_pylist()
+    kept = chunks.select([c for c in KEPT.columns if c != VECTOR_COLUMN]).filter(pa.array(keep))
+    kept = kept.append_column(VECTOR_COLUMN, vectors_to_arrow(x[keep]))
+    dropped = pa.Table.from_pylist(
+        [{"dropped_chunk_id": ids[a], "kept_chunk_id": ids[b], "similarity": s, "kind": k}
+         for a, b, s, k in sorted(drops)], schema=DROPPED.schema())
+    return kept, dropped
+
+
+def dedup_counts(keep: np.ndarray, drops: list[tuple[int, int, float, str]]) -> dict[str, int]:
+    """Rows in, kept, and dropped by kind."""
+    return {"in": len(keep), "kept": int(keep.sum()),
+            "exact": sum(d[3] == "exact" for d in drops),
+            "near": sum(d[3] == "near" for d in drops)}
+
+
 @task(name="dedup", cache_policy=NO_CACHE)
 def dedup_task(root: str = ".") -> str:
     """Drop exact and near-duplicate chunks; write the kept rows and the audit table."""
     run = start_stage("dedup", root)
-    cfg, log_ = run.params.dedup, task_logger()
-    vec = read_table(run.input_dirs["reduce"], "vectors.parquet", run.inputs["reduce"])
-    chunks = read_table(run.input_dirs["chunk"], "chunks.parquet", run.inputs["chunk"])
+    cfg = run.params.dedup
+    vec, chunks = run.read(REDUCED), run.read(CHUNKS)
     if vec.column("chunk_id") != chunks.column("chunk_id"):
         raise ValueError("dedup: reduce vectors and chunk rows are not the same chunk_ids")
     x = arrow_to_vectors(vec.column(VECTOR_COLUMN))
     keep, drops = dedup_vectors(x, chunks.column("text").to_pylist(), cfg)
-    ids = chunks.column("chunk_id").to_pylist()
-    kept = chunks.select(["chunk_id", "doc_id", "source", "title", "text"]).filter(pa.array(keep))
-    kept = kept.append_column(VECTOR_COLUMN, vectors_to_arrow(x[keep]))
-    dropped = pa.Table.from_pylist(
-        [{"dropped_chunk_id": ids[a], "kept_chunk_id": ids[b], "similarity": s, "kind": k}
-         for a, b, s, k in sorted(drops)], schema=DROPPED_SCHEMA)
+    kept, dropped = dedup_tables(chunks, x, keep, drops)
+    counts = dedup_counts(keep, drops)
     fp = stage_fingerprint("dedup", cfg, run.input_fingerprints)
-    out = StageOutput(run.out_dir, "dedup", fp)
-    out.write_table("vectors.parquet", kept)
-    out.write_table("dropped.parquet", dropped)
-    counts = {"in": len(x), "kept": int(keep.sum()),
-              "exact": sum(d[3] == "exact" for d in drops),
-              "near": sum(d[3] == "near" for d in drops)}
-    out.commit(run.manifest(fp, cfg, model=run.inputs["reduce"]["model"],
-                            space=run.inputs["reduce"]["space"], rows=counts))
-    log_.info("dedup: %(in)d chunks -> %(kept)d kept (%(exact)d exact, %(near)d near dropped)",
-              counts)
+    with run.output(fp, cfg) as out:
+        out.write_table(KEPT, kept)
+        out.write_table(DROPPED, dropped)
+        out.record(model=run.inputs["reduce"]["model"], space=run.inputs["reduce"]["space"],
+                   rows=counts)
+    task_logger().info("dedup: %(in)d chunks -> %(kept)d kept (%(exact)d exact, %(near)d near "
+                       "dropped)", counts)
     return str(run.out_dir)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +17,21 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import vector_cache
-from tasks.config import EncodeConfig
-from tasks.fingerprint import stage_fingerprint
-from tasks.io import VECTOR_COLUMN, StageOutput, count_rows, iter_batches, vectors_to_arrow
-from tasks.models import encoder_for, model_fingerprint
-from tasks.runtime import main, progress_reporter, start_stage, task_logger
-from tasks.vector_cache import text_keys
+from tasks.core.catalog import CHUNKS, ENCODED, VECTOR_COLUMN
+from tasks.core.config import EncodeConfig
+from tasks.core.fingerprint import stage_fingerprint
+from tasks.core.runtime import main, progress_reporter, start_stage, task_logger
+from tasks.core.vectors import vectors_to_arrow
+from tasks.encoders import vector_cache
+from tasks.encoders.loading import encoder_for
+from tasks.encoders.model import model_fingerprint
+from tasks.encoders.vector_cache import text_keys
 
 BLOCK_BATCHES = 64  # batches per length-sorted block: progress granularity, bounded memory
 # Batches per window of the streamed input: 256 x 32 = 8192 chunks by default (~12 MiB of
 # 384-d vectors); texts are length-sorted within a window, not across the whole input.
 WINDOW_BATCHES = 256
+COUNTS = ("chunks", "unique_texts", "encoded", "reused")
 
 
 def encode_texts(model: Any, texts: list[str], cfg: EncodeConfig, prefix: str,
@@ -114,49 +117,53 @@ def _window_progress(report: Callable[[int, int], None] | None, done: int, rows:
     return lambda d, t: report(done + rows * d // max(t, 1), total)
 
 
+def encode_windows(model: Any, windows: Iterable[pa.Table], cfg: EncodeConfig,
+                   cache: Path, space: str, total: int,
+                   report: Callable[[int, int], None] | None = None
+                   ) -> Iterator[tuple[pa.Table, dict[str, int]]]:
+    """The vectors table and counts of each window of chunks (chunk_id, text), in order.
+
+    A text repeated in a later window is looked up in `cache`, not encoded again.
+    """
+    seen: set[str] = set()
+    done = 0
+    for chunks in windows:
+        on_block = _window_progress(report, done, chunks.num_rows, total)
+        x, keys, counts = encode_with_cache(
+            model, chunks.column("text").to_pylist(), cfg, cache, space, on_block=on_block,
+            progress=sys.stderr.isatty(), seen=seen)
+        done += chunks.num_rows
+        if report is not None:  # windows served from the cache encode no block
+            report(done, total)
+        yield vectors_table(chunks.column("chunk_id"), x, keys), counts
+
+
 @task(name="encode", cache_policy=NO_CACHE)
 def encode_task(root: str = ".") -> str:
     """Embed every chunk with the configured encoder, window by window (`window_rows`)."""
     run = start_stage("encode", root)
-    cfg, log = run.params.encode, task_logger()
-    src, upstream = run.input_dirs["chunk"], run.inputs["chunk"]
-    total = count_rows(src, "chunks.parquet", upstream)
-    model_info = model_fingerprint(cfg)
-    model = encoder_for(cfg)
-    d = model.get_embedding_dimension()
+    cfg = run.params.encode
+    model_info, model = model_fingerprint(cfg), encoder_for(cfg)
+    d, space = model.get_embedding_dimension(), model_info["fingerprint"]
     fp = stage_fingerprint("encode", cfg, run.input_fingerprints, {"model": model_info})
-    out = StageOutput(run.out_dir, "encode", fp)
-    # Without the shared cache, a run-local one still lets a text repeated in a later window
-    # be looked up rather than encoded again; vectors never pile up in memory.
-    cache = (run.root / run.params.paths.vector_cache if cfg.cache
-             else out.path(".run-vectors"))
-    report = progress_reporter("embedpipe-encode-progress", "encode")
-    counts = dict.fromkeys(("chunks", "unique_texts", "encoded", "reused"), 0)
-    seen: set[str] = set()
-    try:
-        writer = out.open_table("vectors.parquet", pa.schema([
-            ("chunk_id", pa.string()), ("text_key", pa.string()),
-            (VECTOR_COLUMN, pa.list_(pa.float32(), d))]))
-        for chunks in iter_batches(src, "chunks.parquet", upstream, ["chunk_id", "text"],
-                                   batch_rows=window_rows(cfg)):
-            on_block = _window_progress(report, counts["chunks"], chunks.num_rows, total)
-            x, keys, window = encode_with_cache(
-                model, chunks.column("text").to_pylist(), cfg, cache,
-                model_info["fingerprint"], on_block=on_block, progress=sys.stderr.isatty(),
-                seen=seen)
-            writer.write(vectors_table(chunks.column("chunk_id"), x, keys))
-            counts = {k: counts[k] + window[k] for k in counts}
-            if report is not None:  # windows served from the cache encode no block
-                report(counts["chunks"], total)
+    counts = dict.fromkeys(COUNTS, 0)
+    with run.output(fp, cfg) as out:
+        # Without the shared cache, a run-local one still lets a text repeated in a later
+        # window be looked up rather than encoded again; vectors never pile up in memory.
+        cache = (run.root / run.params.paths.vector_cache if cfg.cache
+                 else out.path(".run-vectors"))
+        writer = out.open_table(ENCODED, ENCODED.schema(d))
+        windows = run.batches(CHUNKS, ["chunk_id", "text"], batch_rows=window_rows(cfg))
+        report = progress_reporter("embedpipe-encode-progress", "encode")
+        for table, window in encode_windows(model, windows, cfg, cache, space,
+                                            run.count(CHUNKS), report):
+            writer.write(table)
+            counts = {k: counts[k] + window[k] for k in COUNTS}
         if not cfg.cache:
             shutil.rmtree(cache, ignore_errors=True)
-        out.commit(run.manifest(fp, cfg, model=model_info, device=str(model.device),
-                                space=model_info["fingerprint"], rows=counts, dim=d))
-    except BaseException:
-        out.abort()
-        raise
-    log.info("encode: %(chunks)d chunks, %(encoded)d encoded, %(reused)d reused from cache",
-             counts)
+        out.record(model=model_info, device=str(model.device), space=space, rows=counts, dim=d)
+    task_logger().info("encode: %(chunks)d chunks, %(encoded)d encoded, %(reused)d reused "
+                       "from cache", counts)
     return str(run.out_dir)
 
 

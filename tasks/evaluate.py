@@ -18,23 +18,35 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.config import EvaluateConfig, IngestConfig, Params
-from tasks.fingerprint import stage_fingerprint
-from tasks.health import nearest_neighbour_similarity, sample_rows, space_health
-from tasks.index import RecallProbe, sweep_search_param
-from tasks.ingest import make_doc_id
-from tasks.io import VECTOR_COLUMN, StageOutput, arrow_to_vectors, read_table, write_json_atomic
-from tasks.lineage import lineage_chain
-from tasks.plots import plot_histogram, plot_map, plot_sweep
-from tasks.probes import probe_queries
-from tasks.registry import METRICS_FILE
-from tasks.retrieval import doc_rankings, retrieval_metrics
-from tasks.runs import append_run
-from tasks.runtime import main, start_stage, task_logger
-from tasks.s3 import is_s3
-from tasks.search import IndexFolder, load_index_folder, set_search_param
+from tasks.core.catalog import (
+    CHUNKS,
+    DROPPED,
+    INGEST_DOCS,
+    KEPT,
+    METRICS,
+    METRICS_FILE,
+    PLOTS,
+    PLOTS_DIR,
+    PROBE_QUERIES,
+    VECTOR_COLUMN,
+)
+from tasks.core.config import EvaluateConfig, IngestConfig, Params
+from tasks.core.fingerprint import stage_fingerprint
+from tasks.core.io import write_json_atomic
+from tasks.core.lineage import lineage_chain
+from tasks.core.runtime import main, start_stage, task_logger
+from tasks.core.vectors import arrow_to_vectors, sample_rows
+from tasks.evaluation import metrics as names
+from tasks.evaluation.beir import find_beir_sets, read_beir
+from tasks.evaluation.health import nearest_neighbour_similarity, space_health
+from tasks.evaluation.metrics import doc_rankings, retrieval_metrics
+from tasks.evaluation.plots import plot_histogram, plot_map, plot_sweep
+from tasks.evaluation.runs import append_run, run_record
+from tasks.query.probes import probe_queries
+from tasks.query.recall import RecallProbe, sweep_search_param
+from tasks.query.search import IndexFolder, load_index_folder, set_search_param
+from tasks.storage.s3 import is_s3
 
-PLOTS = ("map.png", "recall_vs_nprobe.png", "nn_similarity.png")
 DOC_DEPTH = 100
 
 
@@ -59,42 +71,6 @@ def search_documents(folder: IndexFolder, texts: list[str], row_docs: list[list[
     depth = min(folder.index.ntotal, 3 * DOC_DEPTH)
     scores, ids = folder.search_vectors(folder.encode_queries(texts), depth)
     return doc_rankings(scores, ids, row_docs, DOC_DEPTH)
-
-
-def find_beir_sets(source: Path) -> list[tuple[str, Path, Path, Path]]:
-    """(corpus path relative to source, corpus, queries, qrels) for each BEIR folder."""
-    found = []
-    for queries in sorted(source.rglob("queries.jsonl")):
-        corpus, qrels_dir = queries.with_name("corpus.jsonl"), queries.parent / "qrels"
-        qrels = [qrels_dir / n for n in ("test.tsv", "dev.tsv", "train.tsv")
-                 if (qrels_dir / n).is_file()]
-        if corpus.is_file() and qrels:
-            found.append((corpus.relative_to(source).as_posix(), corpus, queries, qrels[0]))
-    return found
-
-
-def read_beir(rel_corpus: str, queries: Path, qrels: Path
-              ) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
-    """Query texts and qrels keyed by doc_id (as ingest names BEIR documents)."""
-    texts = {}
-    for n, line in enumerate(queries.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                obj = json.loads(line)
-                texts[str(obj["_id"])] = str(obj["text"])
-            except (json.JSONDecodeError, KeyError) as err:
-                raise ValueError(f"{queries}: line {n}: expected {{'_id', 'text'}} ({err})"
-                                 ) from None
-    rels: dict[str, dict[str, int]] = {}
-    for n, line in enumerate(qrels.read_text(encoding="utf-8").splitlines(), 1):
-        parts = line.strip().split("\t")
-        if n == 1 and parts[0] == "query-id" or not line.strip():
-            continue
-        if len(parts) != 3:
-            raise ValueError(f"{qrels}: line {n}: expected query-id<TAB>corpus-id<TAB>score")
-        if int(parts[2]) > 0 and parts[0] in texts:
-            rels.setdefault(parts[0], {})[make_doc_id(rel_corpus, parts[1])] = int(parts[2])
-    return {q: t for q, t in texts.items() if q in rels}, rels
 
 
 def labeled_metrics(folder: IndexFolder, row_docs: list[list[str]], cfg: IngestConfig,
@@ -124,10 +100,7 @@ def labels_for(table: pa.Table, rows: np.ndarray, field: str | None,
 
 def quality_gate(metrics: dict[str, Any], cfg: EvaluateConfig) -> list[str]:
     """The gate's failures, as readable lines (empty when it passes)."""
-    checks = [("index_recall_at_10_queries", cfg.min_index_recall),
-              ("index_recall_at_10_corpus", cfg.min_index_recall),
-              ("probe_recall_at_10", cfg.min_probe_recall_at_10),
-              ("labeled_ndcg_at_10", cfg.min_labeled_ndcg_at_10)]
+    checks = [(key, getattr(cfg, floor)) for key, floor in names.GATE]
     return [f"{key} = {metrics[key]:.4f} < {floor}" for key, floor in checks
             if floor is not None and metrics.get(key) is not None and metrics[key] < floor]
 
@@ -140,15 +113,16 @@ def _index_quality(folder: IndexFolder, x: np.ndarray, xq: np.ndarray,
     nlist = folder.card.get("nlist")
     _, _, sweep = sweep_search_param(folder.index, nlist, probe)
     set_search_param(folder.index, folder.card.get("search_param"), folder.card.get("search_value"))
-    return {"index_recall_at_10_corpus": at_setting["recall_corpus"],
-            "index_recall_at_10_queries": at_setting.get("recall_queries"),
-            "index_ms_per_query": at_setting.get("ms_per_query")}, sweep
+    return {names.INDEX_RECALL_CORPUS: at_setting["recall_corpus"],
+            names.INDEX_RECALL_QUERIES: at_setting.get("recall_queries"),
+            names.INDEX_MS_PER_QUERY: at_setting.get("ms_per_query")}, sweep
 
 
 def evaluate_all(folder: IndexFolder, vectors: pa.Table, chunks: pa.Table, dropped: pa.Table,
                  doc_meta: dict[str, dict[str, Any]], params: Params, root: Path,
-                 plots_dir: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """Every metric of the evaluation, and the label-free probes used."""
+                 out_dir: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Every metric of the evaluation, and the label-free probes used; the plots are drawn
+    into `out_dir` (the output folder being written)."""
     cfg = params.evaluate
     x = arrow_to_vectors(vectors.column(VECTOR_COLUMN))
     chunk_docs = dict(zip(chunks.column("chunk_id").to_pylist(),
@@ -160,70 +134,87 @@ def evaluate_all(folder: IndexFolder, vectors: pa.Table, chunks: pa.Table, dropp
     ranked = search_documents(folder, [q for q, _ in probes], row_docs)
     qrels = {f"p{i}": {doc: 1} for i, (_, doc) in enumerate(probes)}
     probe_m = retrieval_metrics(qrels, {f"p{i}": r for i, r in enumerate(ranked)})
-    metrics |= {f"probe_{k}": v for k, v in probe_m.items()} | {"probe_queries": len(probes)}
+    metrics |= {names.PROBE + k: v for k, v in probe_m.items()} | {
+        "probe_queries": len(probes)}
     labeled = {} if is_s3(params.ingest.source) else labeled_metrics(
         folder, row_docs, params.ingest, root / params.ingest.source)
     if labeled:
         metrics["labeled"] = labeled
-        for key in ("recall_at_10", "mrr_at_10", "ndcg_at_10"):
-            metrics[f"labeled_{key}"] = round(float(np.mean([m[key] for m in labeled.values()])),
-                                              6)
+        for key in names.LABELED_AVERAGED:
+            metrics[names.LABELED + key] = round(
+                float(np.mean([m[key] for m in labeled.values()])), 6)
     rows = sample_rows(len(x), cfg.health_sample, cfg.seed)
     labels = labels_for(vectors, rows, cfg.label_field, doc_meta)
     metrics |= space_health(x[rows], labels, cfg.seed)
     plot_rows = rows[:cfg.plot_sample]
     plot_map(x[plot_rows], labels[:len(plot_rows)] if labels else ["chunk"] * len(plot_rows),
-             plots_dir / PLOTS[0], cfg.seed)
-    plot_sweep(sweep, folder.card.get("search_param") or "nprobe", plots_dir / PLOTS[1])
-    plot_histogram(nearest_neighbour_similarity(x[rows]), plots_dir / PLOTS[2])
+             out_dir / PLOTS[0].name, cfg.seed)
+    plot_sweep(sweep, folder.card.get("search_param") or "nprobe", out_dir / PLOTS[1].name)
+    plot_histogram(nearest_neighbour_similarity(x[rows]), out_dir / PLOTS[2].name)
     metrics["sweep"] = sweep
     return metrics, probes
+
+
+def evaluation_report(metrics: dict[str, Any], card: dict[str, Any], index_size: tuple[int, int],
+                      chain: list[dict[str, Any]], cfg: EvaluateConfig) -> dict[str, Any]:
+    """The metrics with the index's facts, the pipeline's counts and the gate's verdict.
+
+    Args:
+        metrics: what `evaluate_all` measured.
+        card: the index card.
+        index_size: (vectors, dimension) of the index.
+        chain: the lineage manifests from dedup back to ingest.
+        cfg: the evaluate config (the gate's floors).
+    """
+    stages = {m["stage"]: m for m in chain}
+    out = metrics | {"vectors": index_size[0], "dim": index_size[1],
+                     "index_factory": card["factory"], "index_size_bytes": card["size_bytes"],
+                     "pca_explained_variance": stages["reduce"].get("explained_variance"),
+                     "dedup": stages["dedup"]["rows"]}
+    failures = quality_gate(out, cfg)
+    return out | {"gate": {"passed": not failures, "failures": failures}}
+
+
+def doc_metadata(docs: pa.Table) -> dict[str, dict[str, Any]]:
+    """doc_id -> the document's metadata mapping."""
+    return dict(zip(docs.column("doc_id").to_pylist(),
+                    map(json.loads, docs.column("metadata").to_pylist()), strict=True))
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(root: str = ".") -> str:
     """Evaluate vectors and index, write metrics and plots, then apply the quality gate."""
     run = start_stage("evaluate", root)
-    cfg, log = run.params.evaluate, task_logger()
+    cfg = run.params.evaluate
     folder = load_index_folder(run.input_dirs["index"])
-    vectors = read_table(run.input_dirs["dedup"], "vectors.parquet", run.inputs["dedup"])
-    dropped = read_table(run.input_dirs["dedup"], "dropped.parquet", run.inputs["dedup"])
-    chunks = read_table(run.input_dirs["chunk"], "chunks.parquet", run.inputs["chunk"])
-    docs = read_table(run.input_dirs["ingest"], "docs.parquet", run.inputs["ingest"])
-    doc_meta = dict(zip(docs.column("doc_id").to_pylist(),
-                        map(json.loads, docs.column("metadata").to_pylist()), strict=True))
+    vectors, dropped, chunks = run.read(KEPT), run.read(DROPPED), run.read(CHUNKS)
+    doc_meta = doc_metadata(run.read(INGEST_DOCS, ["doc_id", "metadata"]))
     fp = stage_fingerprint("evaluate", cfg, run.input_fingerprints)
-    out = StageOutput(run.out_dir, "evaluate", fp)
-    (plots_dir := out.path("plots")).mkdir()
-    metrics, probes = evaluate_all(folder, vectors, chunks, dropped, doc_meta, run.params,
-                                   run.root, plots_dir)
-    chain = {m["stage"]: m for m in lineage_chain(run.root, run.params, "dedup")}
-    metrics |= {"vectors": folder.index.ntotal, "dim": folder.index.d,
-                "index_factory": folder.card["factory"],
-                "index_size_bytes": folder.card["size_bytes"],
-                "pca_explained_variance": chain["reduce"].get("explained_variance"),
-                "dedup": chain["dedup"]["rows"]}
-    failures = quality_gate(metrics, cfg)
-    metrics["gate"] = {"passed": not failures, "failures": failures}
-    out.write_table("queries.parquet", pa.table({
-        "query": [q for q, _ in probes], "doc_id": [d for _, d in probes]}))
-    out.write_json("metrics.json", metrics)
-    out.commit(run.manifest(fp, cfg, metrics=metrics, gate=metrics["gate"],
-                            rows={"probe_queries": len(probes)}))
+    with run.output(fp, cfg) as out:
+        out.path(PLOTS_DIR).mkdir()
+        measured, probes = evaluate_all(folder, vectors, chunks, dropped, doc_meta, run.params,
+                                        run.root, out.tmp_dir)
+        metrics = evaluation_report(measured, folder.card, (folder.index.ntotal, folder.index.d),
+                                    lineage_chain(run.root, run.params, "dedup"), cfg)
+        out.write_table(PROBE_QUERIES, pa.table({"query": [q for q, _ in probes],
+                                                 "doc_id": [d for _, d in probes]}))
+        out.write_json(METRICS, metrics)
+        out.record(metrics=metrics, gate=metrics["gate"], rows={"probe_queries": len(probes)})
     write_json_atomic(run.root / METRICS_FILE, metrics)
-    append_run(run.root / run.params.paths.runs, {
-        "time_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "fingerprints": run.lineage(fp), "params": run.params.model_dump(mode="json"),
-        "metrics": {k: v for k, v in metrics.items() if k != "sweep"},
-        "gate": metrics["gate"]["passed"],
-    })
-    log.info("evaluate: probe recall@10 %.3f, nDCG@10 %.3f; index recall@10 %.3f (queries)",
-             metrics["probe_recall_at_10"], metrics["probe_ndcg_at_10"],
-             metrics["index_recall_at_10_queries"] or 0.0)
-    if failures:
-        raise ValueError("quality gate failed: " + "; ".join(failures)
-                         + f" (see {run.out_dir / 'metrics.json'})")
+    append_run(run.root / run.params.paths.runs, run_record(
+        datetime.now(UTC), run.lineage(fp), run.params.model_dump(mode="json"), metrics))
+    _log_headline(metrics)
+    if not metrics["gate"]["passed"]:
+        raise ValueError("quality gate failed: " + "; ".join(metrics["gate"]["failures"])
+                         + f" (see {run.out_dir / METRICS.name})")
     return str(run.out_dir)
+
+
+def _log_headline(metrics: dict[str, Any]) -> None:
+    task_logger().info(
+        "evaluate: probe recall@10 %.3f, nDCG@10 %.3f; index recall@10 %.3f (queries)",
+        metrics[names.PROBE_RECALL_AT_10], metrics[names.PROBE_NDCG_AT_10],
+        metrics[names.INDEX_RECALL_QUERIES] or 0.0)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import shutil
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,40 +23,36 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.config import IndexConfig
-from tasks.fingerprint import sha256_text, stage_fingerprint
-from tasks.io import (
+from tasks.core.catalog import (
+    INDEX,
+    INDEX_CARD,
+    INDEX_CHUNKS,
+    INDEX_METADATA,
+    INDEX_MODEL,
+    INDEX_TRANSFORM,
+    KEPT,
+    TRANSFORM,
     VECTOR_COLUMN,
-    StageOutput,
-    arrow_to_vectors,
-    previous_keys,
-    read_manifest,
-    read_table,
 )
-from tasks.lineage import METADATA_FILE, index_metadata
-from tasks.probes import probe_queries
-from tasks.runtime import main, start_stage, task_logger
-from tasks.search import (
-    CARD_FILE,
-    CHUNKS_FILE,
-    INDEX_FILE,
-    MODEL_FILE,
-    TRANSFORM_FILE,
-    IdMap,
-    chunk_int_ids,
-    encode_queries,
-    recall_at_k,
-    set_search_param,
-)
-from tasks.transform import VectorTransform
+from tasks.core.config import IndexConfig
+from tasks.core.fingerprint import sha256_text, stage_fingerprint
+from tasks.core.io import StageOutput, previous_keys, read_manifest
+from tasks.core.lineage import index_metadata
+from tasks.core.runtime import main, start_stage, task_logger
+from tasks.core.vectors import MIN_POINTS_PER_LIST, arrow_to_vectors, max_lists, sample_rows
+from tasks.encoders.model import model_fingerprint
+from tasks.query.ids import chunk_int_ids
+from tasks.query.probes import probe_queries
+from tasks.query.recall import RecallProbe, sweep_search_param
+from tasks.query.search import encode_queries, set_search_param
+from tasks.query.transform import VectorTransform
 
-MIN_POINTS_PER_CENTROID = 39  # below this FAISS warns that k-means is under-trained
 _ADD_BATCH = 65_536
 
 
 def auto_nlist(n: int) -> int:
     """~4*sqrt(n) lists (FAISS guidance: 4-16 sqrt(n)), with >= 39 training points each."""
-    return max(1, min(int(round(4 * math.sqrt(n))), n // MIN_POINTS_PER_CENTROID))
+    return max(1, min(int(round(4 * math.sqrt(n))), max_lists(n)))
 
 
 def resolve_factory(cfg: IndexConfig, n: int) -> tuple[str, int | None]:
@@ -72,7 +68,7 @@ def resolve_factory(cfg: IndexConfig, n: int) -> tuple[str, int | None]:
     if nlist > n:
         raise ValueError(
             f"index.nlist: {nlist} lists for {n} vectors; nlist must be <= the vector count "
-            f"(FAISS wants >= {MIN_POINTS_PER_CENTROID} per list: <= {max(1, n // 39)} here)"
+            f"(FAISS wants >= {MIN_POINTS_PER_LIST} per list: <= {max(1, max_lists(n))} here)"
         )
     return factory.replace("{nlist}", str(nlist)), nlist
 
@@ -87,8 +83,7 @@ def train_index(x: np.ndarray, factory: str, cfg: IndexConfig) -> faiss.Index:
     except RuntimeError as err:
         raise ValueError(f"index.factory: FAISS cannot build {factory!r}: {err}") from None
     if not index.is_trained:
-        rng = np.random.default_rng(cfg.seed)
-        xt = x[np.sort(rng.choice(n, size=min(n, cfg.train_sample), replace=False))]
+        xt = x[sample_rows(n, cfg.train_sample, cfg.seed)]
         ivf = faiss.try_extract_index_ivf(index)
         if ivf is not None and _gpus() > 0:  # faiss-gpu: k-means assignment on the GPU(s)
             ivf.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatL2(d))
@@ -135,77 +130,6 @@ def update_index(index: faiss.Index, x_add: np.ndarray, ids_add: np.ndarray,
         index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(ids_remove, "int64")))
     add_vectors(index, x_add, ids_add)
     return index
-
-
-def _candidates(index: faiss.Index, nlist: int | None) -> tuple[str | None, list[int]]:
-    if nlist is not None:
-        return "nprobe", sorted({min(2**p, nlist) for p in range(0, 16) if 2 ** (p - 1) < nlist})
-    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
-    if hasattr(inner, "hnsw"):
-        return "efSearch", [16, 32, 64, 128, 256, 512]
-    return None, []
-
-
-def _without_self(ids: np.ndarray, rows: np.ndarray, k: int) -> list[np.ndarray]:
-    """Drop each query's own row from its result list (leave-one-out), keep k."""
-    return [r[r != q][:k] for r, q in zip(ids, rows, strict=True)]
-
-
-class RecallProbe:
-    """Exact top-k answers for two probe sets: indexed rows (leave-one-out) and queries.
-
-    Args:
-        x: the indexed vectors, row i having FAISS id `int_ids[i]` (i when None).
-        xq: query-like probe vectors, or None.
-        n_rows: how many indexed rows to probe with.
-    """
-
-    def __init__(self, x: np.ndarray, xq: np.ndarray | None, n_rows: int, seed: int,
-                 k: int = 10, int_ids: np.ndarray | None = None) -> None:
-        rng = np.random.default_rng(seed)
-        self.rows = np.sort(rng.choice(len(x), size=min(len(x), n_rows), replace=False))
-        self.xr, self.k = x[self.rows], k
-        self.id_map = IdMap(np.arange(len(x)) if int_ids is None else int_ids)
-        self.xq = None if xq is None or not len(xq) else np.ascontiguousarray(xq, "float32")
-        exact = faiss.IndexFlatIP(x.shape[1])
-        exact.add(np.ascontiguousarray(x, dtype="float32"))
-        self.kk = min(k + 1, len(x))
-        self.gt_rows = _without_self(exact.search(self.xr, self.kk)[1], self.rows, k)
-        self.gt_q = None if self.xq is None else exact.search(self.xq, min(k, len(x)))[1]
-
-    def _rows(self, index: faiss.Index, xq: np.ndarray, k: int) -> np.ndarray:
-        return self.id_map.rows(index.search(xq, k)[1])
-
-    def measure(self, index: faiss.Index) -> dict[str, float]:
-        """recall@k of `index` as currently set, on both probe sets, and ms per query."""
-        out = {"recall_corpus": recall_at_k(
-            _without_self(self._rows(index, self.xr, self.kk), self.rows, self.k),
-            self.gt_rows)}
-        if self.xq is not None:
-            started = time.perf_counter()
-            found = self._rows(index, self.xq, self.gt_q.shape[1])
-            out["ms_per_query"] = round(1e3 * (time.perf_counter() - started) / len(self.xq), 4)
-            out["recall_queries"] = recall_at_k(found, self.gt_q)
-        return out
-
-
-def sweep_search_param(index: faiss.Index, nlist: int | None, probe: RecallProbe,
-                       target: float | None = None) -> tuple[str | None, int | None, list[dict]]:
-    """Recall per nprobe (IVF) / efSearch (HNSW) value; with `target`, stop at the first
-    value meeting it on every probe set and leave the index set to it."""
-    name, values = _candidates(index, nlist)
-    if name is None:
-        return None, None, []
-    sweep, chosen = [], values[-1]
-    for v in values:
-        set_search_param(index, name, v)
-        sweep.append({name: v, **probe.measure(index)})
-        worst = min(sweep[-1].get("recall_queries", 1.0), sweep[-1]["recall_corpus"])
-        if target is not None and worst >= target:
-            chosen = v
-            break
-    set_search_param(index, name, chosen)
-    return name, chosen, sweep
 
 
 def tune_search_param(index: faiss.Index, x: np.ndarray, nlist: int | None,
@@ -284,91 +208,131 @@ def index_card(index: faiss.Index, factory: str, nlist: int | None, param: str |
             "sweep": sweep, "size_bytes": size, **extra}
 
 
+@dataclass
+class BuiltIndex:
+    """A FAISS index as built or updated, with what the card needs to say about it."""
+
+    index: faiss.Index
+    factory: str
+    nlist: int | None
+    trained_on: int
+    churn: int
+
+    def card_facts(self, plan: IndexPlan) -> dict[str, Any]:
+        """Training and update history for the index card."""
+        return {"trained_on": self.trained_on, "churn_since_train": self.churn,
+                "update": plan.mode, "update_reason": plan.reason}
+
+    def counts(self, plan: IndexPlan) -> dict[str, int]:
+        """Vectors held, added and removed, for the manifest."""
+        return {"vectors": self.index.ntotal, "added": len(plan.add_rows),
+                "removed": len(plan.remove_ids)}
+
+
+def index_rows(table: pa.Table) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(vectors, FAISS ids, text hashes) of the deduplicated rows."""
+    return (arrow_to_vectors(table.column(VECTOR_COLUMN)),
+            chunk_int_ids(table.column("chunk_id").to_pylist()),
+            [sha256_text(t) for t in table.column("text").to_pylist()])
+
+
+def probe_vectors(table: pa.Table, model: dict[str, Any], transform: VectorTransform,
+                  cfg: IndexConfig) -> np.ndarray:
+    """Query-like probes (titles, sentences) embedded as queries are, for tuning."""
+    texts = [q for q, _ in probe_queries(table, cfg.tune_queries, cfg.seed)]
+    return encode_queries(model, transform, texts, where="index")
+
+
+def apply_plan(plan: IndexPlan, prev: dict | None, prev_index: faiss.Index | None,
+               x: np.ndarray, int_ids: np.ndarray, cfg: IndexConfig) -> BuiltIndex:
+    """Update the previous index in place, or build a new one, as `plan` says."""
+    if plan.mode != "incremental":
+        factory, nlist = resolve_factory(cfg, len(x))
+        return BuiltIndex(build_index(x, factory, cfg, int_ids), factory, nlist, len(x), 0)
+    card = prev["card"]
+    index = update_index(prev_index, x[plan.add_rows], int_ids[plan.add_rows], plan.remove_ids)
+    churn = card.get("churn_since_train", 0) + len(plan.add_rows) + len(plan.remove_ids)
+    return BuiltIndex(index, card["factory"], card["nlist"], card["trained_on"], churn)
+
+
+def choose_search_param(built: BuiltIndex, x: np.ndarray, int_ids: np.ndarray,
+                        cfg: IndexConfig, queries: Callable[[], np.ndarray]
+                        ) -> tuple[str | None, int | None, list[dict]]:
+    """The search parameter, set on the index: `index.nprobe` when given, else tuned on
+    query-like probes (`queries()` embeds them; called only when tuning); none for Flat."""
+    if cfg.nprobe != "auto" and built.nlist is not None:
+        value = min(cfg.nprobe, built.nlist)
+        set_search_param(built.index, "nprobe", value)
+        return "nprobe", value, []
+    if built.nlist is not None or "HNSW" in built.factory:
+        return tune_search_param(built.index, x, built.nlist, cfg, queries(), int_ids)
+    return None, None, []
+
+
+def check_space(dedup: dict[str, Any], reduce: dict[str, Any], want: dict[str, Any],
+                where: Path) -> None:
+    """Refuse vectors from another model than `want` (the one params name, a forced stale
+    input) or from another transform than reduce's."""
+    if dedup["model"]["fingerprint"] != want["fingerprint"]:
+        raise ValueError(
+            f"index: vectors in {where} come from model {dedup['model']['name']} "
+            f"({dedup['model']['fingerprint'][:12]}), but encode.model is {want['name']} "
+            f"({want['fingerprint'][:12]}); they are another embedding space. "
+            "Rerun encode and what follows.")
+    if dedup["space"] != reduce["space"]:
+        raise ValueError(f"index: dedup vectors are in space {dedup['space'][:12]} but the "
+                         f"transform is for {reduce['space'][:12]}; rerun dedup")
+
+
 def _previous(out_dir: Path) -> tuple[dict | None, faiss.Index | None, dict[int, str]]:
     """The previous index folder's manifest, index and id -> text hash (if readable)."""
-    keys = previous_keys(out_dir, "index", CHUNKS_FILE, "int_id", "text")
+    keys = previous_keys(out_dir, INDEX_CHUNKS, "int_id", "text")
     if keys is None:
         return None, None, {}  # absent, unreadable or from an older layout: rebuild
     try:
-        index = faiss.read_index(str(out_dir / INDEX_FILE))
+        index = faiss.read_index(str(out_dir / INDEX.name))
     except RuntimeError:
         return None, None, {}
     return read_manifest(out_dir, "index"), index, keys
 
 
-def _check_model(run: Any, dedup: dict[str, Any]) -> None:
-    """Refuse vectors from another model than the one params name (a forced stale input)."""
-    from tasks.models import model_fingerprint  # noqa: PLC0415
-
-    want = model_fingerprint(run.params.encode)["fingerprint"]
-    have = dedup["model"]["fingerprint"]
-    if have != want:
-        raise ValueError(
-            f"index: vectors in {run.input_dirs['dedup']} come from model "
-            f"{dedup['model']['name']} ({have[:12]}), but encode.model is "
-            f"{run.params.encode.model} ({want[:12]}); they are another embedding space. "
-            "Rerun encode and what follows."
-        )
-    if dedup["space"] != run.inputs["reduce"]["space"]:
-        raise ValueError(
-            f"index: dedup vectors are in space {dedup['space'][:12]} but the transform is "
-            f"for {run.inputs['reduce']['space'][:12]}; rerun dedup"
-        )
+def write_index_folder(out: StageOutput, built: BuiltIndex, table: pa.Table,
+                       int_ids: np.ndarray, transform: Path, model: dict[str, Any]) -> int:
+    """The FAISS index, the id -> chunk table, the transform and the model; the index size."""
+    faiss.write_index(built.index, str(out.path(INDEX)))
+    out.write_table(INDEX_CHUNKS, table.drop_columns([VECTOR_COLUMN]).append_column(
+        "int_id", pa.array(int_ids, pa.int64())))
+    shutil.copyfile(transform, out.path(INDEX_TRANSFORM))
+    out.write_json(INDEX_MODEL, model)
+    return out.path(INDEX).stat().st_size
 
 
 @task(name="index", cache_policy=NO_CACHE)
 def index_task(root: str = ".") -> str:
     """Build (or update in place), tune and write the FAISS index folder."""
     run = start_stage("index", root)
-    cfg, log = run.params.index, task_logger()
-    dedup = run.inputs["dedup"]
-    _check_model(run, dedup)
-    table = read_table(run.input_dirs["dedup"], "vectors.parquet", dedup)
-    x = arrow_to_vectors(table.column(VECTOR_COLUMN))
-    int_ids = chunk_int_ids(table.column("chunk_id").to_pylist())
-    keys = [sha256_text(t) for t in table.column("text").to_pylist()]
+    cfg, dedup = run.params.index, run.inputs["dedup"]
+    check_space(dedup, run.inputs["reduce"], model_fingerprint(run.params.encode),
+                run.input_dirs["dedup"])
+    table = run.read(KEPT)
+    x, int_ids, keys = index_rows(table)
     prev, prev_index, prev_keys = _previous(run.out_dir)
     plan = plan_update(prev, prev_keys, int_ids, keys, dedup["space"], cfg)
-    if plan.mode == "incremental":
-        index = update_index(prev_index, x[plan.add_rows], int_ids[plan.add_rows],
-                             plan.remove_ids)
-        factory, nlist = prev["card"]["factory"], prev["card"]["nlist"]
-        trained_on = prev["card"]["trained_on"]
-        churn = prev["card"].get("churn_since_train", 0) + len(plan.add_rows) + len(
-            plan.remove_ids)
-    else:
-        factory, nlist = resolve_factory(cfg, len(x))
-        index = build_index(x, factory, cfg, int_ids)
-        trained_on, churn = len(x), 0
-    transform = VectorTransform.load(run.input_dirs["reduce"] / TRANSFORM_FILE)
-    if cfg.nprobe != "auto" and nlist is not None:
-        param, value, sweep = "nprobe", min(cfg.nprobe, nlist), []
-        set_search_param(index, param, value)
-    elif nlist is not None or "HNSW" in factory:
-        probes = [q for q, _ in probe_queries(table, cfg.tune_queries, cfg.seed)]
-        xq = encode_queries(dedup["model"], transform, probes, where="index")
-        param, value, sweep = tune_search_param(index, x, nlist, cfg, xq, int_ids)
-    else:
-        param, value, sweep = None, None, []
-    fp = stage_fingerprint("index", cfg, run.input_fingerprints)
-    out = StageOutput(run.out_dir, "index", fp)
-    faiss.write_index(index, str(out.path(INDEX_FILE)))
-    out.write_table(CHUNKS_FILE, table.drop_columns([VECTOR_COLUMN]).append_column(
-        "int_id", pa.array(int_ids, pa.int64())))
-    shutil.copyfile(run.input_dirs["reduce"] / TRANSFORM_FILE, out.path(TRANSFORM_FILE))
-    model = {**dedup["model"], "space": dedup["space"]}
-    out.write_json(MODEL_FILE, model)
-    card = index_card(index, factory, nlist, param, value, sweep, cfg,
-                      out.path(INDEX_FILE).stat().st_size, trained_on=trained_on,
-                      churn_since_train=churn, update=plan.mode, update_reason=plan.reason)
-    out.write_json(CARD_FILE, card)
-    out.write_json(METADATA_FILE, index_metadata(run, fp, model, card))
-    changes = {"vectors": index.ntotal, "added": len(plan.add_rows),
-               "removed": len(plan.remove_ids)}
-    out.commit(run.manifest(fp, cfg, model=model, space=dedup["space"], card=card,
-                            rows=changes))
-    log.info("index: %s %s over %d x %d (%s), %s=%s", plan.mode, factory, index.ntotal,
-             index.d, plan.reason, param, value)
+    built = apply_plan(plan, prev, prev_index, x, int_ids, cfg)
+    transform = VectorTransform.load(run.input_path(TRANSFORM))
+    param, value, sweep = choose_search_param(
+        built, x, int_ids, cfg, lambda: probe_vectors(table, dedup["model"], transform, cfg))
+    fp, model = stage_fingerprint("index", cfg, run.input_fingerprints), {
+        **dedup["model"], "space": dedup["space"]}
+    with run.output(fp, cfg) as out:
+        size = write_index_folder(out, built, table, int_ids, run.input_path(TRANSFORM), model)
+        card = index_card(built.index, built.factory, built.nlist, param, value, sweep, cfg,
+                          size, **built.card_facts(plan))
+        out.write_json(INDEX_CARD, card)
+        out.write_json(INDEX_METADATA, index_metadata(run, fp, model, card))
+        out.record(model=model, space=dedup["space"], card=card, rows=built.counts(plan))
+    task_logger().info("index: %s %s over %d x %d (%s), %s=%s", plan.mode, built.factory,
+                       built.index.ntotal, built.index.d, plan.reason, param, value)
     return str(run.out_dir)
 
 

@@ -8,22 +8,18 @@ failed.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import s3
-from tasks.fingerprint import stage_fingerprint
-from tasks.io import StageOutput, write_json_atomic
-from tasks.runtime import main, start_stage, task_logger
-
-POINTER = "CURRENT"
+from tasks.core.catalog import RECEIPT
+from tasks.core.config import PublishConfig
+from tasks.core.fingerprint import stage_fingerprint
+from tasks.core.runtime import main, start_stage, task_logger
+from tasks.storage import s3
+from tasks.storage.published import publish_folder, publish_to_s3
 
 
 def version_name(index_manifest: dict[str, Any]) -> str:
@@ -31,105 +27,39 @@ def version_name(index_manifest: dict[str, Any]) -> str:
     return f"index-{index_manifest['fingerprint'][:16]}"
 
 
-def read_pointer(target: Path) -> dict[str, Any] | None:
-    """The CURRENT pointer of a publish target, or None when nothing is published."""
-    path = target / POINTER
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+def check_gate(evaluate_manifest: dict[str, Any]) -> None:
+    """Refuse to publish an index whose evaluation gate did not pass."""
+    gate = evaluate_manifest.get("gate", {})
+    if not gate.get("passed"):
+        raise ValueError(f"publish: the evaluation gate did not pass ({gate.get('failures')}); "
+                         "the published index is unchanged")
 
 
-def current_index(target: Path) -> Path | None:
-    """The folder CURRENT points at."""
-    pointer = read_pointer(target)
-    return None if pointer is None else target / pointer["version"]
-
-
-def publish_folder(index_dir: Path, target: Path, version: str, pointer: dict[str, Any],
-                   keep: int) -> Path:
-    """Copy `index_dir` to `target/version` (temp name, then rename), then move CURRENT."""
-    target.mkdir(parents=True, exist_ok=True)
-    final = target / version
-    if not final.is_dir():
-        tmp = target / f".{version}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(index_dir, tmp)
-        os.replace(tmp, final)
-    write_json_atomic(target / POINTER, {"version": version, **pointer})
-    versions = sorted((p for p in target.iterdir() if p.is_dir() and p.name.startswith("index-")
-                       and p.name != version), key=lambda p: p.stat().st_mtime)
-    for old in versions[:max(0, len(versions) - (keep - 1))]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-LATEST = "LATEST"
-
-
-def publish_to_s3(index_dir: Path, url: str, version: str, pointer: dict[str, Any],
-                  client: Any, before_pointer: Callable[[], None] | None = None) -> str:
-    """Upload every file to `<prefix>/<version>/`, then write `<prefix>/LATEST` last.
-
-    A reader that follows LATEST sees the previous version until the pointer is written.
-    `before_pointer` runs between the two (tests use it to stop a publish there).
-    """
-    bucket, prefix = s3.parse_s3_url(url)
-    base = f"{prefix}/{version}" if prefix else version
-    for path in sorted(index_dir.iterdir()):
-        if path.is_file():
-            client.upload_file(str(path), bucket, f"{base}/{path.name}")
-    if before_pointer is not None:
-        before_pointer()
-    body = json.dumps({"version": version, **pointer}, sort_keys=True).encode()
-    client.put_object(Bucket=bucket, Key=f"{prefix}/{LATEST}" if prefix else LATEST, Body=body)
-    return f"s3://{bucket}/{base}"
-
-
-def fetch_published(url: str, client: Any, cache_dir: Path) -> Path:
-    """Download the version LATEST points at (once) and return its local folder."""
-    bucket, prefix = s3.parse_s3_url(url)
-    key = f"{prefix}/{LATEST}" if prefix else LATEST
-    try:
-        pointer = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
-    except Exception as err:  # botocore raises per-code classes
-        raise ValueError(f"{url}: no published index ({s3.client_error_reason(err)} "
-                         f"reading {key})") from None
-    version = pointer["version"]
-    local = cache_dir / bucket / (prefix or "_") / version
-    if local.is_dir():
-        return local
-    tmp = local.with_name(f".{version}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    base = f"{prefix}/{version}" if prefix else version
-    for obj in s3.list_objects(client, bucket, base):
-        client.download_file(bucket, obj["key"], str(tmp / obj["key"].rsplit("/", 1)[-1]))
-    os.replace(tmp, local)
-    return local
+def publish_index(index_dir: Path, cfg: PublishConfig, root: Path, version: str,
+                  pointer: dict[str, Any]) -> tuple[str, str]:
+    """Copy the index folder to the target (folder or s3://); (target, published location)."""
+    if s3.is_s3(cfg.target):
+        client = s3.make_client(s3.S3Settings(cfg.s3_endpoint_url, cfg.s3_region))
+        return cfg.target, publish_to_s3(index_dir, cfg.target, version, pointer, client)
+    target = (root / cfg.target).resolve()
+    return str(target), str(publish_folder(index_dir, target, version, pointer, cfg.keep))
 
 
 @task(name="publish", cache_policy=NO_CACHE)
 def publish_task(root: str = ".") -> str:
     """Publish the evaluated index when its gate passed."""
     run = start_stage("publish", root)
-    cfg, log = run.params.publish, task_logger()
-    gate = run.inputs["evaluate"].get("gate", {})
-    if not gate.get("passed"):
-        raise ValueError(f"publish: the evaluation gate did not pass ({gate.get('failures')}); "
-                         "the published index is unchanged")
+    cfg = run.params.publish
+    check_gate(run.inputs["evaluate"])
     version = version_name(run.inputs["index"])
     pointer = {"index_fingerprint": run.inputs["index"]["fingerprint"],
                "evaluate_fingerprint": run.inputs["evaluate"]["fingerprint"]}
-    if s3.is_s3(cfg.target):
-        target: Path | str = cfg.target
-        client = s3.make_client(s3.S3Settings(cfg.s3_endpoint_url, cfg.s3_region))
-        final = publish_to_s3(run.input_dirs["index"], cfg.target, version, pointer, client)
-    else:
-        target = (run.root / cfg.target).resolve()
-        final = publish_folder(run.input_dirs["index"], target, version, pointer, cfg.keep)
+    target, final = publish_index(run.input_dirs["index"], cfg, run.root, version, pointer)
     fp = stage_fingerprint("publish", cfg, run.input_fingerprints)
-    out = StageOutput(run.out_dir, "publish", fp)
-    out.write_json("receipt.json", {"target": str(target), "version": version})
-    out.commit(run.manifest(fp, cfg, published=str(final), rows={}))
-    log.info("publish: %s -> %s", run.input_dirs["index"], final)
+    with run.output(fp, cfg) as out:
+        out.write_json(RECEIPT, {"target": target, "version": version})
+        out.record(published=final, rows={})
+    task_logger().info("publish: %s -> %s", run.input_dirs["index"], final)
     return str(run.out_dir)
 
 

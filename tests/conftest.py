@@ -18,16 +18,16 @@ WORKSPACE_FILES = ("params.yaml", "dvc.yaml", "tasks", "flows", "data/sample", "
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from tasks.config import DEFAULT_MODEL
-    from tasks.models import load_tokenizer
+    from tasks.core.config import DEFAULT_MODEL
+    from tasks.encoders.model import load_tokenizer
 
     return load_tokenizer(DEFAULT_MODEL)
 
 
 @pytest.fixture(scope="session")
 def encoder():
-    from tasks.config import EncodeConfig
-    from tasks.models import encoder_for
+    from tasks.core.config import EncodeConfig
+    from tasks.encoders.loading import encoder_for
 
     return encoder_for(EncodeConfig(device="cpu"))
 
@@ -49,7 +49,7 @@ def make_workspace(dest: Path) -> Path:
 def run_stages(ws: Path, names=None) -> None:
     """Run stages in-process without Prefect or DVC (all of them, in order, by default)."""
     from flows.pipeline import STAGE_TASKS
-    from tasks.registry import STAGE_NAMES
+    from tasks.core.registry import STAGE_NAMES
 
     for name in names or STAGE_NAMES:
         STAGE_TASKS[name].fn(root=str(ws))

@@ -6,8 +6,8 @@ import pyarrow as pa
 import pytest
 
 from tasks.chunk import Tokens, chunk_documents, split_sections, split_units
-from tasks.config import ChunkConfig, EncodeConfig
-from tasks.models import token_budget
+from tasks.core.config import ChunkConfig, EncodeConfig
+from tasks.encoders.model import token_budget
 
 PROSE = " ".join(
     f"Sentence number {i} talks about topic {i % 7} with some extra words to fill it."

@@ -9,7 +9,7 @@ from tasks.clean import (
     normalize_whitespace,
     strip_code_comments,
 )
-from tasks.config import CleanConfig
+from tasks.core.config import CleanConfig
 
 CFG = CleanConfig()
 HTML = """<html><head><title>Roses</title><style>p {color: red}</style></head><body>

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import Params, apply_overrides, load_params, parse_override, parse_params
+from tasks.core.config import Params, apply_overrides, load_params, parse_override, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.config import DedupConfig
+from tasks.core.config import DedupConfig
 from tasks.dedup import choose_kept, dedup_vectors, exact_duplicates
 
 

@@ -37,8 +37,9 @@ def served(prefect_api, tmp_path_factory):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             with get_client(sync_client=True) as client:
-                try:
+                try:  # serve registers the two one after the other: wait for both
                     client.read_deployment_by_name("embedpipe/manual")
+                    client.read_deployment_by_name("embedpipe/nightly")
                     break
                 except Exception:  # not registered yet
                     time.sleep(1)
@@ -74,7 +75,7 @@ def test_manual_run_with_overrides_completes_with_artifacts(served):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    from tasks.config import load_params
+    from tasks.core.config import load_params
 
     ws, api = served
     proc = trigger(api, ws, {"overrides": {"reduce": {"pca_dims": 48},
@@ -122,7 +123,7 @@ def test_impossible_override_ends_failed_before_any_stage(served):
 
 
 def test_second_run_refused_or_waits_while_workspace_busy(served):
-    from tasks.lock import workspace_lock
+    from tasks.core.lock import workspace_lock
 
     ws, api = served
     env = cli_env(api)

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.config import EncodeConfig
+from tasks.core.config import EncodeConfig
+from tasks.core.vectors import arrow_to_vectors
 from tasks.encode import encode_texts, vectors_table
-from tasks.io import arrow_to_vectors
-from tasks.models import model_fingerprint, pick_device
+from tasks.encoders.device import pick_device
+from tasks.encoders.model import model_fingerprint
 
 CFG = EncodeConfig(device="cpu")
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.registry import STAGE_NAMES
+from tasks.core.registry import STAGE_NAMES
 from tests.conftest import make_workspace, run_stages
 
 TINY_CORPUS = [
@@ -29,7 +29,7 @@ TINY_QUERIES = {"q1": ("lava erupting from a crater", "volcano"),
 
 
 def test_tiny_labelled_corpus_metrics(tmp_path):
-    from tasks.config import write_overrides
+    from tasks.core.config import write_overrides
 
     ws = make_workspace(tmp_path / "ws")
     beir = ws / "tiny"
@@ -63,8 +63,8 @@ def test_plots_are_real_pngs(sample_ws):
 
 
 def test_metadata_and_lineage_reach_ingest(sample_ws):
-    from tasks.config import load_params
-    from tasks.lineage import lineage_chain
+    from tasks.core.config import load_params
+    from tasks.core.lineage import lineage_chain
 
     meta = json.loads((sample_ws / "data/07_index/metadata.json").read_text())
     ingest = json.loads((sample_ws / "data/01_ingest/_manifest.json").read_text())
@@ -78,8 +78,9 @@ def test_metadata_and_lineage_reach_ingest(sample_ws):
 
 def test_random_vectors_trip_the_gate_and_keep_the_published_index(sample_ws):
     from flows.pipeline import STAGE_TASKS
-    from tasks.io import StageOutput, read_manifest, vectors_to_arrow
-    from tasks.publish import read_pointer
+    from tasks.core.io import StageOutput, read_manifest
+    from tasks.core.vectors import vectors_to_arrow
+    from tasks.storage.published import read_pointer
 
     good = json.loads((sample_ws / "metrics.json").read_text())
     assert good["gate"]["passed"] and good["probe_recall_at_10"] >= 0.9

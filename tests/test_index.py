@@ -4,7 +4,7 @@ import faiss
 import numpy as np
 import pytest
 
-from tasks.config import IndexConfig
+from tasks.core.config import IndexConfig
 from tasks.index import (
     auto_nlist,
     build_index,
@@ -13,7 +13,7 @@ from tasks.index import (
     train_index,
     tune_search_param,
 )
-from tasks.search import recall_at_k
+from tasks.query.recall import recall_at_k
 
 
 def clustered(n: int, d: int = 32, k: int = 64, seed: int = 0) -> np.ndarray:

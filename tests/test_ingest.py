@@ -7,8 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.config import IngestConfig
-from tasks.ingest import file_format, make_doc_id, parse_file, select_paths
+from tasks.core.config import IngestConfig
+from tasks.documents.decoding import file_format, make_doc_id, parse_file
+from tasks.documents.sources import select_paths
 
 CFG = IngestConfig()
 

@@ -7,16 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.fingerprint import stage_fingerprint
-from tasks.io import (
-    STAMP_KEY,
-    StageOutput,
-    arrow_to_vectors,
-    check_lineage,
-    read_manifest,
-    read_table,
-    vectors_to_arrow,
-)
+from tasks.core.fingerprint import stage_fingerprint
+from tasks.core.io import STAMP_KEY, StageOutput, check_lineage, read_manifest, read_table
+from tasks.core.vectors import arrow_to_vectors, vectors_to_arrow
 
 
 def test_vectors_roundtrip_contiguous_float32():

@@ -9,9 +9,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.config import EncodeConfig
-from tasks.models import encoder_for, load_tokenizer, model_fingerprint, runtime_for
-from tasks.onnx_encoder import OnnxEncoder, read_pipeline, verify
+from tasks.core.config import EncodeConfig
+from tasks.encoders.device import runtime_for
+from tasks.encoders.loading import encoder_for
+from tasks.encoders.model import load_tokenizer, model_fingerprint, read_pipeline
+from tasks.encoders.onnx import OnnxEncoder, verify
 from tests.conftest import make_workspace, run_stages
 
 TORCH = EncodeConfig(device="cpu", backend="torch", precision="fp32")

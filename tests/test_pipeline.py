@@ -72,7 +72,7 @@ def test_every_input_document_accounted_for(flow_ws):
 
 
 def test_topic_queries_return_their_topic_first(flow_ws):
-    from tasks.search import load_index_folder
+    from tasks.query.search import load_index_folder
 
     ws, _ = flow_ws
     folder = load_index_folder(ws / "data/07_index")
@@ -102,7 +102,7 @@ def test_second_run_skips_everything_and_dvc_agrees(flow_ws):
 
 def test_reduce_param_change_reruns_exactly_downstream(flow_ws):
     from flows.pipeline import pipeline
-    from tasks.config import load_params
+    from tasks.core.config import load_params
 
     ws, _ = flow_ws
     before = fingerprints(ws)

@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.config import ReduceConfig
+from tasks.core.config import ReduceConfig
+from tasks.query.transform import VectorTransform
 from tasks.reduce import reduce_vectors
-from tasks.transform import VectorTransform
 
 
 def _data(n: int = 2000, d: int = 32, seed: int = 0) -> np.ndarray:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flows.dvc_bridge import render_dvc_yaml
-from tasks.registry import STAGE_NAMES, downstream_of, get_stage
+from tasks.core.registry import STAGE_NAMES, downstream_of, get_stage
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,11 +6,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tasks.config import EvaluateConfig
+from tasks.core.config import EvaluateConfig
 from tasks.evaluate import quality_gate
-from tasks.probes import probe_queries
-from tasks.retrieval import doc_rankings, retrieval_metrics
-from tasks.runs import append_run, diff_runs, read_runs
+from tasks.evaluation.metrics import doc_rankings, retrieval_metrics
+from tasks.evaluation.runs import append_run, diff_runs, read_runs
+from tasks.query.probes import probe_queries
 
 
 def test_metrics_equal_hand_computed_values():

@@ -55,7 +55,7 @@ def s3_endpoint(tmp_path_factory):
 
 
 def client_for(endpoint: str):
-    from tasks import s3
+    from tasks.storage import s3
 
     return s3.make_client(s3.S3Settings(endpoint_url=endpoint))
 
@@ -69,7 +69,7 @@ def upload_folder(client, folder: Path, bucket: str, prefix: str) -> None:
 @pytest.fixture(scope="module")
 def two_runs(s3_endpoint, tmp_path_factory):
     """The sample indexed from the local folder and from a bucket."""
-    from tasks.config import write_overrides
+    from tasks.core.config import write_overrides
 
     client = client_for(s3_endpoint)
     client.create_bucket(Bucket="corpus")
@@ -84,7 +84,7 @@ def two_runs(s3_endpoint, tmp_path_factory):
 
 
 def test_s3_ingest_gives_same_fingerprints_and_results(two_runs, caplog):
-    from tasks.search import load_index_folder
+    from tasks.query.search import load_index_folder
 
     local, remote = two_runs
     with caplog.at_level(logging.DEBUG):
@@ -103,7 +103,7 @@ def test_s3_ingest_gives_same_fingerprints_and_results(two_runs, caplog):
 
 
 def test_faults_between_client_and_server_lose_nothing(two_runs, s3_endpoint, tmp_path):
-    from tasks.config import write_overrides
+    from tasks.core.config import write_overrides
 
     local, _ = two_runs
     ws = make_workspace(tmp_path / "faulty_ws")
@@ -121,7 +121,7 @@ def test_faults_between_client_and_server_lose_nothing(two_runs, s3_endpoint, tm
 def test_unsafe_colliding_and_denied_keys_are_rejected(s3_endpoint, tmp_path):
     import pyarrow.parquet as pq
 
-    from tasks.config import write_overrides
+    from tasks.core.config import write_overrides
 
     client = client_for(s3_endpoint)
     client.create_bucket(Bucket="tricky")
@@ -150,15 +150,15 @@ def test_unsafe_colliding_and_denied_keys_are_rejected(s3_endpoint, tmp_path):
     ("sub/../../escape.txt", "'..'"), ("/etc/passwd", "absolute path"),
     ("a\x00b.txt", "NUL byte"), ("a/./b.txt", "'.' path segments"), ("ok/b.txt", None)])
 def test_unsafe_key_reasons(rel, reason):
-    from tasks.s3 import unsafe_key_reason
+    from tasks.storage.s3 import unsafe_key_reason
 
     got = unsafe_key_reason(rel)
     assert got is None if reason is None else reason in got
 
 
 def test_publish_then_read_through_pointer(two_runs, s3_endpoint, tmp_path):
-    from tasks.publish import fetch_published, publish_to_s3
-    from tasks.search import load_index_folder
+    from tasks.query.search import load_index_folder
+    from tasks.storage.published import fetch_published, publish_to_s3
 
     local, _ = two_runs
     client = client_for(s3_endpoint)
@@ -177,7 +177,7 @@ def test_publish_then_read_through_pointer(two_runs, s3_endpoint, tmp_path):
         publish_to_s3(index_dir, "s3://indexes/prod", "index-bbbb", {}, client, killed)
     assert fetch_published("s3://indexes/prod", client, tmp_path / "cache2").name == "index-aaaa"
     env = env_with_venv() | AWS_ENV | {"AWS_ENDPOINT_URL": s3_endpoint,
-                                       "EMBEDPIPE_CACHE": str(tmp_path / "cli_cache")}
+                                       "EMBEDPIPE_CACHE_DIR": str(tmp_path / "cli_cache")}
     proc = subprocess.run([str(Path(sys.executable).parent / "embedpipe"), "search",
                            "neutron star", "-k", "1", "--index", "s3://indexes/prod"],
                           cwd=local, env=env, capture_output=True, text=True, check=False,

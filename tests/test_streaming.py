@@ -12,10 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks import encode, ingest
-from tasks import io as stage_io
-from tasks.config import IngestConfig, write_overrides
-from tasks.io import STAMP_KEY, StageOutput, iter_batches, read_manifest, read_table
+from tasks import encode
+from tasks.core import io as stage_io
+from tasks.core.config import IngestConfig, write_overrides
+from tasks.core.io import STAMP_KEY, StageOutput, iter_batches, read_manifest, read_table
+from tasks.documents import decoding as ingest
 from tests.conftest import REPO, run_stages
 
 STAGES = ("ingest", "clean", "chunk", "encode")

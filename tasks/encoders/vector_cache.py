@@ -19,8 +19,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from tasks.fingerprint import sha256_text
-from tasks.io import VECTOR_COLUMN, arrow_to_vectors, vectors_to_arrow
+from tasks.core.catalog import VECTOR_COLUMN
+from tasks.core.fingerprint import sha256_text
+from tasks.core.vectors import arrow_to_vectors, vectors_to_arrow
 
 ROW_GROUP_ROWS = 8192  # a lookup reads the vectors of whole row groups that hold a hit
 

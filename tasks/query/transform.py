@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.config import ReduceConfig
-
-TRANSFORM_FILE = "transform.npz"
+from tasks.core.config import ReduceConfig
+from tasks.core.vectors import sample_rows
 
 
 @dataclass(frozen=True)
@@ -82,8 +81,7 @@ def fit_transform(x: np.ndarray, cfg: ReduceConfig) -> VectorTransform:
         raise ValueError(f"reduce.pca_dims: {cfg.pca_dims} exceeds the vector dimension {d}")
     if cfg.pca_dims > n:
         raise ValueError(f"reduce.pca_dims: {cfg.pca_dims} exceeds the {n} vectors to fit on")
-    rng = np.random.default_rng(cfg.seed)
-    xt = x[np.sort(rng.choice(n, size=min(n, cfg.fit_sample), replace=False))]
+    xt = x[sample_rows(n, cfg.fit_sample, cfg.seed)]
     xt = xt.astype("float64")
     mean = xt.mean(axis=0)
     # SVD of the centred sample: rows of vt are the principal axes, largest first.

@@ -12,11 +12,6 @@ from sklearn.metrics import (
 )
 
 
-def sample_rows(n: int, size: int, seed: int) -> np.ndarray:
-    """Sorted seeded sample of row numbers."""
-    return np.sort(np.random.default_rng(seed).choice(n, size=min(n, size), replace=False))
-
-
 def nearest_neighbour_similarity(x: np.ndarray) -> np.ndarray:
     """Each row's cosine to its nearest other row (unit vectors, exact search)."""
     x = np.ascontiguousarray(x, dtype="float32")

@@ -9,14 +9,14 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from tasks.documents.sentences import sentencizer
+
 MIN_WORDS = 6
 MAX_WORDS = 40
 
 
 def _sentences(text: str) -> list[str]:
-    from tasks.chunk import _sentencizer  # noqa: PLC0415  (spaCy loads lazily)
-
-    return [s.text.strip() for s in _sentencizer()(text).sents]
+    return [s.text.strip() for s in sentencizer()(text).sents]
 
 
 def probe_queries(chunks: pa.Table, n: int, seed: int) -> list[tuple[str, str]]:

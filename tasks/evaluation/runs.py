@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +52,12 @@ def diff_runs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, dict[str, Any]]
               for k in a.get("fingerprints", {}) if
               a["fingerprints"].get(k) != b.get("fingerprints", {}).get(k)}
     return {"params": params, "metrics": metrics, "stages": stages}
+
+
+def run_record(when: datetime, fingerprints: dict[str, str], params: dict[str, Any],
+               metrics: dict[str, Any]) -> dict[str, Any]:
+    """One registry line: when, the stage fingerprints, the params and the metrics (the
+    per-setting sweep left out)."""
+    return {"time_utc": when.isoformat(timespec="seconds"), "fingerprints": fingerprints,
+            "params": params, "metrics": {k: v for k, v in metrics.items() if k != "sweep"},
+            "gate": metrics["gate"]["passed"]}

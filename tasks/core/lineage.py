@@ -7,12 +7,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.config import Params
-from tasks.fingerprint import sha256_file, sha256_text
-from tasks.io import library_versions, read_manifest
-from tasks.registry import STAGE_NAMES, get_stage
-
-METADATA_FILE = "metadata.json"
+from tasks.core.config import Params
+from tasks.core.fingerprint import sha256_file, sha256_text
+from tasks.core.io import library_versions, read_manifest
+from tasks.core.registry import STAGE_NAMES, get_stage
 
 
 def lineage_chain(root: Path, params: Params, start: str) -> list[dict[str, Any]]:
@@ -44,8 +42,10 @@ def code_version(root: Path) -> dict[str, str | None]:
                                 text=True, check=False, timeout=10).stdout.strip() or None
     except (OSError, subprocess.TimeoutExpired):
         commit = None
-    files = sorted((Path(__file__).parent).glob("*.py"))
-    code = sha256_text("".join(f"{p.name}:{sha256_file(p)}\n" for p in files))
+    tasks_dir = Path(__file__).resolve().parents[1]
+    files = sorted(tasks_dir.rglob("*.py"))
+    code = sha256_text("".join(f"{p.relative_to(tasks_dir).as_posix()}:{sha256_file(p)}\n"
+                               for p in files))
     return {"git_commit": commit, "tasks_sha256": code,
             "embedpipe": library_versions().get("embedpipe")}
 

@@ -10,21 +10,20 @@ import json
 import os
 import platform
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.fingerprint import sha256_file, sha256_text
+from tasks.core.catalog import MANIFEST, StageFile
+from tasks.core.fingerprint import sha256_file, sha256_text
 
-MANIFEST = "_manifest.json"
 STAMP_KEY = b"embedpipe.fingerprint"
 STAGE_KEY = b"embedpipe.stage"
-VECTOR_COLUMN = "vector"
 # Streaming: rows per batch read from an input, and the bounds of one written row group
 # (rows or buffered bytes, whichever comes first). Memory per stage is a few of these, not n.
 BATCH_ROWS = 1024
@@ -34,27 +33,6 @@ _VERSIONED = (
     "embedpipe", "pyarrow", "numpy", "faiss-cpu", "torch", "sentence-transformers",
     "transformers", "scikit-learn", "spacy", "prefect", "dvc",
 )
-
-
-def vectors_to_arrow(x: np.ndarray) -> pa.FixedSizeListArray:
-    """(n, d) float32 matrix -> `fixed_size_list<float32>[d]` without copying rows one by one."""
-    x = np.ascontiguousarray(x, dtype="float32")
-    if x.ndim != 2:
-        raise ValueError(f"vectors must be a 2-D (n, d) array, got shape {x.shape}")
-    return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1])
-
-
-def arrow_to_vectors(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """`fixed_size_list<float32>[d]` column -> contiguous (n, d) float32 matrix."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks() if column.num_chunks else pa.array(
-            [], type=column.type
-        )
-    if not pa.types.is_fixed_size_list(column.type):
-        raise TypeError(f"expected fixed_size_list<float32> vectors, got {column.type}")
-    d = column.type.list_size
-    flat = column.flatten().to_numpy(zero_copy_only=False)
-    return np.ascontiguousarray(flat.reshape(len(column), d), dtype="float32")
 
 
 def library_versions() -> dict[str, str]:
@@ -119,11 +97,6 @@ class TableWriter:
                     or self._pending_bytes >= self.row_group_bytes):
                 self._flush()
 
-    def write_rows(self, rows: list[dict[str, Any]]) -> None:
-        """Append Python rows (dicts keyed by column)."""
-        if rows:
-            self.write(pa.Table.from_pylist(rows, schema=self.schema))
-
     def _flush(self) -> None:
         if self._pending_rows:
             group = pa.concat_tables(self._pending)
@@ -154,13 +127,27 @@ class StageOutput:
         self.stage = stage
         self.fingerprint = fingerprint
         self.tmp_dir = self.out_dir.with_name(f".{self.out_dir.name}.tmp-{os.getpid()}")
+        self.facts: dict[str, Any] = {}
         self._writers: dict[str, TableWriter] = {}
         _remove_dead_leftovers(self.out_dir)
         self.tmp_dir.mkdir(parents=True)
 
-    def path(self, name: str) -> Path:
+    def __enter__(self) -> StageOutput:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        """Any exception in the block drops the temporary folder; the old output stays."""
+        if kind is not None:
+            self.abort()
+
+    def record(self, **facts: Any) -> None:
+        """Facts for the manifest (counts, rejects, the model...), written at commit."""
+        self.facts.update(facts)
+
+    def path(self, name: str | StageFile) -> Path:
         """Where to write a file that is not a table (the FAISS index, say)."""
-        return self.tmp_dir / name
+        return self.tmp_dir / file_name(name)
 
     def set_fingerprint(self, fingerprint: str) -> None:
         """The stage fingerprint, once the whole input has been seen."""
@@ -179,15 +166,25 @@ class StageOutput:
         meta[STAGE_KEY] = self.stage.encode()
         return schema.with_metadata(meta)
 
-    def write_table(self, name: str, table: pa.Table, row_group_size: int = 65_536) -> Path:
+    def write_table(self, name: str | StageFile, table: pa.Table,
+                    row_group_size: int = 65_536) -> Path:
         """Write a stamped Parquet file (zstd) and return its temporary path."""
         path = self.path(name)
         table = table.replace_schema_metadata(self.stamp(table.schema).metadata)
         pq.write_table(table, path, compression="zstd", row_group_size=row_group_size)
         return path
 
-    def open_table(self, name: str, schema: pa.Schema) -> TableWriter:
-        """A stamped Parquet file written batch by batch; closed by `commit` at the latest."""
+    def open_table(self, name: str | StageFile, schema: pa.Schema | None = None
+                   ) -> TableWriter:
+        """A stamped Parquet file written batch by batch; closed by `commit` at the latest.
+
+        `schema` defaults to the catalog entry's.
+        """
+        if schema is None:
+            if not isinstance(name, StageFile):
+                raise TypeError(f"{name}: a file name needs its schema")
+            schema = name.schema()
+        name = file_name(name)
         if name in self._writers:
             raise ValueError(f"{name}: already open in stage {self.stage!r} output")
         if self.fingerprint is None:
@@ -198,11 +195,7 @@ class StageOutput:
         self._writers[name] = writer
         return writer
 
-    def open_writer(self, name: str, schema: pa.Schema) -> pq.ParquetWriter:
-        """A streaming Parquet writer for tables written batch by batch."""
-        return pq.ParquetWriter(self.path(name), self.stamp(schema), compression="zstd")
-
-    def write_json(self, name: str, obj: Any) -> Path:
+    def write_json(self, name: str | StageFile, obj: Any) -> Path:
         """Write a JSON file beside the tables."""
         path = self.path(name)
         path.write_text(json.dumps(obj, indent=2, sort_keys=True), encoding="utf-8")
@@ -268,9 +261,15 @@ def read_manifest(out_dir: Path, stage: str | None = None) -> dict[str, Any]:
     return manifest
 
 
-def open_parquet(out_dir: Path, name: str, manifest: dict[str, Any]) -> pq.ParquetFile:
+def file_name(name: str | StageFile) -> str:
+    """The file name of a catalog entry (or a plain name)."""
+    return name.name if isinstance(name, StageFile) else name
+
+
+def open_parquet(out_dir: Path, name: str | StageFile, manifest: dict[str, Any]
+                 ) -> pq.ParquetFile:
     """One Parquet file of a stage output, refused if its stamp is not the manifest's."""
-    path = Path(out_dir) / name
+    path = Path(out_dir) / file_name(name)
     if not path.is_file():
         raise ValueError(f"{path}: missing from stage {manifest['stage']!r} output")
     pf = pq.ParquetFile(path)
@@ -284,19 +283,19 @@ def open_parquet(out_dir: Path, name: str, manifest: dict[str, Any]) -> pq.Parqu
     return pf
 
 
-def read_table(out_dir: Path, name: str, manifest: dict[str, Any]) -> pa.Table:
+def read_table(out_dir: Path, name: str | StageFile, manifest: dict[str, Any]) -> pa.Table:
     """Read one Parquet file of a stage output, refusing it if its stamp is not the manifest's."""
     with open_parquet(out_dir, name, manifest) as pf:
         return pf.read()
 
 
-def count_rows(out_dir: Path, name: str, manifest: dict[str, Any]) -> int:
+def count_rows(out_dir: Path, name: str | StageFile, manifest: dict[str, Any]) -> int:
     """Rows in one (stamp-checked) Parquet file of a stage output, from its footer."""
     with open_parquet(out_dir, name, manifest) as pf:
         return pf.metadata.num_rows
 
 
-def iter_batches(out_dir: Path, name: str, manifest: dict[str, Any],
+def iter_batches(out_dir: Path, name: str | StageFile, manifest: dict[str, Any],
                  columns: list[str] | None = None, batch_rows: int | None = None
                  ) -> Iterator[pa.Table]:
     """A stage output file as tables of at most `batch_rows` rows (default `BATCH_ROWS`), in
@@ -320,16 +319,16 @@ def check_lineage(manifests: dict[str, dict[str, Any]]) -> None:
             seen.setdefault(stage, (owner, fp))
 
 
-def previous_keys(out_dir: Path, stage: str, name: str, id_col: str, text_col: str
+def previous_keys(out_dir: Path, entry: StageFile, id_col: str, text_col: str
                   ) -> dict[str, str] | None:
     """id -> sha256 of `text_col` in the stage's previous output (None when there is none).
 
     Read batch by batch: the texts are hashed and dropped, only ids and hashes are kept.
     """
     try:
-        manifest = read_manifest(out_dir, stage)
+        manifest = read_manifest(out_dir, entry.stage)
         out: dict[str, str] = {}
-        for batch in iter_batches(out_dir, name, manifest, [id_col, text_col]):
+        for batch in iter_batches(out_dir, entry, manifest, [id_col, text_col]):
             out.update((i, sha256_text(t or "")) for i, t in zip(
                 batch.column(id_col).to_pylist(), batch.column(text_col).to_pylist(),
                 strict=True))
@@ -339,22 +338,20 @@ def previous_keys(out_dir: Path, stage: str, name: str, id_col: str, text_col: s
 
 
 class ChangeCounter:
-    """added / changed / deleted / unchanged rows against the previous output, fed batch by
-    batch. Ids are unique within an output, so only the previous ids are kept (and dropped as
-    they are matched).
-
-    Args:
-        previous: id -> text hash of the previous output (`previous_keys`), or None; consumed.
+    """added / changed / deleted / unchanged rows of `entry` against the stage's previous
+    output in `out_dir`, fed batch by batch. Ids are unique within an output, so only the
+    previous ids are kept (and dropped as they are matched).
     """
 
-    def __init__(self, previous: dict[str, str] | None) -> None:
-        self.previous = previous
+    def __init__(self, out_dir: Path, entry: StageFile, id_col: str, text_col: str) -> None:
+        self.id_col, self.text_col = id_col, text_col
+        self.previous = previous_keys(out_dir, entry, id_col, text_col)
         self.added = self.changed = self.unchanged = 0
 
-    def update(self, table: pa.Table, id_col: str, text_col: str) -> None:
+    def update(self, table: pa.Table) -> None:
         """Count one batch of the new output."""
-        for i, t in zip(table.column(id_col).to_pylist(), table.column(text_col).to_pylist(),
-                        strict=True):
+        for i, t in zip(table.column(self.id_col).to_pylist(),
+                        table.column(self.text_col).to_pylist(), strict=True):
             before = self.previous.pop(i, None) if self.previous is not None else None
             if before is None:
                 self.added += 1
@@ -368,12 +365,29 @@ class ChangeCounter:
                 "deleted": len(self.previous or {}), "unchanged": self.unchanged}
 
 
-def change_counts(previous: dict[str, str] | None, table: pa.Table, id_col: str,
-                  text_col: str) -> dict[str, int]:
-    """added / changed / deleted / unchanged rows against the previous output."""
-    counter = ChangeCounter(dict(previous) if previous is not None else None)
-    counter.update(table, id_col, text_col)
-    return counter.counts()
+class RowBatches:
+    """Python rows gathered into batches of `BATCH_ROWS` before they go to their table;
+    `on_flush` sees each batch written."""
+
+    def __init__(self, writer: TableWriter,
+                 on_flush: Callable[[pa.Table], None] | None = None) -> None:
+        self.writer, self.on_flush = writer, on_flush
+        self.rows: list[dict[str, Any]] = []
+        self.count = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        self.count += 1
+        if len(self.rows) >= BATCH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            table = pa.Table.from_pylist(self.rows, schema=self.writer.schema)
+            self.writer.write(table)
+            if self.on_flush is not None:
+                self.on_flush(table)
+        self.rows = []
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

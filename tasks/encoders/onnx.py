@@ -5,7 +5,7 @@ onnxruntime's transformer optimizer and, for int8, dynamically quantized per cha
 and normalisation follow the model's own sentence-transformers modules. Each export is
 checked against the PyTorch model on probe sentences and refused below `MIN_COSINE`.
 Exports are cached per (model files, precision, library versions) under
-`$EMBEDPIPE_CACHE_DIR` (default `~/.cache/embedpipe`).
+`cache_root()/onnx` (`$EMBEDPIPE_CACHE_DIR`, default `~/.cache/embedpipe`).
 """
 
 from __future__ import annotations
@@ -18,14 +18,15 @@ import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from filelock import FileLock
 
-from tasks.fingerprint import canonical_json, sha256_text
+from tasks.core.config import cache_root
+from tasks.core.fingerprint import canonical_json, sha256_text
+from tasks.encoders.model import Pipeline, read_model_config, read_pipeline
 
 log = logging.getLogger(__name__)
 EXPORT_VERSION = 1  # bump when the export recipe changes: old exports are not reused
@@ -49,48 +50,6 @@ PROBES = [
 ]
 
 
-_POOLING_FLAGS = {
-    "mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token",
-    "max": "pooling_mode_max_tokens", "mean_sqrt_len": "pooling_mode_mean_sqrt_len_tokens",
-    "weightedmean": "pooling_mode_weightedmean_tokens", "lasttoken": "pooling_mode_lasttoken",
-}
-
-
-@dataclass(frozen=True)
-class Pipeline:
-    """What the model's sentence-transformers modules do after the transformer."""
-
-    pooling: str  # 'mean' | 'cls' | 'max'
-    normalize: bool
-    lower_case: bool
-    dim: int
-
-
-def read_pipeline(folder: Path) -> Pipeline:
-    """The pooling/normalise steps of a sentence-transformers folder, or a clear refusal."""
-    def load(path: Path) -> Any:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-    modules = load(folder / "modules.json") or []
-    kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in modules]
-    if kinds[:2] != ["Transformer", "Pooling"] or any(k != "Normalize" for k in kinds[2:]):
-        raise ValueError(
-            f"encode.backend: onnx supports Transformer + Pooling (+ Normalize) models; "
-            f"{folder} has {kinds or 'no modules.json'}; use encode.backend: torch")
-    pool_cfg = load(folder / modules[1]["path"] / "config.json")
-    mode = pool_cfg.get("pooling_mode")
-    if not isinstance(mode, str):
-        modes = [m for m, key in _POOLING_FLAGS.items() if pool_cfg.get(key)]
-        mode = "+".join(modes) or "none"
-    if mode not in ("mean", "cls", "max"):
-        raise ValueError(f"encode.backend: onnx supports mean, cls or max pooling; {folder} "
-                         f"uses {mode!r}; use encode.backend: torch")
-    st_cfg = load(folder / "sentence_bert_config.json")
-    dim = pool_cfg.get("word_embedding_dimension") or load(folder / "config.json")["hidden_size"]
-    return Pipeline(pooling=mode, normalize="Normalize" in kinds,
-                    lower_case=bool(st_cfg.get("do_lower_case")), dim=int(dim))
-
-
 def pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
     """(batch, seq, d) token states -> (batch, d) sentence vectors, padding ignored."""
     m = mask[..., None].astype(hidden.dtype)
@@ -99,14 +58,6 @@ def pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
     if mode == "max":
         return np.where(m > 0, hidden, -np.inf).max(axis=1)
     return (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
-
-
-def cache_root() -> Path:
-    """Where exports live: `$EMBEDPIPE_CACHE_DIR`, else `$XDG_CACHE_HOME/embedpipe`."""
-    if os.environ.get("EMBEDPIPE_CACHE_DIR"):
-        return Path(os.environ["EMBEDPIPE_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "embedpipe"
 
 
 def export_key(files_sha256: str, precision: str) -> str:
@@ -150,11 +101,10 @@ def _optimize(path: Path, folder: Path, out: Path) -> bool:
     """Fuse attention / layer norm / GELU; False (and the plain export kept) when it fails."""
     from onnxruntime.transformers import optimizer  # noqa: PLC0415
 
-    hf = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    cfg = read_model_config(folder)
     try:
-        opt = optimizer.optimize_model(str(path), model_type="bert",
-                                       num_heads=int(hf.get("num_attention_heads", 0)),
-                                       hidden_size=int(hf.get("hidden_size", 0)), opt_level=1)
+        opt = optimizer.optimize_model(str(path), model_type="bert", num_heads=cfg.num_heads,
+                                       hidden_size=cfg.hidden_size, opt_level=1)
         opt.save_model_to_file(str(out))
     except Exception as err:  # optimizer errors have no common base; the plain graph works
         log.warning("onnx: transformer fusion failed (%s); using the unfused graph", err)

@@ -7,13 +7,25 @@ combinations fail at load time with the key path and what is allowed.
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tasks.core.registry import STAGE_NAMES
+
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+CACHE_ENV = "EMBEDPIPE_CACHE_DIR"
+
+
+def cache_root() -> Path:
+    """The user-level cache (ONNX exports, fetched published indexes): `$EMBEDPIPE_CACHE_DIR`,
+    else `$XDG_CACHE_HOME/embedpipe`, else `~/.cache/embedpipe`."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "embedpipe"
 
 
 class _Config(BaseModel):
@@ -57,8 +69,6 @@ class RunConfig(_Config):
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"timezone {self.timezone!r} is not an IANA zone name") from None
-        from tasks.registry import STAGE_NAMES  # noqa: PLC0415  (registry imports this module)
-
         unknown = sorted(set(self.stage_timeouts) - set(STAGE_NAMES))
         if unknown:
             raise ValueError(f"stage_timeouts: unknown stages {unknown}; stages are {STAGE_NAMES}")

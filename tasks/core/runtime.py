@@ -1,4 +1,9 @@
-"""What every stage task shares: its logger, its folders, its upstream manifests, `__main__`."""
+"""The stage runner: what every stage task shares.
+
+`start_stage` loads params and the stage's upstream manifests; `StageRun` reads inputs by
+catalog entry and opens the output (`with run.output(fp, cfg) as out:` commits the folder
+when the block ends and drops it on any exception); `main` is `python -m tasks.<stage>`.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,19 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.config import Params, load_params
-from tasks.io import check_lineage, read_manifest
-from tasks.lock import workspace_lock
-from tasks.registry import get_stage
+import pyarrow as pa
+
+from tasks.core import io
+from tasks.core.catalog import StageFile
+from tasks.core.config import Params, load_params
+from tasks.core.lock import workspace_lock
+from tasks.core.registry import get_stage
 
 
 def task_logger() -> logging.Logger | logging.LoggerAdapter:
@@ -61,6 +70,37 @@ class StageRun:
     def input_fingerprints(self) -> dict[str, str]:
         return {k: m["fingerprint"] for k, m in self.inputs.items()}
 
+    def input_path(self, entry: StageFile) -> Path:
+        """Where an upstream stage's file lies."""
+        return self.input_dirs[entry.stage] / entry.name
+
+    def read(self, entry: StageFile, columns: list[str] | None = None) -> pa.Table:
+        """An upstream table, whole and stamp-checked."""
+        table = io.read_table(self.input_dirs[entry.stage], entry, self.inputs[entry.stage])
+        return table if columns is None else table.select(columns)
+
+    def batches(self, entry: StageFile, columns: list[str] | None = None,
+                batch_rows: int | None = None) -> Iterator[pa.Table]:
+        """An upstream table batch by batch (`io.iter_batches`)."""
+        return io.iter_batches(self.input_dirs[entry.stage], entry, self.inputs[entry.stage],
+                               columns, batch_rows)
+
+    def count(self, entry: StageFile) -> int:
+        """Rows of an upstream table, from its footer."""
+        return io.count_rows(self.input_dirs[entry.stage], entry, self.inputs[entry.stage])
+
+    def changes(self, entry: StageFile, id_col: str, text_col: str) -> io.ChangeCounter:
+        """A counter of rows changed against this stage's previous output of `entry`."""
+        return io.ChangeCounter(self.out_dir, entry, id_col, text_col)
+
+    @contextmanager
+    def output(self, fingerprint: str | None, config: Any) -> Iterator[io.StageOutput]:
+        """The stage's output folder: committed with the manifest (common fields plus what
+        was `record`ed) when the block ends, dropped on any exception."""
+        with io.StageOutput(self.out_dir, self.name, fingerprint) as out:
+            yield out
+            out.commit(self.manifest(out.fingerprint, config, **out.facts))
+
     def lineage(self, fingerprint: str) -> dict[str, str]:
         """Every ancestor stage's fingerprint, plus this one."""
         out: dict[str, str] = {}
@@ -87,8 +127,8 @@ def start_stage(name: str, root: str | Path = ".") -> StageRun:
     params = load_params(root / "params.yaml")
     spec = get_stage(name)
     input_dirs = {i: get_stage(i).out_dir(params, root) for i in spec.inputs}
-    inputs = {i: read_manifest(d, i) for i, d in input_dirs.items()}
-    check_lineage(inputs)
+    inputs = {i: io.read_manifest(d, i) for i, d in input_dirs.items()}
+    io.check_lineage(inputs)
     return StageRun(name, root, params, spec.out_dir(params, root), inputs, input_dirs)
 
 

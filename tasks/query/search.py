@@ -7,7 +7,6 @@ search parameter -> rows of chunks.parquet.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,43 +16,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.config import EncodeConfig
-from tasks.fingerprint import sha256_text
-from tasks.transform import TRANSFORM_FILE, VectorTransform
-
-INDEX_FILE = "index.faiss"
-CHUNKS_FILE = "chunks.parquet"
-MODEL_FILE = "model.json"
-CARD_FILE = "card.json"
-
-
-def recall_at_k(found: Sequence[np.ndarray], truth: Sequence[np.ndarray]) -> float:
-    """Fraction of the exact top-k ids (`truth`, one row per query) present in `found`."""
-    total, hits = 0, 0
-    for f, t in zip(found, truth, strict=True):
-        t_ids = {int(i) for i in t if i >= 0}
-        total += len(t_ids)
-        hits += len(t_ids & {int(i) for i in f if i >= 0})
-    return round(hits / total, 6) if total else 1.0
-
-
-def chunk_int_ids(chunk_ids: Sequence[str]) -> np.ndarray:
-    """Stable 60-bit FAISS ids from chunk ids (the same chunk always gets the same id)."""
-    return np.array([int(sha256_text(c)[:15], 16) for c in chunk_ids], dtype="int64")
-
-
-class IdMap:
-    """FAISS ids -> row positions of the chunk table (-1 stays -1)."""
-
-    def __init__(self, int_ids: np.ndarray) -> None:
-        self.order = np.argsort(int_ids, kind="stable")
-        self.sorted = int_ids[self.order]
-
-    def rows(self, ids: np.ndarray) -> np.ndarray:
-        if not len(self.sorted):
-            return np.full(ids.shape, -1, dtype="int64")
-        pos = np.clip(np.searchsorted(self.sorted, ids), 0, len(self.sorted) - 1)
-        return np.where((ids >= 0) & (self.sorted[pos] == ids), self.order[pos], -1)
+from tasks.core.catalog import INDEX, INDEX_CARD, INDEX_CHUNKS, INDEX_MODEL, INDEX_TRANSFORM
+from tasks.core.config import EncodeConfig
+from tasks.query.ids import IdMap
+from tasks.query.transform import VectorTransform
 
 
 def set_search_param(index: faiss.Index, name: str | None, value: int | None) -> None:
@@ -68,7 +34,8 @@ def encode_queries(model: dict[str, Any], transform: VectorTransform, texts: lis
 
     Raises ValueError when the model found here is not the one `model` was stamped with.
     """
-    from tasks.models import encoder_for, model_fingerprint  # noqa: PLC0415
+    from tasks.encoders.loading import encoder_for  # noqa: PLC0415
+    from tasks.encoders.model import model_fingerprint  # noqa: PLC0415
 
     cfg = EncodeConfig(model=model["name"], revision=model["revision"],
                        normalize=model["normalize"], query_prefix=model["query_prefix"],
@@ -125,17 +92,17 @@ class IndexFolder:
 def load_index_folder(path: Path | str) -> IndexFolder:
     """Load an index folder written by the index stage; ValueError names what is missing."""
     path = Path(path)
-    missing = [f for f in (INDEX_FILE, CHUNKS_FILE, MODEL_FILE, CARD_FILE, TRANSFORM_FILE)
-               if not (path / f).is_file()]
+    missing = [f.name for f in (INDEX, INDEX_CHUNKS, INDEX_MODEL, INDEX_CARD, INDEX_TRANSFORM)
+               if not (path / f.name).is_file()]
     if missing:
         raise ValueError(f"{path}: not an index folder (missing {', '.join(missing)}); "
                          "run the pipeline first")
-    index = faiss.read_index(str(path / INDEX_FILE))
-    card = json.loads((path / CARD_FILE).read_text(encoding="utf-8"))
+    index = faiss.read_index(str(path / INDEX.name))
+    card = json.loads((path / INDEX_CARD.name).read_text(encoding="utf-8"))
     set_search_param(index, card.get("search_param"), card.get("search_value"))
-    chunks = pq.read_table(path / CHUNKS_FILE)
+    chunks = pq.read_table(path / INDEX_CHUNKS.name)
     if chunks.num_rows != index.ntotal:
         raise ValueError(f"{path}: {chunks.num_rows} chunk rows for {index.ntotal} vectors")
-    return IndexFolder(path, index, chunks, VectorTransform.load(path / TRANSFORM_FILE),
-                       json.loads((path / MODEL_FILE).read_text(encoding="utf-8")), card,
+    return IndexFolder(path, index, chunks, VectorTransform.load(path / INDEX_TRANSFORM.name),
+                       json.loads((path / INDEX_MODEL.name).read_text(encoding="utf-8")), card,
                        IdMap(chunks.column("int_id").to_numpy()))

@@ -1,4 +1,5 @@
-"""Document-level retrieval metrics through ir-measures (pytrec_eval underneath).
+"""Metric names, written once, and document-level retrieval metrics through ir-measures
+(pytrec_eval underneath).
 
 A document is retrieved at the rank of its best chunk; a chunk dropped by dedup as a
 duplicate of a retrieved chunk retrieves its own document too.
@@ -16,6 +17,23 @@ MEASURES = (R @ 1, R @ 5, R @ 10, R @ 100, RR @ 10, nDCG @ 10)
 NAMES = {str(m): n for m, n in zip(
     MEASURES, ("recall_at_1", "recall_at_5", "recall_at_10", "recall_at_100", "mrr_at_10",
                "ndcg_at_10"), strict=True)}
+# metrics.json keys: retrieval measures carry the prefix of their query set.
+PROBE, LABELED = "probe_", "labeled_"
+LABELED_AVERAGED = ("recall_at_10", "mrr_at_10", "ndcg_at_10")  # mean over BEIR sets
+PROBE_RECALL_AT_10, PROBE_NDCG_AT_10 = PROBE + "recall_at_10", PROBE + "ndcg_at_10"
+LABELED_NDCG_AT_10 = LABELED + "ndcg_at_10"
+INDEX_RECALL_CORPUS = "index_recall_at_10_corpus"
+INDEX_RECALL_QUERIES = "index_recall_at_10_queries"
+INDEX_MS_PER_QUERY = "index_ms_per_query"
+# The quality gate: metric -> the EvaluateConfig field holding its floor.
+GATE = ((INDEX_RECALL_QUERIES, "min_index_recall"), (INDEX_RECALL_CORPUS, "min_index_recall"),
+        (PROBE_RECALL_AT_10, "min_probe_recall_at_10"),
+        (LABELED_NDCG_AT_10, "min_labeled_ndcg_at_10"))
+# What run summaries and `embedpipe compare` show.
+HEADLINE = (PROBE_RECALL_AT_10, PROBE_NDCG_AT_10, LABELED_NDCG_AT_10, INDEX_RECALL_QUERIES,
+            INDEX_RECALL_CORPUS, "silhouette", "nmi")
+COMPARE_COLUMNS = (PROBE_RECALL_AT_10, PROBE_NDCG_AT_10, LABELED_NDCG_AT_10,
+                   INDEX_RECALL_QUERIES, "silhouette", "vectors", "dim", "index_size_bytes")
 
 
 def doc_rankings(scores: np.ndarray, ids: np.ndarray, row_docs: Sequence[Sequence[str]],

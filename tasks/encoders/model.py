@@ -1,4 +1,5 @@
-"""The encoder: where its files are, what identifies it, its tokenizer, its limits.
+"""Everything known about a model: where its files are, what its config files say, what
+identifies it, its tokenizer, and the checks of params against it.
 
 Models load from a local folder: the packaged all-MiniLM-L6-v2 for the default name, a
 path as given, or a Hugging Face snapshot already in the local cache (no download at run
@@ -9,13 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from tasks.config import DEFAULT_MODEL, EncodeConfig
-from tasks.fingerprint import canonical_json, sha256_file, sha256_text
+from tasks.core.config import DEFAULT_MODEL, EncodeConfig, Params
+from tasks.core.fingerprint import canonical_json, sha256_file, sha256_text
+from tasks.encoders.device import runtime_for
 
 log = logging.getLogger(__name__)
 _SKIP_IN_HASH = {"README.md", ".gitattributes"}
@@ -45,7 +47,7 @@ def resolve_model_path(name: str, revision: str | None = None) -> Path:
 
 
 @lru_cache(maxsize=8)
-def _files_digest(folder: Path) -> str:
+def files_digest(folder: Path) -> str:
     """sha256 over (relative path, file sha256) of every model file: the weights' identity."""
     parts = []
     for p in sorted(folder.rglob("*")):
@@ -54,27 +56,101 @@ def _files_digest(folder: Path) -> str:
     return sha256_text("\n".join(parts))
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-def model_limits(folder: Path) -> dict[str, int]:
-    """`max_seq_length` and output dimension read from the model's own config files."""
+_POOLING_FLAGS = {
+    "mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token",
+    "max": "pooling_mode_max_tokens", "mean_sqrt_len": "pooling_mode_mean_sqrt_len_tokens",
+    "weightedmean": "pooling_mode_weightedmean_tokens", "lasttoken": "pooling_mode_lasttoken",
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What a sentence-transformers folder's config files say, read in one place.
+
+    Attributes:
+        max_seq_length: the model's own sequence limit.
+        dim: the output dimension (after a Dense head, if any); 0 when the files do not say.
+        modules: the module kinds in order ('Transformer', 'Pooling', 'Normalize'...).
+        pooling: the Pooling module's mode ('mean', 'cls', 'max', ... or 'none').
+        lower_case: whether the model lowercases its input.
+        hidden_size, num_heads: the transformer's width and attention heads (0 if unsaid).
+    """
+
+    max_seq_length: int
+    dim: int
+    modules: tuple[str, ...]
+    pooling: str
+    lower_case: bool
+    hidden_size: int
+    num_heads: int
+
+
+@lru_cache(maxsize=8)
+def read_model_config(folder: Path) -> ModelConfig:
+    """Parse `modules.json`, `sentence_bert_config.json`, `config.json` and the modules'
+    own configs of a model folder."""
     st_cfg = _read_json(folder / "sentence_bert_config.json")
     hf_cfg = _read_json(folder / "config.json")
     max_len = st_cfg.get("max_seq_length") or hf_cfg.get("max_position_embeddings") or 512
     dim = hf_cfg.get("hidden_size") or hf_cfg.get("d_model")
+    kinds, pooling = [], "none"
     for module in _read_json(folder / "modules.json") or []:
+        kinds.append(module.get("type", "").rsplit(".", 1)[-1])
         module_cfg = _read_json(folder / module.get("path", "") / "config.json")
         if "Dense" in module.get("type", ""):
             dim = module_cfg.get("out_features", dim)
         elif "Pooling" in module.get("type", ""):
             dim = module_cfg.get("embedding_dimension") or module_cfg.get(
-                "word_embedding_dimension", dim
-            )
-    if not dim:
+                "word_embedding_dimension", dim)
+            pooling = _pooling_mode(module_cfg)
+    return ModelConfig(int(max_len), int(dim or 0), tuple(kinds), pooling,
+                       bool(st_cfg.get("do_lower_case")), int(hf_cfg.get("hidden_size", 0)),
+                       int(hf_cfg.get("num_attention_heads", 0)))
+
+
+def _pooling_mode(pool_cfg: dict[str, Any]) -> str:
+    mode = pool_cfg.get("pooling_mode")
+    if isinstance(mode, str):
+        return mode
+    return "+".join(m for m, key in _POOLING_FLAGS.items() if pool_cfg.get(key)) or "none"
+
+
+def model_limits(folder: Path) -> dict[str, int]:
+    """`max_seq_length` and output dimension read from the model's own config files."""
+    cfg = read_model_config(folder)
+    if not cfg.dim:
         raise ValueError(f"{folder}: cannot tell the model's output dimension from its config")
-    return {"max_seq_length": int(max_len), "dim": int(dim)}
+    return {"max_seq_length": cfg.max_seq_length, "dim": cfg.dim}
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """What the model's sentence-transformers modules do after the transformer."""
+
+    pooling: str  # 'mean' | 'cls' | 'max'
+    normalize: bool
+    lower_case: bool
+    dim: int
+
+
+def read_pipeline(folder: Path) -> Pipeline:
+    """The pooling/normalise steps a runtime outside PyTorch must redo, or a clear refusal
+    (only Transformer + Pooling (+ Normalize) models with mean, cls or max pooling)."""
+    cfg = read_model_config(folder)
+    kinds = list(cfg.modules)
+    if kinds[:2] != ["Transformer", "Pooling"] or any(k != "Normalize" for k in kinds[2:]):
+        raise ValueError(
+            f"encode.backend: onnx supports Transformer + Pooling (+ Normalize) models; "
+            f"{folder} has {kinds or 'no modules.json'}; use encode.backend: torch")
+    if cfg.pooling not in ("mean", "cls", "max") or not cfg.dim:
+        raise ValueError(f"encode.backend: onnx supports mean, cls or max pooling; {folder} "
+                         f"uses {cfg.pooling!r}; use encode.backend: torch")
+    return Pipeline(pooling=cfg.pooling, normalize="Normalize" in kinds,
+                    lower_case=cfg.lower_case, dim=cfg.dim)
 
 
 def effective_max_seq_length(cfg: EncodeConfig, folder: Path) -> int:
@@ -97,7 +173,7 @@ def model_fingerprint(cfg: EncodeConfig) -> dict[str, Any]:
     info = {
         "name": cfg.model,
         "revision": cfg.revision,
-        "files_sha256": _files_digest(folder),
+        "files_sha256": files_digest(folder),
         "dim": limits["dim"],
         "max_seq_length": effective_max_seq_length(cfg, folder),
         "normalize": cfg.normalize,
@@ -121,100 +197,6 @@ def load_tokenizer(name: str, revision: str | None = None) -> Any:
     return tok
 
 
-def pick_device(requested: str) -> str:
-    """'auto' -> cuda, then mps, then cpu; an explicit device must be present."""
-    import torch  # noqa: PLC0415
-
-    available = {
-        "cuda": torch.cuda.is_available(),
-        "mps": bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available(),
-        "cpu": True,
-    }
-    if requested == "auto":
-        return next(d for d in ("cuda", "mps", "cpu") if available[d])
-    if not available[requested]:
-        raise ValueError(f"encode.device: {requested!r} is not available on this machine")
-    return requested
-
-
-class Runtime(NamedTuple):
-    """Where and how the encoder runs; part of the embedding space (vectors differ)."""
-
-    device: str
-    backend: str
-    precision: str
-
-
-def runtime_for(cfg: EncodeConfig) -> Runtime:
-    """Resolve `auto` device/backend/precision on this machine; refuse what cannot run."""
-    device = pick_device(cfg.device)
-    backend = cfg.backend if cfg.backend != "auto" else ("onnx" if device == "cpu" else "torch")
-    precision = cfg.precision
-    if precision == "auto":
-        precision = "int8" if backend == "onnx" else "fp16" if device == "cuda" else "fp32"
-    if backend == "onnx" and device != "cpu":
-        raise ValueError(f"encode.backend: onnx runs on the CPU here; device is {device!r} "
-                         f"(use encode.backend: torch or encode.device: cpu)")
-    problem = {("onnx", "fp16"): "fp16 needs backend torch on cuda",
-               ("onnx", "bf16"): "bf16 needs backend torch",
-               ("torch", "int8"): "int8 needs backend onnx"}.get((backend, precision))
-    if precision == "fp16" and device != "cuda":
-        problem = f"fp16 needs device cuda, not {device!r}"
-    if precision == "bf16" and device == "cpu" and not _cpu_has_bf16():
-        problem = "this CPU has no native bf16 (AVX512-BF16 / AMX); use fp32 or int8"
-    if problem:
-        raise ValueError(f"encode.precision: {precision!r} on {backend}/{device}: {problem}")
-    return Runtime(device, backend, precision)
-
-
-def _cpu_has_bf16() -> bool:
-    import torch  # noqa: PLC0415
-
-    return bool(torch.backends.mkldnn.is_available()
-                and torch.ops.mkldnn._is_mkldnn_bf16_supported())  # noqa: SLF001
-
-
-@lru_cache(maxsize=2)
-def load_torch_encoder(name: str, revision: str | None, device: str, max_seq_length: int,
-                       precision: str = "fp32") -> Any:
-    """A SentenceTransformer on `device` at `precision`. Cached per process."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch  # noqa: PLC0415
-    from sentence_transformers import SentenceTransformer  # noqa: PLC0415
-    from transformers.utils import logging as hf_logging  # noqa: PLC0415
-
-    hf_logging.disable_progress_bar()  # the weight-loading bar is noise in stage logs
-
-    model = SentenceTransformer(str(resolve_model_path(name, revision)), device=device)
-    model.max_seq_length = max_seq_length
-    if precision in ("fp16", "bf16"):
-        model.to(torch.float16 if precision == "fp16" else torch.bfloat16)
-    model.eval()
-    return model
-
-
-@lru_cache(maxsize=2)
-def load_encoder(name: str, revision: str | None, max_seq_length: int, runtime: Runtime) -> Any:
-    """The encoder for `runtime`: a SentenceTransformer, or the onnxruntime export."""
-    if runtime.backend == "torch":
-        return load_torch_encoder(name, revision, runtime.device, max_seq_length,
-                                  runtime.precision)
-    from tasks.onnx_encoder import load_onnx_encoder  # noqa: PLC0415
-
-    folder = resolve_model_path(name, revision)
-    return load_onnx_encoder(
-        folder, _files_digest(folder), runtime.precision, max_seq_length,
-        load_tokenizer(name, revision),
-        lambda: load_torch_encoder(name, revision, "cpu", max_seq_length))
-
-
-def encoder_for(cfg: EncodeConfig) -> Any:
-    """Load the encoder `cfg` describes (same `.encode` interface for every backend)."""
-    folder = resolve_model_path(cfg.model, cfg.revision)
-    return load_encoder(cfg.model, cfg.revision, effective_max_seq_length(cfg, folder),
-                        runtime_for(cfg))
-
-
 def token_budget(cfg: EncodeConfig, max_tokens: int) -> int:
     """Text tokens a chunk may hold so prefix + text + special tokens fit the model.
 
@@ -232,3 +214,17 @@ def token_budget(cfg: EncodeConfig, max_tokens: int) -> int:
             f"- {specials} special tokens - {prefix} prefix tokens = {room}; use <= {room}"
         )
     return max_tokens
+
+
+def check_params_against_model(params: Params) -> None:
+    """Cross-checks that need the model or the machine: chunk budget, PCA dimension, and
+    that the encode device/backend/precision can run here."""
+    enc = params.encode
+    runtime_for(enc)
+    token_budget(enc, params.chunk.max_tokens)
+    dim = model_limits(resolve_model_path(enc.model, enc.revision))["dim"]
+    if params.reduce.pca_dims is not None and params.reduce.pca_dims > dim:
+        raise ValueError(
+            f"reduce.pca_dims: {params.reduce.pca_dims} exceeds the model's dimension {dim} "
+            f"({enc.model}); use <= {dim} or null"
+        )

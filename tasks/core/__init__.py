@@ -1,0 +1,9 @@
+"""The stage machinery every stage stands on.
+
+Typed params (`config`), the ordered stage registry and the catalog of stage files
+(`registry`, `catalog`), config hashes (`fingerprint`), stamped Parquet outputs swapped in
+atomically (`io`), vector storage conventions (`vectors`), the stage runner (`runtime`), the
+workspace lock (`lock`) and lineage between outputs (`lineage`).
+
+Imports: nothing else from `tasks` (third-party libraries only).
+"""

@@ -1,0 +1,9 @@
+"""Documents before they are chunks: where files come from, how bytes become documents.
+
+`sources`: the selected files of a local folder or an S3 prefix, with their hashes.
+`decoding`: streamed UTF-8 checks and the format readers (text, Markdown, HTML, code, CSV,
+JSONL, Parquet, BEIR), one document or reject row per file or record; document ids.
+`sentences`: sentence boundaries (the spaCy sentencizer), shared by chunking and probes.
+
+Imports: `tasks.core`, `tasks.storage`.
+"""

@@ -1,0 +1,260 @@
+"""Bytes -> documents: streamed UTF-8 checks and the format readers.
+
+A whole file (text, Markdown, HTML, code) is one document; a tabular file (CSV, TSV, JSONL,
+Parquet, a BEIR corpus) is one document per record. Bad content never raises: it becomes a
+reject row naming the file, the record and the reason. Tabular files are streamed in blocks of
+`BLOCK_BYTES`, never held whole.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import itertools
+import json
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks.core.config import IngestConfig
+from tasks.core.fingerprint import canonical_json, sha256_text
+
+TEXT_FORMATS = {".txt": "text", ".text": "text", ".rst": "text", ".md": "markdown",
+                ".markdown": "markdown", ".html": "html", ".htm": "html"}
+RECORD_FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl",
+                  ".parquet": "parquet"}
+BLOCK_BYTES = 1 << 20  # bytes read at a time from a tabular file
+_LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines splits on
+Opener = Callable[[], BinaryIO]
+
+
+def make_doc_id(source: str, record_key: str) -> str:
+    """Stable id from the relative path and the record key (empty for whole files)."""
+    return sha256_text(f"{source}\x00{record_key}")[:24]
+
+
+def file_format(rel_path: str, cfg: IngestConfig) -> str | None:
+    """'text', 'markdown', 'html', 'code', 'csv', 'jsonl', 'parquet' or None (unsupported)."""
+    ext = Path(rel_path).suffix.lower()
+    if ext in cfg.code_extensions:
+        return "code"
+    return TEXT_FORMATS.get(ext) or RECORD_FORMATS.get(ext)
+
+
+def decode_text(data: bytes) -> str:
+    """Strict UTF-8 (BOM dropped); ValueError says why the bytes are not text."""
+    if b"\x00" in data[:8192]:
+        raise ValueError("binary content (NUL bytes)")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"not UTF-8 text ({err.reason} at byte {err.start})") from None
+    if not text.strip():
+        raise ValueError("empty document")
+    return text
+
+
+def _doc(source: str, key: str, fmt: str, title: str | None, text: str,
+         size: int, metadata: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "doc_id": make_doc_id(source, key), "source": source, "record_key": key,
+        "format": fmt, "title": title, "text": text, "sha256": sha256_text(text),
+        "size_bytes": size, "metadata": canonical_json(metadata),
+    }
+
+
+def _first(columns: list[str], wanted: tuple[str, ...]) -> str | None:
+    return next((c for c in wanted if c in columns), None)
+
+
+def _raw_blocks(f: BinaryIO) -> Iterator[bytes]:
+    """The bytes of a stream after its BOM, in blocks; NUL bytes at its start refused first."""
+    head = f.read(8192)
+    if b"\x00" in head:
+        raise ValueError("binary content (NUL bytes)")
+    if head.startswith(codecs.BOM_UTF8):
+        head = head[len(codecs.BOM_UTF8):]
+    for i in range(0, len(head), BLOCK_BYTES):
+        yield head[i:i + BLOCK_BYTES]
+    while block := f.read(BLOCK_BYTES):
+        yield block
+
+
+def _decoded_blocks(f: BinaryIO) -> Iterator[str]:
+    """The text of a UTF-8 stream block by block, with `decode_text`'s checks and messages
+    (a fault surfaces when its block is reached; blank text fails at the end)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    fed, blank = 0, True  # fed: bytes after the BOM given to the decoder so far
+    blocks = _raw_blocks(f)
+    block = next(blocks, b"")
+    while True:
+        following = next(blocks, b"")
+        held = len(decoder.getstate()[0])  # an incomplete character from the last block
+        try:
+            text = decoder.decode(block, final=not following)
+        except UnicodeDecodeError as err:
+            at = fed - held + err.start
+            raise ValueError(f"not UTF-8 text ({err.reason} at byte {at})") from None
+        fed += len(block)
+        blank = blank and (not text or text.isspace())
+        if text:
+            yield text
+        if not following:
+            break
+        block = following
+    if blank:
+        raise ValueError("empty document")
+
+
+def _split_lines(blocks: Iterable[str]) -> Iterator[str]:
+    """`"".join(blocks).splitlines()`, streamed."""
+    tail: list[str] = []
+    for block in blocks:
+        pieces = block.splitlines(keepends=True)
+        if len(pieces) == 1 and pieces[0][-1] not in _LINE_BREAKS:
+            tail.append(block)  # no break in this block: the line goes on
+            continue
+        if tail:  # the first piece ends the pending line ('\r' + '\n' is one break)
+            pieces[:1] = ("".join(tail) + pieces[0]).splitlines(keepends=True)
+        tail = [pieces.pop()]  # the last line may go on in the next block
+        for piece in pieces:
+            yield piece.splitlines()[0]
+    yield from "".join(tail).splitlines()  # a complete line may precede a break-less block
+
+
+def _split_newlines(blocks: Iterable[str]) -> Iterator[str]:
+    """Lines ending in '\n' (kept), as iterating `io.StringIO("".join(blocks))` gives."""
+    tail: list[str] = []
+    for block in blocks:
+        *lines, rest = block.split("\n")
+        if lines:
+            lines[0] = "".join(tail) + lines[0]
+            tail = []
+            yield from (line + "\n" for line in lines)
+        if rest:
+            tail.append(rest)
+    if tail:
+        yield "".join(tail)
+
+
+def _iter_rows(fmt: str, f: BinaryIO) -> Iterator[tuple[int, dict[str, Any] | Exception]]:
+    """(row number, record or the error that row raised) of a tabular file, streamed."""
+    if fmt == "parquet":
+        try:
+            pf = pq.ParquetFile(f)
+        except pa.ArrowInvalid as err:  # worded as pq.read_table words it, as rejects were
+            raise pa.ArrowInvalid(f"Could not open Parquet input source '<Buffer>': {err}"
+                                  ) from None
+        rows = (row for batch in pf.iter_batches(batch_size=1024) for row in batch.to_pylist())
+        yield from enumerate(rows)
+        return
+    blocks = _decoded_blocks(f)
+    if fmt == "csv":
+        lines = _split_newlines(blocks)
+        header = next(lines, "")
+        dialect = "excel-tab" if "\t" in header.split("\n", 1)[0] else "excel"
+        reader = csv.DictReader(itertools.chain([header], lines), dialect=dialect)
+        for i, row in enumerate(reader):
+            yield i, (ValueError("more fields than the header") if None in row else row)
+        return
+    for i, line in enumerate(_split_lines(blocks)):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            yield i, ValueError(f"line {i + 1}: invalid JSON ({err.msg})")
+            continue
+        yield i, obj if isinstance(obj, dict) else ValueError(
+            f"line {i + 1}: expected a JSON object, got {type(obj).__name__}"
+        )
+
+
+def check_records(fmt: str, f: BinaryIO, g: BinaryIO) -> None:
+    """Raise what would make the whole tabular file a reject, before any record is kept:
+    text faults first (over the whole file, as decoding it whole would), then CSV / Parquet
+    faults. `f` and `g` are two fresh reads of the file."""
+    if fmt != "parquet":
+        for _ in _decoded_blocks(f):
+            pass
+    if fmt != "jsonl":  # JSON faults are per line, never the file's
+        for _ in _iter_rows(fmt, g):
+            pass
+
+
+def iter_records(source: str, fmt: str, f: BinaryIO, cfg: IngestConfig
+                 ) -> Iterator[tuple[bool, dict[str, Any]]]:
+    """(is a document, document or reject row) per record of a CSV / JSONL / Parquet file."""
+    seen: set[str] = set()
+    for i, row in _iter_rows(fmt, f):
+        if isinstance(row, Exception):
+            yield False, {"source": source, "record_key": f"row-{i}", "reason": str(row)}
+            continue
+        cols = list(row)
+        text_col, id_col = _first(cols, cfg.text_columns), _first(cols, cfg.id_columns)
+        key = str(row[id_col]) if id_col and row[id_col] not in (None, "") else f"row-{i}"
+        text = row.get(text_col) if text_col else None
+        reason = (
+            f"no text column (looked for {list(cfg.text_columns)}, found {cols})"
+            if text_col is None else
+            f"empty text in column {text_col!r}" if not str(text or "").strip() else
+            f"duplicate record key {key!r} in column {id_col!r}" if key in seen else None
+        )
+        if reason:
+            yield False, {"source": source, "record_key": key, "reason": reason}
+            continue
+        seen.add(key)
+        title_col = _first(cols, cfg.title_columns)
+        keep = cfg.metadata_columns if cfg.metadata_columns is not None else cols
+        meta = {c: row[c] for c in keep if c in row and c not in (text_col, id_col, title_col)}
+        title = str(row[title_col]) if title_col and row[title_col] else None
+        out_fmt = "beir" if id_col == "_id" else fmt
+        yield True, _doc(source, key, out_fmt, title, str(text), len(str(text)), meta)
+
+
+def iter_file(source: str, open_file: Opener, size: int, cfg: IngestConfig
+              ) -> Iterator[tuple[bool, dict[str, Any]]]:
+    """(is a document, document or reject row) of one file, in order; never raises on bad
+    content. A tabular file is checked whole first, then streamed record by record, so it is
+    never held in memory; a fault anywhere in it makes it one reject, as before any streaming.
+    """
+    fmt = file_format(source, cfg)
+    try:
+        if fmt is None:
+            raise ValueError(f"unsupported file type {Path(source).suffix or '(none)'!r}")
+        if size > cfg.max_file_mb * 1e6:
+            raise ValueError(f"file larger than ingest.max_file_mb={cfg.max_file_mb}")
+        if fmt in RECORD_FORMATS.values():
+            with open_file() as f, open_file() as g:
+                check_records(fmt, f, g)
+        else:
+            with open_file() as f:
+                text = decode_text(f.read())
+    except (ValueError, pa.ArrowException, csv.Error, OSError) as err:
+        yield False, {"source": source, "record_key": "", "reason": str(err)}
+        return
+    if fmt not in RECORD_FORMATS.values():
+        meta = {"extension": Path(source).suffix.lower(), "folder": Path(source).parent.name}
+        yield True, _doc(source, "", fmt, None, text, size, meta)
+        return
+    empty = True
+    with open_file() as f:
+        for item in iter_records(source, fmt, f, cfg):
+            empty = False
+            yield item
+    if empty:
+        yield False, {"source": source, "record_key": "", "reason": "empty document"}
+
+
+def parse_file(source: str, data: bytes, cfg: IngestConfig
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Documents and rejects from one file's bytes; never raises on bad content."""
+    docs: list[dict[str, Any]] = []
+    rejects: list[dict[str, Any]] = []
+    for is_doc, row in iter_file(source, lambda: io.BytesIO(data), len(data), cfg):
+        (docs if is_doc else rejects).append(row)
+    return docs, rejects

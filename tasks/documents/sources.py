@@ -1,0 +1,93 @@
+"""Where documents come from: the selected files of a local folder or an S3 prefix.
+
+Each file is a `SourceFile`: how to open it (or why it cannot be read), its size, its content
+hash and, for S3 objects, their version facts.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from tasks.core.config import IngestConfig
+from tasks.core.fingerprint import sha256_bytes, sha256_file
+from tasks.documents.decoding import Opener
+from tasks.storage import s3
+
+
+def _glob_match(path: str, pattern: str) -> bool:
+    # fnmatch's '*' crosses '/', so '**/x' also has to match 'x' at the top level.
+    return fnmatch.fnmatchcase(path, pattern) or (
+        pattern.startswith("**/") and fnmatch.fnmatchcase(path, pattern[3:])
+    )
+
+
+def select_paths(rel_paths: list[str], cfg: IngestConfig) -> list[str]:
+    """Relative POSIX paths kept by the include/exclude globs, sorted."""
+    return sorted(
+        p for p in rel_paths
+        if any(_glob_match(p, g) for g in cfg.include)
+        and not any(_glob_match(p, g) for g in cfg.exclude)
+    )
+
+
+class SourceFile(NamedTuple):
+    """One selected file: how to read it (or why it cannot be read), its size and hash."""
+
+    rel: str
+    open: Opener | str
+    size: int = 0
+    sha256: str = ""
+    facts: dict[str, Any] | None = None
+
+
+def _local_files(folder: Path, cfg: IngestConfig) -> Iterator[SourceFile]:
+    if not folder.is_dir():
+        raise ValueError(f"ingest.source: {folder} is not a folder")
+    rels = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+    for rel in select_paths(rels, cfg):
+        path = folder / rel
+        yield SourceFile(rel, lambda p=path: open(p, "rb"), path.stat().st_size,
+                         sha256_file(path))
+
+
+def _s3_objects(url: str, cfg: IngestConfig) -> Iterator[SourceFile]:
+    """(relative key, bytes or the reason it cannot be read, version facts) per object.
+
+    An object is held whole while it is parsed (it is read in one GET).
+    """
+    bucket, prefix = s3.parse_s3_url(url)
+    client = s3.make_client(s3.S3Settings(cfg.s3_endpoint_url, cfg.s3_region,
+                                          cfg.s3_max_attempts))
+    cut = len(prefix) + 1 if prefix else 0  # the prefix and its one separating slash
+    objects = {o["key"][cut:]: o for o in s3.list_objects(client, bucket, prefix)}
+    seen: dict[str, str] = {}
+    for rel in select_paths(list(objects), cfg):
+        key = objects[rel]["key"]
+        reason = s3.unsafe_key_reason(rel)
+        norm = s3.normalised_key(rel)
+        if reason is None and norm in seen:
+            reason = f"key collides with {seen[norm]!r} after normalisation"
+        seen.setdefault(norm, rel)
+        if reason:
+            yield SourceFile(rel, f"{reason}: s3://{bucket}/{key!r}")
+            continue
+        try:
+            data, facts = s3.read_object(client, bucket, key)
+        except (ClientError, BotoCoreError) as err:
+            yield SourceFile(rel, f"{s3.client_error_reason(err)} reading s3://{bucket}/{key}")
+            continue
+        yield SourceFile(rel, lambda d=data: io.BytesIO(d), len(data), sha256_bytes(data), facts)
+
+
+def source_files(cfg: IngestConfig, root: Path) -> list[SourceFile] | Iterator[SourceFile]:
+    """The selected files of `cfg.source`: a local folder (relative to `root`), listed and
+    hashed up front, or an S3 prefix, whose objects are read (and hashed) one at a time."""
+    if s3.is_s3(cfg.source):
+        return _s3_objects(cfg.source, cfg)
+    return list(_local_files((root / cfg.source).resolve(), cfg))

@@ -1,0 +1,60 @@
+"""Where and how the encoder runs on this machine: device, backend and precision."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from tasks.core.config import EncodeConfig
+
+
+def pick_device(requested: str) -> str:
+    """'auto' -> cuda, then mps, then cpu; an explicit device must be present."""
+    import torch  # noqa: PLC0415
+
+    available = {
+        "cuda": torch.cuda.is_available(),
+        "mps": bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available(),
+        "cpu": True,
+    }
+    if requested == "auto":
+        return next(d for d in ("cuda", "mps", "cpu") if available[d])
+    if not available[requested]:
+        raise ValueError(f"encode.device: {requested!r} is not available on this machine")
+    return requested
+
+
+class Runtime(NamedTuple):
+    """Where and how the encoder runs; part of the embedding space (vectors differ)."""
+
+    device: str
+    backend: str
+    precision: str
+
+
+def runtime_for(cfg: EncodeConfig) -> Runtime:
+    """Resolve `auto` device/backend/precision on this machine; refuse what cannot run."""
+    device = pick_device(cfg.device)
+    backend = cfg.backend if cfg.backend != "auto" else ("onnx" if device == "cpu" else "torch")
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "int8" if backend == "onnx" else "fp16" if device == "cuda" else "fp32"
+    if backend == "onnx" and device != "cpu":
+        raise ValueError(f"encode.backend: onnx runs on the CPU here; device is {device!r} "
+                         f"(use encode.backend: torch or encode.device: cpu)")
+    problem = {("onnx", "fp16"): "fp16 needs backend torch on cuda",
+               ("onnx", "bf16"): "bf16 needs backend torch",
+               ("torch", "int8"): "int8 needs backend onnx"}.get((backend, precision))
+    if precision == "fp16" and device != "cuda":
+        problem = f"fp16 needs device cuda, not {device!r}"
+    if precision == "bf16" and device == "cpu" and not _cpu_has_bf16():
+        problem = "this CPU has no native bf16 (AVX512-BF16 / AMX); use fp32 or int8"
+    if problem:
+        raise ValueError(f"encode.precision: {precision!r} on {backend}/{device}: {problem}")
+    return Runtime(device, backend, precision)
+
+
+def _cpu_has_bf16() -> bool:
+    import torch  # noqa: PLC0415
+
+    return bool(torch.backends.mkldnn.is_available()
+                and torch.ops.mkldnn._is_mkldnn_bf16_supported())  # noqa: SLF001

@@ -1,0 +1,58 @@
+"""The encoder object for an encode config: a SentenceTransformer or the ONNX export,
+loaded once per process."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Any
+
+from tasks.core.config import EncodeConfig
+from tasks.encoders.device import Runtime, runtime_for
+from tasks.encoders.model import (
+    effective_max_seq_length,
+    files_digest,
+    load_tokenizer,
+    resolve_model_path,
+)
+
+
+@lru_cache(maxsize=2)
+def load_torch_encoder(name: str, revision: str | None, device: str, max_seq_length: int,
+                       precision: str = "fp32") -> Any:
+    """A SentenceTransformer on `device` at `precision`. Cached per process."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch  # noqa: PLC0415
+    from sentence_transformers import SentenceTransformer  # noqa: PLC0415
+    from transformers.utils import logging as hf_logging  # noqa: PLC0415
+
+    hf_logging.disable_progress_bar()  # the weight-loading bar is noise in stage logs
+
+    model = SentenceTransformer(str(resolve_model_path(name, revision)), device=device)
+    model.max_seq_length = max_seq_length
+    if precision in ("fp16", "bf16"):
+        model.to(torch.float16 if precision == "fp16" else torch.bfloat16)
+    model.eval()
+    return model
+
+
+@lru_cache(maxsize=2)
+def load_encoder(name: str, revision: str | None, max_seq_length: int, runtime: Runtime) -> Any:
+    """The encoder for `runtime`: a SentenceTransformer, or the onnxruntime export."""
+    if runtime.backend == "torch":
+        return load_torch_encoder(name, revision, runtime.device, max_seq_length,
+                                  runtime.precision)
+    from tasks.encoders.onnx import load_onnx_encoder  # noqa: PLC0415
+
+    folder = resolve_model_path(name, revision)
+    return load_onnx_encoder(
+        folder, files_digest(folder), runtime.precision, max_seq_length,
+        load_tokenizer(name, revision),
+        lambda: load_torch_encoder(name, revision, "cpu", max_seq_length))
+
+
+def encoder_for(cfg: EncodeConfig) -> Any:
+    """Load the encoder `cfg` describes (same `.encode` interface for every backend)."""
+    folder = resolve_model_path(cfg.model, cfg.revision)
+    return load_encoder(cfg.model, cfg.revision, effective_max_seq_length(cfg, folder),
+                        runtime_for(cfg))

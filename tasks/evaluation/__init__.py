@@ -1,0 +1,8 @@
+"""Measuring an index and its space.
+
+`metrics`: metric names (written once) and document-level IR metrics; `beir`: BEIR queries
+and qrels; `health`: clusters, spectrum and neighbours of the space; `plots`: PNG plots;
+`runs`: the append-only run registry and diffs between runs.
+
+Imports: `tasks.core`, `tasks.query`, `tasks.documents`.
+"""

@@ -1,0 +1,45 @@
+"""BEIR test sets beside a corpus: `queries.jsonl` and `qrels/*.tsv` next to `corpus.jsonl`,
+read into query texts and relevance judgements keyed by embedpipe's doc ids."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tasks.documents.decoding import make_doc_id
+
+
+def find_beir_sets(source: Path) -> list[tuple[str, Path, Path, Path]]:
+    """(corpus path relative to source, corpus, queries, qrels) for each BEIR folder."""
+    found = []
+    for queries in sorted(source.rglob("queries.jsonl")):
+        corpus, qrels_dir = queries.with_name("corpus.jsonl"), queries.parent / "qrels"
+        qrels = [qrels_dir / n for n in ("test.tsv", "dev.tsv", "train.tsv")
+                 if (qrels_dir / n).is_file()]
+        if corpus.is_file() and qrels:
+            found.append((corpus.relative_to(source).as_posix(), corpus, queries, qrels[0]))
+    return found
+
+
+def read_beir(rel_corpus: str, queries: Path, qrels: Path
+              ) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """Query texts and qrels keyed by doc_id (as ingest names BEIR documents)."""
+    texts = {}
+    for n, line in enumerate(queries.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                obj = json.loads(line)
+                texts[str(obj["_id"])] = str(obj["text"])
+            except (json.JSONDecodeError, KeyError) as err:
+                raise ValueError(f"{queries}: line {n}: expected {{'_id', 'text'}} ({err})"
+                                 ) from None
+    rels: dict[str, dict[str, int]] = {}
+    for n, line in enumerate(qrels.read_text(encoding="utf-8").splitlines(), 1):
+        parts = line.strip().split("\t")
+        if n == 1 and parts[0] == "query-id" or not line.strip():
+            continue
+        if len(parts) != 3:
+            raise ValueError(f"{qrels}: line {n}: expected query-id<TAB>corpus-id<TAB>score")
+        if int(parts[2]) > 0 and parts[0] in texts:
+            rels.setdefault(parts[0], {})[make_doc_id(rel_corpus, parts[1])] = int(parts[2])
+    return {q: t for q, t in texts.items() if q in rels}, rels
