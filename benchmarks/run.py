@@ -158,7 +158,7 @@ def run_embedpipe(corpus: Path, threshold: float, share: Path, device: str) -> d
 
     from flows.pipeline import STAGE_TASKS
     from tasks.core.config import load_params, write_overrides
-    from tasks.evaluate import labeled_metrics, row_documents
+    from tasks.evaluate import headline_variant, labeled_metrics
     from tasks.query.search import load_index_folder
 
     t = Timer()
@@ -191,14 +191,11 @@ def run_embedpipe(corpus: Path, threshold: float, share: Path, device: str) -> d
         np.save(share / "queries.npy", encoder_for(params.encode).encode(
             _queries(corpus)[0], normalize_embeddings=True))
         folder = load_index_folder(ws / "data/07_index")
-        dropped = pq.read_table(ws / "data/06_dedup/dropped.parquet")
-        chunk_docs = dict(zip(chunks.column("chunk_id").to_pylist(),
-                              chunks.column("doc_id").to_pylist(), strict=True))
-        quality = labeled_metrics(folder, row_documents(folder, dropped, chunk_docs),
-                                  params.ingest, corpus)
+        quality = [s["variants"][headline_variant(folder)]
+                   for s in labeled_metrics(folder, corpus).values()]
     return {"stages": t.rows, "chunks": n_chunks, "tokens": tokens,
             "encode": {k: model_fingerprint(params.encode)[k] for k in ("backend", "precision")},
-            "quality": next(iter(quality.values()), {})}
+            "quality": quality[0] if quality else {}}
 
 
 def side_main(args: argparse.Namespace) -> None:

@@ -15,6 +15,8 @@ from tasks.core.catalog import ENCODED, MANIFEST
 from tasks.core.config import cache_root, load_params, parse_override
 from tasks.core.registry import STAGE_NAMES, get_stage
 
+QUERY_BATCH = 256  # queries embedded and searched together in batch search
+
 
 def _root(args: argparse.Namespace) -> Path:
     root = Path(args.root).resolve()
@@ -87,16 +89,42 @@ def _index_dir(args: argparse.Namespace) -> Path:
 def cmd_search(args: argparse.Namespace) -> int:
     from tasks.query.search import load_index_folder  # noqa: PLC0415
 
+    if (args.query is None) == (args.queries is None):
+        raise ValueError("search: give one query text, or --queries FILE")
     folder = load_index_folder(_index_dir(args))
-    hits = folder.search_text([args.query], k=args.k)[0]
-    if args.json:
-        print(json.dumps(hits, indent=2, ensure_ascii=False))
+    if args.queries is not None:
+        return _search_batch(folder, args)
+    hits = folder.search_text([args.query], k=args.k, mode=args.mode, expand=args.expand)[0]
+    if args.json or args.format == "jsonl":
+        print(json.dumps(hits, indent=None if args.format == "jsonl" else 2,
+                         ensure_ascii=False))
         return 0
     for rank, hit in enumerate(hits, 1):
-        snippet = textwrap.shorten(hit["text"].replace("\n", " "), width=args.width)
-        title = f"  \"{hit['title']}\"" if hit.get("title") else ""
-        print(f"{rank:>2}. {hit['score']:.3f}  {hit['source']}{title}  [{hit['chunk_id']}]\n"
-              f"    {snippet}")
+        print(_hit_lines(rank, hit, args.width))
+    return 0
+
+
+def _hit_lines(rank: int, hit: dict[str, Any], width: int) -> str:
+    if "duplicate_of" in hit:
+        return (f"{rank:>2}. {hit['score']:.3f}  {hit['source']}  "
+                f"(duplicate of {hit['duplicate_of']})")
+    snippet = textwrap.shorten(hit["text"].replace("\n", " "), width=width)
+    title = f"  \"{hit['title']}\"" if hit.get("title") else ""
+    also = "".join(f"\n    also in {m['source']}" for m in hit.get("members", []))
+    return (f"{rank:>2}. {hit['score']:.3f}  {hit['source']}{title}  [{hit['chunk_id']}]\n"
+            f"    {snippet}{also}")
+
+
+def _search_batch(folder: Any, args: argparse.Namespace) -> int:
+    """One JSON line per query of the file, in order, with its ranked hits."""
+    from tasks.query.batch import batches, hit_record, read_queries  # noqa: PLC0415
+
+    queries = read_queries(Path(args.queries))
+    for part in batches(queries, QUERY_BATCH):
+        results = folder.search_text(part, k=args.k, mode=args.mode, expand=args.expand)
+        for query, hits in zip(part, results, strict=True):
+            print(json.dumps({"query": query, "hits": [hit_record(h) for h in hits]},
+                             ensure_ascii=False))
     return 0
 
 
@@ -229,9 +257,16 @@ def _add_run_parsers(sub: Any) -> None:
 
 
 def _add_output_parsers(sub: Any) -> None:
-    p = sub.add_parser("search", help="search the index")
-    p.add_argument("query")
+    p = sub.add_parser("search", help="search the index (one query, or --queries FILE)")
+    p.add_argument("query", nargs="?")
+    p.add_argument("--queries", metavar="FILE", help="JSONL with a `query` field per line, or "
+                   "one query per line: one JSON result line per query, in order")
     p.add_argument("-k", type=int, default=5)
+    p.add_argument("--mode", choices=["dense", "lexical", "hybrid"],
+                   help="default: the mode the index was built with (search.mode)")
+    p.add_argument("--expand", choices=["group", "rows", "off"],
+                   help="deduplicated twins of a hit (default: search.expand_duplicates)")
+    p.add_argument("--format", choices=["text", "jsonl"], default="text")
     p.add_argument("--index", help="index folder or published s3://bucket/prefix "
                    "(default: the workspace's published index, else its latest build)")
     p.add_argument("--json", action="store_true")

@@ -1,9 +1,12 @@
 """dedup: reduced vectors + chunk texts -> kept `vectors.parquet` + audit `dropped.parquet`.
 
 Schema out: chunk_id, doc_id, source, title, text, vector; dropped: dropped_chunk_id,
-kept_chunk_id, similarity, kind ('exact' | 'near').
-Invariant: every input chunk is kept or dropped with the kept chunk it duplicates; of a
-duplicate group the first chunk in corpus order is kept. Memory is O(n*d), never O(n^2).
+kept_chunk_id, similarity, kind ('exact' | 'near'), doc_id, source, group_chunk_id, text.
+Invariant: every input chunk is kept or dropped with the kept chunk standing for its group
+(which the index carries, so search still reaches it). Of a duplicate group the chunk with
+the shortest source path is kept, then the lexicographically first, then the first in corpus
+order (`keep_order`); the choice only moves when that member changes or goes. Rows stay in
+corpus order. Memory is O(n*d), never O(n^2).
 """
 
 from __future__ import annotations
@@ -184,14 +187,53 @@ def dedup_vectors(x: np.ndarray, texts: list[str], cfg: DedupConfig
     return keep, drops
 
 
+def keep_order(sources: list[str]) -> np.ndarray:
+    """Rows in the order they claim to be kept: shortest source path first (an original
+    before its `-copy`, `-v2` or `/archive/` twin), then lexicographic, then corpus order
+    (records in file order, chunks in text order)."""
+    return np.array(sorted(range(len(sources)), key=lambda r: (len(sources[r]), sources[r], r)),
+                    dtype="int64")
+
+
+def dedup_by_priority(x: np.ndarray, texts: list[str], order: np.ndarray, cfg: DedupConfig
+                      ) -> tuple[np.ndarray, list[tuple[int, int, float, str]]]:
+    """`dedup_vectors` with rows taken in `order` (the first of a group in it is kept);
+    the keep mask and the audit are in the input's row numbers."""
+    keep, drops = dedup_vectors(np.ascontiguousarray(x[order]), [texts[i] for i in order], cfg)
+    out = np.zeros(len(x), dtype=bool)
+    out[order] = keep
+    return out, [(int(order[a]), int(order[b]), s, k) for a, b, s, k in drops]
+
+
+def group_of(drops: list[tuple[int, int, float, str]]) -> dict[int, int]:
+    """Dropped row -> the kept row standing for its duplicate group.
+
+    A row dropped as an exact copy of a row that the near pass drops in turn belongs to the
+    group of the row that survived: twins are followed until a kept row.
+    """
+    twin = {a: b for a, b, _, _ in drops}
+    out = {}
+    for row, first in twin.items():
+        head = first
+        while head in twin:
+            head = twin[head]
+        out[row] = head
+    return out
+
+
 def dedup_tables(chunks: pa.Table, x: np.ndarray, keep: np.ndarray,
                  drops: list[tuple[int, int, float, str]]) -> tuple[pa.Table, pa.Table]:
     """The kept rows (chunk columns + vector) and the audit table, in row order."""
     ids = chunks.column("chunk_id").to_pylist()
+    docs, sources = chunks.column("doc_id").to_pylist(), chunks.column("source").to_pylist()
+    texts = chunks.column("text").to_pylist()
     kept = chunks.select([c for c in KEPT.columns if c != VECTOR_COLUMN]).filter(pa.array(keep))
     kept = kept.append_column(VECTOR_COLUMN, vectors_to_arrow(x[keep]))
+    group = group_of(drops)
     dropped = pa.Table.from_pylist(
-        [{"dropped_chunk_id": ids[a], "kept_chunk_id": ids[b], "similarity": s, "kind": k}
+        [{"dropped_chunk_id": ids[a], "kept_chunk_id": ids[b], "similarity": s, "kind": k,
+          "doc_id": docs[a], "source": sources[a], "group_chunk_id": ids[group[a]],
+          "text": texts[a]}
          for a, b, s, k in sorted(drops)], schema=DROPPED.schema())
     return kept, dropped
 
@@ -212,7 +254,8 @@ def dedup_task(root: str = ".") -> str:
     if vec.column("chunk_id") != chunks.column("chunk_id"):
         raise ValueError("dedup: reduce vectors and chunk rows are not the same chunk_ids")
     x = arrow_to_vectors(vec.column(VECTOR_COLUMN))
-    keep, drops = dedup_vectors(x, chunks.column("text").to_pylist(), cfg)
+    keep, drops = dedup_by_priority(x, chunks.column("text").to_pylist(),
+                                    keep_order(chunks.column("source").to_pylist()), cfg)
     kept, dropped = dedup_tables(chunks, x, keep, drops)
     counts = dedup_counts(keep, drops)
     fp = stage_fingerprint("dedup", cfg, run.input_fingerprints)

@@ -20,7 +20,6 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import (
     CHUNKS,
-    DROPPED,
     INGEST_DOCS,
     KEPT,
     METRICS,
@@ -30,7 +29,7 @@ from tasks.core.catalog import (
     PROBE_QUERIES,
     VECTOR_COLUMN,
 )
-from tasks.core.config import EvaluateConfig, IngestConfig, Params
+from tasks.core.config import EvaluateConfig, Params
 from tasks.core.fingerprint import stage_fingerprint
 from tasks.core.io import write_json_atomic
 from tasks.core.lineage import lineage_chain
@@ -44,45 +43,78 @@ from tasks.evaluation.plots import plot_histogram, plot_map, plot_sweep
 from tasks.evaluation.runs import append_run, run_record
 from tasks.query.probes import probe_queries
 from tasks.query.recall import RecallProbe, sweep_search_param
-from tasks.query.search import IndexFolder, load_index_folder, set_search_param
+from tasks.query.search import MODES, IndexFolder, load_index_folder, set_search_param
 from tasks.storage.s3 import is_s3
 
 DOC_DEPTH = 100
 
 
-def row_documents(folder: IndexFolder, dropped: pa.Table, chunk_docs: dict[str, str]
-                  ) -> list[list[str]]:
-    """For each index row, its own document then those of chunks deduplicated onto it."""
-    rows = folder.chunks.select(["chunk_id", "doc_id"]).to_pylist()
-    position = {r["chunk_id"]: i for i, r in enumerate(rows)}
-    out = [[r["doc_id"]] for r in rows]
-    for d in dropped.select(["dropped_chunk_id", "kept_chunk_id"]).to_pylist():
-        kept = d["kept_chunk_id"]
-        if kept in position and chunk_docs[d["dropped_chunk_id"]] not in out[position[kept]]:
-            out[position[kept]].append(chunk_docs[d["dropped_chunk_id"]])
+def row_documents(folder: IndexFolder, expand: bool = True) -> list[list[str]]:
+    """For each index row, its own document, then (`expand`) the documents of the chunks
+    deduplicated onto it: a hit on the row counts for any of them."""
+    out = []
+    for doc, members in zip(folder.chunks.column("doc_id").to_pylist(), folder.members,
+                            strict=True):
+        docs = [doc]
+        for m in members if expand else ():
+            if m["doc_id"] not in docs:
+                docs.append(m["doc_id"])
+        out.append(docs)
     return out
 
 
-def search_documents(folder: IndexFolder, texts: list[str], row_docs: list[list[str]]
-                     ) -> list[dict[str, float]]:
-    """Document rankings for query texts through the index's own query path."""
+def variant(mode: str, expand: bool) -> str:
+    """The name a (search mode, duplicate expansion) pair is reported under."""
+    return mode if expand else f"{mode}_no_expansion"
+
+
+def headline_variant(folder: IndexFolder) -> str:
+    """The variant users get from this folder: its search mode and expansion setting."""
+    return variant(folder.search.mode, folder.search.expand_duplicates != "off")
+
+
+def query_set_metrics(folder: IndexFolder, texts: list[str], qrels: dict[str, dict[str, int]],
+                      qids: list[str]) -> dict[str, dict[str, float]]:
+    """Retrieval metrics of one query set in every search mode, with and without expansion.
+
+    Queries are embedded once and ranked in each mode through the index's own query path.
+    """
     if not texts:
-        return []
+        return {}
     depth = min(folder.index.ntotal, 3 * DOC_DEPTH)
-    scores, ids = folder.search_vectors(folder.encode_queries(texts), depth)
-    return doc_rankings(scores, ids, row_docs, DOC_DEPTH)
+    xq = folder.encode_queries(texts)
+    row_docs = {expand: row_documents(folder, expand) for expand in (True, False)}
+    out = {}
+    for mode in MODES:
+        scores, ids = folder.rank(texts, depth, mode, xq=xq)
+        for expand, docs in row_docs.items():
+            ranked = doc_rankings(scores, ids, docs, DOC_DEPTH)
+            out[variant(mode, expand)] = retrieval_metrics(
+                qrels, dict(zip(qids, ranked, strict=True)))
+    return out
 
 
-def labeled_metrics(folder: IndexFolder, row_docs: list[list[str]], cfg: IngestConfig,
-                    source: Path) -> dict[str, dict[str, float]]:
-    """Retrieval metrics per BEIR dataset found under the ingest source."""
+def labeled_metrics(folder: IndexFolder, source: Path) -> dict[str, dict[str, Any]]:
+    """Per BEIR dataset found under the ingest source: its query count and its metrics in
+    every variant (`query_set_metrics`)."""
     out = {}
     for rel, _, queries, qrels in find_beir_sets(source):
         texts, rels = read_beir(rel, queries, qrels)
         qids = sorted(texts)
-        ranked = search_documents(folder, [texts[q] for q in qids], row_docs)
-        out[rel] = {**retrieval_metrics(rels, dict(zip(qids, ranked, strict=True))),
-                    "queries": len(qids)}
+        out[rel] = {"queries": len(qids),
+                    "variants": query_set_metrics(folder, [texts[q] for q in qids], rels, qids)}
+    return out
+
+
+def mode_table(probe: dict[str, dict[str, float]], labeled: dict[str, dict[str, Any]]
+               ) -> dict[str, dict[str, float]]:
+    """Per variant: the probe metrics and the labeled ones averaged over BEIR sets."""
+    out: dict[str, dict[str, float]] = {}
+    for name, m in probe.items():
+        out[name] = {names.PROBE + k: v for k, v in m.items()}
+        for key in names.LABELED_AVERAGED if labeled else ():
+            out[name][names.LABELED + key] = round(float(np.mean(
+                [s["variants"][name][key] for s in labeled.values()])), 6)
     return out
 
 
@@ -118,31 +150,41 @@ def _index_quality(folder: IndexFolder, x: np.ndarray, xq: np.ndarray,
             names.INDEX_MS_PER_QUERY: at_setting.get("ms_per_query")}, sweep
 
 
-def evaluate_all(folder: IndexFolder, vectors: pa.Table, chunks: pa.Table, dropped: pa.Table,
+def retrieval_quality(folder: IndexFolder, chunks: pa.Table, params: Params, root: Path
+                      ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Label-free probe and BEIR metrics in every variant; the headline keys are those of
+    the variant users get. Returns (metrics, the probes used)."""
+    cfg = params.evaluate
+    probes = probe_queries(chunks, cfg.probe_docs, cfg.seed)
+    qids = [f"p{i}" for i in range(len(probes))]
+    probe = query_set_metrics(folder, [q for q, _ in probes],
+                              {q: {doc: 1} for q, (_, doc) in zip(qids, probes, strict=True)},
+                              qids)
+    labeled = {} if is_s3(params.ingest.source) else labeled_metrics(
+        folder, root / params.ingest.source)
+    modes = mode_table(probe, labeled)
+    metrics: dict[str, Any] = {"probe_queries": len(probes), "modes": modes,
+                               "search_mode": headline_variant(folder)}
+    metrics |= modes.get(headline_variant(folder), {})
+    metrics[names.DENSE_PROBE_RECALL_AT_10] = modes.get("dense", {}).get(
+        names.PROBE_RECALL_AT_10)
+    if labeled:
+        metrics["labeled"] = {rel: {**s["variants"][headline_variant(folder)],
+                                    "queries": s["queries"]} for rel, s in labeled.items()}
+    return metrics, probes
+
+
+def evaluate_all(folder: IndexFolder, vectors: pa.Table, chunks: pa.Table,
                  doc_meta: dict[str, dict[str, Any]], params: Params, root: Path,
                  out_dir: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """Every metric of the evaluation, and the label-free probes used; the plots are drawn
     into `out_dir` (the output folder being written)."""
     cfg = params.evaluate
     x = arrow_to_vectors(vectors.column(VECTOR_COLUMN))
-    chunk_docs = dict(zip(chunks.column("chunk_id").to_pylist(),
-                          chunks.column("doc_id").to_pylist(), strict=True))
-    row_docs = row_documents(folder, dropped, chunk_docs)
-    probes = probe_queries(chunks, cfg.probe_docs, cfg.seed)
-    xq = folder.encode_queries([q for q, _ in probes])
-    metrics, sweep = _index_quality(folder, x, xq, cfg)
-    ranked = search_documents(folder, [q for q, _ in probes], row_docs)
-    qrels = {f"p{i}": {doc: 1} for i, (_, doc) in enumerate(probes)}
-    probe_m = retrieval_metrics(qrels, {f"p{i}": r for i, r in enumerate(ranked)})
-    metrics |= {names.PROBE + k: v for k, v in probe_m.items()} | {
-        "probe_queries": len(probes)}
-    labeled = {} if is_s3(params.ingest.source) else labeled_metrics(
-        folder, row_docs, params.ingest, root / params.ingest.source)
-    if labeled:
-        metrics["labeled"] = labeled
-        for key in names.LABELED_AVERAGED:
-            metrics[names.LABELED + key] = round(
-                float(np.mean([m[key] for m in labeled.values()])), 6)
+    metrics, probes = retrieval_quality(folder, chunks, params, root)
+    index_m, sweep = _index_quality(folder, x, folder.encode_queries([q for q, _ in probes]),
+                                    cfg)
+    metrics |= index_m
     rows = sample_rows(len(x), cfg.health_sample, cfg.seed)
     labels = labels_for(vectors, rows, cfg.label_field, doc_meta)
     metrics |= space_health(x[rows], labels, cfg.seed)
@@ -187,12 +229,12 @@ def evaluate_task(root: str = ".") -> str:
     run = start_stage("evaluate", root)
     cfg = run.params.evaluate
     folder = load_index_folder(run.input_dirs["index"])
-    vectors, dropped, chunks = run.read(KEPT), run.read(DROPPED), run.read(CHUNKS)
+    vectors, chunks = run.read(KEPT), run.read(CHUNKS)
     doc_meta = doc_metadata(run.read(INGEST_DOCS, ["doc_id", "metadata"]))
     fp = stage_fingerprint("evaluate", cfg, run.input_fingerprints)
     with run.output(fp, cfg) as out:
         out.path(PLOTS_DIR).mkdir()
-        measured, probes = evaluate_all(folder, vectors, chunks, dropped, doc_meta, run.params,
+        measured, probes = evaluate_all(folder, vectors, chunks, doc_meta, run.params,
                                         run.root, out.tmp_dir)
         metrics = evaluation_report(measured, folder.card, (folder.index.ntotal, folder.index.d),
                                     lineage_chain(run.root, run.params, "dedup"), cfg)

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import math
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +26,20 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import (
+    DROPPED,
     INDEX,
     INDEX_CARD,
     INDEX_CHUNKS,
+    INDEX_MEMBERS,
     INDEX_METADATA,
     INDEX_MODEL,
+    INDEX_SEARCH,
     INDEX_TRANSFORM,
     KEPT,
     TRANSFORM,
     VECTOR_COLUMN,
 )
-from tasks.core.config import IndexConfig
+from tasks.core.config import IndexConfig, SearchConfig
 from tasks.core.fingerprint import sha256_text, stage_fingerprint
 from tasks.core.io import StageOutput, previous_keys, read_manifest
 from tasks.core.lineage import index_metadata
@@ -42,6 +47,7 @@ from tasks.core.runtime import main, start_stage, task_logger
 from tasks.core.vectors import MIN_POINTS_PER_LIST, arrow_to_vectors, max_lists, sample_rows
 from tasks.encoders.model import model_fingerprint
 from tasks.query.ids import chunk_int_ids
+from tasks.query.lexical import build_lexical, save_lexical
 from tasks.query.probes import probe_queries
 from tasks.query.recall import RecallProbe, sweep_search_param
 from tasks.query.search import encode_queries, set_search_param
@@ -55,11 +61,18 @@ def auto_nlist(n: int) -> int:
     return max(1, min(int(round(4 * math.sqrt(n))), max_lists(n)))
 
 
-def resolve_factory(cfg: IndexConfig, n: int) -> tuple[str, int | None]:
-    """The concrete factory string and nlist (None for non-IVF) for `n` vectors."""
+def resolve_factory(cfg: IndexConfig, n: int, exact_ms: float | None = None
+                    ) -> tuple[str, int | None]:
+    """The concrete factory string and nlist (None for non-IVF) for `n` vectors.
+
+    `factory: auto` keeps exact search (Flat) while `exact_ms`, its measured time per query,
+    is within `max_query_ms`, else builds IVF-Flat (tuned later to `target_recall`).
+    """
     factory = cfg.factory
     if factory == "auto":
-        factory = "Flat" if n < cfg.flat_below else "IVF{nlist},Flat"
+        if exact_ms is None:
+            raise ValueError("index.factory 'auto' needs the exact index's measured latency")
+        factory = "Flat" if exact_ms <= cfg.max_query_ms else "IVF{nlist},Flat"
     if not factory.startswith("IVF"):
         return factory, None
     nlist = auto_nlist(n) if cfg.nlist == "auto" else cfg.nlist
@@ -108,6 +121,17 @@ def fill_index(index: faiss.Index, x: np.ndarray, ids: np.ndarray | None = None
         index = faiss.IndexIDMap2(index)
     add_vectors(index, x, ids)
     return index
+
+
+def query_ms(index: faiss.Index, xq: np.ndarray, k: int = 10, n: int = 200) -> float:
+    """Milliseconds per query, one query at a time (a batch of one, as a user searches),
+    over at most `n` of `xq` after one warm-up search."""
+    xq = np.ascontiguousarray(xq[:n], dtype="float32")
+    index.search(xq[:1], k)
+    started = time.perf_counter()
+    for i in range(len(xq)):
+        index.search(xq[i:i + 1], k)
+    return 1e3 * (time.perf_counter() - started) / max(len(xq), 1)
 
 
 def build_index(x: np.ndarray, factory: str, cfg: IndexConfig,
@@ -195,7 +219,7 @@ def plan_update(prev: dict[str, Any] | None, prev_keys: dict[int, str], cur_ids:
 
 
 def index_card(index: faiss.Index, factory: str, nlist: int | None, param: str | None,
-               value: int | None, sweep: list[dict], cfg: IndexConfig, size: int,
+               value: int | None, sweep: list[dict], cfg: IndexConfig, size_bytes: int,
                **extra: Any) -> dict:
     """What the index is and how well it searches at its setting."""
     last = sweep[-1] if sweep else {}
@@ -205,7 +229,7 @@ def index_card(index: faiss.Index, factory: str, nlist: int | None, param: str |
             "search_param": param, "search_value": value, "target_recall": cfg.target_recall,
             "recall_at_10_corpus": 1.0 if exact else last.get("recall_corpus"),
             "recall_at_10_queries": 1.0 if exact else last.get("recall_queries"),
-            "sweep": sweep, "size_bytes": size, **extra}
+            "sweep": sweep, "size_bytes": size_bytes, **extra}
 
 
 @dataclass
@@ -217,11 +241,14 @@ class BuiltIndex:
     nlist: int | None
     trained_on: int
     churn: int
+    why: str = ""
+    exact_ms: float | None = None
 
     def card_facts(self, plan: IndexPlan) -> dict[str, Any]:
-        """Training and update history for the index card."""
+        """Training and update history, and why this factory, for the index card."""
         return {"trained_on": self.trained_on, "churn_since_train": self.churn,
-                "update": plan.mode, "update_reason": plan.reason}
+                "update": plan.mode, "update_reason": plan.reason,
+                "factory_reason": self.why, "exact_ms_per_query": self.exact_ms}
 
     def counts(self, plan: IndexPlan) -> dict[str, int]:
         """Vectors held, added and removed, for the manifest."""
@@ -244,15 +271,32 @@ def probe_vectors(table: pa.Table, model: dict[str, Any], transform: VectorTrans
 
 
 def apply_plan(plan: IndexPlan, prev: dict | None, prev_index: faiss.Index | None,
-               x: np.ndarray, int_ids: np.ndarray, cfg: IndexConfig) -> BuiltIndex:
-    """Update the previous index in place, or build a new one, as `plan` says."""
-    if plan.mode != "incremental":
+               x: np.ndarray, int_ids: np.ndarray, cfg: IndexConfig,
+               queries: Callable[[], np.ndarray]) -> BuiltIndex:
+    """Update the previous index in place, or build a new one, as `plan` says.
+
+    A new `auto` index starts exact; it stays exact when one query (`queries()` embeds
+    query-like probes) takes at most `max_query_ms` on it, else IVF is built instead.
+    """
+    if plan.mode == "incremental":
+        card = prev["card"]
+        index = update_index(prev_index, x[plan.add_rows], int_ids[plan.add_rows],
+                             plan.remove_ids)
+        churn = card.get("churn_since_train", 0) + len(plan.add_rows) + len(plan.remove_ids)
+        return BuiltIndex(index, card["factory"], card["nlist"], card["trained_on"], churn,
+                          card.get("factory_reason", ""), card.get("exact_ms_per_query"))
+    if cfg.factory != "auto":
         factory, nlist = resolve_factory(cfg, len(x))
-        return BuiltIndex(build_index(x, factory, cfg, int_ids), factory, nlist, len(x), 0)
-    card = prev["card"]
-    index = update_index(prev_index, x[plan.add_rows], int_ids[plan.add_rows], plan.remove_ids)
-    churn = card.get("churn_since_train", 0) + len(plan.add_rows) + len(plan.remove_ids)
-    return BuiltIndex(index, card["factory"], card["nlist"], card["trained_on"], churn)
+        return BuiltIndex(build_index(x, factory, cfg, int_ids), factory, nlist, len(x), 0,
+                          "index.factory")
+    exact = build_index(x, "Flat", cfg, int_ids)
+    xq = queries()
+    ms = round(query_ms(exact, xq if len(xq) else x), 4)
+    factory, nlist = resolve_factory(cfg, len(x), ms)
+    why = (f"exact search takes {ms} ms per query, "
+           f"{'within' if nlist is None else 'over'} index.max_query_ms={cfg.max_query_ms}")
+    index = exact if nlist is None else build_index(x, factory, cfg, int_ids)
+    return BuiltIndex(index, factory, nlist, len(x), 0, why, ms)
 
 
 def choose_search_param(built: BuiltIndex, x: np.ndarray, int_ids: np.ndarray,
@@ -296,15 +340,33 @@ def _previous(out_dir: Path) -> tuple[dict | None, faiss.Index | None, dict[int,
     return read_manifest(out_dir, "index"), index, keys
 
 
+def group_members(dropped: pa.Table) -> pa.Table:
+    """Each dropped duplicate under the kept chunk standing for its group (from dedup)."""
+    return pa.table({"group_chunk_id": dropped.column("group_chunk_id"),
+                     "chunk_id": dropped.column("dropped_chunk_id"),
+                     **{c: dropped.column(c) for c in ("doc_id", "source", "similarity", "kind")}},
+                    schema=INDEX_MEMBERS.schema())
+
+
 def write_index_folder(out: StageOutput, built: BuiltIndex, table: pa.Table,
-                       int_ids: np.ndarray, transform: Path, model: dict[str, Any]) -> int:
-    """The FAISS index, the id -> chunk table, the transform and the model; the index size."""
+                       int_ids: np.ndarray, inputs: tuple[Path, pa.Table],
+                       model: dict[str, Any], search: SearchConfig) -> dict[str, Any]:
+    """The FAISS index, the id -> chunk table, the transform (`inputs[0]`), the duplicate
+    groups (from the dedup audit `inputs[1]`), the model, the search settings and the
+    lexical index; returns the sizes for the card."""
     faiss.write_index(built.index, str(out.path(INDEX)))
     out.write_table(INDEX_CHUNKS, table.drop_columns([VECTOR_COLUMN]).append_column(
         "int_id", pa.array(int_ids, pa.int64())))
-    shutil.copyfile(transform, out.path(INDEX_TRANSFORM))
+    shutil.copyfile(inputs[0], out.path(INDEX_TRANSFORM))
+    out.write_table(INDEX_MEMBERS, group_members(inputs[1]))
     out.write_json(INDEX_MODEL, model)
-    return out.path(INDEX).stat().st_size
+    out.write_json(INDEX_SEARCH, search.model_dump(mode="json"))
+    started = time.perf_counter()
+    if table.num_rows:  # every chunk, kept ones then group members: no token is deduplicated
+        texts = table.column("text").to_pylist() + inputs[1].column("text").to_pylist()
+        save_lexical(build_lexical(texts, search), out.tmp_dir)
+    return {"size_bytes": out.path(INDEX).stat().st_size,
+            "lexical_seconds": round(time.perf_counter() - started, 3)}
 
 
 @task(name="index", cache_policy=NO_CACHE)
@@ -318,16 +380,17 @@ def index_task(root: str = ".") -> str:
     x, int_ids, keys = index_rows(table)
     prev, prev_index, prev_keys = _previous(run.out_dir)
     plan = plan_update(prev, prev_keys, int_ids, keys, dedup["space"], cfg)
-    built = apply_plan(plan, prev, prev_index, x, int_ids, cfg)
     transform = VectorTransform.load(run.input_path(TRANSFORM))
-    param, value, sweep = choose_search_param(
-        built, x, int_ids, cfg, lambda: probe_vectors(table, dedup["model"], transform, cfg))
+    probes = cache(lambda: probe_vectors(table, dedup["model"], transform, cfg))
+    built = apply_plan(plan, prev, prev_index, x, int_ids, cfg, probes)
+    param, value, sweep = choose_search_param(built, x, int_ids, cfg, probes)
     fp, model = stage_fingerprint("index", cfg, run.input_fingerprints), {
         **dedup["model"], "space": dedup["space"]}
     with run.output(fp, cfg) as out:
-        size = write_index_folder(out, built, table, int_ids, run.input_path(TRANSFORM), model)
+        sizes = write_index_folder(out, built, table, int_ids, (
+            run.input_path(TRANSFORM), run.read(DROPPED)), model, run.params.search)
         card = index_card(built.index, built.factory, built.nlist, param, value, sweep, cfg,
-                          size, **built.card_facts(plan))
+                          **sizes, **built.card_facts(plan))
         out.write_json(INDEX_CARD, card)
         out.write_json(INDEX_METADATA, index_metadata(run, fp, model, card))
         out.record(model=model, space=dedup["space"], card=card, rows=built.counts(plan))

@@ -103,10 +103,10 @@ def test_random_vectors_trip_the_gate_and_keep_the_published_index(sample_ws):
     # updated in place (same space, same texts) and keep the real vectors.
     shutil.rmtree(sample_ws / "data/07_index")
     run_stages(sample_ws, ("reduce", "dedup", "index"))
-    with pytest.raises(ValueError, match="quality gate failed: .*probe_recall_at_10"):
+    with pytest.raises(ValueError, match="quality gate failed: .*dense_probe_recall_at_10"):
         STAGE_TASKS["evaluate"].fn(root=str(sample_ws))
     bad = json.loads((sample_ws / "metrics.json").read_text())
-    assert bad["probe_recall_at_10"] < 0.2 < good["probe_recall_at_10"] - 0.6
+    assert bad["dense_probe_recall_at_10"] < 0.2 < good["dense_probe_recall_at_10"] - 0.6
     assert not bad["gate"]["passed"]
     with pytest.raises(ValueError, match="gate did not pass"):
         STAGE_TASKS["publish"].fn(root=str(sample_ws))

@@ -25,8 +25,8 @@ def clustered(n: int, d: int = 32, k: int = 64, seed: int = 0) -> np.ndarray:
 
 def test_auto_picks_flat_when_small_and_ivf_when_large():
     cfg = IndexConfig()
-    assert resolve_factory(cfg, 500) == ("Flat", None)
-    factory, nlist = resolve_factory(cfg, 1_000_000)
+    assert resolve_factory(cfg, 500, exact_ms=0.2) == ("Flat", None)
+    factory, nlist = resolve_factory(cfg, 1_000_000, exact_ms=60.0)
     assert factory == f"IVF{nlist},Flat" and 4 * 1000 <= nlist <= 16 * 1000
     assert auto_nlist(1000) == 25  # capped so each list has >= 39 training points
 

@@ -60,14 +60,22 @@ ENCODED = StageFile("encode", "vectors.parquet", (("chunk_id", _S), ("text_key",
 REDUCED = StageFile("reduce", "vectors.parquet", (("chunk_id", _S),), vectors=True)
 TRANSFORM = StageFile("reduce", "transform.npz")
 KEPT = StageFile("dedup", "vectors.parquet", _CHUNK_TEXT, vectors=True)
+# kept_chunk_id: the twin it was found against; group_chunk_id: the kept chunk that stands for
+# its whole duplicate group in the index (the same, unless that twin was dropped in turn).
 DROPPED = StageFile("dedup", "dropped.parquet", (
-    ("dropped_chunk_id", _S), ("kept_chunk_id", _S), ("similarity", _F32), ("kind", _S)))
+    ("dropped_chunk_id", _S), ("kept_chunk_id", _S), ("similarity", _F32), ("kind", _S),
+    ("doc_id", _S), ("source", _S), ("group_chunk_id", _S), ("text", _S)))
 INDEX = StageFile("index", "index.faiss")
 INDEX_CHUNKS = StageFile("index", "chunks.parquet", (*_CHUNK_TEXT, ("int_id", _I64)))
 INDEX_TRANSFORM = StageFile("index", TRANSFORM.name)
 INDEX_MODEL = StageFile("index", "model.json")
 INDEX_CARD = StageFile("index", "card.json")
 INDEX_METADATA = StageFile("index", "metadata.json")
+INDEX_SEARCH = StageFile("index", "search.json")  # the search settings the folder answers with
+INDEX_MEMBERS = StageFile("index", "members.parquet", (
+    ("group_chunk_id", _S), ("chunk_id", _S), ("doc_id", _S), ("source", _S),
+    ("similarity", _F32), ("kind", _S)))
+# The lexical (BM25) index is a set of flat `lexical.*` files (tasks.query.lexical).
 METRICS = StageFile("evaluate", METRICS_FILE)
 PROBE_QUERIES = StageFile("evaluate", "queries.parquet", (("query", _S), ("doc_id", _S)))
 PLOTS_DIR = "plots"

@@ -232,14 +232,17 @@ class IndexConfig(_Config):
     factory: str = Field(
         "auto",
         description="FAISS factory string ('IVF{nlist},Flat', 'IVF{nlist},PQ16', 'HNSW32', "
-        "'Flat') or 'auto': Flat below flat_below vectors, IVF-Flat above.",
+        "'Flat') or 'auto': exact (Flat) while its measured latency stays within "
+        "max_query_ms, else IVF-Flat tuned to target_recall.",
     )
     nlist: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
     nprobe: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
     target_recall: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
-        0.95, description="nprobe 'auto' picks the smallest meeting this recall@10 vs exact."
+        0.99, description="nprobe 'auto' picks the smallest meeting this recall@10 vs exact."
     )
-    flat_below: Annotated[int, Field(ge=0)] = 20_000
+    max_query_ms: Annotated[float, Field(gt=0.0)] = Field(
+        5.0, description="factory 'auto': the exact index is kept while one query (batch of "
+        "one, this machine) takes at most this many milliseconds.")
     train_sample: Annotated[int, Field(ge=1000)] = 200_000
     tune_queries: Annotated[int, Field(ge=10)] = 500
     retrain_growth: Annotated[float, Field(ge=0.0)] = Field(
@@ -278,10 +281,36 @@ class EvaluateConfig(_Config):
     min_probe_recall_at_10: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
         0.3, description="Gate: document recall@10 of the label-free probe."
     )
+    min_dense_probe_recall_at_10: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
+        0.3, description="Gate: the label-free probe's recall@10 in dense mode alone (catches "
+        "broken embeddings that BM25 would hide in hybrid mode).")
     min_labeled_ndcg_at_10: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
         None, description="Gate: nDCG@10 on BEIR queries/qrels, when the corpus has them."
     )
     seed: int = 0
+
+
+class SearchConfig(_Config):
+    """How queries are answered: dense, lexical (BM25) or both fused by reciprocal rank."""
+
+    mode: Literal["dense", "lexical", "hybrid"] = Field(
+        "hybrid", description="dense (FAISS), lexical (BM25) or hybrid (reciprocal rank "
+        "fusion of both).")
+    rrf_k: Annotated[int, Field(ge=1)] = Field(
+        60, description="Reciprocal rank fusion constant: score = weight / (rrf_k + rank).")
+    dense_weight: Annotated[float, Field(ge=0.0)] = 1.0
+    lexical_weight: Annotated[float, Field(ge=0.0)] = 1.0
+    candidates: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        100, description="Top hits taken from each side before fusion.")
+    expand_duplicates: Literal["group", "rows", "off"] = Field(
+        "group", description="A hit's deduplicated twins: listed with it (group), as rows "
+        "after it (rows), or not at all (off).")
+    stopwords: Literal["en", "none"] = Field(
+        "en", description="Stopwords left out of the lexical index (identifiers are kept).")
+    stemmer: Literal["english", "none"] = Field(
+        "english", description="Snowball stemming of plain words in the lexical index.")
+    bm25_k1: Annotated[float, Field(gt=0.0)] = 1.5
+    bm25_b: Annotated[float, Field(ge=0.0, le=1.0)] = 0.75
 
 
 class PublishConfig(_Config):
@@ -309,6 +338,7 @@ class Params(_Config):
     index: IndexConfig = IndexConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     publish: PublishConfig = PublishConfig()
+    search: SearchConfig = SearchConfig()
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:

@@ -25,9 +25,12 @@ LABELED_NDCG_AT_10 = LABELED + "ndcg_at_10"
 INDEX_RECALL_CORPUS = "index_recall_at_10_corpus"
 INDEX_RECALL_QUERIES = "index_recall_at_10_queries"
 INDEX_MS_PER_QUERY = "index_ms_per_query"
+# The embeddings alone: a lexical side can hide broken vectors from the headline metrics.
+DENSE_PROBE_RECALL_AT_10 = "dense_" + PROBE_RECALL_AT_10
 # The quality gate: metric -> the EvaluateConfig field holding its floor.
 GATE = ((INDEX_RECALL_QUERIES, "min_index_recall"), (INDEX_RECALL_CORPUS, "min_index_recall"),
         (PROBE_RECALL_AT_10, "min_probe_recall_at_10"),
+        (DENSE_PROBE_RECALL_AT_10, "min_dense_probe_recall_at_10"),
         (LABELED_NDCG_AT_10, "min_labeled_ndcg_at_10"))
 # What run summaries and `embedpipe compare` show.
 HEADLINE = (PROBE_RECALL_AT_10, PROBE_NDCG_AT_10, LABELED_NDCG_AT_10, INDEX_RECALL_QUERIES,

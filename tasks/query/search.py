@@ -1,7 +1,9 @@
 """The query side: load an index folder and apply exactly its chain to query text.
 
-query -> prefix -> encoder -> transform (PCA, whitening, L2) -> FAISS with the tuned
-search parameter -> rows of chunks.parquet.
+dense: query -> prefix -> encoder -> transform (PCA, whitening, L2) -> FAISS with the tuned
+search parameter -> rows of chunks.parquet. lexical: query -> tokens -> BM25. hybrid: both
+sides' top candidates fused by reciprocal rank. Each hit carries the chunks deduplicated onto
+it (its group), so dedup shrinks the index, never what a query can reach.
 """
 
 from __future__ import annotations
@@ -16,10 +18,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.core.catalog import INDEX, INDEX_CARD, INDEX_CHUNKS, INDEX_MODEL, INDEX_TRANSFORM
-from tasks.core.config import EncodeConfig
+from tasks.core.catalog import (
+    INDEX,
+    INDEX_CARD,
+    INDEX_CHUNKS,
+    INDEX_MEMBERS,
+    INDEX_MODEL,
+    INDEX_SEARCH,
+    INDEX_TRANSFORM,
+)
+from tasks.core.config import EncodeConfig, SearchConfig
 from tasks.query.ids import IdMap
+from tasks.query.lexical import LexicalIndex, fuse_rrf
 from tasks.query.transform import VectorTransform
+
+MODES = ("dense", "lexical", "hybrid")
 
 
 def set_search_param(index: faiss.Index, name: str | None, value: int | None) -> None:
@@ -55,6 +68,24 @@ def encode_queries(model: dict[str, Any], transform: VectorTransform, texts: lis
     return transform.apply(np.asarray(x, dtype="float32"))
 
 
+def lexical_rows(members: pa.Table, chunks: pa.Table) -> np.ndarray:
+    """The indexed row each lexical document stands for: the chunks, then each group member
+    (in `members` order) as its group's row."""
+    row = {c: i for i, c in enumerate(chunks.column("chunk_id").to_pylist())}
+    groups = [row[g] for g in members.column("group_chunk_id").to_pylist()]
+    return np.array([*range(chunks.num_rows), *groups], dtype="int64")
+
+
+def group_members(members: pa.Table, chunks: pa.Table) -> list[list[dict[str, Any]]]:
+    """For each chunk row, the dropped duplicates it stands for (chunk_id, doc_id, source)."""
+    row = {c: i for i, c in enumerate(chunks.column("chunk_id").to_pylist())}
+    out: list[list[dict[str, Any]]] = [[] for _ in range(chunks.num_rows)]
+    for m in members.select(["group_chunk_id", "chunk_id", "doc_id", "source"]).to_pylist():
+        if m["group_chunk_id"] in row:
+            out[row[m.pop("group_chunk_id")]].append(m)
+    return out
+
+
 @dataclass
 class IndexFolder:
     """Everything `embedpipe search` needs, loaded from one index folder."""
@@ -66,6 +97,9 @@ class IndexFolder:
     model: dict[str, Any]
     card: dict[str, Any]
     id_map: IdMap
+    search: SearchConfig
+    members: list[list[dict[str, Any]]]
+    lexical: LexicalIndex | None
 
     def search_vectors(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, chunk table rows) for already-transformed query vectors."""
@@ -81,19 +115,62 @@ class IndexFolder:
         """Queries embedded with the index's own model, prefix and transform."""
         return encode_queries(self.model, self.transform, texts, where=str(self.path))
 
-    def search_text(self, queries: list[str], k: int = 5) -> list[list[dict[str, Any]]]:
-        """Top-k chunk rows (with `score`) for each query text."""
-        scores, ids = self.search_vectors(self.encode_queries(queries), k)
+    def rank(self, queries: list[str], depth: int, mode: str | None = None,
+             xq: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, chunk rows), (nq, depth), -1 past the end, in `mode` (default: the
+        folder's). A query with no lexical match (only stopwords, say) is answered dense.
+        `xq`: the queries already embedded (`encode_queries`), to rank in several modes."""
+        mode = mode or self.search.mode
+        if mode not in MODES:
+            raise ValueError(f"search mode {mode!r}: expected one of {', '.join(MODES)}")
+        depth = min(depth, self.index.ntotal)
+        if mode == "dense" or self.lexical is None or not queries:
+            return self.search_vectors(self._embedded(queries, xq), depth)
+        wide = max(depth, self.search.candidates)
+        lex_scores, lex_rows = self.lexical.search(queries, wide)
+        if mode == "lexical":
+            scores, rows = lex_scores[:, :depth].copy(), lex_rows[:, :depth].copy()
+            empty = np.flatnonzero(rows[:, 0] < 0)
+            if len(empty):
+                scores[empty], rows[empty] = self.search_vectors(
+                    self._embedded(queries, xq)[empty], depth)
+            return scores, rows
+        _, dense_rows = self.search_vectors(self._embedded(queries, xq), wide)
+        return fuse_rrf([(dense_rows, self.search.dense_weight),
+                         (lex_rows, self.search.lexical_weight)], self.search.rrf_k, depth)
+
+    def _embedded(self, queries: list[str], xq: np.ndarray | None) -> np.ndarray:
+        return self.encode_queries(queries) if xq is None else xq
+
+    def search_text(self, queries: list[str], k: int = 5, mode: str | None = None,
+                    expand: str | None = None) -> list[list[dict[str, Any]]]:
+        """Top-k chunk rows (with `score`) for each query text; `expand` (default: the
+        folder's `expand_duplicates`) adds each hit's group as `members` or as rows."""
+        expand = expand or self.search.expand_duplicates
+        scores, ids = self.rank(queries, k, mode)
         rows = self.chunks.to_pylist()
-        return [[{**rows[i], "score": float(s)} for s, i in zip(srow, irow, strict=True)
-                 if i >= 0] for srow, irow in zip(scores, ids, strict=True)]
+        out = []
+        for srow, irow in zip(scores, ids, strict=True):
+            hits: list[dict[str, Any]] = []
+            for s, i in zip(srow.tolist(), irow.tolist(), strict=True):
+                if i < 0:
+                    continue
+                hit = {**rows[i], "score": s}
+                if expand == "group":
+                    hit["members"] = self.members[i]
+                hits.append(hit)
+                if expand == "rows":
+                    hits += [{**m, "score": s, "duplicate_of": hit["chunk_id"]}
+                             for m in self.members[i]]
+            out.append(hits[:k] if expand == "rows" else hits)
+        return out
 
 
 def load_index_folder(path: Path | str) -> IndexFolder:
     """Load an index folder written by the index stage; ValueError names what is missing."""
     path = Path(path)
-    missing = [f.name for f in (INDEX, INDEX_CHUNKS, INDEX_MODEL, INDEX_CARD, INDEX_TRANSFORM)
-               if not (path / f.name).is_file()]
+    missing = [f.name for f in (INDEX, INDEX_CHUNKS, INDEX_MODEL, INDEX_CARD, INDEX_TRANSFORM,
+                                INDEX_SEARCH, INDEX_MEMBERS) if not (path / f.name).is_file()]
     if missing:
         raise ValueError(f"{path}: not an index folder (missing {', '.join(missing)}); "
                          "run the pipeline first")
@@ -103,6 +180,11 @@ def load_index_folder(path: Path | str) -> IndexFolder:
     chunks = pq.read_table(path / INDEX_CHUNKS.name)
     if chunks.num_rows != index.ntotal:
         raise ValueError(f"{path}: {chunks.num_rows} chunk rows for {index.ntotal} vectors")
-    return IndexFolder(path, index, chunks, VectorTransform.load(path / INDEX_TRANSFORM.name),
-                       json.loads((path / INDEX_MODEL.name).read_text(encoding="utf-8")), card,
-                       IdMap(chunks.column("int_id").to_numpy()))
+    search = SearchConfig.model_validate_json((path / INDEX_SEARCH.name).read_text("utf-8"))
+    members = pq.read_table(path / INDEX_MEMBERS.name)
+    return IndexFolder(
+        path, index, chunks, VectorTransform.load(path / INDEX_TRANSFORM.name),
+        json.loads((path / INDEX_MODEL.name).read_text(encoding="utf-8")), card,
+        IdMap(chunks.column("int_id").to_numpy()), search, group_members(members, chunks),
+        LexicalIndex.load(path, search, lexical_rows(members, chunks)) if index.ntotal
+        else None)

@@ -1,0 +1,148 @@
+"""The lexical side: BM25 over the indexed chunks (bm25s: sparse matrices, numpy only).
+
+The index holds every chunk: the indexed (kept) ones, then the members of their duplicate
+groups, so a token only a dropped twin has (its package name, say) still finds its group.
+Hits are reported as rows of the indexed chunks, each group once at its best rank.
+
+Tokens keep identifiers whole (`libfoo-dev`, `x86_64`, `http/2`, `c++`) and add their parts,
+so a query for `libfoo` finds `libfoo-dev` and a query for `libfoo-dev` ranks it first. Plain
+words are lowercased, stopwords dropped and (by default) Snowball-stemmed; identifiers and
+their parts are never stemmed. The index files sit flat in the index folder (`lexical.*`), so
+the stage manifest hashes each one.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.core.config import SearchConfig
+
+PREFIX = "lexical"
+_FILES = {"data_name": f"{PREFIX}.data.npy", "indices_name": f"{PREFIX}.indices.npy",
+          "indptr_name": f"{PREFIX}.indptr.npy", "vocab_name": f"{PREFIX}.vocab.json",
+          "params_name": f"{PREFIX}.params.json", "nnoc_name": f"{PREFIX}.nonoccurrence.npy"}
+_TOKEN = re.compile(r"\w+(?:[-./+#:@]\w+)*[+#]*")
+_PARTS = re.compile(r"[-./+#:@_]+")
+
+
+@lru_cache(maxsize=4)
+def _stopwords(kind: str) -> frozenset[str]:
+    if kind == "none":
+        return frozenset()
+    from bm25s.stopwords import STOPWORDS_EN  # noqa: PLC0415
+
+    return frozenset(STOPWORDS_EN)
+
+
+@lru_cache(maxsize=2)
+def _stemmer(kind: str) -> Any:
+    if kind == "none":
+        return None
+    import snowballstemmer  # noqa: PLC0415
+
+    return lru_cache(maxsize=1 << 18)(snowballstemmer.stemmer(kind).stemWord)
+
+
+def tokenize(text: str, stopwords: str = "en", stemmer: str = "english") -> list[str]:
+    """The lexical tokens of `text` (see the module docstring)."""
+    stop, stem = _stopwords(stopwords), _stemmer(stemmer)
+    out: list[str] = []
+    for match in _TOKEN.finditer(text.lower()):
+        token = match.group()
+        parts = [p for p in _PARTS.split(token) if p]
+        if parts == [token]:  # a plain word
+            if token not in stop:
+                out.append(stem(token) if stem is not None and token.isalpha() else token)
+            continue
+        out.append(token)  # an identifier: whole, then its parts
+        out += [p for p in parts if p not in stop]
+    return out
+
+
+def build_lexical(texts: list[str], cfg: SearchConfig) -> Any:
+    """A BM25 index (bm25s) over `texts`, row i being text i."""
+    import bm25s  # noqa: PLC0415
+
+    index = bm25s.BM25(k1=cfg.bm25_k1, b=cfg.bm25_b)
+    index.index([tokenize(t, cfg.stopwords, cfg.stemmer) for t in texts], show_progress=False)
+    return index
+
+
+def save_lexical(index: Any, folder: Path) -> None:
+    """Write the BM25 index's arrays and vocabulary into `folder` as `lexical.*` files."""
+    index.save(str(folder), show_progress=False, **_FILES)
+
+
+class LexicalIndex:
+    """BM25 search over an index folder's chunk rows."""
+
+    def __init__(self, index: Any, cfg: SearchConfig, row_of: np.ndarray) -> None:
+        """`row_of[i]`: the indexed row lexical document i stands for (its group's row)."""
+        self.index, self.cfg, self.row_of = index, cfg, row_of
+        self.docs = int(index.scores["num_docs"])
+        self.n = int(row_of.max()) + 1 if len(row_of) else 0
+
+    @classmethod
+    def load(cls, folder: Path, cfg: SearchConfig, row_of: np.ndarray) -> LexicalIndex:
+        import bm25s  # noqa: PLC0415
+
+        index = bm25s.BM25.load(str(folder), show_progress=False, **_FILES)
+        if int(index.scores["num_docs"]) != len(row_of):
+            raise ValueError(f"{folder}: the lexical index holds {index.scores['num_docs']} "
+                             f"chunks, the folder {len(row_of)}")
+        return cls(index, cfg, row_of)
+
+    def tokens(self, queries: list[str]) -> list[list[str]]:
+        return [tokenize(q, self.cfg.stopwords, self.cfg.stemmer) for q in queries]
+
+    def search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows), each (nq, k); rows without a matching token are -1."""
+        k = min(k, self.n)
+        scores = np.zeros((len(queries), k), dtype="float32")
+        rows = np.full((len(queries), k), -1, dtype="int64")
+        tokens = self.tokens(queries)
+        asked = [i for i, t in enumerate(tokens) if t]
+        if not asked or not k:
+            return scores, rows
+        # a group can hold several of the top documents: look deeper, keep each row once
+        found, s = self.index.retrieve([tokens[i] for i in asked], k=min(self.docs, 2 * k + 16),
+                                       sorted=True, show_progress=False, n_threads=1)
+        for q, docs, doc_scores in zip(asked, found, s, strict=True):
+            best: dict[int, float] = {}
+            for doc, score in zip(docs.tolist(), doc_scores.tolist(), strict=True):
+                if score > 0:  # bm25s pads with zero-score documents
+                    best.setdefault(int(self.row_of[doc]), score)
+            top = list(best.items())[:k]
+            rows[q, :len(top)] = [r for r, _ in top]
+            scores[q, :len(top)] = [sc for _, sc in top]
+        return scores, rows
+
+
+def fuse_rrf(ranked: list[tuple[np.ndarray, float]], rrf_k: int, k: int
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Reciprocal rank fusion: each row scores sum(weight / (rrf_k + rank)) over the lists
+    that hold it (rank from 1); ties go to the smaller row number, so results are stable.
+
+    Args:
+        ranked: (rows (nq, n) with -1 for none, weight) per retrieval side.
+        rrf_k: the fusion constant (60 in the original paper).
+        k: rows kept per query.
+    """
+    nq = ranked[0][0].shape[0]
+    scores = np.zeros((nq, k), dtype="float32")
+    rows = np.full((nq, k), -1, dtype="int64")
+    for q in range(nq):
+        fused: dict[int, float] = {}
+        for side, weight in ranked:
+            for rank, row in enumerate(side[q].tolist(), 1):
+                if row >= 0:
+                    fused[row] = fused.get(row, 0.0) + weight / (rrf_k + rank)
+        best = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:k]
+        rows[q, :len(best)] = [r for r, _ in best]
+        scores[q, :len(best)] = [s for _, s in best]
+    return scores, rows
