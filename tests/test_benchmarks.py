@@ -22,3 +22,18 @@ def test_harness_runs_side_by_side(tmp_path):
         assert set(report[side]["quality"]) >= {"recall_at_10", "mrr_at_10", "ndcg_at_10"}
     assert report["embedpipe"]["quality"]["recall_at_10"] >= 0.5
     assert "| encode |" in (tmp_path / "tiny-300.md").read_text()
+
+
+def test_search_quality_harness_compares_configurations(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.search_quality", "--families", "6",
+                           "--filler", "10", "--out", str(tmp_path)], cwd=REPO,
+                          env=env_with_venv(), capture_output=True, text=True, timeout=900,
+                          check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "search_quality.json").read_text())
+    quality = report["quality"]
+    flat, default = quality["exact dense, no dedup (flat store)"], quality[
+        "embedpipe hybrid, expansion group"]
+    assert set(flat) == {"all", "identifier", "own", "shared"}
+    assert default["identifier"] >= flat["identifier"]
+    assert report["chunks"] > report["indexed"] and report["latency_p50_ms"]["hybrid"] > 0

@@ -152,9 +152,10 @@ def test_killed_during_encode_then_resumes(prefect_api, tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not (ws / "data/03_chunk/_manifest.json").exists():
-        time.sleep(0.2)
-    time.sleep(4)  # inside encode: model loaded or encoding, output not yet written
+    # inside encode: its output folder is being written (model loaded, encoding), not done
+    while time.monotonic() < deadline and not any((ws / "data").glob(".04_encode.tmp-*")):
+        time.sleep(0.05)
+    time.sleep(0.3)
     assert proc.poll() is None
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
