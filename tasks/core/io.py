@@ -30,8 +30,9 @@ BATCH_ROWS = 1024
 ROW_GROUP_ROWS = 65_536
 ROW_GROUP_BYTES = 4 << 20
 _VERSIONED = (
-    "embedpipe", "pyarrow", "numpy", "faiss-cpu", "torch", "sentence-transformers",
-    "transformers", "scikit-learn", "spacy", "prefect", "dvc",
+    "embedpipe", "pyarrow", "numpy", "faiss-cpu", "faiss-gpu-cu12", "torch",
+    "sentence-transformers", "transformers", "tokenizers", "onnxruntime", "onnx", "bm25s",
+    "scikit-learn", "spacy", "prefect", "dvc",
 )
 
 

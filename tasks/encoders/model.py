@@ -21,6 +21,9 @@ from tasks.encoders.device import runtime_for
 
 log = logging.getLogger(__name__)
 _SKIP_IN_HASH = {"README.md", ".gitattributes"}
+# The ONNX export recipe (tasks.encoders.onnx): bump when it changes, so old exports are not
+# reused and their vectors never share a vector-cache space with the new ones.
+EXPORT_VERSION = 1
 
 
 @lru_cache(maxsize=8)
@@ -181,9 +184,20 @@ def model_fingerprint(cfg: EncodeConfig) -> dict[str, Any]:
         "query_prefix": cfg.query_prefix,
     }
     runtime = runtime_for(cfg)  # device is not part of the space; backend and precision are
-    info |= {"backend": runtime.backend, "precision": runtime.precision}
+    info |= {"backend": runtime.backend, "precision": runtime.precision,
+             "numerics": numerics(runtime.backend)}
     info["fingerprint"] = sha256_text(canonical_json(info))
     return info
+
+
+def numerics(backend: str) -> dict[str, Any]:
+    """What decides a backend's numbers besides the weights: the runtime's version and, for
+    onnx, the export recipe. Two spaces differing here never share cached vectors."""
+    from importlib import metadata  # noqa: PLC0415
+
+    if backend == "onnx":
+        return {"onnxruntime": metadata.version("onnxruntime"), "export_recipe": EXPORT_VERSION}
+    return {"torch": metadata.version("torch")}
 
 
 @lru_cache(maxsize=4)

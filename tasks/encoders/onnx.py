@@ -26,10 +26,9 @@ from filelock import FileLock
 
 from tasks.core.config import cache_root
 from tasks.core.fingerprint import canonical_json, sha256_text
-from tasks.encoders.model import Pipeline, read_model_config, read_pipeline
+from tasks.encoders.model import EXPORT_VERSION, Pipeline, read_model_config, read_pipeline
 
 log = logging.getLogger(__name__)
-EXPORT_VERSION = 1  # bump when the export recipe changes: old exports are not reused
 # An export whose vectors stray further from PyTorch's on PROBES is refused. Very short
 # inputs ("Ok.") move most under int8 (0.97 for all-MiniLM-L6-v2); chunk-length texts stay
 # above 0.98 (tests/test_encode.py checks every chunk of the sample corpus).
