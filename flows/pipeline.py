@@ -25,6 +25,7 @@ from tasks.core.config import Params, load_params, write_overrides
 from tasks.core.io import read_manifest
 from tasks.core.lock import workspace_lock
 from tasks.core.registry import STAGE_NAMES, STAGES
+from tasks.core.shards import run_cluster
 from tasks.encoders.model import check_params_against_model
 from tasks.storage.s3 import is_s3
 
@@ -140,7 +141,8 @@ def pipeline(root: str = ".", overrides: RunOverrides | None = None,
     busy = on_busy or params.run.on_busy
     with workspace_lock(root_path, "embedpipe flow", busy, params.run.lock_wait_s):
         write_overrides(root_path / "params.yaml", dotted)
-        rows = run_stages(root_path, params, force, checked=bool(dotted))
+        with run_cluster(params.run):
+            rows = run_stages(root_path, params, force, checked=bool(dotted))
     summary = {"stages": rows, "overrides": dotted,
                "params": params.model_dump(mode="json")}
     publish_summary(root_path, params, summary)

@@ -228,6 +228,14 @@ def chunk_documents(docs: pa.Table, cfg: ChunkConfig, budget: int, tokenizer: An
     return pa.Table.from_pylist(rows, schema=CHUNKS.schema())
 
 
+def chunk_shard(docs: pa.Table, cfg: ChunkConfig, budget: int, enc: EncodeConfig
+                ) -> tuple[int, pa.Table]:
+    """(documents in, their chunks) with the encoder's tokenizer, loaded once per process
+    (on a Dask worker as in the driver)."""
+    return docs.num_rows, chunk_documents(docs, cfg, budget, load_tokenizer(enc.model,
+                                                                            enc.revision))
+
+
 def chunk_fingerprint(cfg: ChunkConfig, enc: EncodeConfig, inputs: dict[str, str],
                       budget: int) -> tuple[str, dict[str, Any]]:
     """The stage fingerprint (config, the tokenizer's files, the budget) and the model facts."""
@@ -238,22 +246,20 @@ def chunk_fingerprint(cfg: ChunkConfig, enc: EncodeConfig, inputs: dict[str, str
 
 @task(name="chunk", cache_policy=NO_CACHE)
 def chunk_task(root: str = ".") -> str:
-    """Cut the cleaned documents into chunks within the encoder's token budget, batch by
-    batch (`io.BATCH_ROWS` documents at a time)."""
+    """Cut the cleaned documents into chunks within the encoder's token budget, shard by
+    shard (`io.BATCH_ROWS` documents at a time, or `run.dask.shard_rows` on Dask)."""
     run = start_stage("chunk", root)
     cfg, enc = run.params.chunk, run.params.encode
     budget = token_budget(enc, cfg.max_tokens)
-    tokenizer = load_tokenizer(enc.model, enc.revision)
     fp, model = chunk_fingerprint(cfg, enc, run.input_fingerprints, budget)
     changes = run.changes(CHUNKS, "chunk_id", "text")
     n_docs = 0
     with run.output(fp, cfg) as out:
         writer = out.open_table(CHUNKS)
-        for docs in run.batches(CLEAN_DOCS):
-            chunks = chunk_documents(docs, cfg, budget, tokenizer=tokenizer)
+        for n, chunks in run.map_shards(chunk_shard, CLEAN_DOCS, cfg, budget, enc):
             writer.write(chunks)
             changes.update(chunks)
-            n_docs += docs.num_rows
+            n_docs += n
         out.record(budget=budget, tokenizer=model["name"], changes=changes.counts(),
                    rows={"docs": n_docs, "chunks": writer.num_rows})
     task_logger().info("chunk: %d documents -> %d chunks (budget %d tokens)", n_docs,

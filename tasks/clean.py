@@ -141,20 +141,19 @@ def clean_documents(docs: pa.Table, cfg: CleanConfig) -> tuple[pa.Table, pa.Tabl
 
 @task(name="clean", cache_policy=NO_CACHE)
 def clean_task(root: str = ".") -> str:
-    """Clean the ingested documents, batch by batch (`io.BATCH_ROWS` documents at a time)."""
+    """Clean the ingested documents shard by shard (`io.BATCH_ROWS` documents at a time, or
+    `run.dask.shard_rows` on Dask), written in input order."""
     run = start_stage("clean", root)
     cfg = run.params.clean
     fp = stage_fingerprint("clean", cfg, run.input_fingerprints)
     changes = run.changes(CLEAN_DOCS, "doc_id", "text")
-    n_in = 0
     with run.output(fp, cfg) as out:
         kept, dropped = out.open_table(CLEAN_DOCS), out.open_table(CLEAN_REJECTS)
-        for docs in run.batches(INGEST_DOCS):
-            cleaned, rejects = clean_documents(docs, cfg)
+        for cleaned, rejects in run.map_shards(clean_documents, INGEST_DOCS, cfg):
             kept.write(cleaned)
             dropped.write(rejects)
             changes.update(cleaned)
-            n_in += docs.num_rows
+        n_in = kept.num_rows + dropped.num_rows
         out.record(rows={"in": n_in, "docs": kept.num_rows, "rejects": dropped.num_rows},
                    changes=changes.counts())
     task_logger().info("clean: %d documents -> %d kept, %d rejected", n_in, kept.num_rows,

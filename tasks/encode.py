@@ -20,9 +20,12 @@ from prefect.cache_policies import NO_CACHE
 from tasks.core.catalog import CHUNKS, ENCODED, VECTOR_COLUMN
 from tasks.core.config import EncodeConfig
 from tasks.core.fingerprint import stage_fingerprint
-from tasks.core.runtime import main, progress_reporter, start_stage, task_logger
+from tasks.core.io import StageOutput
+from tasks.core.runtime import main, progress_reporter, shard_observer, start_stage, task_logger
+from tasks.core.shards import Executor, Observer, map_ordered, open_executor
 from tasks.core.vectors import vectors_to_arrow
 from tasks.encoders import vector_cache
+from tasks.encoders.device import runtime_for
 from tasks.encoders.loading import encoder_for
 from tasks.encoders.model import model_fingerprint
 from tasks.encoders.vector_cache import text_keys
@@ -68,19 +71,24 @@ def vectors_table(chunk_ids: pa.Array | pa.ChunkedArray, x: np.ndarray,
     return pa.table(cols)
 
 
-def encode_with_cache(model: Any, texts: list[str], cfg: EncodeConfig, cache: Path | None,
-                      space: str, on_block: Callable[[int, int], None] | None = None,
-                      progress: bool = False, seen: set[str] | None = None
+Encoder = Callable[[list[str], Callable[[int, int], None] | None], np.ndarray]
+
+
+def encode_with_cache(encode: Encoder, d: int, texts: list[str], cfg: EncodeConfig,
+                      cache: Path | None, space: str,
+                      on_block: Callable[[int, int], None] | None = None,
+                      seen: set[str] | None = None
                       ) -> tuple[np.ndarray, list[str], dict[str, int]]:
     """Vectors for `texts`, encoding only what the cache lacks; (x, keys, counts).
 
     Args:
+        encode: `encode(texts, on_block)` -> their (n, d) vectors (`local_encoder`,
+            `dask_encoder`).
         seen: keys an earlier window of the same run already counted (and put in `cache`);
             updated in place. Counts cover only keys new to the run, so per-window counts
             add up to those of one call over all the texts.
     """
     keys = text_keys(texts, cfg.passage_prefix)
-    d = model.get_embedding_dimension()
     seen = set() if seen is None else seen
     unique = sorted(set(keys))
     found, xu = (vector_cache.lookup(cache, space, unique, d) if cache is not None
@@ -88,8 +96,7 @@ def encode_with_cache(model: Any, texts: list[str], cfg: EncodeConfig, cache: Pa
     text_of = dict(zip(keys, texts, strict=True))
     missing = [k for k, hit in zip(unique, found, strict=True) if not hit]
     if missing:
-        xm = encode_texts(model, [text_of[k] for k in missing], cfg, cfg.passage_prefix,
-                          progress=progress, on_block=on_block)
+        xm = encode([text_of[k] for k in missing], on_block)
         xu[~found] = xm
         if cache is not None:
             vector_cache.append(cache, space, missing, xm)
@@ -117,7 +124,41 @@ def _window_progress(report: Callable[[int, int], None] | None, done: int, rows:
     return lambda d, t: report(done + rows * d // max(t, 1), total)
 
 
-def encode_windows(model: Any, windows: Iterable[pa.Table], cfg: EncodeConfig,
+def local_encoder(cfg: EncodeConfig) -> Encoder:
+    """Encode in this process with the encoder `cfg` describes (loaded once per process)."""
+    model = encoder_for(cfg)
+    return lambda texts, on_block: encode_texts(model, texts, cfg, cfg.passage_prefix,
+                                                sys.stderr.isatty(), on_block)
+
+
+def encode_shard(texts: list[str], cfg: EncodeConfig) -> np.ndarray:
+    """One shard's vectors, on a Dask worker: the encoder is loaded once per process."""
+    return encode_texts(encoder_for(cfg), texts, cfg, cfg.passage_prefix)
+
+
+def dask_encoder(executor: Executor, cfg: EncodeConfig, d: int,
+                 observe: Observer | None = None) -> Encoder:
+    """Encode shards of `run.dask.shard_rows` texts on the cluster, reassembled in order.
+
+    Vectors are the same as in one process for per-text numerics (onnx int8, the CPU
+    default); batched backends pad each shard on its own.
+    """
+    rows = executor.shard_rows
+
+    def encode(texts: list[str], on_block: Callable[[int, int], None] | None) -> np.ndarray:
+        parts, done = [], 0
+        shards = (texts[i:i + rows] for i in range(0, len(texts), rows))
+        for x in map_ordered(executor, encode_shard, shards, cfg, observe=observe):
+            parts.append(x)
+            done += len(x)
+            if on_block is not None:
+                on_block(done, len(texts))
+        return np.concatenate(parts) if parts else np.zeros((0, d), "float32")
+
+    return encode
+
+
+def encode_windows(encode: Encoder, d: int, windows: Iterable[pa.Table], cfg: EncodeConfig,
                    cache: Path, space: str, total: int,
                    report: Callable[[int, int], None] | None = None
                    ) -> Iterator[tuple[pa.Table, dict[str, int]]]:
@@ -129,13 +170,19 @@ def encode_windows(model: Any, windows: Iterable[pa.Table], cfg: EncodeConfig,
     done = 0
     for chunks in windows:
         on_block = _window_progress(report, done, chunks.num_rows, total)
-        x, keys, counts = encode_with_cache(
-            model, chunks.column("text").to_pylist(), cfg, cache, space, on_block=on_block,
-            progress=sys.stderr.isatty(), seen=seen)
+        x, keys, counts = encode_with_cache(encode, d, chunks.column("text").to_pylist(), cfg,
+                                            cache, space, on_block=on_block, seen=seen)
         done += chunks.num_rows
         if report is not None:  # windows served from the cache encode no block
             report(done, total)
         yield vectors_table(chunks.column("chunk_id"), x, keys), counts
+
+
+def vector_store(shared: Path, out: StageOutput, cfg: EncodeConfig) -> Path:
+    """The vector cache: the shared one, or (`encode.cache: false`) a run-local one inside the
+    output being written, so a text repeated in a later window is looked up rather than
+    encoded again, and vectors never pile up in memory."""
+    return shared if cfg.cache else out.path(".run-vectors")
 
 
 @task(name="encode", cache_policy=NO_CACHE)
@@ -143,25 +190,25 @@ def encode_task(root: str = ".") -> str:
     """Embed every chunk with the configured encoder, window by window (`window_rows`)."""
     run = start_stage("encode", root)
     cfg = run.params.encode
-    model_info, model = model_fingerprint(cfg), encoder_for(cfg)
-    d, space = model.get_embedding_dimension(), model_info["fingerprint"]
+    model_info = model_fingerprint(cfg)
+    d, space = model_info["dim"], model_info["fingerprint"]
     fp = stage_fingerprint("encode", cfg, run.input_fingerprints, {"model": model_info})
     counts = dict.fromkeys(COUNTS, 0)
-    with run.output(fp, cfg) as out:
-        # Without the shared cache, a run-local one still lets a text repeated in a later
-        # window be looked up rather than encoded again; vectors never pile up in memory.
-        cache = (run.root / run.params.paths.vector_cache if cfg.cache
-                 else out.path(".run-vectors"))
+    with open_executor(run.params.run) as ex, run.output(fp, cfg) as out:
+        encode = (local_encoder(cfg) if ex.client is None
+                  else dask_encoder(ex, cfg, d, shard_observer("encode")))
+        cache = vector_store(run.root / run.params.paths.vector_cache, out, cfg)
         writer = out.open_table(ENCODED, ENCODED.schema(d))
         windows = run.batches(CHUNKS, ["chunk_id", "text"], batch_rows=window_rows(cfg))
         report = progress_reporter("embedpipe-encode-progress", "encode")
-        for table, window in encode_windows(model, windows, cfg, cache, space,
+        for table, window in encode_windows(encode, d, windows, cfg, cache, space,
                                             run.count(CHUNKS), report):
             writer.write(table)
             counts = {k: counts[k] + window[k] for k in COUNTS}
         if not cfg.cache:
             shutil.rmtree(cache, ignore_errors=True)
-        out.record(model=model_info, device=str(model.device), space=space, rows=counts, dim=d)
+        out.record(model=model_info, device=runtime_for(cfg).device, space=space, rows=counts,
+                   dim=d, executor=run.params.run.executor)
     task_logger().info("encode: %(chunks)d chunks, %(encoded)d encoded, %(reused)d reused "
                        "from cache", counts)
     return str(run.out_dir)

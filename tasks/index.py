@@ -39,11 +39,12 @@ from tasks.core.catalog import (
     TRANSFORM,
     VECTOR_COLUMN,
 )
-from tasks.core.config import IndexConfig, SearchConfig
+from tasks.core.config import IndexConfig, RunConfig, SearchConfig
 from tasks.core.fingerprint import sha256_text, stage_fingerprint
 from tasks.core.io import StageOutput, previous_keys, read_manifest
 from tasks.core.lineage import index_metadata
 from tasks.core.runtime import main, start_stage, task_logger
+from tasks.core.shards import Executor, map_ordered, open_executor
 from tasks.core.vectors import MIN_POINTS_PER_LIST, arrow_to_vectors, max_lists, sample_rows
 from tasks.encoders.model import model_fingerprint
 from tasks.query.ids import chunk_int_ids
@@ -134,10 +135,52 @@ def query_ms(index: faiss.Index, xq: np.ndarray, k: int = 10, n: int = 200) -> f
     return 1e3 * (time.perf_counter() - started) / max(len(xq), 1)
 
 
+Fill = Callable[[faiss.Index, np.ndarray, np.ndarray | None], faiss.Index]
+
+
 def build_index(x: np.ndarray, factory: str, cfg: IndexConfig,
-                ids: np.ndarray | None = None) -> faiss.Index:
+                ids: np.ndarray | None = None, fill: Fill = fill_index) -> faiss.Index:
     """Train on a bounded sample of `x`, then add every row (with `ids`) in batches."""
-    return fill_index(train_index(x, factory, cfg), x, ids)
+    return fill(train_index(x, factory, cfg), x, ids)
+
+
+def add_shard(shard: tuple[np.ndarray, np.ndarray], trained: np.ndarray) -> np.ndarray:
+    """On a worker: the serialized trained index with one shard's rows added."""
+    index = faiss.deserialize_index(trained)
+    add_vectors(index, *shard)
+    return faiss.serialize_index(index)
+
+
+def fill_on_cluster(executor: Executor, trained: faiss.Index, x: np.ndarray,
+                    ids: np.ndarray) -> faiss.Index:
+    """Add shards of `x` in parallel into copies of the trained IVF index (one trained
+    quantizer, broadcast once), then merge them in shard order: the inverted lists hold the
+    same entries in the same order as one process adding every row."""
+    blob = executor.client.scatter(faiss.serialize_index(trained), broadcast=True)
+    rows = executor.shard_rows
+    shards = ((x[s:s + rows], ids[s:s + rows]) for s in range(0, len(x), rows))
+    merged = trained
+    for part in map_ordered(executor, add_shard, shards, blob):
+        index = faiss.deserialize_index(part)
+        if merged is trained:
+            merged = index
+        else:
+            merged.merge_from(index, 0)
+    return merged
+
+
+def fill_for(run_cfg: RunConfig) -> Fill:
+    """How a trained index is filled: IVF indexes on the Dask cluster when `run.executor`
+    is dask (the cluster is opened only then), anything else here."""
+    def fill(trained: faiss.Index, x: np.ndarray, ids: np.ndarray | None) -> faiss.Index:
+        ids = np.arange(len(x), dtype="int64") if ids is None else ids
+        if run_cfg.executor != "dask" or not isinstance(faiss.downcast_index(trained),
+                                                          faiss.IndexIVF):
+            return fill_index(trained, x, ids)
+        with open_executor(run_cfg) as executor:
+            return fill_on_cluster(executor, trained, x, ids)
+
+    return fill
 
 
 def add_vectors(index: faiss.Index, x: np.ndarray, ids: np.ndarray) -> None:
@@ -272,7 +315,7 @@ def probe_vectors(table: pa.Table, model: dict[str, Any], transform: VectorTrans
 
 def apply_plan(plan: IndexPlan, prev: dict | None, prev_index: faiss.Index | None,
                x: np.ndarray, int_ids: np.ndarray, cfg: IndexConfig,
-               queries: Callable[[], np.ndarray]) -> BuiltIndex:
+               queries: Callable[[], np.ndarray], fill: Fill = fill_index) -> BuiltIndex:
     """Update the previous index in place, or build a new one, as `plan` says.
 
     A new `auto` index starts exact; it stays exact when one query (`queries()` embeds
@@ -287,15 +330,15 @@ def apply_plan(plan: IndexPlan, prev: dict | None, prev_index: faiss.Index | Non
                           card.get("factory_reason", ""), card.get("exact_ms_per_query"))
     if cfg.factory != "auto":
         factory, nlist = resolve_factory(cfg, len(x))
-        return BuiltIndex(build_index(x, factory, cfg, int_ids), factory, nlist, len(x), 0,
-                          "index.factory")
+        return BuiltIndex(build_index(x, factory, cfg, int_ids, fill), factory, nlist, len(x),
+                          0, "index.factory")
     exact = build_index(x, "Flat", cfg, int_ids)
     xq = queries()
     ms = round(query_ms(exact, xq if len(xq) else x), 4)
     factory, nlist = resolve_factory(cfg, len(x), ms)
     why = (f"exact search takes {ms} ms per query, "
            f"{'within' if nlist is None else 'over'} index.max_query_ms={cfg.max_query_ms}")
-    index = exact if nlist is None else build_index(x, factory, cfg, int_ids)
+    index = exact if nlist is None else build_index(x, factory, cfg, int_ids, fill)
     return BuiltIndex(index, factory, nlist, len(x), 0, why, ms)
 
 
@@ -348,6 +391,17 @@ def group_members(dropped: pa.Table) -> pa.Table:
                     schema=INDEX_MEMBERS.schema())
 
 
+def update_or_build(out_dir: Path, rows: tuple[np.ndarray, np.ndarray, list[str]], space: str,
+                    cfg: IndexConfig, queries: Callable[[], np.ndarray], fill: Fill
+                    ) -> tuple[BuiltIndex, IndexPlan]:
+    """Plan against the previous index folder in `out_dir` (`plan_update`) and carry the plan
+    out (`apply_plan`); `rows` are (vectors, FAISS ids, text hashes)."""
+    x, int_ids, keys = rows
+    prev, prev_index, prev_keys = _previous(out_dir)
+    plan = plan_update(prev, prev_keys, int_ids, keys, space, cfg)
+    return apply_plan(plan, prev, prev_index, x, int_ids, cfg, queries, fill), plan
+
+
 def write_index_folder(out: StageOutput, built: BuiltIndex, table: pa.Table,
                        int_ids: np.ndarray, inputs: tuple[Path, pa.Table],
                        model: dict[str, Any], search: SearchConfig) -> dict[str, Any]:
@@ -378,14 +432,13 @@ def index_task(root: str = ".") -> str:
                 run.input_dirs["dedup"])
     table = run.read(KEPT)
     x, int_ids, keys = index_rows(table)
-    prev, prev_index, prev_keys = _previous(run.out_dir)
-    plan = plan_update(prev, prev_keys, int_ids, keys, dedup["space"], cfg)
-    transform = VectorTransform.load(run.input_path(TRANSFORM))
-    probes = cache(lambda: probe_vectors(table, dedup["model"], transform, cfg))
-    built = apply_plan(plan, prev, prev_index, x, int_ids, cfg, probes)
+    probes = cache(lambda: probe_vectors(table, dedup["model"], VectorTransform.load(
+        run.input_path(TRANSFORM)), cfg))
+    built, plan = update_or_build(run.out_dir, (x, int_ids, keys), dedup["space"], cfg,
+                                  probes, fill_for(run.params.run))
     param, value, sweep = choose_search_param(built, x, int_ids, cfg, probes)
-    fp, model = stage_fingerprint("index", cfg, run.input_fingerprints), {
-        **dedup["model"], "space": dedup["space"]}
+    fp, model = stage_fingerprint("index", cfg, run.input_fingerprints), dedup["model"] | {
+        "space": dedup["space"]}
     with run.output(fp, cfg) as out:
         sizes = write_index_folder(out, built, table, int_ids, (
             run.input_path(TRANSFORM), run.read(DROPPED)), model, run.params.search)

@@ -42,8 +42,30 @@ class PathsConfig(_Config):
     )
 
 
+class DaskConfig(_Config):
+    """Where sharded stages run when `run.executor` is `dask`."""
+
+    address: str | None = Field(
+        None, description="An existing Dask scheduler (tcp://host:8786); null starts a "
+        "LocalCluster of `workers` processes for the run and stops it after.")
+    workers: Annotated[int, Field(ge=1, le=1024)] = Field(
+        2, description="LocalCluster worker processes.")
+    threads_per_worker: Annotated[int, Field(ge=1, le=256)] = 1
+    connect_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        10.0, description="How long to wait for `address` to answer.")
+    shard_rows: Annotated[int, Field(ge=1)] = Field(
+        2048, description="Records per shard sent to a worker (clean, chunk, encode, index).")
+    max_in_flight: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Shards submitted and not yet written (driver memory); null: 2 per "
+        "worker thread.")
+    retries: Annotated[int, Field(ge=0, le=10)] = Field(
+        2, description="Times a shard is retried when it fails (a worker lost mid-shard is "
+        "rescheduled by Dask itself).")
+
+
 class RunConfig(_Config):
-    """Run-wide settings: timeouts, schedule, what a second concurrent run does."""
+    """Run-wide settings: timeouts, schedule, what a second concurrent run does, where the
+    heavy stages run."""
 
     stage_timeout_s: Annotated[int, Field(ge=1)] = Field(
         6 * 3600, description="Upper bound on one stage's wall time (Prefect runs)."
@@ -60,6 +82,10 @@ class RunConfig(_Config):
     lock_wait_s: Annotated[float, Field(ge=0)] = Field(
         3600, description="How long 'wait' waits for the workspace."
     )
+    executor: Literal["local", "dask"] = Field(
+        "local", description="local: shards run in this process; dask: on a Dask cluster "
+        "(clean, chunk, encode and the index's adds). Outputs are the same either way.")
+    dask: DaskConfig = DaskConfig()
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:

@@ -24,6 +24,7 @@ from tasks.core.catalog import StageFile
 from tasks.core.config import Params, load_params
 from tasks.core.lock import workspace_lock
 from tasks.core.registry import get_stage
+from tasks.core.shards import Observer, map_ordered, open_executor, shard_rows
 
 
 def task_logger() -> logging.Logger | logging.LoggerAdapter:
@@ -52,6 +53,25 @@ def progress_reporter(key: str, what: str) -> Callable[[int, int], None] | None:
         log.info("%s: %d / %d", what, done, total)
 
     return report
+
+
+def shard_observer(stage: str) -> Observer | None:
+    """Under Prefect, each Dask shard's wait as a task run `<stage> shard N`; None outside."""
+    from prefect import task  # noqa: PLC0415
+    from prefect.cache_policies import NO_CACHE  # noqa: PLC0415
+    from prefect.context import TaskRunContext  # noqa: PLC0415
+
+    if TaskRunContext.get() is None:
+        return None
+
+    def observe(n: int, wait: Callable[[], Any]) -> Any:
+        def shard(n: int) -> Any:
+            return wait()
+
+        return task(shard, name=f"{stage}-shard", task_run_name=f"{stage} shard {n}",
+                    cache_policy=NO_CACHE, log_prints=False)(n)
+
+    return observe
 
 
 @dataclass
@@ -84,6 +104,17 @@ class StageRun:
         """An upstream table batch by batch (`io.iter_batches`)."""
         return io.iter_batches(self.input_dirs[entry.stage], entry, self.inputs[entry.stage],
                                columns, batch_rows)
+
+    def map_shards(self, fn: Callable[..., Any], entry: StageFile, *args: Any,
+                   columns: list[str] | None = None, local_rows: int | None = None
+                   ) -> Iterator[Any]:
+        """`fn(shard, *args)` over an upstream table in shards, results in order, on the
+        executor `run.executor` names (`tasks.core.shards`); `local_rows` is the shard size in
+        this process (default `io.BATCH_ROWS`)."""
+        with open_executor(self.params.run) as ex:
+            shards = self.batches(entry, columns, shard_rows(self.params.run, local_rows))
+            observe = shard_observer(self.name) if ex.client is not None else None
+            yield from map_ordered(ex, fn, shards, *args, observe=observe)
 
     def count(self, entry: StageFile) -> int:
         """Rows of an upstream table, from its footer."""
