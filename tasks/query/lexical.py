@@ -65,11 +65,18 @@ def tokenize(text: str, stopwords: str = "en", stemmer: str = "english") -> list
 
 
 def build_lexical(texts: list[str], cfg: SearchConfig) -> Any:
-    """A BM25 index (bm25s) over `texts`, row i being text i."""
+    """A BM25 index (bm25s) over `texts`, row i being text i.
+
+    Token ids are given in first-seen order: bm25s numbers raw tokens in set order, which
+    moves with Python's hash seed, and the index files must not differ between processes.
+    """
     import bm25s  # noqa: PLC0415
 
+    vocab: dict[str, int] = {}
+    ids = [[vocab.setdefault(t, len(vocab)) for t in tokenize(text, cfg.stopwords, cfg.stemmer)]
+           for text in texts]
     index = bm25s.BM25(k1=cfg.bm25_k1, b=cfg.bm25_b)
-    index.index([tokenize(t, cfg.stopwords, cfg.stemmer) for t in texts], show_progress=False)
+    index.index(bm25s.tokenization.Tokenized(ids=ids, vocab=vocab), show_progress=False)
     return index
 
 
