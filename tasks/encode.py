@@ -143,10 +143,10 @@ def dask_encoder(executor: Executor, cfg: EncodeConfig, d: int,
     Vectors are the same as in one process for per-text numerics (onnx int8, the CPU
     default); batched backends pad each shard on its own.
     """
-    rows = executor.shard_rows
-
     def encode(texts: list[str], on_block: Callable[[int, int], None] | None) -> np.ndarray:
         parts, done = [], 0
+        # at most shard_rows texts a shard, and enough shards to keep every slot busy
+        rows = max(1, min(executor.shard_rows, -(-len(texts) // executor.in_flight)))
         shards = (texts[i:i + rows] for i in range(0, len(texts), rows))
         for x in map_ordered(executor, encode_shard, shards, cfg, observe=observe):
             parts.append(x)

@@ -44,6 +44,7 @@ def connect(address: str, timeout_s: float) -> Any:
     within `timeout_s`."""
     from distributed import Client  # noqa: PLC0415
 
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # per-connection chatter
     try:
         return Client(address, timeout=f"{timeout_s}s", set_as_default=False)
     except (OSError, TimeoutError) as err:

@@ -59,6 +59,14 @@ def pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
     return (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
 
 
+def cpu_threads() -> int:
+    """Cores this process may use: its CPU affinity, capped by OMP_NUM_THREADS when set (a
+    Dask worker's nanny sets it to the worker's share, so workers do not oversubscribe)."""
+    cores = len(os.sched_getaffinity(0))
+    limit = os.environ.get("OMP_NUM_THREADS", "")
+    return max(1, min(cores, int(limit))) if limit.isdigit() else cores
+
+
 def export_key(files_sha256: str, precision: str) -> str:
     """Identity of an export: weights, precision, exporter and runtime versions."""
     import onnxruntime  # noqa: PLC0415
@@ -164,7 +172,7 @@ class OnnxEncoder:
                  max_seq_length: int, per_text: bool) -> None:
         import onnxruntime as ort  # noqa: PLC0415
 
-        self.cores = len(os.sched_getaffinity(0))
+        self.cores = cpu_threads()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = 1 if per_text else self.cores
