@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -125,11 +126,10 @@ def map_ordered(executor: Executor, fn: Callable[..., Any], items: Iterable[Any]
             yield fn(item, *args)
         return
     pending: deque[tuple[int, Any]] = deque()
-    name = getattr(fn, "__name__", "shard")
+    run = f"{getattr(fn, '__name__', 'shard')}-{uuid.uuid4().hex[:12]}"  # keys never collide
     for n, item in enumerate(items):
         pending.append((n, executor.client.submit(
-            fn, item, *args, pure=False, retries=executor.retries,
-            key=f"{name}-{n}-{os.getpid()}-{id(pending):x}")))
+            fn, item, *args, pure=False, retries=executor.retries, key=f"{run}-{n}")))
         if len(pending) >= executor.in_flight:
             yield _wait(*pending.popleft(), observe)
     while pending:
