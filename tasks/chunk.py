@@ -8,7 +8,7 @@ special tokens and prefix excluded) never exceeds the budget, which fits max_seq
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -27,6 +27,8 @@ _STRUCTURED = re.compile(r"^\s*(#{1,6}\s|[-*+]\s|\d+[.)]\s|\||```|>)")
 _TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$|^[^|\n]+( \| [^|\n]*)+$")
 _HEADING = re.compile(r"^#{1,6}\s", re.M)
 _FENCE = re.compile(r"^```.*?^```[^\n]*$", re.M | re.S)
+_BLANK_LINE = re.compile(r"\n(?=\s*\n)")  # a newline that a blank line follows
+SENTENCIZE_CHARS = 100_000  # longest text given to the sentencizer at once
 
 
 class Tokens:
@@ -73,10 +75,42 @@ def _lines(text: str, start: int, end: int) -> list[Span]:
     return [s for a, b in out if (s := _trim(text, a, b))]
 
 
+def _windows(text: str, start: int, end: int, size: int) -> Iterator[Span]:
+    """[start, end) in pieces of at most `size` characters, cut after the last whitespace of
+    each piece when it has one (a sentence longer than a piece is split, never dropped)."""
+    while end - start > size:
+        cut = max(text.rfind(" ", start, start + size), text.rfind("\n", start, start + size))
+        cut = cut + 1 if cut > start else start + size
+        yield start, cut
+        start = cut
+    yield start, end
+
+
 def _sentences(text: str, start: int, end: int) -> list[Span]:
-    doc = sentencizer()(text[start:end])
-    return [s for sent in doc.sents
-            if (s := _trim(text, start + sent.start_char, start + sent.end_char))]
+    """Sentence spans; a paragraph longer than `SENTENCIZE_CHARS` is sentencized in pieces
+    (spaCy refuses texts over its max_length, and holds all of one in memory)."""
+    out = []
+    for a, b in _windows(text, start, end, SENTENCIZE_CHARS):
+        doc = sentencizer()(text[a:b])
+        out += [s for sent in doc.sents
+                if (s := _trim(text, a + sent.start_char, a + sent.end_char))]
+    return out
+
+
+def _paragraphs(text: str) -> Iterator[Span]:
+    """Maximal runs of text without a blank line, found from the blank lines between them.
+
+    The same spans as matching the runs themselves (a repeated group of a character or a
+    newline not followed by a blank line), whose backtracking state grows with the run: over
+    100 bytes a character on a single 200 MB line.
+    """
+    start = 0
+    for m in _BLANK_LINE.finditer(text):
+        if m.start() > start:
+            yield start, m.start()
+        start = m.end()
+    if len(text) > start:
+        yield start, len(text)
 
 
 def split_units(text: str, code: bool = False) -> list[Span]:
@@ -85,9 +119,9 @@ def split_units(text: str, code: bool = False) -> list[Span]:
     Consecutive table rows become one span so a table stays whole when it fits.
     """
     units: list[Span] = []
-    for para in re.finditer(r"(?:[^\n]|\n(?!\s*\n))+", text):
+    for start, end in _paragraphs(text):
         prose: list[Span] = []
-        for a, b in _lines(text, para.start(), para.end()):
+        for a, b in _lines(text, start, end):
             if code or _STRUCTURED.match(text[a:b]) or _TABLE_ROW.match(text[a:b]):
                 units += _sentences(text, prose[0][0], prose[-1][1]) if prose else []
                 units.append((a, b))
