@@ -14,7 +14,7 @@ from typing import Any
 
 import ftfy
 import pyarrow as pa
-from bs4 import BeautifulSoup, NavigableString
+from bs4 import BeautifulSoup, NavigableString, Tag
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -27,6 +27,7 @@ _BLOCK_TAGS = ("p", "div", "section", "article", "header", "footer", "main", "as
                "blockquote", "pre", "ul", "ol", "table", "h1", "h2", "h3", "h4", "h5",
                "h6", "br", "hr", "dl", "dt", "dd", "figure", "figcaption", "nav")
 _CONTAINER_TAGS = ("ul", "ol", "dl", "table", "thead", "tbody", "tfoot", "tr", "html", "body")
+MAX_HTML_DEPTH = 256  # deeper pages are flattened to their strings (see html_to_text)
 _DROP_TAGS = ("script", "style", "noscript", "template", "svg", "head", "iframe")
 
 
@@ -36,6 +37,10 @@ def html_to_text(html: str) -> tuple[str | None, str]:
     title = soup.title.get_text(" ", strip=True) if soup.title else None
     for tag in soup(_DROP_TAGS):
         tag.decompose()
+    if nesting_depth(soup, MAX_HTML_DEPTH) > MAX_HTML_DEPTH:
+        # each insertion below walks a tag's descendants: quadratic on deep trees (313 s for
+        # 50,000 nested <div>s); such pages get one line per string instead
+        return title or None, normalize_whitespace(soup.get_text("\n"))
     for s in soup.find_all(string=True):
         if not s.strip() and s.parent is not None and s.parent.name in _CONTAINER_TAGS:
             s.extract()  # indentation between list items, rows and cells
@@ -50,6 +55,18 @@ def html_to_text(html: str) -> tuple[str | None, str]:
         tag.insert_before(NavigableString("\n\n"))
         tag.insert_after(NavigableString("\n\n"))
     return title or None, normalize_whitespace(soup.get_text())
+
+
+def nesting_depth(soup: Any, stop: int) -> int:
+    """How deeply tags nest (counted without recursion), or `stop + 1` once it is passed."""
+    deepest, stack = 0, [(soup, 0)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > stop:
+            return stop + 1
+        stack += [(c, depth + 1) for c in getattr(node, "contents", ()) if isinstance(c, Tag)]
+    return deepest
 
 
 def normalize_whitespace(text: str, keep_indent: bool = False) -> str:

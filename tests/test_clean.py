@@ -63,3 +63,15 @@ def test_record_title_prefixed_and_short_docs_rejected():
     assert out.column("text").to_pylist() == ["Kelp\n\nKelp forests grow fast."]
     assert rejects.to_pylist() == [{"doc_id": "b", "source": "y.txt",
                                     "reason": "4 chars after cleaning (clean.min_chars=20)"}]
+
+
+def test_deeply_nested_html_is_flattened_not_walked_quadratically():
+    from bs4 import BeautifulSoup
+
+    from tasks.clean import MAX_HTML_DEPTH, nesting_depth
+
+    deep = "<div>" * 50_000 + "<p>deep text</p><p>second</p>" + "</div>" * 50_000
+    title, text = html_to_text(f"<html><title>T</title><body>{deep}</body></html>")
+    assert (title, text) == ("T", "deep text\nsecond")
+    assert nesting_depth(BeautifulSoup(deep, "lxml"), MAX_HTML_DEPTH) == MAX_HTML_DEPTH + 1
+    assert nesting_depth(BeautifulSoup("<ul><li><b>x</b></li></ul>", "lxml"), 99) == 5

@@ -84,3 +84,11 @@ def test_bad_inputs_rejected_with_reason(name, data, reason):
 def test_duplicate_record_key_rejected():
     docs, rejects = parse_file("d.csv", b"id,text\n1,aaa\n1,bbb\n", CFG)
     assert len(docs) == 1 and "duplicate record key '1'" in rejects[0]["reason"]
+
+
+def test_csv_with_a_10_mb_field_keeps_every_row():
+    big = "x" * 10_000_000
+    data = f"id,text\n1,first row\n2,{big}\n3,last row\n".encode()
+    docs, rejects = parse_file("t.csv", data, IngestConfig())
+    assert [d["record_key"] for d in docs] == ["1", "2", "3"] and not rejects
+    assert len(docs[1]["text"]) == 10_000_000

@@ -229,6 +229,8 @@ def iter_file(source: str, open_file: Opener, size: int, cfg: IngestConfig
         if size > cfg.max_file_mb * 1e6:
             raise ValueError(f"file larger than ingest.max_file_mb={cfg.max_file_mb}")
         if fmt in RECORD_FORMATS.values():
+            # a field may be as long as a file may be (csv's default is 128 KiB)
+            csv.field_size_limit(max(csv.field_size_limit(), int(cfg.max_file_mb * 1e6)))
             with open_file() as f, open_file() as g:
                 check_records(fmt, f, g)
         else:
