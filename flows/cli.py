@@ -27,10 +27,13 @@ def _root(args: argparse.Namespace) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from flows.pipeline import pipeline  # noqa: PLC0415
+    from flows.pipeline import check_before_running, pipeline  # noqa: PLC0415
 
     overrides = dict(parse_override(s) for s in args.set)
-    load_params(_root(args) / "params.yaml", overrides)  # fail before Prefect starts
+    if overrides:  # fail before Prefect starts, params.yaml untouched
+        check_before_running(_root(args), load_params(_root(args) / "params.yaml", overrides))
+    else:
+        load_params(_root(args) / "params.yaml")
     summary = pipeline(root=str(_root(args)), set_params=overrides, force=args.force,
                        on_busy=args.on_busy)
     for s in summary["stages"]:
@@ -62,6 +65,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from flows.dvc_bridge import pipeline_status  # noqa: PLC0415
 
+    load_params(_root(args) / "params.yaml")  # a YAML or key error in one line, not DVC's
     for name, reason in pipeline_status(_root(args)).items():
         print(f"{name:<9} {'fresh' if reason is None else 'stale'}"
               f"{'' if reason is None else '    ' + reason}")

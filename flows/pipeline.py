@@ -8,6 +8,7 @@ afterwards finds nothing to do.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -21,12 +22,13 @@ from prefect.tasks import exponential_backoff
 from flows.artifacts import publish_summary
 from flows.dvc_bridge import open_repo, record_stage, stale_reason, stale_stages
 from flows.parameters import RunOverrides, to_dotted
+from tasks.core.catalog import MANIFEST
 from tasks.core.config import Params, load_params, write_overrides
 from tasks.core.io import read_manifest
 from tasks.core.lock import workspace_lock
-from tasks.core.registry import STAGE_NAMES, STAGES
+from tasks.core.registry import STAGE_NAMES, STAGES, get_stage
 from tasks.core.shards import run_cluster
-from tasks.encoders.model import check_params_against_model
+from tasks.encoders.model import check_params_against_model, model_limits, resolve_model_path
 from tasks.storage.s3 import is_s3
 
 
@@ -57,6 +59,21 @@ STAGE_TASKS = StageTasks()
 def skip_stage(stage: str) -> str:
     """A visible record that DVC found `stage` fresh."""
     return stage
+
+
+def check_before_running(root: Path, params: Params) -> None:
+    """Every check that needs no stage to run: the model and machine cross-checks, and the
+    index factory (parsed by FAISS; its nlist against the vector count of the previous run,
+    when there is one; otherwise nlist is checked by the index stage, which fails before
+    evaluate and publish)."""
+    from tasks.index import check_factory  # noqa: PLC0415  (faiss is slow to import)
+
+    check_params_against_model(params)
+    dim = params.reduce.pca_dims or model_limits(
+        resolve_model_path(params.encode.model, params.encode.revision))["dim"]
+    dedup = get_stage("dedup").out_dir(params, root) / MANIFEST
+    kept = json.loads(dedup.read_text())["rows"].get("kept") if dedup.is_file() else None
+    check_factory(params.index, dim, kept)
 
 
 def stage_timeout(params: Params, stage: str) -> int:
@@ -106,7 +123,7 @@ def run_stages(root: Path, params: Params, force: bool,
                 rows.append(stage_row(spec.name, out_dir, "fresh", None))
                 continue
             if not checked:
-                check_params_against_model(params)
+                check_before_running(root, params)
                 checked = True
             log.info("%s: running (%s)", spec.name, reason)
             started = time.perf_counter()
@@ -137,7 +154,7 @@ def pipeline(root: str = ".", overrides: RunOverrides | None = None,
     dotted = {**to_dotted(overrides), **(set_params or {})}
     params = load_params(root_path / "params.yaml", dotted)
     if dotted:
-        check_params_against_model(params)  # overrides are validated before params.yaml changes
+        check_before_running(root_path, params)  # before params.yaml changes
     busy = on_busy or params.run.on_busy
     with workspace_lock(root_path, "embedpipe flow", busy, params.run.lock_wait_s):
         write_overrides(root_path / "params.yaml", dotted)

@@ -87,6 +87,22 @@ def resolve_factory(cfg: IndexConfig, n: int, exact_ms: float | None = None
     return factory.replace("{nlist}", str(nlist)), nlist
 
 
+def check_factory(cfg: IndexConfig, d: int, n: int | None = None) -> None:
+    """Refuse, before any stage runs, a factory string FAISS cannot parse for `d`-d vectors,
+    and (when the vector count `n` of the previous run is known) more lists than vectors."""
+    if cfg.factory == "auto":
+        return
+    try:
+        faiss.index_factory(d, cfg.factory.replace("{nlist}", "1"), faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as err:
+        reason = str(err).strip().rsplit(": ", 1)[-1] or "cannot parse"  # FAISS's own words
+        raise ValueError(f"index.factory: FAISS cannot build {cfg.factory!r} for {d}-d "
+                         f"vectors ({reason}); e.g. 'Flat', 'IVF{{nlist}},Flat', "
+                         "'IVF{nlist},PQ16', 'HNSW32'") from None
+    if n is not None and cfg.factory.startswith("IVF"):
+        resolve_factory(cfg, n)  # raises when nlist exceeds the vectors
+
+
 def train_index(x: np.ndarray, factory: str, cfg: IndexConfig) -> faiss.Index:
     """An empty `factory` index, trained (if it needs it) on a seeded sample of `x` of at
     most `train_sample` rows."""

@@ -54,3 +54,63 @@ def test_overrides_apply_without_mutating():
 def test_bad_override_syntax():
     with pytest.raises(ValueError, match="expected KEY=VALUE"):
         parse_override("reduce.pca_dims")
+
+
+def test_unknown_key_lists_the_keys_its_group_accepts():
+    with pytest.raises(ValueError, match=r"index\.nope: Extra inputs .*allowed here: factory, "
+                       r"nlist"):
+        parse_params({"index": {"nope": 1}})
+    with pytest.raises(ValueError, match=r"nosuch: .*allowed here: paths, run, ingest"):
+        parse_params({"nosuch": {"key": 1}})
+
+
+def test_factory_checked_against_faiss_and_the_previous_corpus():
+    from tasks.core.config import IndexConfig
+    from tasks.index import check_factory
+
+    check_factory(IndexConfig(factory="IVF{nlist},PQ16"), 384)
+    with pytest.raises(ValueError, match=r"index\.factory: FAISS cannot build 'NotAFactory' "
+                       r"for 384-d vectors \(could not parse"):
+        check_factory(IndexConfig(factory="NotAFactory"), 384)
+    with pytest.raises(ValueError, match=r"index\.nlist: 99999 lists for 499 vectors"):
+        check_factory(IndexConfig(factory="IVF99999,Flat"), 384, 499)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("index.factory=NotAFactory", "index.factory: FAISS cannot build 'NotAFactory'"),
+    ("nosuch.key=1", "allowed here: paths, run"),
+    ("encode.model=/no/such/model", "encode.model: '/no/such/model'"),
+    ("reduce.pca_dims=0", "reduce.pca_dims: Input should be greater than or equal to 1"),
+])
+def test_bad_parameter_runs_nothing_and_leaves_params_yaml(tmp_path, override, message):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import env_with_venv, make_workspace
+
+    ws = make_workspace(tmp_path / "ws")
+    before = (ws / "params.yaml").read_bytes()
+    proc = subprocess.run([str(Path(sys.executable).parent / "embedpipe"), "run", "--set",
+                           override], cwd=ws, env=env_with_venv(), capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # one clear line
+    assert (ws / "params.yaml").read_bytes() == before
+    assert not list((ws / "data").glob("0*_*"))
+
+
+def test_status_names_a_yaml_error_in_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import env_with_venv, make_workspace
+
+    ws = make_workspace(tmp_path / "ws")
+    (ws / "params.yaml").write_text("run:\n  log_level: [oops\n")
+    proc = subprocess.run([str(Path(sys.executable).parent / "embedpipe"), "status"], cwd=ws,
+                          env=env_with_venv(), capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 2 and "not valid YAML at line 3, column 1" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -367,12 +367,26 @@ class Params(_Config):
     search: SearchConfig = SearchConfig()
 
 
+def allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the group at `loc` (a key path below Params) accepts."""
+    model: Any = Params
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None or not isinstance(field.annotation, type):
+            return []
+        model = field.annotation
+    return list(getattr(model, "model_fields", {}))
+
+
 def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line per problem: `source: key.path: message (got value)`."""
+    """One line per problem: `source: key.path: message (got value)`; an unknown key also
+    lists the keys its group accepts."""
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "<root>"
         got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
+        if e["type"] == "extra_forbidden":
+            got += f"; allowed here: {', '.join(allowed_keys(tuple(e['loc'][:-1])))}"
         lines.append(f"{source}: {loc}: {e['msg']}{got}")
     return "\n".join(lines)
 
@@ -415,7 +429,10 @@ def read_params_file(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ValueError(f"{path}: params file not found") from None
     except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML: {err}") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = " ".join(str(getattr(err, "problem", None) or err).split())
+        raise ValueError(f"{path}: not valid YAML{where}: {what}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
