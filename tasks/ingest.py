@@ -40,6 +40,12 @@ def ingest_fingerprint(cfg: IngestConfig, file_hashes: dict[str, str]) -> str:
                              {"corpus_sha256": corpus_digest(file_hashes)})
 
 
+def readable_hashes(files: Iterable[SourceFile]) -> dict[str, str]:
+    """Relative name -> content sha256 of the files that can be read (the corpus digest's
+    input; unreadable ones are rejects)."""
+    return {f.rel: f.sha256 for f in files if not isinstance(f.open, str)}
+
+
 @dataclass
 class CorpusTally:
     """What the files read so far were: content hashes, S3 version facts, unreadable count."""
@@ -78,7 +84,7 @@ def ingest_task(root: str = ".") -> str:
     files = source_files(cfg, run.root)
     # Local files are hashed up front, so the tables are stamped as they are written; S3
     # objects are read once, so their tables are restamped once the last one is hashed.
-    fp = None if is_s3(cfg.source) else ingest_fingerprint(cfg, {f.rel: f.sha256 for f in files})
+    fp = None if is_s3(cfg.source) else ingest_fingerprint(cfg, readable_hashes(files))
     changes = run.changes(INGEST_DOCS, "doc_id", "text")
     with run.output(fp, cfg) as out:
         docs = RowBatches(out.open_table(INGEST_DOCS), changes.update)

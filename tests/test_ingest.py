@@ -92,3 +92,34 @@ def test_csv_with_a_10_mb_field_keeps_every_row():
     docs, rejects = parse_file("t.csv", data, IngestConfig())
     assert [d["record_key"] for d in docs] == ["1", "2", "3"] and not rejects
     assert len(docs[1]["text"]) == 10_000_000
+
+
+def test_links_out_of_the_folder_and_bad_names_are_rejects_never_read(tmp_path):
+    import os
+
+    from tests.conftest import run_stages
+
+    src, outside = tmp_path / "src", tmp_path / "outside"
+    (src / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.txt").write_text("Outside words that must never be read by ingest.")
+    (src / "good.txt").write_text("A normal document about volcanoes and their lava.")
+    (src / "linkdir").symlink_to(outside)
+    (src / "linkfile.txt").symlink_to(outside / "secret.txt")
+    (src / "sub" / "loop").symlink_to("..")
+    (src / "sub" / "broken.txt").symlink_to(src / "missing.txt")
+    with open(os.fsencode(src) + b"/bad\xffname.txt", "w") as f:
+        f.write("Some text in a file whose name is not UTF-8 at all.")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "params.yaml").write_text(f"ingest:\n  source: {src}\n")
+    run_stages(ws, ("ingest",))
+    docs = pq.read_table(ws / "data/01_ingest/docs.parquet").to_pylist()
+    rejects = {r["source"]: r["reason"] for r in
+               pq.read_table(ws / "data/01_ingest/rejects.parquet").to_pylist()}
+    assert [d["source"] for d in docs] == ["good.txt"]
+    assert "outside ingest.source" in rejects["linkdir"]
+    assert "outside ingest.source" in rejects["linkfile.txt"]
+    assert "folder" in rejects["sub/loop"] and "broken" in rejects["sub/broken.txt"]
+    assert "not valid UTF-8" in rejects["bad\\xffname.txt"]
+    assert not any("Outside words" in d["text"] for d in docs)

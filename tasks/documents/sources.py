@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import io
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -46,12 +47,51 @@ class SourceFile(NamedTuple):
     facts: dict[str, Any] | None = None
 
 
+def _entries(folder: Path) -> dict[str, Path]:
+    """Relative name -> path of every file and every symbolic link under `folder`; real
+    folders are walked, linked ones never (so a link loop cannot trap the walk). A name that
+    is not UTF-8 keeps its bytes visible as backslash escapes."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        for name in [*filenames, *dirnames]:
+            path = Path(dirpath) / name
+            if name in dirnames and not path.is_symlink():
+                continue
+            rel = path.relative_to(folder).as_posix()
+            out[rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")] = path
+    return out
+
+
+def unreadable_reason(path: Path, root: Path) -> str | None:
+    """Why a file under the source folder `root` is not read, or None: a name that is not
+    UTF-8, a link out of the folder, to a folder, broken or looping, or not a regular file.
+    Nothing outside the folder is ever opened."""
+    try:
+        os.fsencode(path.name).decode("utf-8")
+    except UnicodeDecodeError:
+        return f"file name is not valid UTF-8 ({os.fsencode(path.name)!r})"
+    if path.is_symlink():
+        try:
+            target = path.resolve(strict=True)
+        except (OSError, RuntimeError):
+            return "symbolic link that is broken or loops"
+        if not target.is_relative_to(root):
+            return f"symbolic link to {target}, outside ingest.source (not read)"
+        if target.is_dir():
+            return "symbolic link to a folder (not followed: its files are read where they lie)"
+    return None if path.is_file() else "not a regular file"
+
+
 def _local_files(folder: Path, cfg: IngestConfig) -> Iterator[SourceFile]:
     if not folder.is_dir():
         raise ValueError(f"ingest.source: {folder} is not a folder")
-    rels = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
-    for rel in select_paths(rels, cfg):
-        path = folder / rel
+    root, entries = folder.resolve(), _entries(folder)
+    for rel in select_paths(list(entries), cfg):
+        path = entries[rel]
+        reason = unreadable_reason(path, root)
+        if reason is not None:
+            yield SourceFile(rel, reason)
+            continue
         yield SourceFile(rel, lambda p=path: open(p, "rb"), path.stat().st_size,
                          sha256_file(path))
 
