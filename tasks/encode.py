@@ -182,7 +182,10 @@ def vector_store(shared: Path, out: StageOutput, cfg: EncodeConfig) -> Path:
     """The vector cache: the shared one, or (`encode.cache: false`) a run-local one inside the
     output being written, so a text repeated in a later window is looked up rather than
     encoded again, and vectors never pile up in memory."""
-    return shared if cfg.cache else out.path(".run-vectors")
+    if not cfg.cache:
+        return out.path(".run-vectors")
+    vector_cache.remove_leftovers(shared)
+    return shared
 
 
 @task(name="encode", cache_policy=NO_CACHE)

@@ -186,3 +186,18 @@ def test_model_change_reencodes_and_stale_vectors_are_refused(changed_ws, tmp_pa
     run_stages(ws, ("reduce",))
     with pytest.raises(ValueError, match="inputs disagree on stage 'chunk'"):
         run_stages(ws, ("dedup",))
+
+
+def test_leftover_of_a_killed_cache_write_is_removed(tmp_path):
+    from tasks.encoders import vector_cache
+
+    space = tmp_path / ("a" * 32)
+    space.mkdir(parents=True)
+    proc = subprocess.Popen(["sleep", "0"])  # a finished process: its pid is free
+    proc.wait()
+    leftover = space / f".part-abc.parquet.tmp-{proc.pid}"
+    leftover.write_bytes(b"PAR1 half a shard")
+    mine = space / f".part-def.parquet.tmp-{os.getpid()}"  # a live writer's: kept
+    mine.write_bytes(b"PAR1 being written")
+    assert vector_cache.remove_leftovers(tmp_path) == 1
+    assert not leftover.exists() and mine.exists()

@@ -47,7 +47,8 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (a leftover's writer may still be at work)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -61,7 +62,7 @@ def _remove_dead_leftovers(out_dir: Path) -> None:
     """Drop temporary folders left by killed runs (their pid no longer exists)."""
     for leftover in out_dir.parent.glob(f".{out_dir.name}.*-*"):
         pid = leftover.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid))):
+        if pid.isdigit() and (int(pid) == os.getpid() or not pid_alive(int(pid))):
             shutil.rmtree(leftover, ignore_errors=True)
 
 

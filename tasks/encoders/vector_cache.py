@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from tasks.core.catalog import VECTOR_COLUMN
 from tasks.core.fingerprint import sha256_text
+from tasks.core.io import pid_alive
 from tasks.core.vectors import arrow_to_vectors, vectors_to_arrow
 
 ROW_GROUP_ROWS = 8192  # a lookup reads the vectors of whole row groups that hold a hit
@@ -83,8 +84,22 @@ def append(cache: Path, space: str, keys: list[str], x: np.ndarray) -> Path | No
     return path
 
 
+def remove_leftovers(cache: Path) -> int:
+    """Delete shard files a killed writer left half-written (`.part-*.tmp-PID`, that PID gone):
+    they would otherwise stay in the cache and in `dvc.lock`. Returns how many."""
+    gone = 0
+    for tmp in Path(cache).glob("*/.part-*.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            gone += 1
+    return gone
+
+
 def gc(cache: Path, keep: dict[str, set[str]]) -> dict[str, int]:
-    """Keep only `keep[space]` keys; drop other spaces. Returns rows kept and dropped."""
+    """Keep only `keep[space]` keys; drop other spaces and leftovers of killed writers.
+    Returns rows kept and dropped."""
+    remove_leftovers(cache)
     kept = dropped = 0
     wanted = {space[:32]: keys for space, keys in keep.items()}
     for folder in sorted(p for p in Path(cache).iterdir() if p.is_dir()):
