@@ -247,14 +247,16 @@ def chunk_text(text: str, fmt: str, cfg: ChunkConfig, budget: int, tokens: Token
 
 
 def chunk_documents(docs: pa.Table, cfg: ChunkConfig, budget: int, tokenizer: Any) -> pa.Table:
-    """All chunks of all documents, in document order."""
+    """All chunks of all documents, in document order. A span the encoder's tokenizer reads
+    as nothing (control or zero-width characters only) is not a chunk."""
     tokens = Tokens(tokenizer)
     rows = []
     for d in docs.select(["doc_id", "source", "format", "title", "text"]).to_pylist():
         spans = chunk_text(d["text"], d["format"], cfg, budget, tokens)
         counts = tokens.counts([d["text"][a:b] for a, b in spans])
         tokens.forget()
-        for i, ((a, b), n) in enumerate(zip(spans, counts, strict=True)):
+        kept = [(span, n) for span, n in zip(spans, counts, strict=True) if n > 0]
+        for i, ((a, b), n) in enumerate(kept):
             rows.append({"chunk_id": f"{d['doc_id']}:{i:04d}", "doc_id": d["doc_id"],
                          "chunk_index": i, "source": d["source"], "title": d["title"],
                          "text": d["text"][a:b], "char_start": a, "char_end": b,
