@@ -47,17 +47,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
-    from flows.dvc_bridge import open_repo, record_stage  # noqa: PLC0415
+    from flows.dvc_bridge import hold_repo, record_stage  # noqa: PLC0415
     from flows.pipeline import STAGE_TASKS  # noqa: PLC0415
     from tasks.core.lock import workspace_lock  # noqa: PLC0415
 
     root = _root(args)
     run_cfg = load_params(root / "params.yaml").run
-    with workspace_lock(root, f"embedpipe stage {args.name}", run_cfg.on_busy,
-                        run_cfg.lock_wait_s):
+    with hold_repo(root, run_cfg.on_busy == "wait") as repo, workspace_lock(
+            root, f"embedpipe stage {args.name}", run_cfg.on_busy, run_cfg.lock_wait_s):
         out = STAGE_TASKS[args.name].fn(root=str(root))
-        with open_repo(root) as repo:
-            record_stage(repo, args.name)
+        record_stage(repo, args.name)
     print(out)
     return 0
 

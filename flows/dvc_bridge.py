@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import chdir, contextmanager
 from pathlib import Path
@@ -12,21 +14,73 @@ import yaml
 
 from tasks.core.registry import STAGE_NAMES, dvc_plots, dvc_stages
 
+RWLOCK_POLL_S = 0.5  # how often a run waiting for a `dvc repro` looks again
+
 
 @contextmanager
-def open_repo(root: Path | str) -> Iterator[Any]:
-    """The DVC repo at `root` (imported lazily: dvc is slow to import)."""
+def open_repo(root: Path | str, wait: bool = True) -> Iterator[Any]:
+    """The DVC repo at `root` (imported lazily: dvc is slow to import); its lock, when taken,
+    waits for other DVC commands (`wait`) or gives up after DVC's few retries."""
     from dvc.repo import Repo  # noqa: PLC0415
 
     logging.getLogger("dvc").setLevel(logging.WARNING)  # per-commit chatter, not news
 
     # DVC resolves some output paths against the working directory, not root_dir.
     with chdir(root):
-        repo = Repo(str(root), _wait_for_lock=True)
+        repo = Repo(str(root), _wait_for_lock=wait)
         try:
             yield repo
         finally:
             repo.close()
+
+
+@contextmanager
+def hold_repo(root: Path | str, wait: bool = True) -> Iterator[Any]:
+    """The DVC repo with its repository lock held for the whole block, as `dvc repro` holds
+    it for its whole run: a run and a `dvc repro` then take turns instead of one failing on
+    DVC's lock between stages. Taken before the workspace lock, in the order `dvc repro` and
+    its stage processes take them, so the two never wait on each other.
+
+    Raises:
+        RuntimeError: `wait` is False and another DVC command holds the lock.
+    """
+    from dvc.lock import LockError  # noqa: PLC0415
+    from dvc.repo import lock_repo  # noqa: PLC0415
+
+    with open_repo(root, wait) as repo:
+        while True:
+            held = lock_repo(repo)
+            try:
+                held.__enter__()
+            except LockError:
+                raise RuntimeError(f"workspace {root} is busy: another DVC command holds its "
+                                   "repository lock; run.on_busy is 'fail'") from None
+            busy = stage_locks_held(Path(repo.tmp_dir))
+            if not busy:
+                break
+            held.__exit__(None, None, None)  # a `dvc repro` is inside a stage: let it finish
+            if not wait:
+                raise RuntimeError(f"workspace {root} is busy: {busy}; run.on_busy is 'fail'")
+            time.sleep(RWLOCK_POLL_S)
+        try:
+            yield repo
+        finally:
+            held.__exit__(None, None, None)
+
+
+def stage_locks_held(tmp_dir: Path) -> str | None:
+    """Who holds DVC's per-path stage locks (`.dvc/tmp/rwlock`), among live processes: a
+    `dvc repro` running a stage's command holds them with the repository lock released."""
+    from tasks.core.io import pid_alive  # noqa: PLC0415
+
+    try:
+        info = json.loads((tmp_dir / "rwlock").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    holders = [*info.get("write", {}).values(),
+               *(h for hs in info.get("read", {}).values() for h in hs)]
+    live = {f"pid {h['pid']} ({h['cmd']})" for h in holders if pid_alive(int(h["pid"]))}
+    return ", ".join(sorted(live)) or None
 
 
 def describe_changes(changes: list[Any]) -> str:

@@ -20,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from flows.artifacts import publish_summary
-from flows.dvc_bridge import open_repo, record_stage, stale_reason, stale_stages
+from flows.dvc_bridge import hold_repo, record_stage, stale_reason, stale_stages
 from flows.parameters import RunOverrides, to_dotted
 from tasks.core.catalog import MANIFEST
 from tasks.core.config import Params, load_params, write_overrides
@@ -97,7 +97,7 @@ def stage_row(stage: str, out_dir: Path, reason: str, seconds: float | None) -> 
             "rows": manifest.get("rows", {})}
 
 
-def run_stages(root: Path, params: Params, force: bool,
+def run_stages(repo: Any, root: Path, params: Params, force: bool,
                checked: bool) -> list[dict[str, Any]]:
     """Run the stale stages in order, recording each in dvc.lock; one row per stage.
 
@@ -108,31 +108,30 @@ def run_stages(root: Path, params: Params, force: bool,
     """
     log = get_run_logger()
     rows: list[dict[str, Any]] = []
-    with open_repo(root) as repo:
-        stale = {} if force else stale_stages(repo)
-        ran_any = False
-        for spec in STAGES:
-            if force:
-                reason: str | None = "forced"
-            else:
-                reason = stale_reason(repo, spec.name) if ran_any else stale.get(spec.name)
-            out_dir = spec.out_dir(params, root)
-            if reason is None:
-                skip_stage(spec.name)
-                log.info("%s: fresh, skipped", spec.name)
-                rows.append(stage_row(spec.name, out_dir, "fresh", None))
-                continue
-            if not checked:
-                check_before_running(root, params)
-                checked = True
-            log.info("%s: running (%s)", spec.name, reason)
-            started = time.perf_counter()
-            STAGE_TASKS[spec.name].with_options(
-                timeout_seconds=stage_timeout(params, spec.name),
-                **network_retries(params, spec.name))(root=str(root))
-            record_stage(repo, spec.name)
-            ran_any = True
-            rows.append(stage_row(spec.name, out_dir, reason, time.perf_counter() - started))
+    stale = {} if force else stale_stages(repo)
+    ran_any = False
+    for spec in STAGES:
+        if force:
+            reason: str | None = "forced"
+        else:
+            reason = stale_reason(repo, spec.name) if ran_any else stale.get(spec.name)
+        out_dir = spec.out_dir(params, root)
+        if reason is None:
+            skip_stage(spec.name)
+            log.info("%s: fresh, skipped", spec.name)
+            rows.append(stage_row(spec.name, out_dir, "fresh", None))
+            continue
+        if not checked:
+            check_before_running(root, params)
+            checked = True
+        log.info("%s: running (%s)", spec.name, reason)
+        started = time.perf_counter()
+        STAGE_TASKS[spec.name].with_options(
+            timeout_seconds=stage_timeout(params, spec.name),
+            **network_retries(params, spec.name))(root=str(root))
+        record_stage(repo, spec.name)
+        ran_any = True
+        rows.append(stage_row(spec.name, out_dir, reason, time.perf_counter() - started))
     return rows
 
 
@@ -156,10 +155,11 @@ def pipeline(root: str = ".", overrides: RunOverrides | None = None,
     if dotted:
         check_before_running(root_path, params)  # before params.yaml changes
     busy = on_busy or params.run.on_busy
-    with workspace_lock(root_path, "embedpipe flow", busy, params.run.lock_wait_s):
+    with hold_repo(root_path, busy == "wait") as repo, workspace_lock(
+            root_path, "embedpipe flow", busy, params.run.lock_wait_s):
         write_overrides(root_path / "params.yaml", dotted)
         with run_cluster(params.run):
-            rows = run_stages(root_path, params, force, checked=bool(dotted))
+            rows = run_stages(repo, root_path, params, force, checked=bool(dotted))
     summary = {"stages": rows, "overrides": dotted,
                "params": params.model_dump(mode="json")}
     publish_summary(root_path, params, summary)

@@ -136,3 +136,25 @@ def test_invalid_override_fails_before_any_stage(flow_ws):
     with pytest.raises(Exception, match=r"reduce\.pca_dims"):
         pipeline(root=str(ws), overrides={"reduce": {"pca_dims": 0}})
     assert (ws / "params.yaml").read_text() == params_before
+
+
+def test_two_runs_and_a_dvc_repro_at_once_take_turns(flow_ws, tmp_path):
+    """`embedpipe run` twice and `dvc --wait-for-lock repro` started together on one
+    workspace: all succeed, serialised by DVC's repository lock and the workspace lock, and
+    the outputs are those of one run."""
+    import os
+    import sys
+
+    ws = make_workspace(tmp_path / "ws")
+    env = env_with_venv()
+    env.pop("PREFECT_API_URL", None)  # each run its own temporary Prefect server
+    embedpipe = str(Path(sys.executable).parent / "embedpipe")
+    procs = [subprocess.Popen(cmd, cwd=ws, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+             for cmd in ([embedpipe, "run"], ["dvc", "--wait-for-lock", "repro"],
+                         [embedpipe, "run"])]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(o[-2000:] for o in outs)
+    assert fingerprints(ws) == fingerprints(flow_ws[0])
+    assert "up to date" in dvc(ws, "status").stdout
+    assert not [p for p in os.listdir(ws / "data") if p.startswith(".")]
