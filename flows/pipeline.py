@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
 from flows.artifacts import publish_summary
@@ -74,6 +75,27 @@ def check_before_running(root: Path, params: Params) -> None:
     dedup = get_stage("dedup").out_dir(params, root) / MANIFEST
     kept = json.loads(dedup.read_text())["rows"].get("kept") if dedup.is_file() else None
     check_factory(params.index, dim, kept)
+
+
+def mark_crashed(previous: dict[str, Any] | None) -> None:
+    """A flow run whose process died holding the workspace (killed, out of memory) is left
+    Running in Prefect: the next run on the workspace marks it Crashed."""
+    from prefect.client.orchestration import get_client  # noqa: PLC0415
+    from prefect.states import Crashed  # noqa: PLC0415
+
+    if not previous or not previous.get("flow_run_id"):
+        return
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(previous["flow_run_id"])
+        except Exception:  # another Prefect server, or the run is gone: nothing to mark
+            return
+        if run.state is not None and not run.state.is_final():
+            client.set_flow_run_state(run.id, Crashed(
+                message=f"its process (pid {previous['pid']}) died holding the workspace; "
+                        "marked by the next run"), force=True)
+            get_run_logger().warning("flow run %s (pid %s) had died: marked Crashed",
+                                     run.name, previous["pid"])
 
 
 def stage_timeout(params: Params, stage: str) -> int:
@@ -156,7 +178,9 @@ def pipeline(root: str = ".", overrides: RunOverrides | None = None,
         check_before_running(root_path, params)  # before params.yaml changes
     busy = on_busy or params.run.on_busy
     with hold_repo(root_path, busy == "wait") as repo, workspace_lock(
-            root_path, "embedpipe flow", busy, params.run.lock_wait_s):
+            root_path, "embedpipe flow", busy, params.run.lock_wait_s,
+            run_id=str(flow_run.id)) as previous:
+        mark_crashed(previous)
         write_overrides(root_path / "params.yaml", dotted)
         with run_cluster(params.run):
             rows = run_stages(repo, root_path, params, force, checked=bool(dotted))

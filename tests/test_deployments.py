@@ -166,3 +166,11 @@ def test_killed_during_encode_then_resumes(prefect_api, tmp_path):
     lines = {line.split()[0]: line.split()[1] for line in rerun.stdout.splitlines()
              if line.split() and line.split()[0] in ("ingest", "clean", "chunk", "encode")}
     assert lines == {"ingest": "fresh", "clean": "fresh", "chunk": "fresh", "encode": "ran"}
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: prefect_api}), get_client(
+            sync_client=True) as client:
+        states = [r.state.type.value for r in client.read_flow_runs()
+                  if r.parameters.get("root") == str(ws)]
+    assert "CRASHED" in states and "RUNNING" not in states  # the killed run, marked by the rerun

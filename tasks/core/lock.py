@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -27,16 +28,31 @@ def _holder(root: Path) -> str:
     return f"pid {info.get('pid')} ({info.get('what')}) since {info.get('since')}"
 
 
+def _previous_holder(root: Path) -> dict[str, Any] | None:
+    """The last holder's record when its process is gone (it may have been killed)."""
+    from tasks.core.io import pid_alive  # noqa: PLC0415
+
+    try:
+        info = json.loads((root / HOLDER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    pid = info.get("pid")
+    return info if isinstance(pid, int) and pid != os.getpid() and not pid_alive(pid) else None
+
+
 @contextmanager
 def workspace_lock(root: Path | str, what: str, on_busy: str = "wait",
-                   wait_s: float = 3600) -> Iterator[None]:
-    """Hold the workspace lock for the block.
+                   wait_s: float = 3600, run_id: str | None = None
+                   ) -> Iterator[dict[str, Any] | None]:
+    """Hold the workspace lock for the block; yields the previous holder's record when that
+    process is gone (with its Prefect flow run id, if it was a flow), else None.
 
     Args:
         root: the workspace.
         what: who is running, for the message another run sees.
         on_busy: 'wait' (up to `wait_s` seconds) or 'fail' at once.
         wait_s: how long 'wait' waits.
+        run_id: this holder's Prefect flow run id, recorded for the next holder.
 
     Raises:
         RuntimeError: the workspace stayed busy, naming the holder.
@@ -51,9 +67,10 @@ def workspace_lock(root: Path | str, what: str, on_busy: str = "wait",
             + ("run.on_busy is 'fail'" if on_busy == "fail" else f"waited {wait_s:.0f}s")
         ) from None
     try:
+        previous = _previous_holder(root)
         (root / HOLDER_FILE).write_text(json.dumps({
-            "pid": os.getpid(), "what": what,
+            "pid": os.getpid(), "what": what, "flow_run_id": run_id,
             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}), encoding="utf-8")
-        yield
+        yield previous
     finally:
         lock.release()
