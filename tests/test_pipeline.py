@@ -149,10 +149,11 @@ def test_two_runs_and_a_dvc_repro_at_once_take_turns(flow_ws, tmp_path):
     env = env_with_venv()
     env.pop("PREFECT_API_URL", None)  # each run its own temporary Prefect server
     embedpipe = str(Path(sys.executable).parent / "embedpipe")
-    procs = [subprocess.Popen(cmd, cwd=ws, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
-             for cmd in ([embedpipe, "run"], ["dvc", "--wait-for-lock", "repro"],
-                         [embedpipe, "run"])]
+    homes = [tmp_path / f"prefect-{i}" for i in range(3)]  # and its own database
+    procs = [subprocess.Popen(cmd, cwd=ws, env=env | {"PREFECT_HOME": str(home)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for cmd, home in zip(([embedpipe, "run"], ["dvc", "--wait-for-lock", "repro"],
+                                   [embedpipe, "run"]), homes, strict=True)]
     outs = [p.communicate(timeout=900)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(o[-2000:] for o in outs)
     one_run = {s["stage"]: s["fingerprint"] for s in flow_ws[1]["stages"]}  # before others
