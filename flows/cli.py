@@ -30,10 +30,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flows.pipeline import check_before_running, pipeline  # noqa: PLC0415
 
     overrides = dict(parse_override(s) for s in args.set)
-    if overrides:  # fail before Prefect starts, params.yaml untouched
-        check_before_running(_root(args), load_params(_root(args) / "params.yaml", overrides))
-    else:
-        load_params(_root(args) / "params.yaml")
+    params = load_params(_root(args) / "params.yaml", overrides)  # fail before Prefect starts
+    if overrides:  # params.yaml is untouched until the overrides pass every check
+        check_before_running(_root(args), params)
     summary = pipeline(root=str(_root(args)), set_params=overrides, force=args.force,
                        on_busy=args.on_busy)
     for s in summary["stages"]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from tasks.core.io import pid_alive
 from tasks.core.registry import STAGE_NAMES, dvc_plots, dvc_stages
 
 RWLOCK_POLL_S = 0.5  # how often a run waiting for a `dvc repro` looks again
@@ -71,8 +72,6 @@ def hold_repo(root: Path | str, wait: bool = True) -> Iterator[Any]:
 def stage_locks_held(tmp_dir: Path) -> str | None:
     """Who holds DVC's per-path stage locks (`.dvc/tmp/rwlock`), among live processes: a
     `dvc repro` running a stage's command holds them with the repository lock released."""
-    from tasks.core.io import pid_alive  # noqa: PLC0415
-
     try:
         info = json.loads((tmp_dir / "rwlock").read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -8,7 +8,6 @@ afterwards finds nothing to do.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -29,7 +28,7 @@ from tasks.core.io import read_manifest
 from tasks.core.lock import workspace_lock
 from tasks.core.registry import STAGE_NAMES, STAGES, get_stage
 from tasks.core.shards import run_cluster
-from tasks.encoders.model import check_params_against_model, model_limits, resolve_model_path
+from tasks.encoders.model import check_params_against_model
 from tasks.storage.s3 import is_s3
 
 
@@ -69,11 +68,10 @@ def check_before_running(root: Path, params: Params) -> None:
     evaluate and publish)."""
     from tasks.index import check_factory  # noqa: PLC0415  (faiss is slow to import)
 
-    check_params_against_model(params)
-    dim = params.reduce.pca_dims or model_limits(
-        resolve_model_path(params.encode.model, params.encode.revision))["dim"]
-    dedup = get_stage("dedup").out_dir(params, root) / MANIFEST
-    kept = json.loads(dedup.read_text())["rows"].get("kept") if dedup.is_file() else None
+    dim = check_params_against_model(params)
+    dedup = get_stage("dedup").out_dir(params, root)
+    kept = (read_manifest(dedup, "dedup")["rows"].get("kept")
+            if (dedup / MANIFEST).is_file() else None)
     check_factory(params.index, dim, kept)
 
 

@@ -223,18 +223,21 @@ def group_of(drops: list[tuple[int, int, float, str]]) -> dict[int, int]:
 
 def dedup_tables(chunks: pa.Table, x: np.ndarray, keep: np.ndarray,
                  drops: list[tuple[int, int, float, str]]) -> tuple[pa.Table, pa.Table]:
-    """The kept rows (chunk columns + vector) and the audit table, in row order."""
-    ids = chunks.column("chunk_id").to_pylist()
-    docs, sources = chunks.column("doc_id").to_pylist(), chunks.column("source").to_pylist()
-    texts = chunks.column("text").to_pylist()
+    """The kept rows (chunk columns + vector) and the audit table, in row order. Only the
+    dropped rows are taken from the chunk table (Arrow `take`), never whole columns."""
     kept = chunks.select([c for c in KEPT.columns if c != VECTOR_COLUMN]).filter(pa.array(keep))
     kept = kept.append_column(VECTOR_COLUMN, vectors_to_arrow(x[keep]))
-    group = group_of(drops)
-    dropped = pa.Table.from_pylist(
-        [{"dropped_chunk_id": ids[a], "kept_chunk_id": ids[b], "similarity": s, "kind": k,
-          "doc_id": docs[a], "source": sources[a], "group_chunk_id": ids[group[a]],
-          "text": texts[a]}
-         for a, b, s, k in sorted(drops)], schema=DROPPED.schema())
+    audit, group = sorted(drops), group_of(drops)
+    dropped_rows = chunks.take(pa.array([a for a, _, _, _ in audit], pa.int64()))
+    ids = chunks.column("chunk_id")
+    dropped = pa.table({
+        "dropped_chunk_id": dropped_rows.column("chunk_id"),
+        "kept_chunk_id": ids.take(pa.array([b for _, b, _, _ in audit], pa.int64())),
+        "similarity": pa.array([s for _, _, s, _ in audit], pa.float32()),
+        "kind": pa.array([k for _, _, _, k in audit], pa.string()),
+        **{c: dropped_rows.column(c) for c in ("doc_id", "source")},
+        "group_chunk_id": ids.take(pa.array([group[a] for a, _, _, _ in audit], pa.int64())),
+        "text": dropped_rows.column("text")}, schema=DROPPED.schema())
     return kept, dropped
 
 

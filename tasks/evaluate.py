@@ -74,15 +74,17 @@ def headline_variant(folder: IndexFolder) -> str:
 
 
 def query_set_metrics(folder: IndexFolder, texts: list[str], qrels: dict[str, dict[str, int]],
-                      qids: list[str]) -> dict[str, dict[str, float]]:
+                      qids: list[str], xq: np.ndarray | None = None
+                      ) -> dict[str, dict[str, float]]:
     """Retrieval metrics of one query set in every search mode, with and without expansion.
 
-    Queries are embedded once and ranked in each mode through the index's own query path.
+    Queries are embedded once (`xq`, when the caller has them already) and ranked in each
+    mode through the index's own query path.
     """
     if not texts:
         return {}
     depth = min(folder.index.ntotal, 3 * DOC_DEPTH)
-    xq = folder.encode_queries(texts)
+    xq = folder.encode_queries(texts) if xq is None else xq
     row_docs = {expand: row_documents(folder, expand) for expand in (True, False)}
     out = {}
     for mode in MODES:
@@ -150,28 +152,26 @@ def _index_quality(folder: IndexFolder, x: np.ndarray, xq: np.ndarray,
             names.INDEX_MS_PER_QUERY: at_setting.get("ms_per_query")}, sweep
 
 
-def retrieval_quality(folder: IndexFolder, chunks: pa.Table, params: Params, root: Path
-                      ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """Label-free probe and BEIR metrics in every variant; the headline keys are those of
-    the variant users get. Returns (metrics, the probes used)."""
-    cfg = params.evaluate
-    probes = probe_queries(chunks, cfg.probe_docs, cfg.seed)
+def retrieval_quality(folder: IndexFolder, probes: list[tuple[str, str]], xq: np.ndarray,
+                      params: Params, root: Path) -> dict[str, Any]:
+    """Label-free probe (`probes`, embedded as `xq`) and BEIR metrics in every variant; the
+    headline keys are those of the variant users get."""
     qids = [f"p{i}" for i in range(len(probes))]
     probe = query_set_metrics(folder, [q for q, _ in probes],
                               {q: {doc: 1} for q, (_, doc) in zip(qids, probes, strict=True)},
-                              qids)
+                              qids, xq)
     labeled = {} if is_s3(params.ingest.source) else labeled_metrics(
         folder, root / params.ingest.source)
-    modes = mode_table(probe, labeled)
+    modes, headline = mode_table(probe, labeled), headline_variant(folder)
     metrics: dict[str, Any] = {"probe_queries": len(probes), "modes": modes,
-                               "search_mode": headline_variant(folder)}
-    metrics |= modes.get(headline_variant(folder), {})
+                               "search_mode": headline}
+    metrics |= modes.get(headline, {})
     metrics[names.DENSE_PROBE_RECALL_AT_10] = modes.get("dense", {}).get(
         names.PROBE_RECALL_AT_10)
     if labeled:
-        metrics["labeled"] = {rel: {**s["variants"][headline_variant(folder)],
-                                    "queries": s["queries"]} for rel, s in labeled.items()}
-    return metrics, probes
+        metrics["labeled"] = {rel: {**s["variants"][headline], "queries": s["queries"]}
+                              for rel, s in labeled.items()}
+    return metrics
 
 
 def evaluate_all(folder: IndexFolder, vectors: pa.Table, chunks: pa.Table,
@@ -181,9 +181,10 @@ def evaluate_all(folder: IndexFolder, vectors: pa.Table, chunks: pa.Table,
     into `out_dir` (the output folder being written)."""
     cfg = params.evaluate
     x = arrow_to_vectors(vectors.column(VECTOR_COLUMN))
-    metrics, probes = retrieval_quality(folder, chunks, params, root)
-    index_m, sweep = _index_quality(folder, x, folder.encode_queries([q for q, _ in probes]),
-                                    cfg)
+    probes = probe_queries(chunks, cfg.probe_docs, cfg.seed)
+    xq = folder.encode_queries([q for q, _ in probes])
+    metrics = retrieval_quality(folder, probes, xq, params, root)
+    index_m, sweep = _index_quality(folder, x, xq, cfg)
     metrics |= index_m
     rows = sample_rows(len(x), cfg.health_sample, cfg.seed)
     labels = labels_for(vectors, rows, cfg.label_field, doc_meta)

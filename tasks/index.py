@@ -92,15 +92,21 @@ def check_factory(cfg: IndexConfig, d: int, n: int | None = None) -> None:
     and (when the vector count `n` of the previous run is known) more lists than vectors."""
     if cfg.factory == "auto":
         return
-    try:
-        faiss.index_factory(d, cfg.factory.replace("{nlist}", "1"), faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as err:
-        reason = str(err).strip().rsplit(": ", 1)[-1] or "cannot parse"  # FAISS's own words
-        raise ValueError(f"index.factory: FAISS cannot build {cfg.factory!r} for {d}-d "
-                         f"vectors ({reason}); e.g. 'Flat', 'IVF{{nlist}},Flat', "
-                         "'IVF{nlist},PQ16', 'HNSW32'") from None
+    new_index(d, cfg.factory.replace("{nlist}", "1"), cfg.factory)
     if n is not None and cfg.factory.startswith("IVF"):
         resolve_factory(cfg, n)  # raises when nlist exceeds the vectors
+
+
+def new_index(d: int, factory: str, asked: str | None = None) -> faiss.Index:
+    """An empty inner-product index from a FAISS factory string; ValueError in FAISS's own
+    words, naming the string as the user wrote it (`asked`) when it is refused."""
+    try:
+        return faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as err:
+        reason = str(err).strip().rsplit(": ", 1)[-1] or "cannot parse"
+        raise ValueError(f"index.factory: FAISS cannot build {asked or factory!r} for {d}-d "
+                         f"vectors ({reason}); e.g. 'Flat', 'IVF{{nlist}},Flat', "
+                         "'IVF{nlist},PQ16', 'HNSW32'") from None
 
 
 def train_index(x: np.ndarray, factory: str, cfg: IndexConfig) -> faiss.Index:
@@ -108,10 +114,7 @@ def train_index(x: np.ndarray, factory: str, cfg: IndexConfig) -> faiss.Index:
     most `train_sample` rows."""
     x = np.ascontiguousarray(x, dtype="float32")
     n, d = x.shape
-    try:
-        index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as err:
-        raise ValueError(f"index.factory: FAISS cannot build {factory!r}: {err}") from None
+    index = new_index(d, factory)
     if not index.is_trained:
         xt = x[sample_rows(n, cfg.train_sample, cfg.seed)]
         ivf = faiss.try_extract_index_ivf(index)

@@ -16,26 +16,29 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from tasks.core.io import pid_alive
+
 LOCK_FILE = ".embedpipe.lock"
 HOLDER_FILE = ".embedpipe.lock.holder"
 
 
-def _holder(root: Path) -> str:
+def _read_holder(root: Path) -> dict[str, Any] | None:
     try:
-        info = json.loads((root / HOLDER_FILE).read_text(encoding="utf-8"))
+        return json.loads((root / HOLDER_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        return None
+
+
+def _holder(root: Path) -> str:
+    info = _read_holder(root)
+    if info is None:
         return "another process"
     return f"pid {info.get('pid')} ({info.get('what')}) since {info.get('since')}"
 
 
 def _previous_holder(root: Path) -> dict[str, Any] | None:
     """The last holder's record when its process is gone (it may have been killed)."""
-    from tasks.core.io import pid_alive  # noqa: PLC0415
-
-    try:
-        info = json.loads((root / HOLDER_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    info = _read_holder(root) or {}
     pid = info.get("pid")
     return info if isinstance(pid, int) and pid != os.getpid() and not pid_alive(pid) else None
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core import catalog
-from tasks.core.catalog import METRICS_FILE, StageFile
+from tasks.core.catalog import METRICS_FILE
 
 TASKS_DIR = Path(__file__).resolve().parents[1]
 
@@ -33,13 +33,6 @@ class StageSpec:
     @property
     def module(self) -> str:
         return f"tasks/{self.name}.py"
-
-    @property
-    def files(self) -> tuple[StageFile, ...]:
-        """The stage's files in the catalog."""
-        return tuple(f for f in vars(catalog).values() if isinstance(f, StageFile)
-                     and f.stage == self.name) + tuple(
-            p for p in catalog.PLOTS if p.stage == self.name)
 
     def out_dir(self, params: Any, root: Path) -> Path:
         """The output folder under `params.paths.data` of the workspace `root`."""
@@ -138,7 +131,7 @@ def dvc_stages(data_dir: str = "data") -> dict:
             "outs": [{o: {"persist": True}} for o in (f"{data_dir}/{spec.folder}",
                                                        *spec.extra_outs)],
         }
-        if catalog.METRICS in spec.files:
+        if spec.name == catalog.METRICS.stage:
             entry["metrics"] = [{METRICS_FILE: {"cache": False}}]
         out[spec.name] = entry
     return out

@@ -106,13 +106,11 @@ class StageRun:
                                columns, batch_rows)
 
     def map_shards(self, fn: Callable[..., Any], entry: StageFile, *args: Any,
-                   columns: list[str] | None = None, local_rows: int | None = None
-                   ) -> Iterator[Any]:
+                   columns: list[str] | None = None) -> Iterator[Any]:
         """`fn(shard, *args)` over an upstream table in shards, results in order, on the
-        executor `run.executor` names (`tasks.core.shards`); `local_rows` is the shard size in
-        this process (default `io.BATCH_ROWS`)."""
+        executor `run.executor` names (`tasks.core.shards`)."""
         with open_executor(self.params.run) as ex:
-            shards = self.batches(entry, columns, shard_rows(self.params.run, local_rows))
+            shards = self.batches(entry, columns, shard_rows(self.params.run))
             observe = shard_observer(self.name) if ex.client is not None else None
             yield from map_ordered(ex, fn, shards, *args, observe=observe)
 

@@ -15,7 +15,7 @@ import os
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,11 +33,6 @@ class Executor:
     in_flight: int = 1
     retries: int = 0
     shard_rows: int = 2048
-
-    @property
-    def workers(self) -> int:
-        """Worker processes (1 for this process)."""
-        return len(self.client.scheduler_info()["workers"]) if self.client else 1
 
 
 def connect(address: str, timeout_s: float) -> Any:
@@ -72,7 +67,7 @@ def open_executor(cfg: RunConfig) -> Iterator[Executor]:
         yield Executor()
         return
     address = cfg.dask.address or os.environ.get(ADDRESS_ENV)
-    with local_cluster(cfg) if address is None else _given(address) as addr:
+    with local_cluster(cfg) if address is None else nullcontext(address) as addr:
         client = connect(addr, cfg.dask.connect_timeout_s)
         try:
             threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
@@ -80,11 +75,6 @@ def open_executor(cfg: RunConfig) -> Iterator[Executor]:
                            cfg.dask.retries, cfg.dask.shard_rows)
         finally:
             client.close()
-
-
-@contextmanager
-def _given(address: str) -> Iterator[str]:
-    yield address
 
 
 @contextmanager
@@ -103,10 +93,10 @@ def run_cluster(cfg: RunConfig) -> Iterator[None]:
             os.environ.pop(ADDRESS_ENV, None)
 
 
-def shard_rows(cfg: RunConfig, local_rows: int | None = None) -> int | None:
-    """Rows per shard: `run.dask.shard_rows` on Dask, `local_rows` (the stage's own batch,
-    None for the default) in this process."""
-    return cfg.dask.shard_rows if cfg.executor == "dask" else local_rows
+def shard_rows(cfg: RunConfig) -> int | None:
+    """Rows per shard: `run.dask.shard_rows` on Dask; None (the reader's own batch,
+    `io.BATCH_ROWS`) in this process."""
+    return cfg.dask.shard_rows if cfg.executor == "dask" else None
 
 
 Observer = Callable[[int, Callable[[], Any]], Any]

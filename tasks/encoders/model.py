@@ -230,9 +230,10 @@ def token_budget(cfg: EncodeConfig, max_tokens: int) -> int:
     return max_tokens
 
 
-def check_params_against_model(params: Params) -> None:
+def check_params_against_model(params: Params) -> int:
     """Cross-checks that need the model or the machine: chunk budget, PCA dimension, and
-    that the encode device/backend/precision can run here."""
+    that the encode device/backend/precision can run here. Returns the dimension of the
+    vectors the index will hold (after PCA)."""
     enc = params.encode
     runtime_for(enc)
     token_budget(enc, params.chunk.max_tokens)
@@ -242,3 +243,4 @@ def check_params_against_model(params: Params) -> None:
             f"reduce.pca_dims: {params.reduce.pca_dims} exceeds the model's dimension {dim} "
             f"({enc.model}); use <= {dim} or null"
         )
+    return params.reduce.pca_dims or dim

@@ -68,18 +68,17 @@ def encode_queries(model: dict[str, Any], transform: VectorTransform, texts: lis
     return transform.apply(np.asarray(x, dtype="float32"))
 
 
-def lexical_rows(members: pa.Table, chunks: pa.Table) -> np.ndarray:
-    """The indexed row each lexical document stands for: the chunks, then each group member
-    (in `members` order) as its group's row."""
-    row = {c: i for i, c in enumerate(chunks.column("chunk_id").to_pylist())}
+def lexical_rows(members: pa.Table, row: dict[str, int]) -> np.ndarray:
+    """The indexed row each lexical document stands for: the chunks (`row`: chunk_id -> row),
+    then each group member (in `members` order) as its group's row."""
     groups = [row[g] for g in members.column("group_chunk_id").to_pylist()]
-    return np.array([*range(chunks.num_rows), *groups], dtype="int64")
+    return np.array([*range(len(row)), *groups], dtype="int64")
 
 
-def group_members(members: pa.Table, chunks: pa.Table) -> list[list[dict[str, Any]]]:
-    """For each chunk row, the dropped duplicates it stands for (chunk_id, doc_id, source)."""
-    row = {c: i for i, c in enumerate(chunks.column("chunk_id").to_pylist())}
-    out: list[list[dict[str, Any]]] = [[] for _ in range(chunks.num_rows)]
+def group_members(members: pa.Table, row: dict[str, int]) -> list[list[dict[str, Any]]]:
+    """For each chunk row (`row`: chunk_id -> row), the dropped duplicates it stands for
+    (chunk_id, doc_id, source)."""
+    out: list[list[dict[str, Any]]] = [[] for _ in range(len(row))]
     for m in members.select(["group_chunk_id", "chunk_id", "doc_id", "source"]).to_pylist():
         if m["group_chunk_id"] in row:
             out[row[m.pop("group_chunk_id")]].append(m)
@@ -132,8 +131,9 @@ class IndexFolder:
             scores, rows = lex_scores[:, :depth].copy(), lex_rows[:, :depth].copy()
             empty = np.flatnonzero(rows[:, 0] < 0)
             if len(empty):
-                scores[empty], rows[empty] = self.search_vectors(
-                    self._embedded(queries, xq)[empty], depth)
+                xe = (self.encode_queries([queries[i] for i in empty]) if xq is None
+                      else xq[empty])
+                scores[empty], rows[empty] = self.search_vectors(xe, depth)
             return scores, rows
         _, dense_rows = self.search_vectors(self._embedded(queries, xq), wide)
         return fuse_rrf([(dense_rows, self.search.dense_weight),
@@ -148,7 +148,9 @@ class IndexFolder:
         folder's `expand_duplicates`) adds each hit's group as `members` or as rows."""
         expand = expand or self.search.expand_duplicates
         scores, ids = self.rank(queries, k, mode)
-        rows = self.chunks.to_pylist()
+        hit_rows = sorted({int(i) for i in ids.ravel() if i >= 0})  # not the whole table
+        rows = dict(zip(hit_rows, self.chunks.take(pa.array(hit_rows, pa.int64())).to_pylist(),
+                        strict=True))
         out = []
         for srow, irow in zip(scores, ids, strict=True):
             hits: list[dict[str, Any]] = []
@@ -182,9 +184,10 @@ def load_index_folder(path: Path | str) -> IndexFolder:
         raise ValueError(f"{path}: {chunks.num_rows} chunk rows for {index.ntotal} vectors")
     search = SearchConfig.model_validate_json((path / INDEX_SEARCH.name).read_text("utf-8"))
     members = pq.read_table(path / INDEX_MEMBERS.name)
+    row = {c: i for i, c in enumerate(chunks.column("chunk_id").to_pylist())}
     return IndexFolder(
         path, index, chunks, VectorTransform.load(path / INDEX_TRANSFORM.name),
         json.loads((path / INDEX_MODEL.name).read_text(encoding="utf-8")), card,
-        IdMap(chunks.column("int_id").to_numpy()), search, group_members(members, chunks),
-        LexicalIndex.load(path, search, lexical_rows(members, chunks)) if index.ntotal
+        IdMap(chunks.column("int_id").to_numpy()), search, group_members(members, row),
+        LexicalIndex.load(path, search, lexical_rows(members, row)) if index.ntotal
         else None)
