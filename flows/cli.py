@@ -61,9 +61,10 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from flows.dvc_bridge import pipeline_status  # noqa: PLC0415
+    from flows.dvc_bridge import exclude_unhashable, pipeline_status  # noqa: PLC0415
 
-    load_params(_root(args) / "params.yaml")  # a YAML or key error in one line, not DVC's
+    params = load_params(_root(args) / "params.yaml")  # a YAML or key error in one line
+    exclude_unhashable(_root(args), params.ingest.source)
     for name, reason in pipeline_status(_root(args)).items():
         print(f"{name:<9} {'fresh' if reason is None else 'stale'}"
               f"{'' if reason is None else '    ' + reason}")
@@ -292,22 +293,50 @@ def _add_output_parsers(sub: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="embedpipe", description=__doc__)
     parser.add_argument("--root", default=".", help="workspace (default: current folder)")
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks (otherwise an error is one line)")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run_parsers(sub)
     _add_output_parsers(sub)
     return parser
 
 
+class OneLineErrors(logging.Filter):
+    """The terminal's view of the log without `--debug`: a record's traceback is left out
+    (Prefect's API and UI keep it), the flow run's own failure and "Finished in state"
+    lines are dropped (the CLI prints the error once, as its last line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "prefect.flow_runs" and record.exc_info:
+            return False
+        if record.getMessage().startswith("Finished in state"):
+            return False
+        record.exc_info = record.exc_text = record.stack_info = None
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no phoning home
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
+    if not args.debug:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(OneLineErrors())
     try:
         return args.func(args)
     except (ValueError, RuntimeError) as err:
+        if args.debug:
+            raise
         print(f"embedpipe: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:  # a library's own error (S3, DVC, FAISS): one line, not pages
+        if args.debug:
+            raise
+        print(f"embedpipe: error: {type(err).__name__}: {err} (--debug shows the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

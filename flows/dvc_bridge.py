@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import chdir, contextmanager
@@ -12,10 +14,15 @@ from typing import Any
 
 import yaml
 
+from tasks.core.config import load_params
 from tasks.core.io import pid_alive
 from tasks.core.registry import STAGE_NAMES, dvc_plots, dvc_stages
+from tasks.documents.sources import unreadable_entries
+from tasks.storage.s3 import is_s3
 
 RWLOCK_POLL_S = 0.5  # how often a run waiting for a `dvc repro` looks again
+IGNORE_BLOCK = ("# >>> embedpipe: entries of ingest.source that ingest rejects unread and DVC "
+                "cannot hash\n", "# <<< embedpipe\n")
 
 
 @contextmanager
@@ -103,19 +110,39 @@ def describe_changes(changes: list[Any]) -> str:
     return "; ".join(parts)
 
 
+@contextmanager
+def source_endpoint(repo: Any) -> Iterator[None]:
+    """DVC hashes an `s3://` ingest.source with its own S3 client, which knows nothing of
+    `ingest.s3_endpoint_url`: while DVC looks, the endpoint is botocore's own variable
+    `AWS_ENDPOINT_URL_S3`, unless the environment names an endpoint already (as a
+    `dvc repro` run by hand needs it to)."""
+    ingest = load_params(Path(repo.root_dir) / "params.yaml").ingest
+    if (not is_s3(ingest.source) or not ingest.s3_endpoint_url
+            or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")):
+        yield
+        return
+    os.environ["AWS_ENDPOINT_URL_S3"] = ingest.s3_endpoint_url
+    try:
+        yield
+    finally:
+        os.environ.pop("AWS_ENDPOINT_URL_S3", None)
+
+
 def stale_stages(repo: Any) -> dict[str, str]:
     """Stage name -> why DVC would rerun it now, for every stale stage (fresh ones absent).
 
     One `dvc status` for the whole pipeline: DVC parses dvc.yaml and dvc.lock once, where a
     call per stage parses them again for each.
     """
-    return {name: describe_changes(changes) for name, changes in repo.status().items()
-            if changes}
+    with source_endpoint(repo):
+        status = repo.status()
+    return {name: describe_changes(changes) for name, changes in status.items() if changes}
 
 
 def stale_reason(repo: Any, stage: str) -> str | None:
     """Why DVC would rerun `stage` now, or None when it is fresh."""
-    status = repo.status(targets=[stage])
+    with source_endpoint(repo):
+        status = repo.status(targets=[stage])
     changes = status.get(stage)
     if not changes:
         return None
@@ -124,7 +151,8 @@ def stale_reason(repo: Any, stage: str) -> str | None:
 
 def record_stage(repo: Any, stage: str) -> None:
     """Write the stage's current deps, params and outs into dvc.lock (`dvc commit -f`)."""
-    repo.commit(stage, force=True)
+    with source_endpoint(repo):
+        repo.commit(stage, force=True)
 
 
 def pipeline_status(root: Path | str) -> dict[str, str | None]:
@@ -141,3 +169,41 @@ def render_dvc_yaml(data_dir: str = "data") -> str:
     body = yaml.safe_dump({"stages": dvc_stages(data_dir), "plots": dvc_plots(data_dir)},
                           sort_keys=False, width=100)
     return header + body
+
+
+def ignore_pattern(rel: str) -> str:
+    """A `.dvcignore` line matching just the path `rel` (relative to the repository root, its
+    undecodable bytes as surrogate escapes): glob characters escaped, and `?` for what a line
+    cannot hold (undecodable bytes, newlines, other control characters)."""
+    out = []
+    for ch in rel:
+        if ch in "*?[\\":
+            out.append("\\" + ch)
+        elif not ch.isprintable() or "\udc80" <= ch <= "\udcff":
+            out.append("?")
+        else:
+            out.append(ch)
+    line = "/" + "".join(out)
+    return line[:-1] + "\\ " if line.endswith(" ") else line
+
+
+def exclude_unhashable(root: Path, source: str) -> None:
+    """Keep DVC's hashing of a local `ingest.source` off what ingest rejects unread: links
+    that loop, break or leave the folder, names that are not UTF-8, pipes and sockets. DVC
+    stops at the first of them (`Too many levels of symbolic links`, `surrogates not
+    allowed`) before any stage runs, and would read the files a link points to outside the
+    folder. They are listed in one marked block of `.dvcignore`, rewritten when it changes;
+    ingest still lists each in its rejects with the reason."""
+    folder = (root / source).resolve()
+    if is_s3(source) or not folder.is_dir() or not folder.is_relative_to(root):
+        return
+    lines = sorted(ignore_pattern(os.fsdecode(p.relative_to(root)))
+                   for p in unreadable_entries(folder))
+    path = root / ".dvcignore"
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    begin, end = IGNORE_BLOCK
+    kept = re.sub(f"{re.escape(begin)}.*?{re.escape(end)}", "", text, flags=re.S)
+    block = begin + "".join(f"{line}\n" for line in lines) + end if lines else ""
+    new = kept + ("\n" if kept and not kept.endswith("\n") and block else "") + block
+    if new != text:
+        path.write_text(new, encoding="utf-8")

@@ -20,7 +20,13 @@ from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
 from flows.artifacts import publish_summary
-from flows.dvc_bridge import hold_repo, record_stage, stale_reason, stale_stages
+from flows.dvc_bridge import (
+    exclude_unhashable,
+    hold_repo,
+    record_stage,
+    stale_reason,
+    stale_stages,
+)
 from flows.parameters import RunOverrides, to_dotted
 from tasks.core.catalog import MANIFEST
 from tasks.core.config import Params, load_params, write_overrides
@@ -75,25 +81,25 @@ def check_before_running(root: Path, params: Params) -> None:
     check_factory(params.index, dim, kept)
 
 
-def mark_crashed(previous: dict[str, Any] | None) -> None:
-    """A flow run whose process died holding the workspace (killed, out of memory) is left
-    Running in Prefect: the next run on the workspace marks it Crashed."""
+def mark_crashed(run_ids: list[str]) -> None:
+    """Flow runs whose process died holding the workspace (killed, out of memory) are left
+    Running in Prefect: the next flow run on the workspace marks them Crashed."""
     from prefect.client.orchestration import get_client  # noqa: PLC0415
     from prefect.states import Crashed  # noqa: PLC0415
 
-    if not previous or not previous.get("flow_run_id"):
+    if not run_ids:
         return
     with get_client(sync_client=True) as client:
-        try:
-            run = client.read_flow_run(previous["flow_run_id"])
-        except Exception:  # another Prefect server, or the run is gone: nothing to mark
-            return
-        if run.state is not None and not run.state.is_final():
-            client.set_flow_run_state(run.id, Crashed(
-                message=f"its process (pid {previous['pid']}) died holding the workspace; "
-                        "marked by the next run"), force=True)
-            get_run_logger().warning("flow run %s (pid %s) had died: marked Crashed",
-                                     run.name, previous["pid"])
+        for run_id in run_ids:
+            try:
+                run = client.read_flow_run(run_id)
+            except Exception:  # another Prefect server, or the run is gone: nothing to mark
+                continue
+            if run.state is not None and not run.state.is_final():
+                client.set_flow_run_state(run.id, Crashed(
+                    message="its process died holding the workspace; marked by the next "
+                            "run"), force=True)
+                get_run_logger().warning("flow run %s had died: marked Crashed", run.name)
 
 
 def stage_timeout(params: Params, stage: str) -> int:
@@ -175,10 +181,11 @@ def pipeline(root: str = ".", overrides: RunOverrides | None = None,
     if dotted:
         check_before_running(root_path, params)  # before params.yaml changes
     busy = on_busy or params.run.on_busy
+    exclude_unhashable(root_path, params.ingest.source)
     with hold_repo(root_path, busy == "wait") as repo, workspace_lock(
             root_path, "embedpipe flow", busy, params.run.lock_wait_s,
-            run_id=str(flow_run.id)) as previous:
-        mark_crashed(previous)
+            run_id=str(flow_run.id)) as dead_runs:
+        mark_crashed(dead_runs)
         write_overrides(root_path / "params.yaml", dotted)
         with run_cluster(params.run):
             rows = run_stages(repo, root_path, params, force, checked=bool(dotted))

@@ -52,6 +52,19 @@ def test_jsonl_bad_line_rejected_rest_kept():
                                   "double quotes)"}]
 
 
+def test_jsonl_line_that_is_not_utf8_is_that_lines_reject():
+    """Each JSONL line is decoded on its own: a bad byte costs its line, not the file; a
+    U+2028 inside a JSON string is text, not a line break."""
+    data = ('{"id": "a", "text": "one\u2028two"}\n'.encode() + b'{"id": "b", "text": "\xff"}\n'
+            + b'{"id": "c", "text": "three"}')
+    docs, rejects = parse_file("x.jsonl", data, CFG)
+    assert [(d["record_key"], d["text"]) for d in docs] == [("a", "one\u2028two"),
+                                                            ("c", "three")]
+    assert rejects == [{"source": "x.jsonl", "record_key": "row-1",
+                        "reason": "line 2: not UTF-8 (invalid start byte at byte 21 of the "
+                                  "line)"}]
+
+
 def test_beir_corpus_format_and_title():
     data = b'{"_id": "d1", "title": "Rain", "text": "Rain falls."}\n'
     docs, _ = parse_file("beir/corpus.jsonl", data, CFG)

@@ -57,3 +57,46 @@ def test_fingerprint_depends_on_config_and_inputs_only():
     assert a == stage_fingerprint("reduce", {"pca": 8}, {"encode": "x"})
     assert a != stage_fingerprint("reduce", {"pca": 16}, {"encode": "x"})
     assert a != stage_fingerprint("reduce", {"pca": 8}, {"encode": "y"})
+
+
+def test_flow_runs_that_died_holding_the_lock_reach_the_next_flow_run(tmp_path):
+    """A killed flow run is passed on through a `dvc repro` stage that takes the lock next,
+    to the next flow run, which takes over marking it; a clean release passes nothing."""
+    import subprocess
+    import sys
+
+    from tasks.core.lock import HOLDER_FILE, workspace_lock
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / HOLDER_FILE).write_text(json.dumps(
+        {"pid": dead.pid, "what": "embedpipe flow", "flow_run_id": "run-1"}))
+    with workspace_lock(tmp_path, "dvc stage chunk") as runs:
+        assert runs == ["run-1"]
+    with workspace_lock(tmp_path, "embedpipe flow", run_id="run-2") as runs:
+        assert runs == ["run-1"]
+    with workspace_lock(tmp_path, "embedpipe flow", run_id="run-3") as runs:
+        assert runs == []  # run-2 released the lock: it did not die
+
+
+def test_long_text_is_cut_into_parts_at_breaks_and_nothing_is_lost():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from tasks.documents.decoding import text_parts
+
+    @settings(max_examples=200, derandomize=True)
+    @given(st.text(alphabet=st.sampled_from("ab \n"), max_size=300),
+           st.integers(min_value=1, max_value=40), st.integers(min_value=1, max_value=50))
+    def check(text, limit, block):
+        blocks = [text[i:i + block] for i in range(0, len(text), block)]
+        parts = list(text_parts(blocks, limit))
+        assert "".join(parts) == text
+        assert all(0 < len(p) <= limit for p in parts)
+        for p in parts[:-1]:  # a part ends at a break whenever it held one past its start
+            assert p.endswith((" ", "\n")) or not any(c in " \n" for c in p[1:])
+
+    check()
+    paragraphs = "one two.\n\nthree four five.\n\nsix"
+    assert list(text_parts([paragraphs], 20)) == ["one two.\n\n", "three four five.\n\n",
+                                                  "six"]

@@ -211,3 +211,26 @@ def test_dvc_push_then_pull_restores_outputs_bit_for_bit(two_runs, s3_endpoint, 
     for path in outs:
         rel = path.relative_to(local)
         assert (clone / rel).read_bytes() == path.read_bytes(), rel
+
+
+def test_unreachable_endpoint_is_one_error_line_in_bounded_time(tmp_path):
+    """An S3 source whose endpoint does not answer: the run stops within a minute with one
+    error line naming the endpoint; no traceback, no secret (`--debug` shows the traceback)."""
+    ws = make_workspace(tmp_path / "ws")
+    port = free_port()  # nothing listens there
+    params = ws / "params.yaml"
+    params.write_text(params.read_text().replace(
+        "  source: data/sample", "  source: s3://nobucket/docs\n"
+        f"  s3_endpoint_url: http://127.0.0.1:{port}\n  s3_max_attempts: 2", 1)
+        .replace("  s3_endpoint_url: null\n", "").replace("  s3_max_attempts: 10\n", ""))
+    env = env_with_venv() | AWS_ENV
+    env.pop("PREFECT_API_URL", None)
+    started = time.monotonic()
+    done = subprocess.run([str(Path(sys.executable).parent / "embedpipe"), "run"], cwd=ws,
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and time.monotonic() - started < 90, output
+    errors = [line for line in output.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("embedpipe: error:"), output
+    assert f"127.0.0.1:{port}" in errors[0], output
+    assert "Traceback" not in output and SECRET not in output, output

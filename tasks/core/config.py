@@ -135,7 +135,14 @@ class IngestConfig(_Config):
     metadata_columns: tuple[str, ...] | None = Field(
         None, description="Record columns kept as metadata; null keeps all the others."
     )
-    max_file_mb: Annotated[float, Field(gt=0)] = 200.0
+    max_file_mb: Annotated[float, Field(gt=0)] = Field(
+        200.0, description="Files larger than this (MB) are rejects, never read."
+    )
+    max_doc_mb: Annotated[float, Field(gt=0)] = Field(
+        4.0, description="A text file longer than this (MB) becomes several documents "
+        "(record keys part-00001...), cut at paragraph, line or word breaks: memory stays "
+        "bounded, nothing is truncated."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> IngestConfig:

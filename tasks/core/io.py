@@ -24,9 +24,10 @@ from tasks.core.fingerprint import sha256_file, sha256_text
 
 STAMP_KEY = b"embedpipe.fingerprint"
 STAGE_KEY = b"embedpipe.stage"
-# Streaming: rows per batch read from an input, and the bounds of one written row group
-# (rows or buffered bytes, whichever comes first). Memory per stage is a few of these, not n.
+# Streaming: rows (or bytes, whichever comes first) per batch read from an input or gathered
+# for a table, and the bounds of one written row group. Memory per stage is a few of these.
 BATCH_ROWS = 1024
+BATCH_BYTES = 16 << 20
 ROW_GROUP_ROWS = 65_536
 ROW_GROUP_BYTES = 4 << 20
 _VERSIONED = (
@@ -301,9 +302,14 @@ def iter_batches(out_dir: Path, name: str | StageFile, manifest: dict[str, Any],
                  columns: list[str] | None = None, batch_rows: int | None = None
                  ) -> Iterator[pa.Table]:
     """A stage output file as tables of at most `batch_rows` rows (default `BATCH_ROWS`), in
-    order, stamp-checked; only one batch (and its row group) is held at a time."""
+    order, stamp-checked; only one batch (and its row group) is held at a time. A file of
+    wide rows (megabyte documents) is read in fewer rows per batch, about `BATCH_BYTES`."""
     with open_parquet(out_dir, name, manifest) as pf:
-        for batch in pf.iter_batches(batch_size=batch_rows or BATCH_ROWS, columns=columns):
+        md = pf.metadata
+        widest = max((md.row_group(i).total_byte_size / max(md.row_group(i).num_rows, 1)
+                      for i in range(md.num_row_groups)), default=1.0)
+        rows = max(1, min(batch_rows or BATCH_ROWS, int(BATCH_BYTES // max(widest, 1.0))))
+        for batch in pf.iter_batches(batch_size=rows, columns=columns):
             yield pa.Table.from_batches([batch])
 
 
@@ -368,19 +374,20 @@ class ChangeCounter:
 
 
 class RowBatches:
-    """Python rows gathered into batches of `BATCH_ROWS` before they go to their table;
-    `on_flush` sees each batch written."""
+    """Python rows gathered into batches of `BATCH_ROWS` rows or about `BATCH_BYTES` of text,
+    whichever comes first, before they go to their table; `on_flush` sees each batch."""
 
     def __init__(self, writer: TableWriter,
                  on_flush: Callable[[pa.Table], None] | None = None) -> None:
         self.writer, self.on_flush = writer, on_flush
         self.rows: list[dict[str, Any]] = []
-        self.count = 0
+        self.count = self._chars = 0
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
         self.count += 1
-        if len(self.rows) >= BATCH_ROWS:
+        self._chars += sum(len(v) for v in row.values() if isinstance(v, str))
+        if len(self.rows) >= BATCH_ROWS or self._chars >= BATCH_BYTES:
             self.flush()
 
     def flush(self) -> None:
@@ -389,7 +396,7 @@ class RowBatches:
             self.writer.write(table)
             if self.on_flush is not None:
                 self.on_flush(table)
-        self.rows = []
+        self.rows, self._chars = [], 0
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

@@ -36,26 +36,39 @@ def _holder(root: Path) -> str:
     return f"pid {info.get('pid')} ({info.get('what')}) since {info.get('since')}"
 
 
-def _previous_holder(root: Path) -> dict[str, Any] | None:
-    """The last holder's record when its process is gone (it may have been killed)."""
+def _unmarked_runs(root: Path) -> list[str]:
+    """Prefect flow runs whose process died holding the workspace (killed, out of memory)
+    and that no later flow run has marked yet: the last holder's, when it never released the
+    lock, plus those it inherited (a `dvc repro` stage between two flow runs passes them on).
+    """
     info = _read_holder(root) or {}
+    runs = [str(r) for r in info.get("unmarked_runs", [])]
     pid = info.get("pid")
-    return info if isinstance(pid, int) and pid != os.getpid() and not pid_alive(pid) else None
+    died = (isinstance(pid, int) and pid != os.getpid() and not info.get("released")
+            and not pid_alive(pid))
+    if died and info.get("flow_run_id"):
+        runs.append(str(info["flow_run_id"]))
+    return runs
+
+
+def _write_holder(root: Path, record: dict[str, Any]) -> None:
+    (root / HOLDER_FILE).write_text(json.dumps(record), encoding="utf-8")
 
 
 @contextmanager
 def workspace_lock(root: Path | str, what: str, on_busy: str = "wait",
                    wait_s: float = 3600, run_id: str | None = None
-                   ) -> Iterator[dict[str, Any] | None]:
-    """Hold the workspace lock for the block; yields the previous holder's record when that
-    process is gone (with its Prefect flow run id, if it was a flow), else None.
+                   ) -> Iterator[list[str]]:
+    """Hold the workspace lock for the block; yields the ids of flow runs that died holding
+    it, for a flow run (`run_id` given) to mark; a holder without a `run_id` passes them on.
 
     Args:
         root: the workspace.
         what: who is running, for the message another run sees.
         on_busy: 'wait' (up to `wait_s` seconds) or 'fail' at once.
         wait_s: how long 'wait' waits.
-        run_id: this holder's Prefect flow run id, recorded for the next holder.
+        run_id: this holder's Prefect flow run id, recorded for the next holder; a holder
+            with one takes over marking the runs it is given.
 
     Raises:
         RuntimeError: the workspace stayed busy, naming the holder.
@@ -70,10 +83,12 @@ def workspace_lock(root: Path | str, what: str, on_busy: str = "wait",
             + ("run.on_busy is 'fail'" if on_busy == "fail" else f"waited {wait_s:.0f}s")
         ) from None
     try:
-        previous = _previous_holder(root)
-        (root / HOLDER_FILE).write_text(json.dumps({
-            "pid": os.getpid(), "what": what, "flow_run_id": run_id,
-            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}), encoding="utf-8")
-        yield previous
+        unmarked = _unmarked_runs(root)
+        record = {"pid": os.getpid(), "what": what, "flow_run_id": run_id,
+                  "unmarked_runs": [] if run_id else unmarked,
+                  "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        _write_holder(root, record)
+        yield unmarked
+        _write_holder(root, {**record, "released": True})
     finally:
         lock.release()

@@ -1,9 +1,10 @@
 """Bytes -> documents: streamed UTF-8 checks and the format readers.
 
-A whole file (text, Markdown, HTML, code) is one document; a tabular file (CSV, TSV, JSONL,
-Parquet, a BEIR corpus) is one document per record. Bad content never raises: it becomes a
-reject row naming the file, the record and the reason. Tabular files are streamed in blocks of
-`BLOCK_BYTES`, never held whole.
+A whole file (text, Markdown, HTML, code) is one document, or several parts when it is longer
+than `ingest.max_doc_mb` (cut at paragraph, line or word breaks; never truncated); a tabular
+file (CSV, TSV, JSONL, Parquet, a BEIR corpus) is one document per record. Bad content never
+raises: it becomes a reject row naming the file, the record and the reason. Tabular and long
+text files are streamed in blocks of `BLOCK_BYTES`, never held whole.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ TEXT_FORMATS = {".txt": "text", ".text": "text", ".rst": "text", ".md": "markdow
 RECORD_FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl",
                   ".parquet": "parquet"}
 BLOCK_BYTES = 1 << 20  # bytes read at a time from a tabular file
-_LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines splits on
 Opener = Callable[[], BinaryIO]
 
 
@@ -110,20 +110,29 @@ def _decoded_blocks(f: BinaryIO) -> Iterator[str]:
         raise ValueError("empty document")
 
 
-def _split_lines(blocks: Iterable[str]) -> Iterator[str]:
-    """`"".join(blocks).splitlines()`, streamed."""
-    tail: list[str] = []
+def _cut(text: str, limit: int) -> int:
+    """Where the first part of `text` ends: after the last paragraph break within `limit`
+    characters, else the last line break, else the last space; `limit` when none."""
+    window = text[:limit]
+    for sep in ("\n\n", "\n", " "):
+        at = window.rfind(sep)
+        if at > 0:
+            return at + len(sep)
+    return limit
+
+
+def text_parts(blocks: Iterable[str], limit: int) -> Iterator[str]:
+    """The text of `blocks` in parts of at most `limit` characters whose concatenation is the
+    text (`_cut`); at most `limit` plus one block is held at once."""
+    pending = ""
     for block in blocks:
-        pieces = block.splitlines(keepends=True)
-        if len(pieces) == 1 and pieces[0][-1] not in _LINE_BREAKS:
-            tail.append(block)  # no break in this block: the line goes on
-            continue
-        if tail:  # the first piece ends the pending line ('\r' + '\n' is one break)
-            pieces[:1] = ("".join(tail) + pieces[0]).splitlines(keepends=True)
-        tail = [pieces.pop()]  # the last line may go on in the next block
-        for piece in pieces:
-            yield piece.splitlines()[0]
-    yield from "".join(tail).splitlines()  # a complete line may precede a break-less block
+        pending += block
+        while len(pending) > limit:
+            cut = _cut(pending, limit)
+            yield pending[:cut]
+            pending = pending[cut:]
+    if pending:
+        yield pending
 
 
 def _split_newlines(blocks: Iterable[str]) -> Iterator[str]:
@@ -152,16 +161,21 @@ def _iter_rows(fmt: str, f: BinaryIO) -> Iterator[tuple[int, dict[str, Any] | Ex
         rows = (row for batch in pf.iter_batches(batch_size=1024) for row in batch.to_pylist())
         yield from enumerate(rows)
         return
-    blocks = _decoded_blocks(f)
     if fmt == "csv":
-        lines = _split_newlines(blocks)
+        lines = _split_newlines(_decoded_blocks(f))
         header = next(lines, "")
         dialect = "excel-tab" if "\t" in header.split("\n", 1)[0] else "excel"
         reader = csv.DictReader(itertools.chain([header], lines), dialect=dialect)
         for i, row in enumerate(reader):
             yield i, (ValueError("more fields than the header") if None in row else row)
         return
-    for i, line in enumerate(_split_lines(blocks)):
+    for i, raw in enumerate(_raw_lines(f)):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            yield i, ValueError(f"line {i + 1}: not UTF-8 ({err.reason} at byte {err.start} "
+                                "of the line)")
+            continue
         if not line.strip():
             continue
         try:
@@ -174,14 +188,28 @@ def _iter_rows(fmt: str, f: BinaryIO) -> Iterator[tuple[int, dict[str, Any] | Ex
         )
 
 
+def _raw_lines(f: BinaryIO) -> Iterator[bytes]:
+    """The '\\n'-separated lines of a JSONL stream as bytes (each decoded on its own, so a
+    line that is not UTF-8 is that line's reject, not the file's), streamed."""
+    tail = b""
+    for block in _raw_blocks(f):
+        *lines, tail = (tail + block).split(b"\n")
+        yield from lines
+    if tail:
+        yield tail
+
+
 def check_records(fmt: str, f: BinaryIO, g: BinaryIO) -> None:
-    """Raise what would make the whole tabular file a reject, before any record is kept:
-    text faults first (over the whole file, as decoding it whole would), then CSV / Parquet
-    faults. `f` and `g` are two fresh reads of the file."""
-    if fmt != "parquet":
+    """Raise what would make the whole tabular file a reject, before any record is kept: for
+    CSV, text faults (over the whole file, as decoding it whole would), then CSV faults; for
+    Parquet, its faults; for JSONL, only NUL bytes at its start (a line's faults are that
+    line's). `f` and `g` are two fresh reads of the file."""
+    if fmt == "csv":
         for _ in _decoded_blocks(f):
             pass
-    if fmt != "jsonl":  # JSON faults are per line, never the file's
+    if fmt == "jsonl":
+        next(_raw_blocks(f), None)
+    else:
         for _ in _iter_rows(fmt, g):
             pass
 
@@ -219,8 +247,9 @@ def iter_records(source: str, fmt: str, f: BinaryIO, cfg: IngestConfig
 def iter_file(source: str, open_file: Opener, size: int, cfg: IngestConfig
               ) -> Iterator[tuple[bool, dict[str, Any]]]:
     """(is a document, document or reject row) of one file, in order; never raises on bad
-    content. A tabular file is checked whole first, then streamed record by record, so it is
-    never held in memory; a fault anywhere in it makes it one reject, as before any streaming.
+    content. A tabular file, or a text file over `max_doc_mb`, is checked whole first, then
+    streamed record by record or part by part, so it is never held in memory; a fault
+    anywhere in it makes it one reject, as before any streaming.
     """
     fmt = file_format(source, cfg)
     try:
@@ -233,16 +262,34 @@ def iter_file(source: str, open_file: Opener, size: int, cfg: IngestConfig
             csv.field_size_limit(max(csv.field_size_limit(), int(cfg.max_file_mb * 1e6)))
             with open_file() as f, open_file() as g:
                 check_records(fmt, f, g)
+        elif size > cfg.max_doc_mb * 1e6:
+            with open_file() as f:
+                parts = sum(1 for _ in text_parts(_decoded_blocks(f), _part_chars(cfg)))
         else:
             with open_file() as f:
                 text = decode_text(f.read())
     except (ValueError, pa.ArrowException, csv.Error, OSError) as err:
         yield False, {"source": source, "record_key": "", "reason": str(err)}
         return
-    if fmt not in RECORD_FORMATS.values():
-        meta = {"extension": Path(source).suffix.lower(), "folder": Path(source).parent.name}
+    meta = {"extension": Path(source).suffix.lower(), "folder": Path(source).parent.name}
+    if fmt in RECORD_FORMATS.values():
+        yield from _records(source, fmt, open_file, cfg)
+    elif size > cfg.max_doc_mb * 1e6:
+        with open_file() as f:
+            for i, part in enumerate(text_parts(_decoded_blocks(f), _part_chars(cfg))):
+                yield True, _doc(source, f"part-{i + 1:05d}", fmt, None, part,
+                                 len(part.encode("utf-8")), {**meta, "part": i + 1,
+                                                              "parts": parts})
+    else:
         yield True, _doc(source, "", fmt, None, text, size, meta)
-        return
+
+
+def _part_chars(cfg: IngestConfig) -> int:
+    return max(int(cfg.max_doc_mb * 1e6), 1)
+
+
+def _records(source: str, fmt: str, open_file: Opener, cfg: IngestConfig
+             ) -> Iterator[tuple[bool, dict[str, Any]]]:
     empty = True
     with open_file() as f:
         for item in iter_records(source, fmt, f, cfg):

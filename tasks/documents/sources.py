@@ -82,6 +82,13 @@ def unreadable_reason(path: Path, root: Path) -> str | None:
     return None if path.is_file() else "not a regular file"
 
 
+def unreadable_entries(folder: Path) -> list[Path]:
+    """Every entry under `folder`, selected by the globs or not, that ingest does not read
+    (`unreadable_reason`): what DVC must not hash either."""
+    root = folder.resolve()
+    return [p for p in _entries(folder).values() if unreadable_reason(p, root) is not None]
+
+
 def _local_files(folder: Path, cfg: IngestConfig) -> Iterator[SourceFile]:
     if not folder.is_dir():
         raise ValueError(f"ingest.source: {folder} is not a folder")

@@ -1,0 +1,104 @@
+"""Crash points for `tests/test_crash.py`, loaded by every Python process of a run (the
+flow, each `dvc repro` stage command) when this folder is on PYTHONPATH.
+
+- `EMBEDPIPE_CRASH_LOG`: a file each point reached is appended to, one `<stage> <point>` line.
+- `EMBEDPIPE_CRASH_AT`: `<stage> <point>`: SIGKILL this process's whole group on reaching it.
+
+Points, counted per stage within one process:
+- `write N`: the Nth table batch or file a stage writes into its temporary output folder;
+- `cache N`: the Nth vector-cache shard, written but not yet renamed into place;
+- `renamed`: the new output folder renamed into place, before DVC records it (the flow's
+  `dvc commit`, or `dvc repro` writing dvc.lock after the stage's command exits).
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+_LOG = os.environ.get("EMBEDPIPE_CRASH_LOG")
+_AT = os.environ.get("EMBEDPIPE_CRASH_AT")
+_TMP_OUT = re.compile(r"^\.\d+_(\w+)\.tmp-\d+$")
+_counts: dict[tuple[str, str], int] = {}
+
+
+def reached(stage: str, kind: str, counted: bool = True) -> None:
+    if counted:
+        _counts[stage, kind] = _counts.get((stage, kind), 0) + 1
+        point = f"{stage} {kind} {_counts[stage, kind]}"
+    else:
+        point = f"{stage} {kind}"
+    if _LOG:
+        with open(_LOG, "a", encoding="utf-8") as f:
+            f.write(point + "\n")
+    if point == _AT:
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+_real_replace = os.replace
+
+
+def _replace(src, dst, *args, **kwargs):
+    name = Path(os.fsdecode(src)).name
+    if name.startswith(".part-") and ".tmp-" in name:
+        reached("encode", "cache")
+    _real_replace(src, dst, *args, **kwargs)
+    match = _TMP_OUT.match(name)
+    if match:
+        reached(match.group(1), "renamed", counted=False)
+
+
+def _patch_io(io) -> None:
+    write, write_table, write_json = (io.TableWriter.write, io.StageOutput.write_table,
+                                      io.StageOutput.write_json)
+
+    def table_writer_write(self, data):
+        match = _TMP_OUT.match(self.path.parent.name)
+        write(self, data)
+        if match:
+            reached(match.group(1), "write")
+
+    def output_write_table(self, name, table, *args, **kwargs):
+        out = write_table(self, name, table, *args, **kwargs)
+        reached(self.stage, "write")
+        return out
+
+    def output_write_json(self, name, obj):
+        out = write_json(self, name, obj)
+        reached(self.stage, "write")
+        return out
+
+    io.TableWriter.write = table_writer_write
+    io.StageOutput.write_table = output_write_table
+    io.StageOutput.write_json = output_write_json
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Patches `tasks.core.io` right after it is first executed."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "tasks.core.io":
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        exec_module = spec.loader.exec_module
+
+        def exec_and_patch(module):
+            exec_module(module)
+            _patch_io(module)
+
+        spec.loader.exec_module = exec_and_patch
+        return spec
+
+
+if _LOG or _AT:
+    os.replace = _replace
+    sys.meta_path.insert(0, _PatchOnImport())
