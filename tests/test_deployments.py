@@ -92,7 +92,7 @@ def test_manual_run_with_overrides_completes_with_artifacts(served):
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(
             key=ArtifactFilterKey(any_=keys)))
     assert {a.key for a in arts} == set(keys)
-    summary = next(a for a in arts if a.key == "embedpipe-summary").data
+    summary = next(a for a in arts if a.key == "embedpipe-summary" and str(ws) in a.data).data
     assert "reduce.pca_dims" in summary and "quality gate | passed" in summary
 
 
