@@ -29,7 +29,7 @@ SHARDED = ("clean", "chunk", "encode")
 
 
 def workspace(ws: Path, corpus: Path, overrides: dict[str, Any]) -> Path:
-    from tasks.core.config import write_overrides
+    from tasks.core.params_file import write_overrides
 
     ws.mkdir(parents=True)
     (ws / "params.yaml").write_text((REPO / "params.yaml").read_text())

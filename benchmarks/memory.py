@@ -52,7 +52,7 @@ def child_main(stage: str, root: Path, result: Path) -> None:
 
 def run_size(n_chunks: int, tmp: Path, stages: list[str], device: str) -> dict[str, Any]:
     from benchmarks.corpus import generate
-    from tasks.core.config import write_overrides
+    from tasks.core.params_file import write_overrides
 
     corpus, ws = tmp / f"corpus-{n_chunks}", tmp / f"ws-{n_chunks}"
     info = generate(corpus, n_chunks, REPO / "data" / "sample")

@@ -157,7 +157,8 @@ def run_embedpipe(corpus: Path, threshold: float, share: Path, device: str) -> d
     import pyarrow.parquet as pq
 
     from flows.pipeline import STAGE_TASKS
-    from tasks.core.config import load_params, write_overrides
+    from tasks.core.config import load_params
+    from tasks.core.params_file import write_overrides
     from tasks.evaluate import headline_variant, labeled_metrics
     from tasks.query.search import load_index_folder
 

@@ -30,7 +30,7 @@ BUILD = ("ingest", "clean", "chunk", "encode", "reduce", "dedup", "index")
 def build(ws: Path, corpus: Path, cache: Path, overrides: dict[str, Any]) -> dict[str, float]:
     """Run ingest -> index in `ws`; seconds per stage."""
     from flows.pipeline import STAGE_TASKS
-    from tasks.core.config import write_overrides
+    from tasks.core.params_file import write_overrides
 
     ws.mkdir(parents=True)
     (ws / "params.yaml").write_text((REPO / "params.yaml").read_text())

@@ -19,12 +19,22 @@ PLOTS_KEY = "embedpipe-plots"
 STAGES_KEY = "embedpipe-stages"
 
 
+REASON_CHARS = 60  # the stage table's reason column; the summary has every changed path
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
 def stage_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One flat row per stage: ran or skipped, seconds, counts, fingerprint."""
-    return [{"stage": r["stage"], "status": "ran" if r["ran"] else "skipped (fresh)",
-             "seconds": r["seconds"], "fingerprint": r["fingerprint"][:16],
-             "counts": ", ".join(f"{k}={v}" for k, v in r["rows"].items()),
-             "reason": r["reason"]} for r in rows]
+    """One flat row per stage, sized for a screen: ran or skipped, seconds (two decimals),
+    counts, a 12-character fingerprint and the reason in short."""
+    return [{"stage": r["stage"], "status": "ran" if r["ran"] else "fresh",
+             "seconds": f"{r['seconds']:8.2f}" if r["ran"] else "",
+             "counts": ", ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}"
+                                 for k, v in r["rows"].items()),
+             "fingerprint": r["fingerprint"][:12],
+             "reason": _clip(r["reason"], REASON_CHARS)} for r in rows]
 
 
 def summary_markdown(root: Path, params: Params, summary: dict[str, Any]) -> str:
@@ -46,6 +56,10 @@ def summary_markdown(root: Path, params: Params, summary: dict[str, Any]) -> str
         lines += [f"| {k} | {metrics[k]:.4f} |" for k in HEADLINE
                   if isinstance(metrics.get(k), float)]
         lines += [f"| quality gate | {'passed' if metrics['gate']['passed'] else 'FAILED'} |"]
+    ran = [r for r in summary["stages"] if r["ran"]]
+    if ran:
+        lines += ["", "## Why each stage ran (DVC)", ""]
+        lines += [f"- **{r['stage']}**: {r.get('why', r['reason'])}" for r in ran]
     lines += ["", "## Overrides applied to params.yaml", "",
               "```json", json.dumps(summary["overrides"], indent=2), "```"]
     return "\n".join(lines)

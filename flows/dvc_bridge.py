@@ -128,25 +128,50 @@ def source_endpoint(repo: Any) -> Iterator[None]:
         os.environ.pop("AWS_ENDPOINT_URL_S3", None)
 
 
-def stale_stages(repo: Any) -> dict[str, str]:
-    """Stage name -> why DVC would rerun it now, for every stale stage (fresh ones absent).
+def _few(names: list[str], shown: int = 2) -> str:
+    more = f" +{len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
-    One `dvc status` for the whole pipeline: DVC parses dvc.yaml and dvc.lock once, where a
-    call per stage parses them again for each.
-    """
+
+def summarise_changes(changes: list[Any]) -> str:
+    """DVC's status entries for one stage, counted for a log line: `deps: 2 modified
+    (tasks/chunk.py, tasks/core/io.py); params: reduce.pca_dims` (`describe_changes` has all)."""
+    parts = []
+    for change in changes:
+        if isinstance(change, str):
+            parts.append(change)
+            continue
+        for kind, detail in change.items():
+            what = kind.removeprefix("changed ")
+            if not isinstance(detail, dict):
+                parts.append(f"{what}: {detail}")
+            elif what == "params":
+                keys = [k for v in detail.values() for k in (v if isinstance(v, dict) else [v])]
+                parts.append(f"params: {_few(sorted(keys))}")
+            else:
+                by_status: dict[str, list[str]] = {}
+                for path, status in detail.items():
+                    by_status.setdefault(str(status), []).append(path)
+                parts.append(f"{what}: " + ", ".join(
+                    f"{len(paths)} {status}" + (f" ({_few(paths)})" if len(paths) <= 3 else "")
+                    for status, paths in by_status.items()))
+    return "; ".join(parts)
+
+
+def stale_stages(repo: Any) -> dict[str, list[Any]]:
+    """Stage name -> DVC's status entries (why it would rerun it now), for every stale stage
+    (fresh ones absent). One `dvc status` for the whole pipeline: DVC parses dvc.yaml and
+    dvc.lock once, where a call per stage parses them again for each."""
     with source_endpoint(repo):
         status = repo.status()
-    return {name: describe_changes(changes) for name, changes in status.items() if changes}
+    return {name: changes for name, changes in status.items() if changes}
 
 
-def stale_reason(repo: Any, stage: str) -> str | None:
-    """Why DVC would rerun `stage` now, or None when it is fresh."""
+def stale_reason(repo: Any, stage: str) -> list[Any] | None:
+    """DVC's status entries for `stage` now, or None when it is fresh."""
     with source_endpoint(repo):
         status = repo.status(targets=[stage])
-    changes = status.get(stage)
-    if not changes:
-        return None
-    return describe_changes(changes)
+    return status.get(stage) or None
 
 
 def record_stage(repo: Any, stage: str) -> None:
@@ -159,7 +184,8 @@ def pipeline_status(root: Path | str) -> dict[str, str | None]:
     """Stage name -> None when fresh, else the reason it is stale."""
     with open_repo(root) as repo:
         stale = stale_stages(repo)
-    return {name: stale.get(name) for name in STAGE_NAMES}
+    return {name: describe_changes(stale[name]) if name in stale else None
+            for name in STAGE_NAMES}
 
 
 def render_dvc_yaml(data_dir: str = "data") -> str:

@@ -8,6 +8,8 @@ afterwards finds nothing to do.
 from __future__ import annotations
 
 import importlib
+import json
+import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -21,17 +23,20 @@ from prefect.tasks import exponential_backoff
 
 from flows.artifacts import publish_summary
 from flows.dvc_bridge import (
+    describe_changes,
     exclude_unhashable,
     hold_repo,
     record_stage,
     stale_reason,
     stale_stages,
+    summarise_changes,
 )
 from flows.parameters import RunOverrides, to_dotted
 from tasks.core.catalog import MANIFEST
-from tasks.core.config import Params, load_params, write_overrides
+from tasks.core.config import Params, load_params
 from tasks.core.io import read_manifest
 from tasks.core.lock import workspace_lock
+from tasks.core.params_file import write_overrides
 from tasks.core.registry import STAGE_NAMES, STAGES, get_stage
 from tasks.core.shards import run_cluster
 from tasks.encoders.model import check_params_against_model
@@ -65,6 +70,23 @@ STAGE_TASKS = StageTasks()
 def skip_stage(stage: str) -> str:
     """A visible record that DVC found `stage` fresh."""
     return stage
+
+
+def changed_only(path: Path, dotted: dict[str, Any]) -> dict[str, Any]:
+    """The overrides whose value differs from params.yaml's (the run form sends every field,
+    filled with the file's values): only those are applied and written."""
+    current = load_params(path).model_dump(mode="json")
+
+    def now(key: str) -> Any:
+        node: Any = current
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return object()  # not in the params: an error load_params will name
+            node = node[part]
+        return node
+
+    return {k: v for k, v in dotted.items()
+            if json.loads(json.dumps(v, default=list)) != now(k)}
 
 
 def check_before_running(root: Path, params: Params) -> None:
@@ -115,10 +137,13 @@ def network_retries(params: Params, stage: str) -> dict[str, Any]:
     return {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=10)}
 
 
-def stage_row(stage: str, out_dir: Path, reason: str, seconds: float | None) -> dict[str, Any]:
-    """One stage's line in the run summary; `seconds` is None when it was skipped."""
+def stage_row(stage: str, out_dir: Path, reason: str, seconds: float | None,
+              why: str | None = None) -> dict[str, Any]:
+    """One stage's line in the run summary: `reason` in short, `why` in full (DVC's every
+    changed path); `seconds` is None when it was skipped."""
     manifest = read_manifest(out_dir, stage)
     return {"stage": stage, "ran": seconds is not None, "reason": reason,
+            "why": why or reason,
             "seconds": round(seconds or 0.0, 2), "fingerprint": manifest["fingerprint"],
             "rows": manifest.get("rows", {})}
 
@@ -137,12 +162,10 @@ def run_stages(repo: Any, root: Path, params: Params, force: bool,
     stale = {} if force else stale_stages(repo)
     ran_any = False
     for spec in STAGES:
-        if force:
-            reason: str | None = "forced"
-        else:
-            reason = stale_reason(repo, spec.name) if ran_any else stale.get(spec.name)
+        changes = None if force else (
+            stale_reason(repo, spec.name) if ran_any else stale.get(spec.name))
         out_dir = spec.out_dir(params, root)
-        if reason is None:
+        if not force and changes is None:
             skip_stage(spec.name)
             log.info("%s: fresh, skipped", spec.name)
             rows.append(stage_row(spec.name, out_dir, "fresh", None))
@@ -150,6 +173,7 @@ def run_stages(repo: Any, root: Path, params: Params, force: bool,
         if not checked:
             check_before_running(root, params)
             checked = True
+        reason = "forced" if force else summarise_changes(changes)
         log.info("%s: running (%s)", spec.name, reason)
         started = time.perf_counter()
         STAGE_TASKS[spec.name].with_options(
@@ -157,7 +181,8 @@ def run_stages(repo: Any, root: Path, params: Params, force: bool,
             **network_retries(params, spec.name))(root=str(root))
         record_stage(repo, spec.name)
         ran_any = True
-        rows.append(stage_row(spec.name, out_dir, reason, time.perf_counter() - started))
+        rows.append(stage_row(spec.name, out_dir, reason, time.perf_counter() - started,
+                              "forced" if force else describe_changes(changes)))
     return rows
 
 
@@ -176,11 +201,14 @@ def pipeline(root: str = ".", overrides: RunOverrides | None = None,
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     root_path = Path(root).resolve()
-    dotted = {**to_dotted(overrides), **(set_params or {})}
+    dotted = changed_only(root_path / "params.yaml",
+                          {**to_dotted(overrides), **(set_params or {})})
     params = load_params(root_path / "params.yaml", dotted)
     if dotted:
         check_before_running(root_path, params)  # before params.yaml changes
     busy = on_busy or params.run.on_busy
+    for name in ("prefect.flow_runs", "prefect.task_runs"):  # the stages' run loggers
+        logging.getLogger(name).setLevel(params.run.log_level)
     exclude_unhashable(root_path, params.ingest.source)
     with hold_repo(root_path, busy == "wait") as repo, workspace_lock(
             root_path, "embedpipe flow", busy, params.run.lock_wait_s,

@@ -292,14 +292,15 @@ def chunk_task(root: str = ".") -> str:
     n_docs = 0
     with run.output(fp, cfg) as out:
         writer = out.open_table(CHUNKS)
-        for n, chunks in run.map_shards(chunk_shard, CLEAN_DOCS, cfg, budget, enc):
+        for n, chunks in run.map_shards(chunk_shard, CLEAN_DOCS, cfg, budget, enc,
+                                            unit="documents"):
             writer.write(chunks)
             changes.update(chunks)
             n_docs += n
         out.record(budget=budget, tokenizer=model["name"], changes=changes.counts(),
                    rows={"docs": n_docs, "chunks": writer.num_rows})
-    task_logger().info("chunk: %d documents -> %d chunks (budget %d tokens)", n_docs,
-                       writer.num_rows, budget)
+    task_logger().info("chunk: %d documents -> %d chunks (budget %d tokens) in %.1f s",
+                       n_docs, writer.num_rows, budget, run.seconds)
     return str(run.out_dir)
 
 

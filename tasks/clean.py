@@ -166,15 +166,16 @@ def clean_task(root: str = ".") -> str:
     changes = run.changes(CLEAN_DOCS, "doc_id", "text")
     with run.output(fp, cfg) as out:
         kept, dropped = out.open_table(CLEAN_DOCS), out.open_table(CLEAN_REJECTS)
-        for cleaned, rejects in run.map_shards(clean_documents, INGEST_DOCS, cfg):
+        for cleaned, rejects in run.map_shards(clean_documents, INGEST_DOCS, cfg,
+                                                    unit="documents"):
             kept.write(cleaned)
             dropped.write(rejects)
             changes.update(cleaned)
         n_in = kept.num_rows + dropped.num_rows
         out.record(rows={"in": n_in, "docs": kept.num_rows, "rejects": dropped.num_rows},
                    changes=changes.counts())
-    task_logger().info("clean: %d documents -> %d kept, %d rejected", n_in, kept.num_rows,
-                       dropped.num_rows)
+    task_logger().info("clean: %d documents -> %d kept, %d rejected in %.1f s", n_in,
+                       kept.num_rows, dropped.num_rows, run.seconds)
     return str(run.out_dir)
 
 

@@ -23,6 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.core.catalog import CHUNKS, DROPPED, KEPT, REDUCED, VECTOR_COLUMN
 from tasks.core.config import DedupConfig
 from tasks.core.fingerprint import sha256_text, stage_fingerprint
+from tasks.core.progress import Progress
 from tasks.core.runtime import main, start_stage, task_logger
 from tasks.core.vectors import (
     MIN_POINTS_PER_LIST,
@@ -122,13 +123,15 @@ def _ivf_pairs(x: np.ndarray, cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray,
     by_probe, probe_ptr = _groups(cells.ravel())
     by_probe //= cells.shape[1]  # flat position -> row
     keys, sims = [np.zeros(0, "int64")], [np.zeros(0, "float32")]
-    for c in range(len(home_ptr) - 1):
-        members = by_home[home_ptr[c]:home_ptr[c + 1]]
-        if len(members):
-            i, j, s = _cell_pairs(x, members, by_probe[probe_ptr[c]:probe_ptr[c + 1]],
-                                  cfg.threshold)
-            keys.append(np.minimum(i, j) * n + np.maximum(i, j))
-            sims.append(s)
+    with Progress("dedup", n, "chunks") as bar:
+        for c in range(len(home_ptr) - 1):
+            members = by_home[home_ptr[c]:home_ptr[c + 1]]
+            if len(members):
+                i, j, s = _cell_pairs(x, members, by_probe[probe_ptr[c]:probe_ptr[c + 1]],
+                                      cfg.threshold)
+                keys.append(np.minimum(i, j) * n + np.maximum(i, j))
+                sims.append(s)
+                bar.advance(len(members))
     # a pair can be found from both rows: keep one (an int64 key per pair, n < 3e9)
     key, first = np.unique(np.concatenate(keys), return_index=True)
     return key // n, key % n, np.concatenate(sims)[first].astype("float32")
@@ -267,8 +270,9 @@ def dedup_task(root: str = ".") -> str:
         out.write_table(DROPPED, dropped)
         out.record(model=run.inputs["reduce"]["model"], space=run.inputs["reduce"]["space"],
                    rows=counts)
-    task_logger().info("dedup: %(in)d chunks -> %(kept)d kept (%(exact)d exact, %(near)d near "
-                       "dropped)", counts)
+    task_logger().info("dedup: %d chunks -> %d kept (%d exact, %d near dropped) in %.1f s",
+                       counts["in"], counts["kept"], counts["exact"], counts["near"],
+                       run.seconds)
     return str(run.out_dir)
 
 

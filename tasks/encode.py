@@ -7,7 +7,6 @@ identical chunk texts are encoded once.
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ from tasks.core.catalog import CHUNKS, ENCODED, VECTOR_COLUMN
 from tasks.core.config import EncodeConfig
 from tasks.core.fingerprint import stage_fingerprint
 from tasks.core.io import StageOutput
-from tasks.core.runtime import main, progress_reporter, shard_observer, start_stage, task_logger
+from tasks.core.progress import Progress
+from tasks.core.runtime import main, shard_observer, start_stage, task_logger
 from tasks.core.shards import Executor, Observer, map_ordered, open_executor
 from tasks.core.vectors import vectors_to_arrow
 from tasks.encoders import vector_cache
@@ -30,7 +30,8 @@ from tasks.encoders.loading import encoder_for
 from tasks.encoders.model import model_fingerprint
 from tasks.encoders.vector_cache import text_keys
 
-BLOCK_BATCHES = 64  # batches per length-sorted block: progress granularity, bounded memory
+BLOCK_BATCHES = 8  # batches per length-sorted block (progress granularity; the batches, and so
+# the vectors, are the same for any block size: texts are sorted once for the whole input)
 # Batches per window of the streamed input: 256 x 32 = 8192 chunks by default (~12 MiB of
 # 384-d vectors); texts are length-sorted within a window, not across the whole input.
 WINDOW_BATCHES = 256
@@ -38,7 +39,6 @@ COUNTS = ("chunks", "unique_texts", "encoded", "reused")
 
 
 def encode_texts(model: Any, texts: list[str], cfg: EncodeConfig, prefix: str,
-                 progress: bool = False,
                  on_block: Callable[[int, int], None] | None = None) -> np.ndarray:
     """(n, d) float32 embeddings of `prefix + text`, in input order.
 
@@ -55,7 +55,7 @@ def encode_texts(model: Any, texts: list[str], cfg: EncodeConfig, prefix: str,
         rows = order[start:start + block]
         xu[rows] = model.encode([prefix + unique[i] for i in rows], batch_size=cfg.batch_size,
                                 normalize_embeddings=cfg.normalize, convert_to_numpy=True,
-                                show_progress_bar=progress)
+                                show_progress_bar=False)  # the stage's own bar counts
         if on_block is not None:
             on_block(min(start + block, len(order)), len(order))
     return np.ascontiguousarray(xu[inverse.reshape(-1)])
@@ -128,7 +128,7 @@ def local_encoder(cfg: EncodeConfig) -> Encoder:
     """Encode in this process with the encoder `cfg` describes (loaded once per process)."""
     model = encoder_for(cfg)
     return lambda texts, on_block: encode_texts(model, texts, cfg, cfg.passage_prefix,
-                                                sys.stderr.isatty(), on_block)
+                                                on_block)
 
 
 def encode_shard(texts: list[str], cfg: EncodeConfig) -> np.ndarray:
@@ -203,17 +203,17 @@ def encode_task(root: str = ".") -> str:
         cache = vector_store(run.root / run.params.paths.vector_cache, out, cfg)
         writer = out.open_table(ENCODED, ENCODED.schema(d))
         windows = run.batches(CHUNKS, ["chunk_id", "text"], batch_rows=window_rows(cfg))
-        report = progress_reporter("embedpipe-encode-progress", "encode")
-        for table, window in encode_windows(encode, d, windows, cfg, cache, space,
-                                            run.count(CHUNKS), report):
-            writer.write(table)
-            counts = {k: counts[k] + window[k] for k in COUNTS}
+        with Progress("encode", run.count(CHUNKS), "chunks") as bar:
+            for table, window in encode_windows(encode, d, windows, cfg, cache, space,
+                                                bar.total, bar.reach):
+                writer.write(table)
+                counts = {k: counts[k] + window[k] for k in COUNTS}
         if not cfg.cache:
             shutil.rmtree(cache, ignore_errors=True)
         out.record(model=model_info, device=runtime_for(cfg).device, space=space, rows=counts,
                    dim=d, executor=run.params.run.executor)
-    task_logger().info("encode: %(chunks)d chunks, %(encoded)d encoded, %(reused)d reused "
-                       "from cache", counts)
+    task_logger().info("encode: %d chunks, %d encoded, %d reused from cache in %.1f s",
+                       counts["chunks"], counts["encoded"], counts["reused"], run.seconds)
     return str(run.out_dir)
 
 

@@ -9,6 +9,9 @@ Invariant: metrics are written even when the gate fails; the stage then fails.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ from tasks.core.config import EvaluateConfig, Params
 from tasks.core.fingerprint import stage_fingerprint
 from tasks.core.io import write_json_atomic
 from tasks.core.lineage import lineage_chain
+from tasks.core.progress import Progress
 from tasks.core.runtime import main, start_stage, task_logger
 from tasks.core.vectors import arrow_to_vectors, sample_rows
 from tasks.evaluation import metrics as names
@@ -120,6 +124,21 @@ def mode_table(probe: dict[str, dict[str, float]], labeled: dict[str, dict[str, 
     return out
 
 
+def folder_labels(sources: list[str]) -> list[str]:
+    """Each source's folder at the first level where the sources part ways (a corpus in one
+    folder `docs/a/x.txt`, `docs/b/y.txt` is coloured by `a`, `b`); `(top)` for a file
+    above that level. Files all in one folder are told apart by their extension."""
+    folders = [s.split("/")[:-1] for s in sources]
+    depth = 0
+    while folders and all(len(f) > depth for f in folders) and len(
+            {f[depth] for f in folders}) == 1:
+        depth += 1
+    labels = [f[depth] if len(f) > depth else "(top)" for f in folders]
+    if len(set(labels)) == 1:
+        return [Path(s).suffix or "(no extension)" for s in sources]
+    return labels
+
+
 def labels_for(table: pa.Table, rows: np.ndarray, field: str | None,
                doc_meta: dict[str, dict[str, Any]]) -> list[str] | None:
     """One label per sampled row from the source folder or a metadata key."""
@@ -127,8 +146,7 @@ def labels_for(table: pa.Table, rows: np.ndarray, field: str | None,
         return None
     docs = table.column("doc_id").take(pa.array(rows)).to_pylist()
     if field == "source_folder":
-        sources = table.column("source").take(pa.array(rows)).to_pylist()
-        return [s.split("/", 1)[0] if "/" in s else "(top)" for s in sources]
+        return folder_labels(table.column("source").take(pa.array(rows)).to_pylist())
     return [str(doc_meta.get(d, {}).get(field, "(none)")) for d in docs]
 
 
@@ -181,21 +199,44 @@ def evaluate_all(folder: IndexFolder, vectors: pa.Table, chunks: pa.Table,
     into `out_dir` (the output folder being written)."""
     cfg = params.evaluate
     x = arrow_to_vectors(vectors.column(VECTOR_COLUMN))
-    probes = probe_queries(chunks, cfg.probe_docs, cfg.seed)
-    xq = folder.encode_queries([q for q, _ in probes])
-    metrics = retrieval_quality(folder, probes, xq, params, root)
-    index_m, sweep = _index_quality(folder, x, xq, cfg)
-    metrics |= index_m
-    rows = sample_rows(len(x), cfg.health_sample, cfg.seed)
-    labels = labels_for(vectors, rows, cfg.label_field, doc_meta)
-    metrics |= space_health(x[rows], labels, cfg.seed)
+    took: dict[str, float] = {}
+    with Progress("evaluate", 4, "steps") as bar:
+        with _step(took, "retrieval", bar):
+            probes = probe_queries(chunks, cfg.probe_docs, cfg.seed)
+            xq = folder.encode_queries([q for q, _ in probes])
+            metrics = retrieval_quality(folder, probes, xq, params, root)
+        with _step(took, "index_recall", bar):
+            index_m, sweep = _index_quality(folder, x, xq, cfg)
+            metrics |= index_m
+        with _step(took, "space_health", bar):
+            rows = sample_rows(len(x), cfg.health_sample, cfg.seed)
+            labels = labels_for(vectors, rows, cfg.label_field, doc_meta)
+            metrics |= space_health(x[rows], labels, cfg.seed)
+        with _step(took, "plots", bar):
+            draw_plots(x, rows, labels, sweep, folder.card.get("search_param"), cfg, out_dir)
+    metrics["step_seconds"] = took
+    metrics["sweep"] = sweep
+    return metrics, probes
+
+
+@contextmanager
+def _step(took: dict[str, float], name: str, bar: Progress) -> Iterator[None]:
+    """Time one evaluation step into `took` (seconds, in metrics.json) and advance `bar`."""
+    started = time.perf_counter()
+    yield
+    took[name] = round(time.perf_counter() - started, 3)
+    bar.advance(1)
+
+
+def draw_plots(x: np.ndarray, rows: np.ndarray, labels: list[str] | None, sweep: list[dict],
+               param: str | None, cfg: EvaluateConfig, out_dir: Path) -> None:
+    """The map of a sample of the space, the search-parameter sweep, the similarity
+    histogram."""
     plot_rows = rows[:cfg.plot_sample]
     plot_map(x[plot_rows], labels[:len(plot_rows)] if labels else ["chunk"] * len(plot_rows),
              out_dir / PLOTS[0].name, cfg.seed)
-    plot_sweep(sweep, folder.card.get("search_param") or "nprobe", out_dir / PLOTS[1].name)
+    plot_sweep(sweep, param or "nprobe", out_dir / PLOTS[1].name)
     plot_histogram(nearest_neighbour_similarity(x[rows]), out_dir / PLOTS[2].name)
-    metrics["sweep"] = sweep
-    return metrics, probes
 
 
 def evaluation_report(metrics: dict[str, Any], card: dict[str, Any], index_size: tuple[int, int],
@@ -246,18 +287,18 @@ def evaluate_task(root: str = ".") -> str:
     write_json_atomic(run.root / METRICS_FILE, metrics)
     append_run(run.root / run.params.paths.runs, run_record(
         datetime.now(UTC), run.lineage(fp), run.params.model_dump(mode="json"), metrics))
-    _log_headline(metrics)
+    _log_headline(metrics, run.seconds)
     if not metrics["gate"]["passed"]:
         raise ValueError("quality gate failed: " + "; ".join(metrics["gate"]["failures"])
                          + f" (see {run.out_dir / METRICS.name})")
     return str(run.out_dir)
 
 
-def _log_headline(metrics: dict[str, Any]) -> None:
+def _log_headline(metrics: dict[str, Any], seconds: float) -> None:
     task_logger().info(
-        "evaluate: probe recall@10 %.3f, nDCG@10 %.3f; index recall@10 %.3f (queries)",
-        metrics[names.PROBE_RECALL_AT_10], metrics[names.PROBE_NDCG_AT_10],
-        metrics[names.INDEX_RECALL_QUERIES] or 0.0)
+        "evaluate: probe recall@10 %.3f, nDCG@10 %.3f; index recall@10 %.3f (queries) "
+        "in %.1f s", metrics[names.PROBE_RECALL_AT_10], metrics[names.PROBE_NDCG_AT_10],
+        metrics[names.INDEX_RECALL_QUERIES] or 0.0, seconds)
 
 
 if __name__ == "__main__":

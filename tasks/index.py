@@ -469,8 +469,9 @@ def index_task(root: str = ".") -> str:
         out.write_json(INDEX_CARD, card)
         out.write_json(INDEX_METADATA, index_metadata(run, fp, model, card))
         out.record(model=model, space=dedup["space"], card=card, rows=built.counts(plan))
-    task_logger().info("index: %s %s over %d x %d (%s), %s=%s", plan.mode, built.factory,
-                       built.index.ntotal, built.index.d, plan.reason, param, value)
+    task_logger().info("index: %s %s over %d x %d (%s), %s in %.1f s", plan.mode,
+                       built.factory, built.index.ntotal, built.index.d, plan.reason,
+                       f"{param}={value}" if param else "exact search", run.seconds)
     return str(run.out_dir)
 
 

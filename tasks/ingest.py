@@ -95,8 +95,9 @@ def ingest_task(root: str = ".") -> str:
         rejects.flush()
         out.set_fingerprint(ingest_fingerprint(cfg, tally.hashes))
         out.record(**tally.facts(docs.count, rejects.count), changes=changes.counts())
-    task_logger().info("ingest: %d files -> %d documents, %d rejected",
-                       len(tally.hashes) + tally.unreadable, docs.count, rejects.count)
+    task_logger().info("ingest: %d files -> %d documents, %d rejected in %.1f s",
+                       len(tally.hashes) + tally.unreadable, docs.count, rejects.count,
+                       run.seconds)
     return str(run.out_dir)
 
 

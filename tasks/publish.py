@@ -59,7 +59,8 @@ def publish_task(root: str = ".") -> str:
     with run.output(fp, cfg) as out:
         out.write_json(RECEIPT, {"target": target, "version": version})
         out.record(published=final, rows={})
-    task_logger().info("publish: %s -> %s", run.input_dirs["index"], final)
+    task_logger().info("publish: %s -> %s in %.1f s", run.input_dirs["index"], final,
+                       run.seconds)
     return str(run.out_dir)
 
 

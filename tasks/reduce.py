@@ -53,7 +53,8 @@ def reduce_task(root: str = ".") -> str:
                                            VECTOR_COLUMN: vectors_to_arrow(y)}))
         transform.save(out.path(TRANSFORM))
         out.record(**reduce_facts(run.inputs["encode"], transform, len(y)))
-    task_logger().info("reduce: %d x %d -> %d x %d", *x.shape, *y.shape)
+    task_logger().info("reduce: %d x %d -> %d x %d in %.1f s", *x.shape, *y.shape,
+                       run.seconds)
     return str(run.out_dir)
 
 

@@ -114,3 +114,37 @@ def test_status_names_a_yaml_error_in_one_line(tmp_path):
                           check=False)
     assert proc.returncode == 2 and "not valid YAML at line 3, column 1" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_overrides_change_only_their_own_values_in_params_yaml(tmp_path):
+    """`--set` edits params.yaml the way a person would: comments, order, quoting and every
+    other line kept; a key the file lacks is added to its group."""
+    import difflib
+
+    from tasks.core.params_file import write_overrides
+
+    path = tmp_path / "params.yaml"
+    before = (Path(__file__).resolve().parents[1] / "params.yaml").read_text()
+    path.write_text(before)
+    write_overrides(path, {"reduce.pca_dims": 128, "run.schedule_cron": "0 4 * * *",
+                           "ingest.include": ["**/*.md"], "run.stage_timeouts": {"encode": 60},
+                           "run.dask.address": None, "clean.lowercase": True})
+    after = path.read_text()
+    changed = [line for line in difflib.unified_diff(before.splitlines(), after.splitlines(),
+                                                     lineterm="", n=0)
+               if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert sorted(changed) == sorted([
+        "-  pca_dims: null              # e.g. 128; null keeps the model's dimension",
+        "+  pca_dims: 128               # e.g. 128; null keeps the model's dimension",
+        '-  schedule_cron: "0 3 * * *"  # the `nightly` deployment',
+        '+  schedule_cron: "0 4 * * *"  # the `nightly` deployment',
+        '-  include: ["**/*"]', '+  include: ["**/*.md"]',
+        "-  stage_timeouts: {}          # e.g. {encode: 43200}",
+        "+  stage_timeouts: {encode: 60} # e.g. {encode: 43200}",
+        "-  lowercase: false", "+  lowercase: true",
+    ]), "\n".join(changed)  # run.dask.address was null already: unchanged
+    params = load_params(path)
+    assert params.reduce.pca_dims == 128 and params.run.stage_timeouts == {"encode": 60}
+    write_overrides(path, {"evaluate.min_labeled_ndcg_at_10": 0.5})
+    assert load_params(path).evaluate.min_labeled_ndcg_at_10 == 0.5
+    assert after.splitlines()[0] == path.read_text().splitlines()[0]  # the header comment

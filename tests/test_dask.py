@@ -25,7 +25,7 @@ TIMED = {"card.json", "metadata.json"}  # build timings and dates, not data
 
 
 def workspace(dest: Path, overrides: dict) -> Path:
-    from tasks.core.config import write_overrides
+    from tasks.core.params_file import write_overrides
 
     ws = make_workspace(dest)
     write_overrides(ws / "params.yaml", {**COMMON, "paths.vector_cache": str(ws / "cache"),
@@ -97,7 +97,7 @@ def test_unreachable_scheduler_is_named_quickly_and_nothing_written(local_ws, tm
     ws = tmp_path / "ws"
     shutil.copytree(local_ws, ws, ignore=shutil.ignore_patterns("cache"))
     address = f"tcp://127.0.0.1:{free_port()}"
-    from tasks.core.config import write_overrides
+    from tasks.core.params_file import write_overrides
 
     write_overrides(ws / "params.yaml", {"run.executor": "dask", "run.dask.address": address,
                                          "run.dask.connect_timeout_s": 2})
@@ -114,7 +114,7 @@ def test_cluster_lost_mid_run_fails_the_stage_and_keeps_the_output(local_ws, tmp
     from distributed import LocalCluster
 
     from flows.pipeline import STAGE_TASKS
-    from tasks.core.config import write_overrides
+    from tasks.core.params_file import write_overrides
 
     ws = tmp_path / "ws"
     shutil.copytree(local_ws, ws, ignore=shutil.ignore_patterns("cache"))

@@ -174,3 +174,29 @@ def test_killed_during_encode_then_resumes(prefect_api, tmp_path):
         states = [r.state.type.value for r in client.read_flow_runs()
                   if r.parameters.get("root") == str(ws)]
     assert "CRASHED" in states and "RUNNING" not in states  # the killed run, marked by the rerun
+
+
+def test_run_form_follows_params_yaml(served):
+    """An edit of params.yaml reaches the served form within seconds: its defaults are the
+    file's values now, so a form submitted unchanged never restores old ones."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    ws, api = served
+    path = ws / "params.yaml"
+    before = path.read_text()
+    assert "  plot_sample: 1000 " in before
+    path.write_text(before.replace("  plot_sample: 1000 ", "  plot_sample: 999  "))
+    try:
+        deadline = time.monotonic() + 60
+        default = None
+        with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+            while time.monotonic() < deadline and default != 999:
+                schema = client.read_deployment_by_name(
+                    "embedpipe/manual").parameter_openapi_schema
+                default = schema["definitions"]["EvaluateConfigOverride"]["properties"][
+                    "plot_sample"]["default"]
+                time.sleep(1)
+        assert default == 999
+    finally:
+        path.write_text(before)

@@ -29,7 +29,7 @@ TINY_QUERIES = {"q1": ("lava erupting from a crater", "volcano"),
 
 
 def test_tiny_labelled_corpus_metrics(tmp_path):
-    from tasks.core.config import write_overrides
+    from tasks.core.params_file import write_overrides
 
     ws = make_workspace(tmp_path / "ws")
     beir = ws / "tiny"

@@ -19,7 +19,7 @@ BUILD = ("ingest", "clean", "chunk", "encode", "reduce", "dedup", "index")
 
 
 def build(ws: Path, corpus: Path, cache: Path) -> None:
-    from tasks.core.config import write_overrides
+    from tasks.core.params_file import write_overrides
 
     ws.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "params.yaml", ws / "params.yaml")

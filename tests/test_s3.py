@@ -69,7 +69,7 @@ def upload_folder(client, folder: Path, bucket: str, prefix: str) -> None:
 @pytest.fixture(scope="module")
 def two_runs(s3_endpoint, tmp_path_factory):
     """The sample indexed from the local folder and from a bucket."""
-    from tasks.core.config import write_overrides
+    from tasks.core.params_file import write_overrides
 
     client = client_for(s3_endpoint)
     client.create_bucket(Bucket="corpus")
@@ -103,7 +103,7 @@ def test_s3_ingest_gives_same_fingerprints_and_results(two_runs, caplog):
 
 
 def test_faults_between_client_and_server_lose_nothing(two_runs, s3_endpoint, tmp_path):
-    from tasks.core.config import write_overrides
+    from tasks.core.params_file import write_overrides
 
     local, _ = two_runs
     ws = make_workspace(tmp_path / "faulty_ws")
@@ -121,7 +121,7 @@ def test_faults_between_client_and_server_lose_nothing(two_runs, s3_endpoint, tm
 def test_unsafe_colliding_and_denied_keys_are_rejected(s3_endpoint, tmp_path):
     import pyarrow.parquet as pq
 
-    from tasks.core.config import write_overrides
+    from tasks.core.params_file import write_overrides
 
     client = client_for(s3_endpoint)
     client.create_bucket(Bucket="tricky")

@@ -14,8 +14,9 @@ import pytest
 
 from tasks import encode
 from tasks.core import io as stage_io
-from tasks.core.config import IngestConfig, write_overrides
+from tasks.core.config import IngestConfig
 from tasks.core.io import STAMP_KEY, StageOutput, iter_batches, read_manifest, read_table
+from tasks.core.params_file import write_overrides
 from tasks.documents import decoding as ingest
 from tests.conftest import REPO, run_stages
 

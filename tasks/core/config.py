@@ -73,7 +73,8 @@ class RunConfig(_Config):
     stage_timeouts: dict[str, Annotated[int, Field(ge=1)]] = Field(
         default_factory=dict, description="Per-stage timeouts overriding stage_timeout_s."
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING"] = Field(
+        "INFO", description="Log level of the stages (flow runs and `python -m tasks.<stage>`).")
     schedule_cron: str = Field("0 3 * * *", description="Cron of the `nightly` deployment.")
     timezone: str = Field("UTC", description="IANA time zone of the schedule.")
     on_busy: Literal["wait", "fail"] = Field(
@@ -85,7 +86,7 @@ class RunConfig(_Config):
     executor: Literal["local", "dask"] = Field(
         "local", description="local: shards run in this process; dask: on a Dask cluster "
         "(clean, chunk, encode and the index's adds). Outputs are the same either way.")
-    dask: DaskConfig = DaskConfig()
+    dask: DaskConfig = Field(DaskConfig(), description="The Dask cluster when executor is dask.")
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
@@ -121,9 +122,10 @@ class IngestConfig(_Config):
         ("**/.*", "**/.*/**", "**/queries.jsonl", "**/qrels/**"),
         description="Glob patterns skipped (BEIR queries and qrels are not documents).",
     )
-    code_extensions: tuple[str, ...] = (
-        ".py", ".js", ".ts", ".java", ".go", ".rs", ".c", ".h", ".cpp", ".hpp",
-        ".cs", ".rb", ".php", ".sh", ".sql", ".scala", ".kt", ".swift",
+    code_extensions: tuple[str, ...] = Field(
+        (".py", ".js", ".ts", ".java", ".go", ".rs", ".c", ".h", ".cpp", ".hpp",
+         ".cs", ".rb", ".php", ".sh", ".sql", ".scala", ".kt", ".swift"),
+        description="File extensions read as source code (chunked at definitions).",
     )
     text_columns: tuple[str, ...] = Field(
         ("text", "body", "content"), description="Record text column: the first one present."
@@ -160,7 +162,8 @@ class CleanConfig(_Config):
     """Text normalisation. Defaults keep case and word forms (they carry signal)."""
 
     fix_unicode: bool = Field(True, description="Repair mojibake with ftfy, then NFC.")
-    lowercase: bool = False
+    lowercase: bool = Field(False, description="Lowercase the text (only when case carries "
+                            "no signal).")
     normalize_words: Literal["none", "lemmatize", "stem"] = Field(
         "none", description="spaCy lookup lemmatizer or Snowball stemmer."
     )
@@ -173,7 +176,9 @@ class CleanConfig(_Config):
 class ChunkConfig(_Config):
     """How cleaned documents are cut into passages the encoder sees whole."""
 
-    strategy: Literal["sentence", "sliding_window", "recursive"] = "sentence"
+    strategy: Literal["sentence", "sliding_window", "recursive"] = Field(
+        "sentence", description="sentence: whole sentences packed to max_tokens; "
+        "sliding_window: fixed token windows; recursive: paragraphs, then lines, then words.")
     max_tokens: Annotated[int, Field(ge=8, le=8192)] = Field(
         200, description="Token budget per chunk, counted with the encoder's tokenizer."
     )
@@ -199,8 +204,10 @@ class EncodeConfig(_Config):
 
     model: str = Field(DEFAULT_MODEL, description="sentence-transformers name or local path.")
     revision: str | None = Field(None, description="Model revision (hub models).")
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="auto: cuda when present, else mps, else cpu.")
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = Field(
+        32, description="Texts per forward pass of the encoder.")
     normalize: bool = Field(True, description="L2-normalise vectors as they are produced.")
     passage_prefix: str = Field("", description="Prepended to every chunk, e.g. 'passage: '.")
     query_prefix: str = Field("", description="Prepended to queries, e.g. 'query: '.")
@@ -229,10 +236,13 @@ class ReduceConfig(_Config):
     """Optional PCA (fit on a bounded sample), whitening and L2 normalisation."""
 
     pca_dims: Annotated[int, Field(ge=1)] | None = Field(None, description="null keeps all.")
-    whiten: bool = False
-    l2_normalize: bool = True
-    fit_sample: Annotated[int, Field(ge=100)] = 100_000
-    seed: int = 0
+    whiten: bool = Field(False, description="Scale PCA components to unit variance (needs "
+                         "pca_dims).")
+    l2_normalize: bool = Field(True, description="Unit-length vectors after PCA (inner "
+                               "product = cosine).")
+    fit_sample: Annotated[int, Field(ge=100)] = Field(
+        100_000, description="Vectors the PCA is fitted on (a seeded sample).")
+    seed: int = Field(0, description="Seed of the fit sample.")
 
     @model_validator(mode="after")
     def _check(self) -> ReduceConfig:
@@ -244,8 +254,8 @@ class ReduceConfig(_Config):
 class DedupConfig(_Config):
     """Exact (normalised text) and near-duplicate (cosine) removal."""
 
-    exact: bool = True
-    near: bool = True
+    exact: bool = Field(True, description="Drop chunks whose normalised text repeats.")
+    near: bool = Field(True, description="Drop chunks within threshold cosine of a kept one.")
     threshold: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
         0.95, description="Cosine similarity at or above which two chunks are duplicates."
     )
@@ -256,7 +266,7 @@ class DedupConfig(_Config):
         8, description="From exact_search_below on: k-means cells each vector searches "
         "(more finds more pairs whose rows fall in different cells, linearly slower)."
     )
-    seed: int = 0
+    seed: int = Field(0, description="Seed of the k-means cells.")
 
 
 class IndexConfig(_Config):
@@ -268,21 +278,25 @@ class IndexConfig(_Config):
         "'Flat') or 'auto': exact (Flat) while its measured latency stays within "
         "max_query_ms, else IVF-Flat tuned to target_recall.",
     )
-    nlist: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
-    nprobe: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
+    nlist: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
+        "auto", description="IVF lists; auto: about 4 sqrt(n), at least 39 training points each.")
+    nprobe: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
+        "auto", description="IVF lists searched; auto: the smallest reaching target_recall.")
     target_recall: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
         0.99, description="nprobe 'auto' picks the smallest meeting this recall@10 vs exact."
     )
     max_query_ms: Annotated[float, Field(gt=0.0)] = Field(
         5.0, description="factory 'auto': the exact index is kept while one query (batch of "
         "one, this machine) takes at most this many milliseconds.")
-    train_sample: Annotated[int, Field(ge=1000)] = 200_000
-    tune_queries: Annotated[int, Field(ge=10)] = 500
+    train_sample: Annotated[int, Field(ge=1000)] = Field(
+        200_000, description="Vectors the index is trained on (a seeded sample).")
+    tune_queries: Annotated[int, Field(ge=10)] = Field(
+        500, description="Query-like probes the search parameter is tuned on.")
     retrain_growth: Annotated[float, Field(ge=0.0)] = Field(
         0.2, description="Retrain once vectors added + removed since training exceed this "
         "fraction of the training size; below it the trained index is updated in place."
     )
-    seed: int = 0
+    seed: int = Field(0, description="Seed of every sample and of k-means.")
 
     @model_validator(mode="after")
     def _check(self) -> IndexConfig:
@@ -306,8 +320,10 @@ class EvaluateConfig(_Config):
         description="Label for NMI/ARI and map colours: 'source_folder' (first folder of the "
         "source path), a metadata key, or null.",
     )
-    health_sample: Annotated[int, Field(ge=10)] = 2000
-    plot_sample: Annotated[int, Field(ge=10)] = 1500
+    health_sample: Annotated[int, Field(ge=10)] = Field(
+        2000, description="Vectors sampled for the space-health metrics and histogram.")
+    plot_sample: Annotated[int, Field(ge=10)] = Field(
+        1000, description="Points on the map plot (of the health sample).")
     min_index_recall: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
         0.9, description="Gate: index recall@10 vs exact search at the tuned parameter."
     )
@@ -320,7 +336,7 @@ class EvaluateConfig(_Config):
     min_labeled_ndcg_at_10: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
         None, description="Gate: nDCG@10 on BEIR queries/qrels, when the corpus has them."
     )
-    seed: int = 0
+    seed: int = Field(0, description="Seed of every sample and of k-means.")
 
 
 class SearchConfig(_Config):
@@ -331,8 +347,10 @@ class SearchConfig(_Config):
         "fusion of both).")
     rrf_k: Annotated[int, Field(ge=1)] = Field(
         60, description="Reciprocal rank fusion constant: score = weight / (rrf_k + rank).")
-    dense_weight: Annotated[float, Field(ge=0.0)] = 1.0
-    lexical_weight: Annotated[float, Field(ge=0.0)] = 1.0
+    dense_weight: Annotated[float, Field(ge=0.0)] = Field(
+        1.0, description="Weight of the dense ranking in hybrid fusion.")
+    lexical_weight: Annotated[float, Field(ge=0.0)] = Field(
+        1.0, description="Weight of the BM25 ranking in hybrid fusion.")
     candidates: Annotated[int, Field(ge=1, le=10_000)] = Field(
         100, description="Top hits taken from each side before fusion.")
     expand_duplicates: Literal["group", "rows", "off"] = Field(
@@ -342,8 +360,10 @@ class SearchConfig(_Config):
         "en", description="Stopwords left out of the lexical index (identifiers are kept).")
     stemmer: Literal["english", "none"] = Field(
         "english", description="Snowball stemming of plain words in the lexical index.")
-    bm25_k1: Annotated[float, Field(gt=0.0)] = 1.5
-    bm25_b: Annotated[float, Field(ge=0.0, le=1.0)] = 0.75
+    bm25_k1: Annotated[float, Field(gt=0.0)] = Field(
+        1.5, description="BM25 term-frequency saturation.")
+    bm25_b: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.75, description="BM25 length normalisation (0: none, 1: full).")
 
 
 class PublishConfig(_Config):
@@ -353,7 +373,7 @@ class PublishConfig(_Config):
         "published", description="Folder or s3://bucket/prefix that receives published indexes."
     )
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint, if any.")
-    s3_region: str | None = None
+    s3_region: str | None = Field(None, description="S3 region; null: boto3's default chain.")
     keep: Annotated[int, Field(ge=1)] = Field(5, description="Published versions kept.")
 
 
@@ -454,21 +474,3 @@ def load_params(
     path = Path(path)
     raw = apply_overrides(read_params_file(path), overrides or {})
     return parse_params(raw, str(path))
-
-
-def write_overrides(path: Path, overrides: dict[str, Any]) -> None:
-    """Write already-validated overrides into params.yaml as `dvc exp run -S` does.
-
-    Comments and key order in the file are kept.
-    """
-    from dvc.utils.serialize import modify_yaml  # noqa: PLC0415  (dvc import is slow)
-
-    if not overrides:
-        return
-    with modify_yaml(path) as data:
-        for dotted, value in overrides.items():
-            node = data
-            *parents, leaf = dotted.split(".")
-            for p in parents:
-                node = node.setdefault(p, {})
-            node[leaf] = value

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from tasks.core import io
 from tasks.core.catalog import StageFile
 from tasks.core.config import Params, load_params
 from tasks.core.lock import workspace_lock
+from tasks.core.progress import Progress
 from tasks.core.registry import get_stage
 from tasks.core.shards import Observer, map_ordered, open_executor, shard_rows
 
@@ -36,23 +38,6 @@ def task_logger() -> logging.Logger | logging.LoggerAdapter:
         return get_run_logger()
     except MissingContextError:
         return logging.getLogger("embedpipe")
-
-
-def progress_reporter(key: str, what: str) -> Callable[[int, int], None] | None:
-    """A callback updating a Prefect progress artifact inside a run, None outside one."""
-    from prefect.artifacts import create_progress_artifact, update_progress_artifact  # noqa: PLC0415
-    from prefect.context import TaskRunContext  # noqa: PLC0415
-
-    if TaskRunContext.get() is None:
-        return None
-    artifact_id = create_progress_artifact(0.0, key=key, description=f"{what} progress")
-    log = task_logger()
-
-    def report(done: int, total: int) -> None:
-        update_progress_artifact(artifact_id, 100.0 * done / max(total, 1))
-        log.info("%s: %d / %d", what, done, total)
-
-    return report
 
 
 def shard_observer(stage: str) -> Observer | None:
@@ -87,6 +72,11 @@ class StageRun:
     started: float = field(default_factory=time.perf_counter)
 
     @property
+    def seconds(self) -> float:
+        """Seconds since the stage started."""
+        return time.perf_counter() - self.started
+
+    @property
     def input_fingerprints(self) -> dict[str, str]:
         return {k: m["fingerprint"] for k, m in self.inputs.items()}
 
@@ -106,13 +96,23 @@ class StageRun:
                                columns, batch_rows)
 
     def map_shards(self, fn: Callable[..., Any], entry: StageFile, *args: Any,
-                   columns: list[str] | None = None) -> Iterator[Any]:
+                   columns: list[str] | None = None, unit: str = "rows") -> Iterator[Any]:
         """`fn(shard, *args)` over an upstream table in shards, results in order, on the
-        executor `run.executor` names (`tasks.core.shards`)."""
-        with open_executor(self.params.run) as ex:
-            shards = self.batches(entry, columns, shard_rows(self.params.run))
+        executor `run.executor` names (`tasks.core.shards`), with the rows done shown as
+        the stage's progress."""
+        sizes: deque[int] = deque()
+
+        def shards() -> Iterator[pa.Table]:
+            for shard in self.batches(entry, columns, shard_rows(self.params.run)):
+                sizes.append(shard.num_rows)
+                yield shard
+
+        with open_executor(self.params.run) as ex, Progress(self.name, self.count(entry),
+                                                            unit) as bar:
             observe = shard_observer(self.name) if ex.client is not None else None
-            yield from map_ordered(ex, fn, shards, *args, observe=observe)
+            for result in map_ordered(ex, fn, shards(), *args, observe=observe):
+                bar.advance(sizes.popleft())
+                yield result
 
     def count(self, entry: StageFile) -> int:
         """Rows of an upstream table, from its footer."""

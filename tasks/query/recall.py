@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import faiss
 import numpy as np
 
+from tasks.core.progress import Progress
 from tasks.core.vectors import sample_rows
 from tasks.query.ids import IdMap
 from tasks.query.search import set_search_param
@@ -87,12 +88,14 @@ def sweep_search_param(index: faiss.Index, nlist: int | None, probe: RecallProbe
     if name is None:
         return None, None, []
     sweep, chosen = [], values[-1]
-    for v in values:
-        set_search_param(index, name, v)
-        sweep.append({name: v, **probe.measure(index)})
-        worst = min(sweep[-1].get("recall_queries", 1.0), sweep[-1]["recall_corpus"])
-        if target is not None and worst >= target:
-            chosen = v
-            break
+    with Progress(f"{name} sweep", len(values), "settings") as bar:
+        for v in values:
+            set_search_param(index, name, v)
+            sweep.append({name: v, **probe.measure(index)})
+            bar.advance(1)
+            worst = min(sweep[-1].get("recall_queries", 1.0), sweep[-1]["recall_corpus"])
+            if target is not None and worst >= target:
+                chosen = v
+                break
     set_search_param(index, name, chosen)
     return name, chosen, sweep

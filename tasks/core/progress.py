@@ -1,0 +1,113 @@
+"""Progress of a stage's long steps, where a person can see it.
+
+On a terminal, a tqdm bar (items, rate, ETA); elsewhere (CI, a Prefect worker, `dvc repro`
+into a file) one log line per tenth of the work; inside a Prefect task run, a progress
+artifact updated every `ARTIFACT_EVERY_S` seconds as well.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from types import TracebackType
+from typing import Any
+
+ARTIFACT_EVERY_S = 2.0
+LOG_STEPS = 10  # log lines per step when no terminal shows a bar
+
+
+def _run_logger() -> logging.Logger | logging.LoggerAdapter:
+    from prefect.exceptions import MissingContextError  # noqa: PLC0415
+    from prefect.logging import get_run_logger  # noqa: PLC0415
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("embedpipe")
+
+
+def _artifact(what: str) -> str | None:
+    """A progress artifact of the current task run, None outside one."""
+    from prefect.artifacts import create_progress_artifact  # noqa: PLC0415
+    from prefect.context import TaskRunContext  # noqa: PLC0415
+
+    if TaskRunContext.get() is None:
+        return None
+    key = "embedpipe-" + "".join(c if c.isalnum() else "-" for c in what.lower()) + "-progress"
+    return str(create_progress_artifact(0.0, key=key, description=f"{what} progress"))
+
+
+class Progress:
+    """`done` of `total` items of one step (`with Progress("encode", n, "chunks") as p:
+    p.advance(k)`); `total` may grow (`p.total += m`) when it is known late."""
+
+    def __init__(self, what: str, total: int, unit: str = "items",
+                 terminal: bool | None = None) -> None:
+        self.what, self.total, self.unit, self.done = what, total, unit, 0
+        self.started = self._artifact_at = time.perf_counter()
+        self._logged_step = 0
+        self._log = _run_logger()
+        tty = sys.stderr.isatty() if terminal is None else terminal
+        self._bar = self._tqdm(tty)
+        self._artifact_id = _artifact(what)
+
+    def _tqdm(self, tty: bool) -> Any:
+        if not tty:
+            return None
+        from tqdm.auto import tqdm  # noqa: PLC0415
+
+        return tqdm(total=self.total, desc=self.what, unit=f" {self.unit}", leave=False,
+                    dynamic_ncols=True, file=sys.stderr)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def advance(self, n: int) -> None:
+        """`n` more items done."""
+        self.done += n
+        if self._bar is not None:
+            self._bar.total = self.total
+            self._bar.update(n)
+        else:
+            self._log_step()
+        now = time.perf_counter()
+        if self._artifact_id is not None and (now - self._artifact_at >= ARTIFACT_EVERY_S
+                                              or self.done >= self.total):
+            from prefect.artifacts import update_progress_artifact  # noqa: PLC0415
+
+            update_progress_artifact(self._artifact_id, 100.0 * self.done / max(self.total, 1))
+            self._artifact_at = now
+
+    def reach(self, done: int, total: int | None = None) -> None:
+        """`done` items done in all (of a new `total`, when given)."""
+        if total is not None:
+            self.total = total
+        if done > self.done:
+            self.advance(done - self.done)
+
+    def line(self) -> str:
+        """`what: done / total unit (pct), rate/s, ETA`."""
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        rate = self.done / elapsed
+        left = (self.total - self.done) / rate if rate > 0 else float("nan")
+        pct = 100 * self.done // max(self.total, 1)
+        eta = f", ETA {left:.0f} s" if self.done < self.total and rate > 0 else ""
+        shown = f"{rate:,.0f}" if rate >= 10 else f"{rate:.2g}"
+        return (f"{self.what}: {self.done:,} / {self.total:,} {self.unit} ({pct}%), "
+                f"{shown}/s{eta}")
+
+    def _log_step(self) -> None:
+        step = LOG_STEPS * self.done // max(self.total, 1)
+        if step > self._logged_step and self.done < self.total:
+            self._logged_step = step
+            self._log.info("%s", self.line())
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -1,0 +1,65 @@
+"""The run form a person sees: the schema `embedpipe serve` registers, and the page a real
+browser renders from it (headless Chromium, Debian's `chromium` package)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from flows.deployments import build_deployments
+from tasks.core.config import Params
+from tasks.core.registry import STAGE_NAMES
+from tests.conftest import make_workspace
+
+
+def test_form_schema_opens_every_group_with_the_workspaces_values(tmp_path):
+    from prefect.utilities.schema_tools.validation import validate
+
+    ws = make_workspace(tmp_path / "ws")
+    params = ws / "params.yaml"
+    params.write_text(params.read_text().replace("  whiten: false", "  whiten: true").replace(
+        "  pca_dims: null ", "  pca_dims: 96   "))
+    manual = build_deployments(ws)[1]
+    schema = manual._parameter_openapi_schema.model_dump(exclude_unset=True)
+    overrides = schema["properties"]["overrides"]
+    assert "anyOf" not in overrides and overrides["default"]["reduce"]["pca_dims"] == 96
+    reduce = schema["definitions"]["ReduceConfigOverride"]["properties"]
+    assert reduce["whiten"] == {"type": "boolean", "title": "whiten", "default": True,
+                                "description": reduce["whiten"]["description"]}
+    assert "Allowed: ≥ 100" in reduce["fit_sample"]["description"]
+    assert "params.yaml now: 96" in reduce["pca_dims"]["description"]
+    for name, definition in schema["definitions"].items():
+        for field, prop in definition.get("properties", {}).items():
+            assert prop.get("description") and prop["description"] != f"{name}.{field}", field
+    with pytest.raises(Exception, match="'overrides.reduce.pca_dims'.*minimum of 1"):  # noqa: PT011
+        validate({"root": str(ws), "overrides": {"reduce": {"pca_dims": 0}}}, schema,
+                 raise_on_error=True)
+    validate({"root": str(ws), "overrides": {"reduce": {"pca_dims": 64}}}, schema,
+             raise_on_error=True)  # a partial override (the API, the CLI) still passes
+
+
+def test_every_stage_setting_has_a_description():
+    missing = [f"{group}.{name}" for group, info in Params.model_fields.items()
+               for name, field in getattr(info.annotation, "model_fields", {}).items()
+               if not field.description]
+    assert missing == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
+def test_the_browser_shows_the_settings_in_open_groups(tmp_path):
+    from tests.ui.run_form import capture
+
+    dom = capture(tmp_path / "ui")
+    assert (tmp_path / "ui/run_form.png").stat().st_size > 10_000
+    for shown in ("pca_dims", "fit_sample", "params.yaml now: 100000", "max_tokens"):
+        assert shown in dom, shown
+    # a `None` pill only where the setting may be null and is null in params.yaml now
+    params = Params()
+    nullable_null = sum(
+        1 for group in STAGE_NAMES
+        for name, prop in type(getattr(params, group)).model_json_schema()["properties"].items()
+        if getattr(getattr(params, group), name) is None
+        and any(b.get("type") == "null" for b in prop.get("anyOf", [])))
+    assert dom.count('Property is type "None"') == nullable_null

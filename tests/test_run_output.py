@@ -1,0 +1,41 @@
+"""What a person running `embedpipe run` off a terminal reads: one line per stage start (why,
+in short) and end (counts, seconds), progress every tenth, nothing doubled or malformed; and
+params.yaml after `--set`, changed on the overridden line only."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tasks.core.registry import STAGE_NAMES
+from tests.conftest import env_with_venv, make_workspace
+
+
+def test_log_is_one_line_per_stage_start_and_end_and_set_edits_one_line(tmp_path):
+    ws = make_workspace(tmp_path / "ws")
+    before = (ws / "params.yaml").read_text()
+    env = env_with_venv()
+    env.pop("PREFECT_API_URL", None)
+    done = subprocess.run([str(Path(sys.executable).parent / "embedpipe"), "run", "--set",
+                           "reduce.pca_dims=64"], cwd=ws, env=env, capture_output=True,
+                          text=True, timeout=900, check=False)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-3000:]
+    lines = log.splitlines()
+    for stage in STAGE_NAMES:
+        starts = [line for line in lines if re.search(rf"\b{stage}: running \(", line)]
+        ends = [line for line in lines if re.search(rf"\b{stage}: .* in \d+\.\d s$", line)]
+        assert len(starts) == 1 and len(starts[0]) < 240, (stage, starts)
+        assert len(ends) == 1, (stage, ends)
+    assert "Finished in state" not in log and "None=None" not in log
+    progress = [line for line in lines if re.search(r": [\d,]+ / [\d,]+ \w+ \(\d+%\)", line)]
+    assert len(progress) == len(set(progress))  # no line twice
+    diff = [line for line in difflib.unified_diff(before.splitlines(),
+                                                  (ws / "params.yaml").read_text().splitlines(),
+                                                  lineterm="", n=0)
+            if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert diff == ["-  pca_dims: null              # e.g. 128; null keeps the model's dimension",
+                    "+  pca_dims: 64                # e.g. 128; null keeps the model's dimension"]
