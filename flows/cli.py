@@ -95,6 +95,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     if (args.query is None) == (args.queries is None):
         raise ValueError("search: give one query text, or --queries FILE")
     folder = load_index_folder(_index_dir(args))
+    if args.level == "doc":
+        return _search_documents(folder, args)
     if args.queries is not None:
         return _search_batch(folder, args)
     hits = folder.search_text([args.query], k=args.k, mode=args.mode, expand=args.expand)[0]
@@ -104,6 +106,24 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 0
     for rank, hit in enumerate(hits, 1):
         print(_hit_lines(rank, hit, args.width))
+    return 0
+
+
+def _search_documents(folder: Any, args: argparse.Namespace) -> int:
+    """`search --level doc`: documents by their vectors, for one query or a file of them."""
+    from tasks.query.batch import read_queries  # noqa: PLC0415
+    from tasks.query.documents import search_documents  # noqa: PLC0415
+
+    queries = read_queries(Path(args.queries)) if args.queries else [args.query]
+    results = search_documents(folder, queries, args.k)
+    if args.queries or args.json or args.format == "jsonl":
+        for query, hits in zip(queries, results, strict=True):
+            print(json.dumps({"query": query, "hits": hits}, ensure_ascii=False))
+        return 0
+    for rank, hit in enumerate(results[0], 1):
+        title = f"  \"{hit['title']}\"" if hit.get("title") else ""
+        print(f"{rank:>2}. {hit['score']:.3f}  {hit['source']}{title}  "
+              f"({hit['n_chunks']} chunks)")
     return 0
 
 
@@ -270,6 +290,8 @@ def _add_output_parsers(sub: Any) -> None:
     p.add_argument("--expand", choices=["group", "rows", "off"],
                    help="deduplicated twins of a hit (default: search.expand_duplicates)")
     p.add_argument("--format", choices=["text", "jsonl"], default="text")
+    p.add_argument("--level", choices=["chunk", "doc"], default="chunk",
+                   help="chunk: passages (default); doc: whole documents by their vectors")
     p.add_argument("--index", help="index folder or published s3://bucket/prefix "
                    "(default: the workspace's published index, else its latest build)")
     p.add_argument("--json", action="store_true")

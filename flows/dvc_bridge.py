@@ -7,7 +7,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import chdir, contextmanager
 from pathlib import Path
 from typing import Any
@@ -89,25 +89,30 @@ def stage_locks_held(tmp_dir: Path) -> str | None:
     return ", ".join(sorted(live)) or None
 
 
-def describe_changes(changes: list[Any]) -> str:
-    """DVC's status entries for one stage as one readable line."""
+def _status_line(changes: list[Any], render: Callable[[str, Any], str]) -> str:
+    """DVC's status entries for one stage (strings, or {kind: detail}) as one line."""
     parts = []
     for change in changes:
         if isinstance(change, str):
             parts.append(change)
-            continue
-        for kind, detail in change.items():
-            if isinstance(detail, dict):
-                items = []
-                for path, what in detail.items():
-                    if isinstance(what, dict):
-                        items += [f"{k} {v}" for k, v in what.items()]
-                    else:
-                        items.append(f"{path} {what}")
-                parts.append(f"{kind}: {', '.join(items)}")
-            else:
-                parts.append(f"{kind}: {detail}")
+        else:
+            parts += [render(kind, detail) for kind, detail in change.items()]
     return "; ".join(parts)
+
+
+def _every_path(kind: str, detail: Any) -> str:
+    if not isinstance(detail, dict):
+        return f"{kind}: {detail}"
+    items = []
+    for path, what in detail.items():
+        items += ([f"{k} {v}" for k, v in what.items()] if isinstance(what, dict)
+                  else [f"{path} {what}"])
+    return f"{kind}: {', '.join(items)}"
+
+
+def describe_changes(changes: list[Any]) -> str:
+    """DVC's status entries for one stage as one readable line, every path named."""
+    return _status_line(changes, _every_path)
 
 
 @contextmanager
@@ -133,29 +138,30 @@ def _few(names: list[str], shown: int = 2) -> str:
     return ", ".join(names[:shown]) + more
 
 
+def _counted(kind: str, detail: Any) -> str:
+    """`deps: 2 modified (a.py, b.py); params: reduce.pca_dims`: paths counted per status
+    (named when three or fewer), changed params named (DVC nests them under their file)."""
+    what = kind.removeprefix("changed ")
+    if not isinstance(detail, dict):
+        return f"{what}: {detail}"
+    by_status: dict[str, list[str]] = {}
+    params: list[str] = []
+    for path, status in detail.items():
+        if isinstance(status, dict):
+            params += sorted(status)
+        else:
+            by_status.setdefault(str(status), []).append(path)
+    counted = ", ".join(f"{len(paths)} {status}" + (f" ({_few(paths)})" if len(paths) <= 3
+                                                     else "")
+                        for status, paths in by_status.items())
+    return "; ".join([*([f"{what}: {counted}"] if counted else []),
+                      *([f"params: {_few(params)}"] if params else [])])
+
+
 def summarise_changes(changes: list[Any]) -> str:
     """DVC's status entries for one stage, counted for a log line: `deps: 2 modified
     (tasks/chunk.py, tasks/core/io.py); params: reduce.pca_dims` (`describe_changes` has all)."""
-    parts = []
-    for change in changes:
-        if isinstance(change, str):
-            parts.append(change)
-            continue
-        for kind, detail in change.items():
-            what = kind.removeprefix("changed ")
-            if not isinstance(detail, dict):
-                parts.append(f"{what}: {detail}")
-            elif what == "params":
-                keys = [k for v in detail.values() for k in (v if isinstance(v, dict) else [v])]
-                parts.append(f"params: {_few(sorted(keys))}")
-            else:
-                by_status: dict[str, list[str]] = {}
-                for path, status in detail.items():
-                    by_status.setdefault(str(status), []).append(path)
-                parts.append(f"{what}: " + ", ".join(
-                    f"{len(paths)} {status}" + (f" ({_few(paths)})" if len(paths) <= 3 else "")
-                    for status, paths in by_status.items()))
-    return "; ".join(parts)
+    return _status_line(changes, _counted)
 
 
 def stale_stages(repo: Any) -> dict[str, list[Any]]:

@@ -18,7 +18,8 @@ from prefect.cache_policies import NO_CACHE
 from tasks.core.catalog import CHUNKS, CLEAN_DOCS
 from tasks.core.config import ChunkConfig, EncodeConfig
 from tasks.core.fingerprint import stage_fingerprint
-from tasks.core.runtime import main, start_stage, task_logger
+from tasks.core.progress import task_logger
+from tasks.core.runtime import main, start_stage
 from tasks.documents.sentences import sentencizer
 from tasks.encoders.model import load_tokenizer, model_fingerprint, token_budget
 

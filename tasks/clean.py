@@ -21,7 +21,8 @@ from prefect.cache_policies import NO_CACHE
 from tasks.core.catalog import CLEAN_DOCS, CLEAN_REJECTS, INGEST_DOCS
 from tasks.core.config import CleanConfig
 from tasks.core.fingerprint import stage_fingerprint
-from tasks.core.runtime import main, start_stage, task_logger
+from tasks.core.progress import task_logger
+from tasks.core.runtime import main, start_stage
 
 _BLOCK_TAGS = ("p", "div", "section", "article", "header", "footer", "main", "aside",
                "blockquote", "pre", "ul", "ol", "table", "h1", "h2", "h3", "h4", "h5",

@@ -23,8 +23,8 @@ from prefect.cache_policies import NO_CACHE
 from tasks.core.catalog import CHUNKS, DROPPED, KEPT, REDUCED, VECTOR_COLUMN
 from tasks.core.config import DedupConfig
 from tasks.core.fingerprint import sha256_text, stage_fingerprint
-from tasks.core.progress import Progress
-from tasks.core.runtime import main, start_stage, task_logger
+from tasks.core.progress import Progress, task_logger
+from tasks.core.runtime import main, start_stage
 from tasks.core.vectors import (
     MIN_POINTS_PER_LIST,
     arrow_to_vectors,

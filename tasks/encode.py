@@ -20,8 +20,8 @@ from tasks.core.catalog import CHUNKS, ENCODED, VECTOR_COLUMN
 from tasks.core.config import EncodeConfig
 from tasks.core.fingerprint import stage_fingerprint
 from tasks.core.io import StageOutput
-from tasks.core.progress import Progress
-from tasks.core.runtime import main, shard_observer, start_stage, task_logger
+from tasks.core.progress import Progress, task_logger
+from tasks.core.runtime import main, shard_observer, start_stage
 from tasks.core.shards import Executor, Observer, map_ordered, open_executor
 from tasks.core.vectors import vectors_to_arrow
 from tasks.encoders import vector_cache

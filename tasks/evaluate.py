@@ -36,8 +36,8 @@ from tasks.core.config import EvaluateConfig, Params
 from tasks.core.fingerprint import stage_fingerprint
 from tasks.core.io import write_json_atomic
 from tasks.core.lineage import lineage_chain
-from tasks.core.progress import Progress
-from tasks.core.runtime import main, start_stage, task_logger
+from tasks.core.progress import Progress, task_logger
+from tasks.core.runtime import main, start_stage
 from tasks.core.vectors import arrow_to_vectors, sample_rows
 from tasks.evaluation import metrics as names
 from tasks.evaluation.beir import find_beir_sets, read_beir

@@ -26,10 +26,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import (
+    CHUNKS,
     DROPPED,
     INDEX,
     INDEX_CARD,
     INDEX_CHUNKS,
+    INDEX_DOC_INDEX,
+    INDEX_DOCS,
     INDEX_MEMBERS,
     INDEX_METADATA,
     INDEX_MODEL,
@@ -43,10 +46,18 @@ from tasks.core.config import IndexConfig, RunConfig, SearchConfig
 from tasks.core.fingerprint import sha256_text, stage_fingerprint
 from tasks.core.io import StageOutput, previous_keys, read_manifest
 from tasks.core.lineage import index_metadata
-from tasks.core.runtime import main, start_stage, task_logger
+from tasks.core.progress import task_logger
+from tasks.core.runtime import StageRun, main, start_stage
 from tasks.core.shards import Executor, map_ordered, open_executor
-from tasks.core.vectors import MIN_POINTS_PER_LIST, arrow_to_vectors, max_lists, sample_rows
+from tasks.core.vectors import (
+    MIN_POINTS_PER_LIST,
+    arrow_to_vectors,
+    max_lists,
+    sample_rows,
+    vectors_to_arrow,
+)
 from tasks.encoders.model import model_fingerprint
+from tasks.query.documents import document_vectors
 from tasks.query.ids import chunk_int_ids
 from tasks.query.lexical import build_lexical, save_lexical
 from tasks.query.probes import probe_queries
@@ -245,7 +256,7 @@ class IndexPlan:
     remove_ids: np.ndarray
 
 
-_TUNING_KEYS = {"nprobe", "target_recall", "tune_queries", "retrain_growth"}
+_TUNING_KEYS = {"nprobe", "target_recall", "tune_queries", "retrain_growth", "doc_vectors"}
 
 
 def plan_update(prev: dict[str, Any] | None, prev_keys: dict[int, str], cur_ids: np.ndarray,
@@ -445,6 +456,31 @@ def write_index_folder(out: StageOutput, built: BuiltIndex, table: pa.Table,
             "lexical_seconds": round(time.perf_counter() - started, 3)}
 
 
+def log_built(built: BuiltIndex, plan: IndexPlan, search: str, seconds: float) -> None:
+    task_logger().info("index: %s %s over %d x %d (%s), %s in %.1f s", plan.mode,
+                       built.factory, built.index.ntotal, built.index.d, plan.reason, search,
+                       seconds)
+
+
+def write_documents(out: StageOutput, table: pa.Table, x: np.ndarray, run: StageRun,
+                    how: str) -> int:
+    """Document vectors (`tasks.query.documents`) and their exact index, beside the chunk
+    index; returns how many documents (0 with `index.doc_vectors: none`)."""
+    if how == "none":
+        return 0
+    tokens = None
+    if how == "token_mean":
+        counts = run.read(CHUNKS, ["chunk_id", "n_tokens"])
+        tokens = dict(zip(counts.column("chunk_id").to_pylist(),
+                          counts.column("n_tokens").to_pylist(), strict=True))
+    docs, xd = document_vectors(table, x, run.read(DROPPED), tokens)
+    out.write_table(INDEX_DOCS, docs.append_column(VECTOR_COLUMN, vectors_to_arrow(xd)))
+    index = faiss.IndexFlatIP(xd.shape[1])
+    index.add(xd)
+    faiss.write_index(index, str(out.path(INDEX_DOC_INDEX)))
+    return docs.num_rows
+
+
 @task(name="index", cache_policy=NO_CACHE)
 def index_task(root: str = ".") -> str:
     """Build (or update in place), tune and write the FAISS index folder."""
@@ -467,11 +503,11 @@ def index_task(root: str = ".") -> str:
         card = index_card(built.index, built.factory, built.nlist, param, value, sweep, cfg,
                           **sizes, **built.card_facts(plan))
         out.write_json(INDEX_CARD, card)
+        n_docs = write_documents(out, table, x, run, cfg.doc_vectors)
         out.write_json(INDEX_METADATA, index_metadata(run, fp, model, card))
-        out.record(model=model, space=dedup["space"], card=card, rows=built.counts(plan))
-    task_logger().info("index: %s %s over %d x %d (%s), %s in %.1f s", plan.mode,
-                       built.factory, built.index.ntotal, built.index.d, plan.reason,
-                       f"{param}={value}" if param else "exact search", run.seconds)
+        out.record(model=model, space=dedup["space"], card=card,
+                   rows=built.counts(plan) | {"documents": n_docs})
+    log_built(built, plan, f"{param}={value}" if param else "exact search", run.seconds)
     return str(run.out_dir)
 
 

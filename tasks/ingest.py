@@ -19,7 +19,8 @@ from tasks.core.catalog import INGEST_DOCS, INGEST_REJECTS
 from tasks.core.config import IngestConfig
 from tasks.core.fingerprint import canonical_json, sha256_text, stage_fingerprint
 from tasks.core.io import RowBatches
-from tasks.core.runtime import main, start_stage, task_logger
+from tasks.core.progress import task_logger
+from tasks.core.runtime import main, start_stage
 from tasks.documents.decoding import iter_file
 from tasks.documents.sources import SourceFile, source_files
 from tasks.storage.s3 import is_s3

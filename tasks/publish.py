@@ -17,7 +17,8 @@ from prefect.cache_policies import NO_CACHE
 from tasks.core.catalog import RECEIPT
 from tasks.core.config import PublishConfig
 from tasks.core.fingerprint import stage_fingerprint
-from tasks.core.runtime import main, start_stage, task_logger
+from tasks.core.progress import task_logger
+from tasks.core.runtime import main, start_stage
 from tasks.storage import s3
 from tasks.storage.published import publish_folder, publish_to_s3
 

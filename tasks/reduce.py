@@ -16,7 +16,8 @@ from prefect.cache_policies import NO_CACHE
 from tasks.core.catalog import ENCODED, REDUCED, TRANSFORM, VECTOR_COLUMN
 from tasks.core.config import ReduceConfig
 from tasks.core.fingerprint import sha256_text, stage_fingerprint
-from tasks.core.runtime import main, start_stage, task_logger
+from tasks.core.progress import task_logger
+from tasks.core.runtime import main, start_stage
 from tasks.core.vectors import arrow_to_vectors, vectors_to_arrow
 from tasks.query.transform import VectorTransform, fit_transform
 

@@ -75,6 +75,9 @@ INDEX_SEARCH = StageFile("index", "search.json")  # the search settings the fold
 INDEX_MEMBERS = StageFile("index", "members.parquet", (
     ("group_chunk_id", _S), ("chunk_id", _S), ("doc_id", _S), ("source", _S),
     ("similarity", _F32), ("kind", _S)))
+INDEX_DOCS = StageFile("index", "docs.parquet", (
+    ("doc_id", _S), ("source", _S), ("title", _S), ("n_chunks", _I32)), vectors=True)
+INDEX_DOC_INDEX = StageFile("index", "docs.faiss")  # exact search over INDEX_DOCS' vectors
 # The lexical (BM25) index is a set of flat `lexical.*` files (tasks.query.lexical).
 METRICS = StageFile("evaluate", METRICS_FILE)
 PROBE_QUERIES = StageFile("evaluate", "queries.parquet", (("query", _S), ("doc_id", _S)))

@@ -296,6 +296,9 @@ class IndexConfig(_Config):
         0.2, description="Retrain once vectors added + removed since training exceed this "
         "fraction of the training size; below it the trained index is updated in place."
     )
+    doc_vectors: Literal["mean", "token_mean", "none"] = Field(
+        "mean", description="Document vectors beside the chunk index (`search --level doc`): "
+        "the normalised mean of a document's chunk vectors, token-weighted, or none.")
     seed: int = Field(0, description="Seed of every sample and of k-means.")
 
     @model_validator(mode="after")

@@ -1,8 +1,10 @@
-"""Progress of a stage's long steps, where a person can see it.
+"""What a person sees of a stage: its logger, and the progress of its long steps.
 
-On a terminal, a tqdm bar (items, rate, ETA); elsewhere (CI, a Prefect worker, `dvc repro`
-into a file) one log line per tenth of the work; inside a Prefect task run, a progress
-artifact updated every `ARTIFACT_EVERY_S` seconds as well.
+`task_logger()` is Prefect's run logger inside a run, the `embedpipe` logger under
+`python -m tasks.<stage>` (DVC). Progress: on a terminal, a tqdm bar (items, rate, ETA);
+elsewhere (CI, a Prefect worker, `dvc repro` into a file) one log line per tenth of the
+work; inside a Prefect task run, a progress artifact updated every `ARTIFACT_EVERY_S`
+seconds as well.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ ARTIFACT_EVERY_S = 2.0
 LOG_STEPS = 10  # log lines per step when no terminal shows a bar
 
 
-def _run_logger() -> logging.Logger | logging.LoggerAdapter:
+def task_logger() -> logging.Logger | logging.LoggerAdapter:
+    """Prefect's run logger inside a run, the module logger under `python -m` (DVC)."""
     from prefect.exceptions import MissingContextError  # noqa: PLC0415
     from prefect.logging import get_run_logger  # noqa: PLC0415
 
@@ -47,7 +50,7 @@ class Progress:
         self.what, self.total, self.unit, self.done = what, total, unit, 0
         self.started = self._artifact_at = time.perf_counter()
         self._logged_step = 0
-        self._log = _run_logger()
+        self._log = task_logger()
         tty = sys.stderr.isatty() if terminal is None else terminal
         self._bar = self._tqdm(tty)
         self._artifact_id = _artifact(what)

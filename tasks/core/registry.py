@@ -51,7 +51,7 @@ STAGES: tuple[StageSpec, ...] = (
               extra_outs=("${paths.vector_cache}",)),
     StageSpec("reduce", "05_reduce", ("encode",), ("reduce",)),
     StageSpec("dedup", "06_dedup", ("reduce", "chunk"), ("dedup",)),
-    StageSpec("index", "07_index", ("dedup", "reduce"), ("index", "search")),
+    StageSpec("index", "07_index", ("dedup", "reduce", "chunk"), ("index", "search")),
     StageSpec("evaluate", "08_evaluate", ("index", "dedup", "chunk", "ingest"), ("evaluate",),
               extra_deps=("${ingest.source}",)),
     StageSpec("publish", "09_publish", ("index", "evaluate"), ("publish",)),

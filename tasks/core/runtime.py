@@ -29,17 +29,6 @@ from tasks.core.registry import get_stage
 from tasks.core.shards import Observer, map_ordered, open_executor, shard_rows
 
 
-def task_logger() -> logging.Logger | logging.LoggerAdapter:
-    """Prefect's run logger inside a run, the module logger under `python -m` (DVC)."""
-    from prefect.exceptions import MissingContextError  # noqa: PLC0415
-    from prefect.logging import get_run_logger  # noqa: PLC0415
-
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger("embedpipe")
-
-
 def shard_observer(stage: str) -> Observer | None:
     """Under Prefect, each Dask shard's wait as a task run `<stage> shard N`; None outside."""
     from prefect import task  # noqa: PLC0415

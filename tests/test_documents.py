@@ -1,0 +1,85 @@
+"""Document vectors (`index.doc_vectors`) and `embedpipe search --level doc` on the sample
+corpus, with the real packaged model and real FAISS."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from tasks.core.vectors import arrow_to_vectors
+from tests.conftest import env_with_venv, make_workspace, run_stages
+
+UP_TO_INDEX = ("ingest", "clean", "chunk", "encode", "reduce", "dedup", "index")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    ws = make_workspace(tmp_path_factory.mktemp("docs_ws"))
+    run_stages(ws, UP_TO_INDEX)
+    return ws
+
+
+def expected(ws: Path, weighted: bool) -> dict[str, np.ndarray]:
+    """Each document's unit mean of its chunks' vectors, recomputed from dedup's tables: a
+    dropped chunk counts with the vector of the kept chunk standing for its group."""
+    kept = pq.read_table(ws / "data/06_dedup/vectors.parquet")
+    dropped = pq.read_table(ws / "data/06_dedup/dropped.parquet").to_pylist()
+    tokens = dict(zip(*pq.read_table(ws / "data/03_chunk/chunks.parquet",
+                                     columns=["chunk_id", "n_tokens"]).to_pydict().values(),
+                      strict=True))
+    x = arrow_to_vectors(kept.column("vector"))
+    vec = dict(zip(kept.column("chunk_id").to_pylist(), x, strict=True))
+    members = [(c, d, vec[c]) for c, d in zip(kept.column("chunk_id").to_pylist(),
+                                               kept.column("doc_id").to_pylist(), strict=True)]
+    members += [(r["dropped_chunk_id"], r["doc_id"], vec[r["group_chunk_id"]]) for r in dropped]
+    sums: dict[str, np.ndarray] = {}
+    for chunk, doc, v in members:
+        sums[doc] = sums.get(doc, 0) + v.astype("float64") * (tokens[chunk] if weighted else 1)
+    return {d: s / np.linalg.norm(s) for d, s in sums.items()}
+
+
+def written(ws: Path) -> dict[str, np.ndarray]:
+    docs = pq.read_table(ws / "data/07_index/docs.parquet")
+    return dict(zip(docs.column("doc_id").to_pylist(), arrow_to_vectors(docs.column("vector")),
+                    strict=True))
+
+
+def test_document_vector_is_the_unit_mean_of_all_its_chunks(built):
+    got, want = written(built), expected(built, weighted=False)
+    chunk_docs = set(pq.read_table(built / "data/03_chunk/chunks.parquet",
+                                   columns=["doc_id"]).column("doc_id").to_pylist())
+    assert set(got) == set(want) == chunk_docs  # dedup loses no document
+    assert max(float(np.abs(got[d] - want[d]).max()) for d in got) < 1e-5
+    manifest = json.loads((built / "data/07_index/_manifest.json").read_text())
+    assert manifest["rows"]["documents"] == len(got)
+
+
+def test_search_level_doc_returns_documents_for_a_topic(built):
+    done = subprocess.run([str(Path(sys.executable).parent / "embedpipe"), "--root",
+                           str(built), "search", "how a collapsed star becomes a neutron star",
+                           "--level", "doc", "-k", "3", "--format", "jsonl"],
+                          env=env_with_venv(), capture_output=True, text=True, check=True)
+    hits = json.loads(done.stdout)["hits"]
+    assert len(hits) == 3 and len({h["doc_id"] for h in hits}) == 3
+    assert hits[0]["source"].startswith("astronomy/") and hits[0]["n_chunks"] >= 1
+    assert hits[0]["score"] >= hits[1]["score"] >= hits[2]["score"]
+
+
+def test_token_weighted_document_vectors(built, tmp_path):
+    from tasks.core.params_file import write_overrides
+
+    write_overrides(built / "params.yaml", {"index.doc_vectors": "token_mean"})
+    try:
+        run_stages(built, ("index",))
+        got, want = written(built), expected(built, weighted=True)
+        assert max(float(np.abs(got[d] - want[d]).max()) for d in got) < 1e-5
+        plain = expected(built, weighted=False)
+        assert any(float(np.abs(got[d] - plain[d]).max()) > 1e-4 for d in got)
+    finally:
+        write_overrides(built / "params.yaml", {"index.doc_vectors": "mean"})
