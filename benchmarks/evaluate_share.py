@@ -1,0 +1,76 @@
+"""Evaluate's share of a build: a folder of ~2,000 files through `embedpipe run`, from empty.
+
+    python -m benchmarks.evaluate_share [--families 120] [--filler 1550]
+
+The folder is `benchmarks/families.py`'s (library families and filler notes, one file each);
+one `embedpipe run` in a fresh workspace with an empty vector cache, as a user's first run.
+Reports each stage's seconds (the run's own table), evaluate's seconds over ingest → index,
+and evaluate's steps (`step_seconds` in its metrics.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.families import generate
+from benchmarks.report import cpu_label, save
+
+REPO = Path(__file__).resolve().parents[1]
+BUILD = ("ingest", "clean", "chunk", "encode", "reduce", "dedup", "index")
+
+
+def run(tmp: Path, families: int, filler: int) -> dict[str, Any]:
+    from tests.conftest import make_workspace
+
+    ws = make_workspace(tmp / "ws")
+    generate(tmp / "gen", n_families=families, n_filler=filler,
+             sample_dir=ws / "data/sample", seed=3)
+    shutil.rmtree(ws / "data/sample")
+    shutil.move(tmp / "gen/corpus", ws / "data/sample")
+    files = sum(1 for p in (ws / "data/sample").rglob("*") if p.is_file())
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("PREFECT_API_URL", None)
+    done = subprocess.run([str(Path(sys.executable).parent / "embedpipe"), "run"], cwd=ws,
+                          env=env, capture_output=True, text=True, check=True)
+    seconds = {line.split()[0]: float(line.split()[2].rstrip("s"))
+               for line in done.stdout.splitlines()
+               if line.split() and line.split()[0] in (*BUILD, "evaluate", "publish")}
+    build = sum(seconds[s] for s in BUILD)
+    metrics = json.loads((ws / "data/08_evaluate/metrics.json").read_text())
+    return {"files": files, "stage_seconds": seconds, "build_seconds": round(build, 2),
+            "evaluate_share": round(seconds["evaluate"] / build, 3),
+            "evaluate_steps": metrics["step_seconds"], "machine": cpu_label()}
+
+
+def markdown(r: dict[str, Any]) -> str:
+    lines = [f"# Evaluate's share of a build ({r['files']} files, {r['machine']})", "",
+             "| stage | seconds |", "|---|---:|"]
+    lines += [f"| {s} | {v:.2f} |" for s, v in r["stage_seconds"].items()]
+    lines += ["", f"ingest → index {r['build_seconds']:.2f} s; evaluate "
+              f"{r['stage_seconds']['evaluate']:.2f} s = {100 * r['evaluate_share']:.0f}% of it",
+              "", "| evaluate step | seconds |", "|---|---:|"]
+    lines += [f"| {s} | {v:.2f} |" for s, v in r["evaluate_steps"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--families", type=int, default=120)
+    ap.add_argument("--filler", type=int, default=1550)
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks/out")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        report = run(Path(tmp), args.families, args.filler)
+    save(args.out, "evaluate_share", report, markdown(report))
+
+
+if __name__ == "__main__":
+    main()
