@@ -86,7 +86,7 @@ def changed_only(path: Path, dotted: dict[str, Any]) -> dict[str, Any]:
         return node
 
     return {k: v for k, v in dotted.items()
-            if json.loads(json.dumps(v, default=list)) != now(k)}
+            if json.loads(json.dumps(v)) != now(k)}
 
 
 def check_before_running(root: Path, params: Params) -> None:
@@ -173,7 +173,8 @@ def run_stages(repo: Any, root: Path, params: Params, force: bool,
         if not checked:
             check_before_running(root, params)
             checked = True
-        reason = "forced" if force else summarise_changes(changes)
+        reason, why = (("forced", "forced") if force else
+                       (summarise_changes(changes), describe_changes(changes)))
         log.info("%s: running (%s)", spec.name, reason)
         started = time.perf_counter()
         STAGE_TASKS[spec.name].with_options(
@@ -181,8 +182,7 @@ def run_stages(repo: Any, root: Path, params: Params, force: bool,
             **network_retries(params, spec.name))(root=str(root))
         record_stage(repo, spec.name)
         ran_any = True
-        rows.append(stage_row(spec.name, out_dir, reason, time.perf_counter() - started,
-                              "forced" if force else describe_changes(changes)))
+        rows.append(stage_row(spec.name, out_dir, reason, time.perf_counter() - started, why))
     return rows
 
 

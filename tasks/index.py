@@ -462,10 +462,12 @@ def log_built(built: BuiltIndex, plan: IndexPlan, search: str, seconds: float) -
                        seconds)
 
 
-def write_documents(out: StageOutput, table: pa.Table, x: np.ndarray, run: StageRun,
-                    how: str) -> int:
-    """Document vectors (`tasks.query.documents`) and their exact index, beside the chunk
-    index; returns how many documents (0 with `index.doc_vectors: none`)."""
+def write_documents(out: StageOutput, rows: tuple[pa.Table, np.ndarray, pa.Table],
+                    run: StageRun, how: str) -> int:
+    """Document vectors (`tasks.query.documents`) from the kept rows, their vectors and
+    dedup's dropped rows, and their exact index, beside the chunk index; returns how many
+    documents (0 with `index.doc_vectors: none`)."""
+    table, x, dropped = rows
     if how == "none":
         return 0
     tokens = None
@@ -473,7 +475,7 @@ def write_documents(out: StageOutput, table: pa.Table, x: np.ndarray, run: Stage
         counts = run.read(CHUNKS, ["chunk_id", "n_tokens"])
         tokens = dict(zip(counts.column("chunk_id").to_pylist(),
                           counts.column("n_tokens").to_pylist(), strict=True))
-    docs, xd = document_vectors(table, x, run.read(DROPPED), tokens)
+    docs, xd = document_vectors(table, x, dropped, tokens)
     out.write_table(INDEX_DOCS, docs.append_column(VECTOR_COLUMN, vectors_to_arrow(xd)))
     index = faiss.IndexFlatIP(xd.shape[1])
     index.add(xd)
@@ -498,15 +500,15 @@ def index_task(root: str = ".") -> str:
     fp, model = stage_fingerprint("index", cfg, run.input_fingerprints), dedup["model"] | {
         "space": dedup["space"]}
     with run.output(fp, cfg) as out:
+        dropped = run.read(DROPPED)
         sizes = write_index_folder(out, built, table, int_ids, (
-            run.input_path(TRANSFORM), run.read(DROPPED)), model, run.params.search)
+            run.input_path(TRANSFORM), dropped), model, run.params.search)
         card = index_card(built.index, built.factory, built.nlist, param, value, sweep, cfg,
                           **sizes, **built.card_facts(plan))
         out.write_json(INDEX_CARD, card)
-        n_docs = write_documents(out, table, x, run, cfg.doc_vectors)
         out.write_json(INDEX_METADATA, index_metadata(run, fp, model, card))
-        out.record(model=model, space=dedup["space"], card=card,
-                   rows=built.counts(plan) | {"documents": n_docs})
+        out.record(model=model, space=dedup["space"], card=card, rows=built.counts(plan) | {
+            "documents": write_documents(out, (table, x, dropped), run, cfg.doc_vectors)})
     log_built(built, plan, f"{param}={value}" if param else "exact search", run.seconds)
     return str(run.out_dir)
 

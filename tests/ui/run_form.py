@@ -13,20 +13,15 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.conftest import free_port
+
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str) -> object:
@@ -67,24 +62,16 @@ def served(ws: Path, home: Path) -> Iterator[tuple[str, str]]:
                                       start_new_session=True))
 
         def manual() -> str | None:
-            req = urllib.request.Request(f"{api}/deployments/name/embedpipe/manual")
-            with urllib.request.urlopen(req, timeout=5) as r:
-                return json.loads(r.read())["id"]
+            try:
+                return _get(f"{api}/deployments/name/embedpipe/manual")["id"]
+            except urllib.error.HTTPError:  # not registered yet
+                return None
 
-        yield f"http://127.0.0.1:{port}", _wait("the manual deployment", _manual_or_none(manual))
+        yield f"http://127.0.0.1:{port}", _wait("the manual deployment", manual)
     finally:
         for proc in reversed(procs):
             proc.terminate()
             proc.wait(timeout=30)
-
-
-def _manual_or_none(fetch):
-    def probe():
-        try:
-            return fetch()
-        except urllib.error.HTTPError:
-            return None
-    return probe
 
 
 def chromium(url: str, out: Path, width: int = 1400, height: int = 12000) -> tuple[Path, str]:
