@@ -16,7 +16,7 @@ import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, AnyStr, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -135,19 +135,21 @@ def text_parts(blocks: Iterable[str], limit: int) -> Iterator[str]:
         yield pending
 
 
-def _split_newlines(blocks: Iterable[str]) -> Iterator[str]:
-    """Lines ending in '\n' (kept), as iterating `io.StringIO("".join(blocks))` gives."""
-    tail: list[str] = []
+def _split_newlines(blocks: Iterable[AnyStr]) -> Iterator[AnyStr]:
+    """Lines ending in '\n' (kept), as iterating `io.StringIO("".join(blocks))` gives; of
+    text blocks or of raw bytes alike."""
+    tail: list[AnyStr] = []
     for block in blocks:
-        *lines, rest = block.split("\n")
+        newline = b"\n" if isinstance(block, bytes) else "\n"
+        *lines, rest = block.split(newline)
         if lines:
-            lines[0] = "".join(tail) + lines[0]
+            lines[0] = newline[:0].join(tail) + lines[0]
             tail = []
-            yield from (line + "\n" for line in lines)
+            yield from (line + newline for line in lines)
         if rest:
             tail.append(rest)
     if tail:
-        yield "".join(tail)
+        yield tail[0][:0].join(tail)
 
 
 def _iter_rows(fmt: str, f: BinaryIO) -> Iterator[tuple[int, dict[str, Any] | Exception]]:
@@ -169,7 +171,8 @@ def _iter_rows(fmt: str, f: BinaryIO) -> Iterator[tuple[int, dict[str, Any] | Ex
         for i, row in enumerate(reader):
             yield i, (ValueError("more fields than the header") if None in row else row)
         return
-    for i, raw in enumerate(_raw_lines(f)):
+    # each line decoded on its own: a line that is not UTF-8 is that line's reject
+    for i, raw in enumerate(_split_newlines(_raw_blocks(f))):
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as err:
@@ -186,17 +189,6 @@ def _iter_rows(fmt: str, f: BinaryIO) -> Iterator[tuple[int, dict[str, Any] | Ex
         yield i, obj if isinstance(obj, dict) else ValueError(
             f"line {i + 1}: expected a JSON object, got {type(obj).__name__}"
         )
-
-
-def _raw_lines(f: BinaryIO) -> Iterator[bytes]:
-    """The '\\n'-separated lines of a JSONL stream as bytes (each decoded on its own, so a
-    line that is not UTF-8 is that line's reject, not the file's), streamed."""
-    tail = b""
-    for block in _raw_blocks(f):
-        *lines, tail = (tail + block).split(b"\n")
-        yield from lines
-    if tail:
-        yield tail
 
 
 def check_records(fmt: str, f: BinaryIO, g: BinaryIO) -> None:
