@@ -8,7 +8,7 @@ special tokens and prefix excluded) never exceeds the budget, which fits max_seq
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -20,43 +20,18 @@ from tasks.core.config import ChunkConfig, EncodeConfig
 from tasks.core.fingerprint import stage_fingerprint
 from tasks.core.progress import task_logger
 from tasks.core.runtime import main, start_stage
-from tasks.documents.sentences import sentencizer
+from tasks.documents.sentences import sentence_starts
+from tasks.documents.token_counts import Tokens
 from tasks.encoders.model import load_tokenizer, model_fingerprint, token_budget
 
 Span = tuple[int, int]
-_STRUCTURED = re.compile(r"^\s*(#{1,6}\s|[-*+]\s|\d+[.)]\s|\||```|>)")
-_TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$|^[^|\n]+( \| [^|\n]*)+$")
+# Both matched at a line's or unit's start: `pattern.match(text, start, end)`.
+_STRUCTURED = re.compile(r"\s*(#{1,6}\s|[-*+]\s|\d+[.)]\s|\||```|>)")
+_TABLE_ROW = re.compile(r"\s*\|.*\|\s*$|[^|\n]+( \| [^|\n]*)+$")
 _HEADING = re.compile(r"^#{1,6}\s", re.M)
 _FENCE = re.compile(r"^```.*?^```[^\n]*$", re.M | re.S)
 _BLANK_LINE = re.compile(r"\n(?=\s*\n)")  # a newline that a blank line follows
 SENTENCIZE_CHARS = 100_000  # longest text given to the sentencizer at once
-
-
-class Tokens:
-    """Counts and offsets from the encoder's tokenizer (special tokens excluded).
-
-    Counts are remembered until `forget()` (called per document): packing counts each
-    candidate chunk's joined text, and the chunk rows need the same counts again.
-    """
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tok = tokenizer
-        self.known: dict[str, int] = {}
-
-    def forget(self) -> None:
-        self.known.clear()
-
-    def offsets(self, text: str) -> list[Span]:
-        enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True,
-                       verbose=False)
-        return [tuple(o) for o in enc["offset_mapping"]]
-
-    def counts(self, texts: Sequence[str]) -> list[int]:
-        missing = list(dict.fromkeys(t for t in texts if t not in self.known))
-        if missing:
-            enc = self.tok(missing, add_special_tokens=False, verbose=False)
-            self.known.update(zip(missing, map(len, enc["input_ids"]), strict=True))
-        return [self.known[t] for t in texts]
 
 
 def _trim(text: str, start: int, end: int) -> Span | None:
@@ -92,9 +67,8 @@ def _sentences(text: str, start: int, end: int) -> list[Span]:
     (spaCy refuses texts over its max_length, and holds all of one in memory)."""
     out = []
     for a, b in _windows(text, start, end, SENTENCIZE_CHARS):
-        doc = sentencizer()(text[a:b])
-        out += [s for sent in doc.sents
-                if (s := _trim(text, a + sent.start_char, a + sent.end_char))]
+        starts = [a + s for s in sentence_starts(text[a:b])] + [b]
+        out += [s for x, y in zip(starts, starts[1:], strict=False) if (s := _trim(text, x, y))]
     return out
 
 
@@ -123,7 +97,7 @@ def split_units(text: str, code: bool = False) -> list[Span]:
     for start, end in _paragraphs(text):
         prose: list[Span] = []
         for a, b in _lines(text, start, end):
-            if code or _STRUCTURED.match(text[a:b]) or _TABLE_ROW.match(text[a:b]):
+            if code or _STRUCTURED.match(text, a, b) or _table_row(text, a, b):
                 units += _sentences(text, prose[0][0], prose[-1][1]) if prose else []
                 units.append((a, b))
                 prose = []
@@ -133,12 +107,16 @@ def split_units(text: str, code: bool = False) -> list[Span]:
     return _merge_tables(text, units)
 
 
+def _table_row(text: str, a: int, b: int) -> bool:
+    return text.find("|", a, b) >= 0 and _TABLE_ROW.match(text, a, b) is not None
+
+
 def _merge_tables(text: str, units: list[Span]) -> list[Span]:
     out: list[Span] = []
     for a, b in units:
         prev = out[-1] if out else None
-        if (prev and _TABLE_ROW.match(text[a:b]) and text[prev[1]:a].count("\n") == 1
-                and _TABLE_ROW.match(text[prev[0]:prev[1]].rsplit("\n", 1)[-1])):
+        if (prev and _table_row(text, a, b) and text.count("\n", prev[1], a) == 1
+                and _table_row(text, text.rfind("\n", *prev) + 1 or prev[0], prev[1])):
             out[-1] = (prev[0], b)
         else:
             out.append((a, b))
@@ -147,12 +125,11 @@ def _merge_tables(text: str, units: list[Span]) -> list[Span]:
 
 def split_long(text: str, span: Span, budget: int, tokens: Tokens) -> list[Span]:
     """Cut a span longer than `budget` tokens at token boundaries."""
-    a, b = span
-    offs = tokens.offsets(text[a:b])
+    offs = tokens.span_offsets(*span)
     out = []
     for i in range(0, len(offs), budget):
         window = offs[i:i + budget]
-        if s := _trim(text, a + window[0][0], a + window[-1][1]):
+        if s := _trim(text, window[0][0], window[-1][1]):
             out.append(s)
     return out
 
@@ -160,14 +137,14 @@ def split_long(text: str, span: Span, budget: int, tokens: Tokens) -> list[Span]
 def _fit(text: str, units: list[Span], budget: int, tokens: Tokens) -> list[tuple[Span, int]]:
     """Units with their token counts, each within budget (long ones cut)."""
     out: list[tuple[Span, int]] = []
-    for span, n in zip(units, tokens.counts([text[a:b] for a, b in units]), strict=True):
+    for span, n in zip(units, tokens.span_counts(units), strict=True):
         if n <= budget:
             out.append((span, n))
         elif "\n" in text[span[0]:span[1]]:  # a table too long to keep whole: rows apart
             out += _fit(text, _lines(text, *span), budget, tokens)
         else:
             pieces = split_long(text, span, budget, tokens)
-            out += zip(pieces, tokens.counts([text[a:b] for a, b in pieces]), strict=True)
+            out += zip(pieces, tokens.span_counts(pieces), strict=True)
     return out
 
 
@@ -183,7 +160,8 @@ def pack_units(text: str, units: list[Span], budget: int, overlap: int,
             total += fitted[j][1]
             j += 1
         j = max(j, i + 1)  # a unit always moves forward, even one at the budget's edge
-        while j > i + 1 and tokens.counts([text[fitted[i][0][0]:fitted[j - 1][0][1]]])[0] > budget:
+        while j > i + 1 and tokens.span_counts([(fitted[i][0][0],
+                                                 fitted[j - 1][0][1])])[0] > budget:
             j -= 1  # joined text can tokenize longer than its parts
         if j <= done:  # the overlap left no room for a new unit: start after it instead
             i = done
@@ -200,7 +178,7 @@ def pack_units(text: str, units: list[Span], budget: int, overlap: int,
 
 def sliding_windows(text: str, budget: int, overlap: float, tokens: Tokens) -> list[Span]:
     """Fixed windows of `budget` tokens, consecutive windows sharing `overlap` of them."""
-    offs = tokens.offsets(text)
+    offs = tokens.span_offsets(0, len(text))
     stride = max(1, int(budget * (1 - overlap)))
     out = []
     for i in range(0, len(offs), stride):
@@ -226,11 +204,11 @@ def recursive_chunks(text: str, budget: int, overlap: int, tokens: Tokens,
     """Whole sections merged while they fit; a section too long is sentence-packed."""
     out: list[Span] = []
     sections = split_sections(text)
-    for (a, b), n in zip(sections, tokens.counts([text[a:b] for a, b in sections]), strict=True):
+    for (a, b), n in zip(sections, tokens.span_counts(sections), strict=True):
         if n > budget:
             out += pack_units(text, [(x + a, y + a) for x, y in
                                      split_units(text[a:b], code)], budget, overlap, tokens)
-        elif out and tokens.counts([text[out[-1][0]:b]])[0] <= budget:
+        elif out and tokens.span_counts([(out[-1][0], b)])[0] <= budget:
             out[-1] = (out[-1][0], b)
         else:
             out.append((a, b))
@@ -252,10 +230,11 @@ def chunk_documents(docs: pa.Table, cfg: ChunkConfig, budget: int, tokenizer: An
     as nothing (control or zero-width characters only) is not a chunk."""
     tokens = Tokens(tokenizer)
     rows = []
-    for d in docs.select(["doc_id", "source", "format", "title", "text"]).to_pylist():
+    docs_in = docs.select(["doc_id", "source", "format", "title", "text"]).to_pylist()
+    for d, enc in zip(docs_in, tokens.read([d["text"] for d in docs_in]), strict=True):
+        tokens.use(d["text"], enc)
         spans = chunk_text(d["text"], d["format"], cfg, budget, tokens)
-        counts = tokens.counts([d["text"][a:b] for a, b in spans])
-        tokens.forget()
+        counts = tokens.span_counts(spans)
         kept = [(span, n) for span, n in zip(spans, counts, strict=True) if n > 0]
         for i, ((a, b), n) in enumerate(kept):
             rows.append({"chunk_id": f"{d['doc_id']}:{i:04d}", "doc_id": d["doc_id"],

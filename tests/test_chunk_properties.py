@@ -48,3 +48,46 @@ def test_every_character_the_encoder_reads_is_in_some_chunk(tokenizer, text):
                      verbose=False)["offset_mapping"]
     lost = [i for start, end in read for i in range(start, end) if i not in covered]
     assert not lost, [text[i] for i in lost]
+
+
+# Text where the sentencizer's rule has work to do: marks, quotes and brackets next to words,
+# abbreviations, every kind of whitespace (spaCy makes most runs of it a token), any code point.
+MARKED = st.lists(st.one_of(
+    st.sampled_from(["a", "word", " ", "  ", "\n", "\t", "\u2028", "\xa0", ".", "!", "?", "...",
+                     "U.S.", "e.g.", "3.5", '"', "'", "(", ")", "“", "”", "。", "！", ",", ";",
+                     "_", "-", "Dr.", "’s", "x.Y", ":)", "tokenization", "Zürich"]),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyzé", min_size=2, max_size=14),  # word pieces
+    st.characters(blacklist_categories=("Cs",))), max_size=60).map("".join)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(text=MARKED)
+def test_sentence_starts_are_those_of_spacys_sentencizer(text):
+    from tasks.documents.sentences import sentence_starts, sentencizer
+
+    def sentences(starts):
+        bounds = [*starts, len(text)]
+        pairs = zip(bounds, bounds[1:], strict=False)
+        return [text[a:b].strip() for a, b in pairs if text[a:b].strip()]
+
+    spacy_starts = [s.start_char for s in sentencizer()(text).sents]
+    assert sentences(sentence_starts(text)) == sentences(spacy_starts)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(text=MARKED, cuts=st.lists(st.integers(0, 1000), min_size=2, max_size=12))
+def test_span_counts_are_those_of_each_span_tokenized_alone(tokenizer, text, cuts):
+    from tasks.documents.token_counts import Tokens
+
+    tokens = Tokens(tokenizer)
+    tokens.use(text, next(tokens.read([text])))
+    bounds = sorted({c % (len(text) + 1) for c in cuts})
+    spans = [(a, b) for a in bounds for b in bounds if a < b]
+    alone = [len(tokenizer(text[a:b], add_special_tokens=False)["input_ids"]) for a, b in spans]
+    assert tokens.span_counts(spans) == alone
+    for a, b in spans:
+        offsets = tokenizer(text[a:b], add_special_tokens=False,
+                            return_offsets_mapping=True)["offset_mapping"]
+        assert tokens.span_offsets(a, b) == [(a + x, a + y) for x, y in offsets]
