@@ -27,6 +27,7 @@ from benchmarks.report import cpu_label, save
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {"tiny": 300, "small": 10_000, "medium": 100_000, "large": 1_000_000}
 PCA_DIMS = 128
+SIDES = ("embedpipe", "naive", "langchain")
 CUDA_BATCH = 256  # large batches on a GPU (fp16 there is encode.precision auto)
 
 
@@ -107,6 +108,36 @@ def run_naive(corpus: Path, threshold: float, memory_gb: float, share: Path,
     return {"stages": t.rows, "chunks": len(texts), "tokens": tokens,
             "quality": retrieval_metrics(qrels, run),
             "same_chunks": same_chunks(model, share, corpus)}
+
+
+def run_langchain(corpus: Path, device: str) -> dict[str, Any]:
+    from benchmarks import langchain_side as lc
+    from tasks.core.config import EncodeConfig
+    from tasks.encoders.model import load_tokenizer, resolve_model_path
+    from tasks.evaluation.metrics import retrieval_metrics
+
+    t = Timer()
+    docs = t.stage("ingest", lambda: lc.ingest(corpus))
+    chunks = t.stage("chunk", lambda: lc.chunk(docs), len(docs))
+    texts = [c.page_content for c in chunks]
+    tok = load_tokenizer(EncodeConfig().model)
+    tokens = sum(len(ids) for ids in tok(texts, add_special_tokens=True, truncation=True,
+                                         max_length=256)["input_ids"])
+    holder: dict[str, Any] = {}
+
+    def load_and_encode():  # the stage includes loading the model, as embedpipe's does
+        holder["emb"] = lc.embeddings(str(resolve_model_path(EncodeConfig().model)), device)
+        return holder["emb"].embed_documents(texts)
+
+    vectors = t.stage("encode", load_and_encode, len(texts), tokens=tokens)
+    t.rows[-1]["tokens_per_s"] = round(tokens / t.rows[-1]["seconds"], 1)
+    db = t.stage("index", lambda: lc.store(chunks, vectors, holder["emb"]), len(texts))
+    queries, qrels = _queries(corpus)
+    ranked = lc.search(db, holder["emb"], queries)
+    run = {q: {d: -float(r) for r, d in enumerate(ids)}
+           for q, ids in zip(sorted(qrels), ranked, strict=True)}
+    return {"stages": t.rows, "chunks": len(texts), "tokens": tokens,
+            "quality": retrieval_metrics(qrels, run)}
 
 
 def same_chunks(model: Any, share: Path, corpus: Path) -> dict[str, Any]:
@@ -200,9 +231,12 @@ def run_embedpipe(corpus: Path, threshold: float, share: Path, device: str) -> d
 
 
 def side_main(args: argparse.Namespace) -> None:
-    result = (run_naive(args.corpus, args.threshold, args.memory_gb, args.share, args.device)
-              if args.side == "naive"
-              else run_embedpipe(args.corpus, args.threshold, args.share, args.device))
+    if args.side == "naive":
+        result = run_naive(args.corpus, args.threshold, args.memory_gb, args.share, args.device)
+    elif args.side == "langchain":
+        result = run_langchain(args.corpus, args.device)
+    else:
+        result = run_embedpipe(args.corpus, args.threshold, args.share, args.device)
     result["peak_rss_mb"] = _rss_mb()
     args.result.write_text(json.dumps(result, indent=2))
 
@@ -219,6 +253,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {r['stage']} | {r['seconds']:.2f} | {n.get('seconds', '-')} | {ratio} |"
                      f" {r.get('items_per_s', '-')} | {n.get('items_per_s', '-')} |"
                      f" {r['peak_rss_mb']} | {n.get('peak_rss_mb', '-')} |")
+    lines += build_table(report)
     e, nv = report["embedpipe"], report["naive"]
     enc_e = next(r for r in e["stages"] if r["stage"] == "encode")
     enc_n = next(r for r in nv["stages"] if r["stage"] == "encode")
@@ -258,6 +293,30 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def build_table(report: dict[str, Any]) -> list[str]:
+    """Each side's build (ingest -> index), its stages, peak memory and quality, and
+    embedpipe's time as a fraction of each other side's."""
+    sides = [s for s in SIDES if s in report]
+    stages = ("ingest", "clean", "chunk", "encode", "reduce", "dedup", "index")
+    secs = {s: {r["stage"]: r["seconds"] for r in report[s]["stages"]} for s in sides}
+    total = {s: sum(secs[s].values()) for s in sides}
+    lines = ["", "Build, ingest -> index, each side in its own process on the same documents:",
+             "", "| | " + " | ".join(sides) + " |", "|---" * (len(sides) + 1) + "|"]
+    for stage in stages:
+        if any(stage in secs[s] for s in sides):
+            lines.append(f"| {stage} s | " + " | ".join(
+                f"{secs[s][stage]:.2f}" if stage in secs[s] else "-" for s in sides) + " |")
+    rows = {"**build s**": lambda s: f"**{total[s]:.2f}**",
+            "embedpipe / side": lambda s: f"{total['embedpipe'] / total[s]:.2f}x",
+            "chunks": lambda s: f"{report[s]['chunks']:,}",
+            "chunks/s (chunk stage)": lambda s: f"{report[s]['chunks'] / secs[s]['chunk']:,.0f}",
+            "peak RSS MB": lambda s: f"{report[s]['peak_rss_mb']:,.0f}",
+            "recall@10": lambda s: f"{report[s]['quality'].get('recall_at_10', 0):.4f}",
+            "nDCG@10": lambda s: f"{report[s]['quality'].get('ndcg_at_10', 0):.4f}"}
+    lines += [f"| {k} | " + " | ".join(f(s) for s in sides) + " |" for k, f in rows.items()]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
@@ -266,7 +325,7 @@ def main() -> None:
     parser.add_argument("--memory-gb", type=float, default=16.0,
                         help="budget the naive dedup's n x n matrix must fit")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
-    parser.add_argument("--side", choices=["naive", "embedpipe"], help=argparse.SUPPRESS)
+    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--share", type=Path, help=argparse.SUPPRESS)
@@ -286,7 +345,11 @@ def main() -> None:
         info = generate(corpus, n, REPO / "data" / "sample")
         report: dict[str, Any] = {"corpus": info, "target_chunks": n, "cpu": cpu_label(),
                                   "device": args.device, "warm_up_s": _warm_up(args.device)}
-        for side in ("embedpipe", "naive"):  # naive second: it re-encodes embedpipe's chunks
+        from benchmarks.langchain_side import available
+
+        # naive after embedpipe: it re-encodes embedpipe's chunks; langchain only where the
+        # benchmark extra is installed (`pip install -e ".[bench]"`)
+        for side in SIDES if available() else SIDES[:2]:
             result = Path(tmp) / f"{side}.json"
             subprocess.run([sys.executable, "-m", "benchmarks.run", "--side", side, "--corpus",
                             str(corpus), "--result", str(result), "--threshold",

@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from flows.temporary_server import start_temporary_api, wait_until_healthy
 from tasks.core.catalog import ENCODED, MANIFEST
 from tasks.core.config import cache_root, load_params, parse_override
 from tasks.core.registry import STAGE_NAMES, get_stage
@@ -27,12 +28,15 @@ def _root(args: argparse.Namespace) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from flows.pipeline import check_before_running, pipeline  # noqa: PLC0415
-
     overrides = dict(parse_override(s) for s in args.set)
     params = load_params(_root(args) / "params.yaml", overrides)  # fail before Prefect starts
+    server = start_temporary_api(Path.cwd())  # starts while the pipeline is imported
+    from flows.pipeline import check_before_running, pipeline  # noqa: PLC0415
+
     if overrides:  # params.yaml is untouched until the overrides pass every check
         check_before_running(_root(args), params)
+    if server is not None:
+        wait_until_healthy(os.environ["PREFECT_API_URL"], server)
     summary = pipeline(root=str(_root(args)), set_params=overrides, force=args.force,
                        on_busy=args.on_busy)
     for s in summary["stages"]:
@@ -337,16 +341,24 @@ class OneLineErrors(logging.Filter):
         return True
 
 
+class QuietLibraries(logging.Filter):
+    """FAISS's and bm25s' own DEBUG/INFO lines are not news here (bm25s sets its logger to
+    DEBUG when imported, so a level set before that does not hold)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name.split(".")[0] not in {
+            "faiss", "bm25s"}
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no phoning home
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for chatty in ("faiss", "bm25s"):  # their own DEBUG/INFO lines are not news here
-        logging.getLogger(chatty).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     if not args.debug:
         for handler in logging.getLogger().handlers:
             handler.addFilter(OneLineErrors())
+            handler.addFilter(QuietLibraries())
     try:
         return args.func(args)
     except (ValueError, RuntimeError) as err:

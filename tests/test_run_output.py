@@ -31,6 +31,7 @@ def test_log_is_one_line_per_stage_start_and_end_and_set_edits_one_line(tmp_path
         assert len(starts) == 1 and len(starts[0]) < 240, (stage, starts)
         assert len(ends) == 1, (stage, ends)
     assert "Finished in state" not in log and "None=None" not in log
+    assert "DEBUG" not in log and "bm25s" not in log  # libraries' own chatter
     progress = [line for line in lines if re.search(r": [\d,]+ / [\d,]+ \w+ \(\d+%\)", line)]
     assert len(progress) == len(set(progress))  # no line twice
     diff = [line for line in difflib.unified_diff(before.splitlines(),

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import NamedTuple
 
 from tasks.core.config import EncodeConfig
 
 
+def _no_gpu_driver() -> bool:
+    """Linux with neither NVIDIA's nor AMD's kernel driver: no CUDA/ROCm device, and no MPS
+    off macOS, found without importing torch (about a second)."""
+    return sys.platform == "linux" and not any(
+        Path(p).exists() for p in ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/kfd"))
+
+
 def pick_device(requested: str) -> str:
     """'auto' -> cuda, then mps, then cpu; an explicit device must be present."""
+    if requested == "cpu" or (requested == "auto" and _no_gpu_driver()):
+        return "cpu"
     import torch  # noqa: PLC0415
 
     available = {

@@ -211,16 +211,33 @@ def load_tokenizer(name: str, revision: str | None = None) -> Any:
     return tok
 
 
+def _specials_and_prefix(cfg: EncodeConfig, folder: Path) -> tuple[int, int]:
+    """Special tokens the encoder adds and the passage prefix's tokens: from the folder's
+    `tokenizer.json` through the tokenizers library when it has one (transformers, and torch
+    with it, take seconds to import before a run's first stage), else from transformers."""
+    path = folder / "tokenizer.json"
+    if path.is_file():
+        from tokenizers import Tokenizer  # noqa: PLC0415
+
+        tok = Tokenizer.from_file(str(path))
+        tok.no_padding()
+        tok.no_truncation()
+        if tok.post_processor is not None:
+            return (tok.post_processor.num_special_tokens_to_add(False),
+                    len(tok.encode(cfg.passage_prefix, add_special_tokens=False).ids))
+    tok = load_tokenizer(cfg.model, cfg.revision)
+    return (tok.num_special_tokens_to_add(pair=False),
+            len(tok(cfg.passage_prefix, add_special_tokens=False)["input_ids"]))
+
+
 def token_budget(cfg: EncodeConfig, max_tokens: int) -> int:
     """Text tokens a chunk may hold so prefix + text + special tokens fit the model.
 
     Raises ValueError when `max_tokens` asks for more than the model can take.
     """
     folder = resolve_model_path(cfg.model, cfg.revision)
-    tok = load_tokenizer(cfg.model, cfg.revision)
     limit = effective_max_seq_length(cfg, folder)
-    specials = tok.num_special_tokens_to_add(pair=False)
-    prefix = len(tok(cfg.passage_prefix, add_special_tokens=False)["input_ids"])
+    specials, prefix = _specials_and_prefix(cfg, folder)
     room = limit - specials - prefix
     if max_tokens > room:
         raise ValueError(

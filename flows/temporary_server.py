@@ -1,0 +1,109 @@
+"""Prefect's temporary API server, started before anything else of a run.
+
+With no Prefect API configured, Prefect starts a temporary server when the flow begins: after
+this process has imported the pipeline, and after importing Prefect's server code here too
+(about 3 s) only to launch it in a subprocess. `embedpipe run` launches that server first,
+with the command Prefect itself uses, so its start-up and this process's imports overlap on
+two cores, and points Prefect at it through PREFECT_API_URL.
+
+A configured API (the environment, a Prefect profile, `prefect.toml`, `[tool.prefect]` in
+`pyproject.toml`, `.env`) is left to Prefect, as is any setting this module does not read.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.request
+from importlib.util import find_spec
+from pathlib import Path
+
+START_TIMEOUT_S = 60.0
+
+
+def _api_configured(cwd: Path) -> bool:
+    """Whether Prefect has an API, or a setting about one, that this module leaves to it."""
+    if os.environ.get("PREFECT_SERVER_EPHEMERAL_ENABLED", "").lower() in ("0", "false"):
+        return True
+    if os.environ.get("PREFECT_API_URL") or any(
+            (cwd / name).is_file() for name in ("prefect.toml", ".env")):
+        return True
+    if (cwd / "pyproject.toml").is_file() and "[tool.prefect" in (
+            cwd / "pyproject.toml").read_text(errors="replace"):
+        return True
+    home = Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect")).expanduser()
+    profiles = Path(os.environ.get("PREFECT_PROFILES_PATH", home / "profiles.toml"))
+    if not profiles.is_file():
+        return False
+    data = tomllib.loads(profiles.read_text())
+    active = os.environ.get("PREFECT_PROFILE") or data.get("active", "ephemeral")
+    return bool(data.get("profiles", {}).get(active, {}).get("PREFECT_API_URL"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _launch(port: int) -> subprocess.Popen:
+    app_dir = Path(find_spec("prefect").origin).parents[1]
+    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+           "PREFECT__SERVER_FINAL": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory",
+         "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "error", "--lifespan", "on"],
+        env=env, stdin=subprocess.DEVNULL)
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen) -> None:
+    """Block until the server answers /health (it started while the caller imported), then
+    say where it is."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"Prefect's temporary server exited with code {process.returncode}"
+                               " before it answered; set PREFECT_API_URL to a running server")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
+                if response.status == 200:
+                    print(f"embedpipe: Prefect's temporary server for this run at "  # noqa: T201
+                          f"{url.removesuffix('/api')} (PREFECT_API_URL names a lasting one)",
+                          file=sys.stderr)
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"Prefect's temporary server did not answer {url}/health within "
+                       f"{START_TIMEOUT_S:.0f} s; set PREFECT_API_URL to a running server")
+
+
+def start_temporary_api(cwd: Path) -> subprocess.Popen | None:
+    """Start the temporary server now when no API is configured (its process, else None).
+
+    It stops when this interpreter exits, after Prefect's own exit handlers (registered
+    later, so run earlier) have sent the run's last logs and events to it.
+    Call `wait_until_healthy` before the flow begins.
+    """
+    if _api_configured(cwd):
+        return None
+    port = _free_port()
+    process = _launch(port)
+    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+    atexit.register(_stop, process)
+    return process
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
