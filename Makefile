@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -c requirements.lock -e ".[dev,dask,bench]"
+	$(PY) -m pip install -q -c requirements.lock -e ".[dev,dask,bench,export]"
 	touch $@
 
 run: setup

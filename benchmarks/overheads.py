@@ -114,7 +114,7 @@ class Runs:
 def manifest_seconds(ws: Path) -> dict[str, float]:
     """Each stage's own seconds, as its manifest records them (start_stage -> commit)."""
     out = {}
-    for path in sorted((ws / "data").glob("0*_*/_manifest.json")):
+    for path in sorted((ws / "data").glob("[0-9][0-9]_*/_manifest.json")):
         m = json.loads(path.read_text(encoding="utf-8"))
         out[m["stage"]] = float(m["seconds"])
     return out

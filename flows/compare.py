@@ -35,7 +35,7 @@ def scratch_copy(root: Path, dest: Path) -> Path:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     data = root / params.paths.data
-    for out in data.glob("0*_*"):
+    for out in data.glob("[0-9][0-9]_*"):
         shutil.copytree(out, dest / params.paths.data / out.name)
     source = Path(params.ingest.source)
     if not source.is_absolute():  # same relative path, same fingerprint, no copy

@@ -37,10 +37,25 @@ RunOverrides: type[BaseModel] = create_model(
 
 
 def to_dotted(overrides: BaseModel | dict[str, Any] | None) -> dict[str, Any]:
-    """The set fields of a RunOverrides as dotted params keys (`{'reduce.pca_dims': 64}`)."""
+    """The set fields of a RunOverrides as dotted params keys (`{'reduce.pca_dims': 64}`);
+    a nested group's fields one by one (`export.lancedb.uri`), so an unchanged one is not
+    written back."""
     if overrides is None:
         return {}
     data = overrides.model_dump(exclude_none=True) if isinstance(overrides, BaseModel) else (
         overrides)
-    return {f"{group}.{key}": value for group, values in data.items()
-            for key, value in (values or {}).items()}
+    return {key: value for group, values in data.items()
+            for key, value in _leaves(group, Params.model_fields[group].annotation,
+                                      values or {})}
+
+
+def _leaves(prefix: str, model: Any, values: dict[str, Any]) -> list[tuple[str, Any]]:
+    out = []
+    for key, value in values.items():
+        field = getattr(model, "model_fields", {}).get(key)
+        sub = field.annotation if field is not None else None
+        if isinstance(value, dict) and isinstance(sub, type) and issubclass(sub, BaseModel):
+            out += _leaves(f"{prefix}.{key}", sub, value)
+        elif value is not None:
+            out.append((f"{prefix}.{key}", value))
+    return out

@@ -19,6 +19,7 @@ from tasks.core.config import PublishConfig
 from tasks.core.fingerprint import stage_fingerprint
 from tasks.core.progress import task_logger
 from tasks.core.runtime import main, start_stage
+from tasks.evaluation.metrics import check_gate
 from tasks.storage import s3
 from tasks.storage.published import publish_folder, publish_to_s3
 
@@ -26,14 +27,6 @@ from tasks.storage.published import publish_folder, publish_to_s3
 def version_name(index_manifest: dict[str, Any]) -> str:
     """Published folder name: the index fingerprint (same index, same name)."""
     return f"index-{index_manifest['fingerprint'][:16]}"
-
-
-def check_gate(evaluate_manifest: dict[str, Any]) -> None:
-    """Refuse to publish an index whose evaluation gate did not pass."""
-    gate = evaluate_manifest.get("gate", {})
-    if not gate.get("passed"):
-        raise ValueError(f"publish: the evaluation gate did not pass ({gate.get('failures')}); "
-                         "the published index is unchanged")
 
 
 def publish_index(index_dir: Path, cfg: PublishConfig, root: Path, version: str,
@@ -51,7 +44,7 @@ def publish_task(root: str = ".") -> str:
     """Publish the evaluated index when its gate passed."""
     run = start_stage("publish", root)
     cfg = run.params.publish
-    check_gate(run.inputs["evaluate"])
+    check_gate(run.inputs["evaluate"], "publish", "the published index is")
     version = version_name(run.inputs["index"])
     pointer = {"index_fingerprint": run.inputs["index"]["fingerprint"],
                "evaluate_fingerprint": run.inputs["evaluate"]["fingerprint"]}

@@ -59,8 +59,8 @@ def fingerprints(ws: Path) -> dict[str, str]:
     """Stage name -> fingerprint of every stage output in a workspace."""
     import json
 
-    return {m["stage"]: m["fingerprint"] for m in (
-        json.loads(p.read_text()) for p in sorted((ws / "data").glob("0*_*/_manifest.json")))}
+    manifests = sorted((ws / "data").glob("[0-9][0-9]_*/_manifest.json"))
+    return {m["stage"]: m["fingerprint"] for m in (json.loads(p.read_text()) for p in manifests)}
 
 
 def env_with_venv() -> dict[str, str]:

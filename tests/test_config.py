@@ -97,7 +97,7 @@ def test_bad_parameter_runs_nothing_and_leaves_params_yaml(tmp_path, override, m
     assert proc.returncode == 2 and message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # one clear line
     assert (ws / "params.yaml").read_bytes() == before
-    assert not list((ws / "data").glob("0*_*"))
+    assert not list((ws / "data").glob("[0-9][0-9]_*"))
 
 
 def test_status_names_a_yaml_error_in_one_line(tmp_path):

@@ -36,7 +36,7 @@ def workspace(dest: Path, overrides: dict) -> Path:
 def files(ws: Path) -> dict[str, dict[str, str]]:
     """Stage -> its fingerprint and the sha256 of each data file."""
     out = {}
-    for path in sorted((ws / "data").glob("0*_*/_manifest.json")):
+    for path in sorted((ws / "data").glob("[0-9][0-9]_*/_manifest.json")):
         m = json.loads(path.read_text())
         out[m["stage"]] = {"fingerprint": m["fingerprint"],
                            **{f: h for f, h in m["files"].items() if f not in TIMED}}

@@ -20,7 +20,8 @@ def test_every_stage_has_a_module_with_main():
 
 
 def test_downstream_of_reduce():
-    assert downstream_of("reduce") == ("reduce", "dedup", "index", "evaluate", "publish")
+    assert downstream_of("reduce") == ("reduce", "dedup", "index", "evaluate", "publish",
+                                      "export")
 
 
 def test_unknown_stage_lists_valid_names():

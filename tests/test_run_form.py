@@ -10,7 +10,7 @@ import pytest
 from flows.deployments import build_deployments
 from tasks.core.config import Params
 from tasks.core.registry import STAGE_NAMES
-from tests.conftest import make_workspace
+from tests.conftest import REPO, make_workspace
 
 
 def test_form_schema_opens_every_group_with_the_workspaces_values(tmp_path):
@@ -57,9 +57,36 @@ def test_the_browser_shows_the_settings_in_open_groups(tmp_path):
         assert shown in dom, shown
     # a `None` pill only where the setting may be null and is null in params.yaml now
     params = Params()
-    nullable_null = sum(
-        1 for group in STAGE_NAMES
-        for name, prop in type(getattr(params, group)).model_json_schema()["properties"].items()
-        if getattr(getattr(params, group), name) is None
-        and any(b.get("type") == "null" for b in prop.get("anyOf", [])))
+    nullable_null = sum(_nullable_nulls(getattr(params, group)) for group in STAGE_NAMES)
     assert dom.count('Property is type "None"') == nullable_null
+
+
+def _nullable_nulls(model) -> int:
+    """Settings of `model` (nested groups included) that may be null and are null now."""
+    from pydantic import BaseModel
+
+    count = 0
+    for name, prop in type(model).model_json_schema()["properties"].items():
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            count += _nullable_nulls(value)
+        elif value is None and any(b.get("type") == "null" for b in prop.get("anyOf", [])):
+            count += 1
+    return count
+
+
+def test_a_nested_group_sends_and_writes_only_its_changed_fields(tmp_path):
+    from flows.parameters import RunOverrides, to_dotted
+    from flows.pipeline import changed_only
+    from tasks.core.params_file import write_overrides
+
+    params = tmp_path / "params.yaml"
+    params.write_text((REPO / "params.yaml").read_text())
+    current = Params().export.model_dump(mode="json")  # the form sends every field back
+    sent = RunOverrides(export={**current, "lancedb": {**current["lancedb"], "uri": "stores/x"}})
+    changed = changed_only(params, to_dotted(sent))
+    assert changed == {"export.lancedb.uri": "stores/x"}
+    write_overrides(params, changed)
+    text = params.read_text()
+    assert "    uri: stores/x             # a folder or s3://" in text  # edited in place
+    assert "    dsn_env: null" in text

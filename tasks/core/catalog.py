@@ -85,3 +85,4 @@ PLOTS_DIR = "plots"
 PLOTS = tuple(StageFile("evaluate", f"{PLOTS_DIR}/{name}") for name in (
     "map.png", "recall_vs_nprobe.png", "nn_similarity.png"))
 RECEIPT = StageFile("publish", "receipt.json")
+EXPORTED = StageFile("export", "exported.json")  # per target: where, table version, counts

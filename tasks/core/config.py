@@ -380,6 +380,43 @@ class PublishConfig(_Config):
     keep: Annotated[int, Field(ge=1)] = Field(5, description="Published versions kept.")
 
 
+class LanceDBTarget(_Config):
+    """A LanceDB table the export keeps in step with the index (embedded, no server)."""
+
+    uri: str | None = Field(None, description="A folder (relative to the workspace) or "
+                            "s3://bucket/prefix; null: no LanceDB export.")
+    table: str = Field("embedpipe_chunks", description="Table name inside the database.")
+
+
+class PostgresTarget(_Config):
+    """A PostgreSQL table with pgvector the export keeps in step with the index."""
+
+    dsn_env: str | None = Field(
+        None, description="Name of the environment variable holding the connection string "
+        "(never the string itself: it may carry a password); null: no PostgreSQL export.")
+    table: str = Field("embedpipe_chunks", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$",
+                       description="Table name (created when missing; letters, digits, _).")
+    index: Literal["hnsw", "ivfflat", "none"] = Field(
+        "hnsw", description="pgvector index on the vector column (inner product).")
+    hnsw_m: Annotated[int, Field(ge=2, le=100)] = Field(16, description="HNSW links per node.")
+    hnsw_ef_construction: Annotated[int, Field(ge=4, le=1000)] = Field(
+        64, description="HNSW build-time candidate list.")
+    ivfflat_lists: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="IVFFlat lists; null: rows / 1000, at least 1 (pgvector's advice).")
+    connect_timeout_s: Annotated[int, Field(ge=1, le=600)] = Field(
+        10, description="Seconds to wait for the server before the export fails.")
+
+
+class ExportConfig(_Config):
+    """Stores users keep vectors in, kept in step with each gated index: only rows that
+    changed are written, deleted chunks removed, all in one transaction or table version."""
+
+    lancedb: LanceDBTarget = Field(LanceDBTarget(), description="An embedded LanceDB table "
+                                   "(a folder or s3://); off while its uri is null.")
+    postgres: PostgresTarget = Field(PostgresTarget(), description="A PostgreSQL table with "
+                                     "pgvector; off while its dsn_env is null.")
+
+
 class Params(_Config):
     """Everything in params.yaml."""
 
@@ -394,6 +431,7 @@ class Params(_Config):
     index: IndexConfig = IndexConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     publish: PublishConfig = PublishConfig()
+    export: ExportConfig = ExportConfig()
     search: SearchConfig = SearchConfig()
 
 

@@ -55,6 +55,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("evaluate", "08_evaluate", ("index", "dedup", "chunk", "ingest"), ("evaluate",),
               extra_deps=("${ingest.source}",)),
     StageSpec("publish", "09_publish", ("index", "evaluate"), ("publish",)),
+    StageSpec("export", "10_export", ("index", "dedup", "evaluate"), ("export",)),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 

@@ -8,6 +8,7 @@ duplicate of a retrieved chunk retrieves its own document too.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import ir_measures
 import numpy as np
@@ -75,3 +76,12 @@ def retrieval_metrics(qrels: dict[str, dict[str, int]],
     # Averaged over every query in qrels: a query with nothing retrieved scores zero.
     agg = ir_measures.calc_aggregate(MEASURES, qrel_rows, run_rows)
     return {NAMES[str(m)]: round(float(agg.get(m, 0.0)), 6) for m in MEASURES}
+
+
+def check_gate(evaluate_manifest: dict[str, Any], stage: str, unchanged: str) -> None:
+    """Refuse to hand on an index whose evaluation gate did not pass (`unchanged`: what
+    stays as it was, for the message)."""
+    gate = evaluate_manifest.get("gate", {})
+    if not gate.get("passed"):
+        raise ValueError(f"{stage}: the evaluation gate did not pass ({gate.get('failures')}); "
+                         f"{unchanged} unchanged")
