@@ -27,7 +27,7 @@ from tasks.core.vectors import vectors_to_arrow
 from tasks.encoders import vector_cache
 from tasks.encoders.device import runtime_for
 from tasks.encoders.loading import encoder_for
-from tasks.encoders.model import model_fingerprint
+from tasks.encoders.model import model_fingerprint, prefixes
 from tasks.encoders.vector_cache import text_keys
 
 BLOCK_BATCHES = 8  # batches per length-sorted block (progress granularity; the batches, and so
@@ -88,7 +88,7 @@ def encode_with_cache(encode: Encoder, d: int, texts: list[str], cfg: EncodeConf
             updated in place. Counts cover only keys new to the run, so per-window counts
             add up to those of one call over all the texts.
     """
-    keys = text_keys(texts, cfg.passage_prefix)
+    keys = text_keys(texts, prefixes(cfg)[0])
     seen = set() if seen is None else seen
     unique = sorted(set(keys))
     found, xu = (vector_cache.lookup(cache, space, unique, d) if cache is not None
@@ -127,13 +127,13 @@ def _window_progress(report: Callable[[int, int], None] | None, done: int, rows:
 def local_encoder(cfg: EncodeConfig) -> Encoder:
     """Encode in this process with the encoder `cfg` describes (loaded once per process)."""
     model = encoder_for(cfg)
-    return lambda texts, on_block: encode_texts(model, texts, cfg, cfg.passage_prefix,
+    return lambda texts, on_block: encode_texts(model, texts, cfg, prefixes(cfg)[0],
                                                 on_block)
 
 
 def encode_shard(texts: list[str], cfg: EncodeConfig) -> np.ndarray:
     """One shard's vectors, on a Dask worker: the encoder is loaded once per process."""
-    return encode_texts(encoder_for(cfg), texts, cfg, cfg.passage_prefix)
+    return encode_texts(encoder_for(cfg), texts, cfg, prefixes(cfg)[0])
 
 
 def dask_encoder(executor: Executor, cfg: EncodeConfig, d: int,

@@ -49,3 +49,32 @@ def test_unavailable_device_is_refused():
 
     with pytest.raises(ValueError, match=r"encode\.device: 'cuda' is not available"):
         pick_device("cuda")
+
+
+def test_a_models_declared_prompts_apply_by_default_and_params_override_them(tmp_path):
+    import json
+
+    from tasks.core.config import DEFAULT_MODEL
+    from tasks.encode import local_encoder
+    from tasks.encoders.model import prefixes, resolve_model_path
+
+    # the packaged model, with prompts declared as sentence-transformers models declare them
+    # (and a default prompt name, which must not be applied a second time)
+    folder = tmp_path / "prompted"
+    folder.mkdir()
+    for f in resolve_model_path(DEFAULT_MODEL).iterdir():
+        if f.name != "config_sentence_transformers.json":
+            (folder / f.name).symlink_to(f)
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(
+        {"prompts": {"query": "query: ", "document": "passage: "},
+         "default_prompt_name": "query"}))
+    cfg = EncodeConfig(model=str(folder), device="cpu", backend="torch", precision="fp32")
+    assert prefixes(cfg) == ("passage: ", "query: ")
+    assert model_fingerprint(cfg)["passage_prefix"] == "passage: "
+    assert prefixes(cfg.model_copy(update={"passage_prefix": ""})) == ("", "query: ")
+    assert prefixes(EncodeConfig(device="cpu")) == ("", "")  # a model declaring none
+
+    plain = EncodeConfig(device="cpu", backend="torch", precision="fp32")  # the model as shipped
+    got = local_encoder(cfg)(["Neutron stars are dense."], None)
+    want = local_encoder(plain)(["passage: Neutron stars are dense."], None)
+    assert float((got * want).sum()) > 0.9999

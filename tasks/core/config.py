@@ -209,8 +209,12 @@ class EncodeConfig(_Config):
     batch_size: Annotated[int, Field(ge=1, le=4096)] = Field(
         32, description="Texts per forward pass of the encoder.")
     normalize: bool = Field(True, description="L2-normalise vectors as they are produced.")
-    passage_prefix: str = Field("", description="Prepended to every chunk, e.g. 'passage: '.")
-    query_prefix: str = Field("", description="Prepended to queries, e.g. 'query: '.")
+    passage_prefix: str | None = Field(
+        None, description="Prepended to every chunk, e.g. 'passage: '; null: the model's own "
+        "document prompt when it declares prompts, else nothing.")
+    query_prefix: str | None = Field(
+        None, description="Prepended to queries (an instruction, e.g. 'query: '); null: the "
+        "model's own query prompt when it declares prompts, else nothing.")
     max_seq_length: Annotated[int, Field(ge=8)] | None = Field(
         None, description="Override the model's max_seq_length (never above its limit)."
     )

@@ -30,6 +30,7 @@ def load_torch_encoder(name: str, revision: str | None, device: str, max_seq_len
 
     model = SentenceTransformer(str(resolve_model_path(name, revision)), device=device)
     model.max_seq_length = max_seq_length
+    model.default_prompt_name = None  # prompts are applied as prefixes, the same on every backend
     if precision in ("fp16", "bf16"):
         model.to(torch.float16 if precision == "fp16" else torch.bfloat16)
     model.eval()

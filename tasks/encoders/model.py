@@ -168,11 +168,28 @@ def effective_max_seq_length(cfg: EncodeConfig, folder: Path) -> int:
     return cfg.max_seq_length
 
 
+DOCUMENT_PROMPTS = ("document", "passage", "doc", "corpus")  # names models give that prompt
+
+
+def prefixes(cfg: EncodeConfig) -> tuple[str, str]:
+    """(passage, query) prefixes: each as the params set it, or when null the prompt the model
+    declares in `config_sentence_transformers.json` (`prompts`: `query`, and `document` or
+    `passage`...), else none."""
+    if cfg.passage_prefix is not None and cfg.query_prefix is not None:
+        return cfg.passage_prefix, cfg.query_prefix
+    folder = resolve_model_path(cfg.model, cfg.revision)
+    prompts = _read_json(folder / "config_sentence_transformers.json").get("prompts") or {}
+    passage = next((prompts[k] for k in DOCUMENT_PROMPTS if k in prompts), "")
+    return (passage if cfg.passage_prefix is None else cfg.passage_prefix,
+            prompts.get("query", "") if cfg.query_prefix is None else cfg.query_prefix)
+
+
 def model_fingerprint(cfg: EncodeConfig) -> dict[str, Any]:
     """What decides the embedding space: files, length, prefixes, normalisation, backend and
     precision (int8 or bf16 vectors differ from fp32 ones)."""
     folder = resolve_model_path(cfg.model, cfg.revision)
     limits = model_limits(folder)
+    passage, query = prefixes(cfg)
     info = {
         "name": cfg.model,
         "revision": cfg.revision,
@@ -180,8 +197,8 @@ def model_fingerprint(cfg: EncodeConfig) -> dict[str, Any]:
         "dim": limits["dim"],
         "max_seq_length": effective_max_seq_length(cfg, folder),
         "normalize": cfg.normalize,
-        "passage_prefix": cfg.passage_prefix,
-        "query_prefix": cfg.query_prefix,
+        "passage_prefix": passage,
+        "query_prefix": query,
     }
     runtime = runtime_for(cfg)  # device is not part of the space; backend and precision are
     info |= {"backend": runtime.backend, "precision": runtime.precision,
@@ -224,10 +241,10 @@ def _specials_and_prefix(cfg: EncodeConfig, folder: Path) -> tuple[int, int]:
         tok.no_truncation()
         if tok.post_processor is not None:
             return (tok.post_processor.num_special_tokens_to_add(False),
-                    len(tok.encode(cfg.passage_prefix, add_special_tokens=False).ids))
+                    len(tok.encode(prefixes(cfg)[0], add_special_tokens=False).ids))
     tok = load_tokenizer(cfg.model, cfg.revision)
     return (tok.num_special_tokens_to_add(pair=False),
-            len(tok(cfg.passage_prefix, add_special_tokens=False)["input_ids"]))
+            len(tok(prefixes(cfg)[0], add_special_tokens=False)["input_ids"]))
 
 
 def token_budget(cfg: EncodeConfig, max_tokens: int) -> int:

@@ -48,7 +48,7 @@ def encode_queries(model: dict[str, Any], transform: VectorTransform, texts: lis
     Raises ValueError when the model found here is not the one `model` was stamped with.
     """
     from tasks.encoders.loading import encoder_for  # noqa: PLC0415
-    from tasks.encoders.model import model_fingerprint  # noqa: PLC0415
+    from tasks.encoders.model import model_fingerprint, prefixes  # noqa: PLC0415
 
     cfg = EncodeConfig(model=model["name"], revision=model["revision"],
                        normalize=model["normalize"], query_prefix=model["query_prefix"],
@@ -62,7 +62,7 @@ def encode_queries(model: dict[str, Any], transform: VectorTransform, texts: lis
         )
     if not texts:
         return np.zeros((0, transform.d_out), dtype="float32")
-    x = encoder_for(cfg).encode([cfg.query_prefix + t for t in texts],
+    x = encoder_for(cfg).encode([prefixes(cfg)[1] + t for t in texts],
                                 normalize_embeddings=cfg.normalize, convert_to_numpy=True,
                                 show_progress_bar=False)
     return transform.apply(np.asarray(x, dtype="float32"))
