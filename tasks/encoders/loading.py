@@ -1,5 +1,5 @@
-"""The encoder object for an encode config: a SentenceTransformer or the ONNX export,
-loaded once per process."""
+"""The encoder object for an encode config: a SentenceTransformer, the ONNX export or the
+client of an OpenAI-compatible server, loaded once per process."""
 
 from __future__ import annotations
 
@@ -14,6 +14,13 @@ from tasks.encoders.model import (
     files_digest,
     load_tokenizer,
     resolve_model_path,
+    token_counter,
+)
+from tasks.encoders.openai_api import (
+    EmbeddingsClient,
+    OpenAIEncoder,
+    api_settings,
+    probe_dimension,
 )
 
 
@@ -52,8 +59,19 @@ def load_encoder(name: str, revision: str | None, max_seq_length: int, runtime: 
         lambda: load_torch_encoder(name, revision, "cpu", max_seq_length))
 
 
+@lru_cache(maxsize=4)
+def load_api_encoder(cfg: EncodeConfig, max_seq_length: int) -> OpenAIEncoder:
+    """The client of the server `cfg` names; requests sized with encode.model's tokenizer."""
+    settings = api_settings(cfg)
+    return OpenAIEncoder(EmbeddingsClient(settings), probe_dimension(settings),
+                         token_counter(cfg.model, cfg.revision, max_seq_length),
+                         cfg.api_batch_tokens, cfg.api_concurrency)
+
+
 def encoder_for(cfg: EncodeConfig) -> Any:
     """Load the encoder `cfg` describes (same `.encode` interface for every backend)."""
     folder = resolve_model_path(cfg.model, cfg.revision)
-    return load_encoder(cfg.model, cfg.revision, effective_max_seq_length(cfg, folder),
-                        runtime_for(cfg))
+    max_seq_length = effective_max_seq_length(cfg, folder)
+    if cfg.backend == "openai":
+        return load_api_encoder(cfg, max_seq_length)
+    return load_encoder(cfg.model, cfg.revision, max_seq_length, runtime_for(cfg))

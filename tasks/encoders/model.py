@@ -1,6 +1,10 @@
 """Everything known about a model: where its files are, what its config files say, what
 identifies it, its tokenizer, and the checks of params against it.
 
+Backend openai: the vectors come from a server, but encode.model still names a model whose
+tokenizer is here (normally the one the server serves): chunk budgets and request sizes are
+counted with it.
+
 Models load from a local folder: the packaged all-MiniLM-L6-v2 for the default name, a
 path as given, or a Hugging Face snapshot already in the local cache (no download at run
 time when HF_HUB_OFFLINE=1).
@@ -8,8 +12,10 @@ time when HF_HUB_OFFLINE=1).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +24,7 @@ from typing import Any
 from tasks.core.config import DEFAULT_MODEL, EncodeConfig, Params
 from tasks.core.fingerprint import canonical_json, sha256_file, sha256_text
 from tasks.encoders.device import runtime_for
+from tasks.encoders.openai_api import api_host, api_path, api_settings, probe_dimension
 
 log = logging.getLogger(__name__)
 _SKIP_IN_HASH = {"README.md", ".gitattributes"}
@@ -186,15 +193,18 @@ def prefixes(cfg: EncodeConfig) -> tuple[str, str]:
 
 def model_fingerprint(cfg: EncodeConfig) -> dict[str, Any]:
     """What decides the embedding space: files, length, prefixes, normalisation, backend and
-    precision (int8 or bf16 vectors differ from fp32 ones)."""
+    precision (int8 or bf16 vectors differ from fp32 ones); for backend openai the server
+    (host, path, served model) and the dimension it returns, not the local weights' numbers.
+
+    For backend openai, `client` (beside the fingerprint, not in it) names the key's
+    environment variable, so the query side asks the same server the same way."""
     folder = resolve_model_path(cfg.model, cfg.revision)
-    limits = model_limits(folder)
     passage, query = prefixes(cfg)
     info = {
         "name": cfg.model,
         "revision": cfg.revision,
-        "files_sha256": files_digest(folder),
-        "dim": limits["dim"],
+        "files_sha256": files_digest(folder),  # for openai: the local tokenizer's identity
+        "dim": output_dim(cfg),
         "max_seq_length": effective_max_seq_length(cfg, folder),
         "normalize": cfg.normalize,
         "passage_prefix": passage,
@@ -202,19 +212,58 @@ def model_fingerprint(cfg: EncodeConfig) -> dict[str, Any]:
     }
     runtime = runtime_for(cfg)  # device is not part of the space; backend and precision are
     info |= {"backend": runtime.backend, "precision": runtime.precision,
-             "numerics": numerics(runtime.backend)}
+             "numerics": numerics(runtime.backend, cfg)}
     info["fingerprint"] = sha256_text(canonical_json(info))
+    if runtime.backend == "openai":
+        info["client"] = {"api_key_env": cfg.api_key_env}
     return info
 
 
-def numerics(backend: str) -> dict[str, Any]:
+def output_dim(cfg: EncodeConfig) -> int:
+    """The dimension of the vectors `cfg` produces: the model files' word, or for backend
+    openai the server's (one probe request, cached per process)."""
+    if cfg.backend == "openai":
+        return probe_dimension(api_settings(cfg))
+    return model_limits(resolve_model_path(cfg.model, cfg.revision))["dim"]
+
+
+def numerics(backend: str, cfg: EncodeConfig | None = None) -> dict[str, Any]:
     """What decides a backend's numbers besides the weights: the runtime's version and, for
-    onnx, the export recipe. Two spaces differing here never share cached vectors."""
+    onnx, the export recipe; for openai the server and the model it serves (`cfg`'s). Two
+    spaces differing here never share cached vectors."""
     from importlib import metadata  # noqa: PLC0415
 
+    if backend == "openai" and cfg is not None:
+        api = api_settings(cfg)
+        return {"api_host": api_host(api.base_url), "api_path": api_path(api.base_url),
+                "served_model": api.model}
     if backend == "onnx":
         return {"onnxruntime": metadata.version("onnxruntime"), "export_recipe": EXPORT_VERSION}
     return {"torch": metadata.version("torch")}
+
+
+def tokenizer_identity(cfg: EncodeConfig) -> dict[str, Any]:
+    """The model name and files that count chunk tokens (no runtime, no server asked)."""
+    return {"name": cfg.model,
+            "files_sha256": files_digest(resolve_model_path(cfg.model, cfg.revision))}
+
+
+@lru_cache(maxsize=4)
+def token_counter(name: str, revision: str | None, max_seq_length: int
+                  ) -> Callable[[list[str]], list[int]]:
+    """Tokens the model reads of each text: special tokens included, cut at
+    `max_seq_length` as the encoder cuts; from the local `tokenizer.json` through the
+    tokenizers library when there is one (no transformers import), else transformers'."""
+    path = resolve_model_path(name, revision) / "tokenizer.json"
+    if path.is_file():
+        from tokenizers import Tokenizer  # noqa: PLC0415
+
+        backend = Tokenizer.from_file(str(path))
+    else:
+        backend = copy.deepcopy(load_tokenizer(name, revision).backend_tokenizer)
+    backend.no_padding()
+    backend.enable_truncation(max_seq_length)
+    return lambda texts: [len(e.ids) for e in backend.encode_batch(texts)]
 
 
 @lru_cache(maxsize=4)
@@ -271,7 +320,7 @@ def check_params_against_model(params: Params) -> int:
     enc = params.encode
     runtime_for(enc)
     token_budget(enc, params.chunk.max_tokens)
-    dim = model_limits(resolve_model_path(enc.model, enc.revision))["dim"]
+    dim = output_dim(enc)
     if params.reduce.pca_dims is not None and params.reduce.pca_dims > dim:
         raise ValueError(
             f"reduce.pca_dims: {params.reduce.pca_dims} exceeds the model's dimension {dim} "

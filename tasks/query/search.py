@@ -41,6 +41,21 @@ def set_search_param(index: faiss.Index, name: str | None, value: int | None) ->
         faiss.ParameterSpace().set_index_parameter(index, name, value)
 
 
+def query_encode_config(model: dict[str, Any]) -> EncodeConfig:
+    """The encode config that reproduces a stamped model fingerprint (`model`); for backend
+    openai the same server, served model and key variable."""
+    api: dict[str, Any] = {}
+    if model.get("backend") == "openai":
+        where = model["numerics"]
+        api = {"backend": "openai", "api_base_url": where["api_host"] + where["api_path"],
+               "api_model": where["served_model"],
+               "api_key_env": model.get("client", {}).get("api_key_env", "OPENAI_API_KEY")}
+    return EncodeConfig(model=model["name"], revision=model["revision"],
+                        normalize=model["normalize"], query_prefix=model["query_prefix"],
+                        passage_prefix=model["passage_prefix"],
+                        max_seq_length=model["max_seq_length"], **api)
+
+
 def encode_queries(model: dict[str, Any], transform: VectorTransform, texts: list[str],
                    where: str = "index") -> np.ndarray:
     """Embed query texts exactly as the index expects: model, query prefix, transform.
@@ -50,10 +65,7 @@ def encode_queries(model: dict[str, Any], transform: VectorTransform, texts: lis
     from tasks.encoders.loading import encoder_for  # noqa: PLC0415
     from tasks.encoders.model import model_fingerprint, prefixes  # noqa: PLC0415
 
-    cfg = EncodeConfig(model=model["name"], revision=model["revision"],
-                       normalize=model["normalize"], query_prefix=model["query_prefix"],
-                       passage_prefix=model["passage_prefix"],
-                       max_seq_length=model["max_seq_length"])
+    cfg = query_encode_config(model)
     now = model_fingerprint(cfg)["fingerprint"]
     if now != model["fingerprint"]:
         raise ValueError(
