@@ -113,12 +113,20 @@ def test_impossible_override_ends_failed_before_any_stage(served):
     run = run_deployment("embedpipe/manual", timeout=300,
                          parameters={"overrides": {"reduce": {"pca_dims": 999}}})
     assert run.state.is_failed()
-    with get_client(sync_client=True) as client:
-        tasks = client.read_task_runs()
-        logs = client.read_logs()
-    assert not [t for t in tasks if t.flow_run_id == run.id]
-    assert any("reduce.pca_dims: 999 exceeds" in entry.message for entry in logs
-               if entry.flow_run_id == run.id)
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+
+    with get_client(sync_client=True) as client:  # this run's own (the API pages at 200)
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[run.id])))
+        logs = client.read_logs(log_filter=LogFilter(
+            flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+    assert not tasks and logs
+    assert any("reduce.pca_dims: 999 exceeds" in entry.message for entry in logs)
     assert (ws / "params.yaml").read_text() == before
 
 

@@ -40,7 +40,8 @@ def flow_ws(tmp_path_factory, prefect_server):
 def test_first_run_runs_every_stage(flow_ws):
     ws, summary = flow_ws
     assert [s["stage"] for s in summary["stages"] if s["ran"]] == [
-        "ingest", "clean", "chunk", "encode", "reduce", "dedup", "index", "evaluate", "publish"]
+        "ingest", "clean", "chunk", "encode", "reduce", "dedup", "index", "evaluate", "publish",
+        "export"]
     rows = {s["stage"]: s["rows"] for s in summary["stages"]}
     assert rows["ingest"]["rejects"] >= 6  # the planted bad files
     assert rows["dedup"]["exact"] >= 3 and rows["dedup"]["near"] >= 3
@@ -109,7 +110,7 @@ def test_reduce_param_change_reruns_exactly_downstream(flow_ws):
     before = fingerprints(ws)
     summary = pipeline(root=str(ws), overrides={"reduce": {"pca_dims": 64}})
     ran = [s["stage"] for s in summary["stages"] if s["ran"]]
-    assert ran == ["reduce", "dedup", "index", "evaluate", "publish"]
+    assert ran == ["reduce", "dedup", "index", "evaluate", "publish", "export"]
     assert load_params(ws / "params.yaml").reduce.pca_dims == 64  # DVC sees what ran
     after = fingerprints(ws)
     assert {k for k in after if after[k] != before[k]} == set(ran)
