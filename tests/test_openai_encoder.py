@@ -277,6 +277,12 @@ def test_malformed_answers_are_refused(answer, refusal):
         parse_embeddings(answer, 2, 2, "http://h:1/v1/embeddings")
 
 
+def test_a_probe_answer_without_a_float_list_is_refused():
+    answer = {"data": [{"index": 0, "embedding": "AAAAPw=="}]}  # base64, not asked for
+    with pytest.raises(ValueError, match="vector 0 is not a list of numbers"):
+        parse_embeddings(answer, 1, None, "u")
+
+
 def test_answers_are_put_back_in_input_order():
     answer = {"data": [{"index": 1, "embedding": [0.0, 1.0]},
                        {"index": 0, "embedding": [1.0, 0.0]}]}

@@ -123,6 +123,8 @@ def parse_embeddings(payload: Any, n: int, dim: int | None, url: str) -> np.ndar
                          "answer refused")
     vectors = [item.get("embedding") for item in data]
     want = dim if dim is not None else _length(vectors[0]) if vectors else 0
+    if n and want < 1:
+        raise ValueError(f"{url}: vector {index[0]} is not a list of numbers; answer refused")
     for i, v in zip(index, vectors, strict=True):
         if _length(v) != want:
             raise ValueError(f"{url}: vector {i} has {_length(v)} dimensions, expected {want}; "
@@ -164,6 +166,8 @@ class EmbeddingsClient:
                  ) -> None:
         self.settings, self.sleep = settings, sleep
         self.rng = random.Random()
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request; retries
+        # and failures are logged here
         timeout = httpx.Timeout(settings.timeout_s,
                                 connect=min(settings.timeout_s, CONNECT_TIMEOUT_S))
         self.http = httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=64))
