@@ -78,3 +78,15 @@ def test_a_models_declared_prompts_apply_by_default_and_params_override_them(tmp
     got = local_encoder(cfg)(["Neutron stars are dense."], None)
     want = local_encoder(plain)(["passage: Neutron stars are dense."], None)
     assert float((got * want).sum()) > 0.9999
+
+
+def test_queries_reach_the_space_of_any_backend_the_index_was_built_with():
+    from tasks.query.search import query_encode_config
+
+    for built in (EncodeConfig(device="cpu", backend="torch", precision="fp32"),
+                  EncodeConfig(device="cpu"),  # auto: onnx int8 on this CPU
+                  EncodeConfig(device="cpu", backend="onnx", precision="fp32",
+                               query_prefix="query: ")):
+        stamped = model_fingerprint(built)
+        assert model_fingerprint(query_encode_config(stamped))["fingerprint"] == (
+            stamped["fingerprint"]), built

@@ -42,9 +42,13 @@ def set_search_param(index: faiss.Index, name: str | None, value: int | None) ->
 
 
 def query_encode_config(model: dict[str, Any]) -> EncodeConfig:
-    """The encode config that reproduces a stamped model fingerprint (`model`); for backend
-    openai the same server, served model and key variable."""
+    """The encode config that reproduces a stamped model fingerprint (`model`): the same
+    backend and precision (an index built with torch fp32 is queried with torch fp32, not
+    this machine's default), for backend openai the same server, served model and key
+    variable."""
     api: dict[str, Any] = {}
+    if model.get("backend") in ("torch", "onnx"):  # the numbers the index was built with
+        api = {"backend": model["backend"], "precision": model["precision"]}
     if model.get("backend") == "openai":
         where = model["numerics"]
         api = {"backend": "openai", "api_base_url": where["api_host"] + where["api_path"],
