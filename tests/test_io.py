@@ -100,3 +100,21 @@ def test_long_text_is_cut_into_parts_at_breaks_and_nothing_is_lost():
     paragraphs = "one two.\n\nthree four five.\n\nsix"
     assert list(text_parts([paragraphs], 20)) == ["one two.\n\n", "three four five.\n\n",
                                                   "six"]
+
+
+def test_a_zombie_writer_counts_as_dead():
+    """A killed stage whose parent died too stays a zombie until init reaps it: its leftovers
+    must go all the same (the kill -9 harness once found one kept)."""
+    import subprocess
+    import time
+
+    from tasks.core.io import pid_alive
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert pid_alive(child.pid)
+        child.kill()
+        time.sleep(0.3)  # killed, not yet reaped: a zombie
+        assert not pid_alive(child.pid)
+    finally:
+        child.wait()

@@ -49,14 +49,20 @@ def library_versions() -> dict[str, str]:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists (a leftover's writer may still be at work)."""
+    """Whether a process with this id exists and is not a zombie (a leftover's writer may
+    still be at work; a killed one whose parent died waits, a zombie, until init reaps it,
+    which in a container can take a while)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # Linux: the state letter follows the parenthesised command name
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
 
 
 def _remove_dead_leftovers(out_dir: Path) -> None:
