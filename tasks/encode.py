@@ -126,9 +126,8 @@ def _window_progress(report: Callable[[int, int], None] | None, done: int, rows:
 
 def local_encoder(cfg: EncodeConfig) -> Encoder:
     """Encode in this process with the encoder `cfg` describes (loaded once per process)."""
-    model = encoder_for(cfg)
-    return lambda texts, on_block: encode_texts(model, texts, cfg, prefixes(cfg)[0],
-                                                on_block)
+    model, prefix = encoder_for(cfg), prefixes(cfg)[0]
+    return lambda texts, on_block: encode_texts(model, texts, cfg, prefix, on_block)
 
 
 def encode_shard(texts: list[str], cfg: EncodeConfig) -> np.ndarray:

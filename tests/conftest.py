@@ -6,6 +6,8 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -88,12 +90,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory):
-    """A real `prefect server start` on 127.0.0.1 with a temporary SQLite database."""
+def wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 180,
+                 pause_s: float = 0.25) -> bool:
+    """Poll `url` until it answers 200 (True), the process exits or time runs out (False)."""
     import time
     import urllib.request
 
+    deadline = time.monotonic() + timeout_s
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            time.sleep(pause_s)
+    return False
+
+
+@contextmanager
+def scoped_env(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block; restore what was there before."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory):
+    """A real `prefect server start` on 127.0.0.1 with a temporary SQLite database."""
     home = tmp_path_factory.mktemp("prefect_home")
     port = free_port()
     env = env_with_venv() | {
@@ -108,15 +139,7 @@ def prefect_api(tmp_path_factory):
          "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True)
     url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
+    if not wait_healthy(f"{url}/health", proc, pause_s=0.5):
         proc.kill()
         raise RuntimeError(f"prefect server did not start: {(home / 'server.log').read_text()}")
     yield url
@@ -137,8 +160,6 @@ def embeddings_server(tmp_path_factory):
     OpenAI-compatible `/v1/embeddings` that wants `API_KEY`, found in `$API_KEY_ENV`);
     yields the base URL. It runs from `.venv-infinity` (numpy<2, transformers 4), which
     `make setup` creates."""
-    import time
-    import urllib.request
 
     server = INFINITY_VENV / "bin/infinity_emb"
     if not server.is_file():
@@ -157,24 +178,11 @@ def embeddings_server(tmp_path_factory):
          "--host", "127.0.0.1", "--port", str(port), "--engine", "torch", "--device", "cpu",
          "--no-vector-disk-cache", "--url-prefix", "/v1"],
         env=env, stdout=log, stderr=subprocess.STDOUT, cwd=home, start_new_session=True)
-    deadline = time.monotonic() + 180
-    while proc.poll() is None and time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.25)
-    else:
+    if not wait_healthy(f"http://127.0.0.1:{port}/health", proc):
         proc.kill()
         pytest.fail(f"infinity-emb did not start: {(home / 'server.log').read_text()[-3000:]}")
-    saved = os.environ.get(API_KEY_ENV)
-    os.environ[API_KEY_ENV] = API_KEY
-    yield f"http://127.0.0.1:{port}/v1"
-    if saved is None:
-        os.environ.pop(API_KEY_ENV, None)
-    else:
-        os.environ[API_KEY_ENV] = saved
+    with scoped_env({API_KEY_ENV: API_KEY}):
+        yield f"http://127.0.0.1:{port}/v1"
     proc.terminate()
     proc.wait(timeout=30)
     log.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, env_with_venv, fingerprints, free_port, make_workspace, run_stages
+from tests.conftest import (
+    REPO,
+    env_with_venv,
+    fingerprints,
+    free_port,
+    make_workspace,
+    run_stages,
+    scoped_env,
+)
 from tests.faulty_proxy import FaultyProxy
 
 SECRET = "EMBEDPIPE-TEST-SECRET-7f3a9c"
@@ -41,14 +48,8 @@ def s3_endpoint(tmp_path_factory):
             break
         except OSError:
             time.sleep(0.2)
-    saved = {k: os.environ.get(k) for k in AWS_ENV}
-    os.environ.update(AWS_ENV)
-    yield url
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with scoped_env(AWS_ENV):
+        yield url
     proc.terminate()
     proc.wait(timeout=30)
     log.close()

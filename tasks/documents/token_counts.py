@@ -42,7 +42,6 @@ class Tokens:
     """Counts and offsets of one document at a time (`use`), remembered until `forget()`."""
 
     def __init__(self, tokenizer: Any) -> None:
-        self.tok = tokenizer
         self.backend = copy.deepcopy(tokenizer.backend_tokenizer)
         self.backend.no_truncation()
         self.backend.no_padding()
@@ -69,10 +68,10 @@ class Tokens:
                 yield from done
 
     def _encode(self, texts: list[str]) -> list[Any]:
-        whole = [t for t in texts if self.whole_words and len(t) <= READ_CHARS]
+        read = [self.whole_words and len(t) <= READ_CHARS for t in texts]
+        whole = [t for t, r in zip(texts, read, strict=True) if r]
         encs = iter(self.backend.encode_batch(whole, add_special_tokens=False) if whole else [])
-        return [next(encs) if self.whole_words and len(t) <= READ_CHARS else None
-                for t in texts]
+        return [next(encs) if r else None for r in read]
 
     def use(self, text: str, enc: Any) -> None:
         """Count spans of `text` from here on (`enc`: its tokenization from `read`)."""

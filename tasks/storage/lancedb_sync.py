@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from tasks.core.config import LanceDBTarget
-from tasks.storage.export_diff import diff_counts
+from tasks.storage.export_diff import diff
 from tasks.storage.s3 import is_s3
 
 
@@ -41,11 +41,11 @@ def sync_lancedb(rows: pa.Table, target: LanceDBTarget, root: Path) -> dict[str,
     except ValueError:  # "Table ... was not found"
         table = db.create_table(target.table, data=rows)
         return {"uri": uri, "table": target.table, "version": table.version,
-                **diff_counts({}, rows)}
+                **diff({}, rows).counts}
     _check_dimension(table, rows, where)
     old = table.search().select(["chunk_id", "row_hash"]).limit(None).to_arrow()
-    counts = diff_counts(dict(zip(old.column("chunk_id").to_pylist(),
-                                  old.column("row_hash").to_pylist(), strict=True)), rows)
+    counts = diff(dict(zip(old.column("chunk_id").to_pylist(),
+                           old.column("row_hash").to_pylist(), strict=True)), rows).counts
     if counts["inserted"] or counts["updated"] or counts["deleted"]:
         (table.merge_insert("chunk_id")
          .when_matched_update_all(where="target.row_hash != source.row_hash")

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from tasks.core.config import PostgresTarget
 from tasks.core.vectors import arrow_to_vectors
-from tasks.storage.export_diff import changed_rows, diff_counts, removed_ids
+from tasks.storage.export_diff import diff
 
 COLUMNS = ("chunk_id", "doc_id", "source", "title", "text", "members", "index_fingerprint",
            "row_hash", "vector")
@@ -116,11 +116,11 @@ def sync_postgres(rows: pa.Table, target: PostgresTarget) -> dict[str, Any]:
                              f"index has {d}-d vectors; export to another table or drop it")
         old = dict(conn.execute(sql.SQL("SELECT chunk_id, row_hash FROM {}").format(table))
                    .fetchall())
-        counts = diff_counts(old, rows)
-        if changed := changed_rows(old, rows):
-            _upsert(conn, table, rows.take(changed))
-        if gone := removed_ids(old, rows):
+        changes = diff(old, rows)
+        if changes.changed:
+            _upsert(conn, table, rows.take(changes.changed))
+        if changes.removed:
             conn.execute(sql.SQL("DELETE FROM {} WHERE chunk_id = ANY(%s)").format(table),
-                         (gone,))
+                         (changes.removed,))
         _ensure_index(conn, target, rows.num_rows)
-    return {"table": target.table, **counts}
+    return {"table": target.table, **changes.counts}
