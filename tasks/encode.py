@@ -30,35 +30,51 @@ from tasks.encoders.loading import encoder_for
 from tasks.encoders.model import model_fingerprint, prefixes
 from tasks.encoders.vector_cache import text_keys
 
-BLOCK_BATCHES = 8  # batches per length-sorted block (progress granularity; the batches, and so
-# the vectors, are the same for any block size: texts are sorted once for the whole input)
+# Batches per block, the unit an encoder is called with, in one process or as a Dask shard's
+# part (`plan_blocks`). 32 was no faster than 8 with OpenVINO (`python -m
+# benchmarks.encode_backends`: 27.6k vs 28.4k tokens/s), and small blocks give a Dask cluster
+# more shards of a small input.
+BLOCK_BATCHES = 8
 # Batches per window of the streamed input: 256 x 32 = 8192 chunks by default (~12 MiB of
 # 384-d vectors); texts are length-sorted within a window, not across the whole input.
 WINDOW_BATCHES = 256
 COUNTS = ("chunks", "unique_texts", "encoded", "reused")
 
 
-def encode_texts(model: Any, texts: list[str], cfg: EncodeConfig, prefix: str,
-                 on_block: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """(n, d) float32 embeddings of `prefix + text`, in input order.
+def plan_blocks(texts: list[str], cfg: EncodeConfig) -> tuple[list[str], np.ndarray,
+                                                                list[np.ndarray]]:
+    """(unique texts, inverse, blocks): identical texts once, sorted by length once for the
+    whole input, cut into blocks of `BLOCK_BATCHES` batches (rows of `unique`).
 
-    Identical texts are encoded once. Texts are sorted by length once for the whole input
-    and encoded in blocks, so every batch pads to similar lengths; `on_block(done, total)`
-    is called after each block.
-    """
+    A block is the unit an encoder is called with, in one process or on a Dask worker, so a
+    batching backend forms the same batches, and gives the same vectors, either way."""
     unique, inverse = np.unique(np.array(texts, dtype=object), return_inverse=True)
-    d = model.get_embedding_dimension()
-    xu = np.zeros((len(unique), d), dtype="float32")
     order = np.argsort([-len(t) for t in unique.tolist()], kind="stable")
     block = max(cfg.batch_size * BLOCK_BATCHES, cfg.batch_size)
-    for start in range(0, len(order), block):
-        rows = order[start:start + block]
-        xu[rows] = model.encode([prefix + unique[i] for i in rows], batch_size=cfg.batch_size,
-                                normalize_embeddings=cfg.normalize, convert_to_numpy=True,
-                                show_progress_bar=False)  # the stage's own bar counts
+    return (unique.tolist(), inverse.reshape(-1),
+            [order[i:i + block] for i in range(0, len(order), block)])
+
+
+def encode_block(model: Any, texts: list[str], cfg: EncodeConfig, prefix: str) -> np.ndarray:
+    """One block's (n, d) float32 vectors of `prefix + text`."""
+    return model.encode([prefix + t for t in texts], batch_size=cfg.batch_size,
+                        normalize_embeddings=cfg.normalize, convert_to_numpy=True,
+                        show_progress_bar=False)  # the stage's own bar counts
+
+
+def encode_texts(model: Any, texts: list[str], cfg: EncodeConfig, prefix: str,
+                 on_block: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """(n, d) float32 embeddings of `prefix + text`, in input order, block by block
+    (`plan_blocks`); `on_block(done, total)` is called after each block."""
+    unique, inverse, blocks = plan_blocks(texts, cfg)
+    xu = np.zeros((len(unique), model.get_embedding_dimension()), dtype="float32")
+    done = 0
+    for rows in blocks:
+        xu[rows] = encode_block(model, [unique[i] for i in rows], cfg, prefix)
+        done += len(rows)
         if on_block is not None:
-            on_block(min(start + block, len(order)), len(order))
-    return np.ascontiguousarray(xu[inverse.reshape(-1)])
+            on_block(done, len(unique))
+    return np.ascontiguousarray(xu[inverse])
 
 
 def vectors_table(chunk_ids: pa.Array | pa.ChunkedArray, x: np.ndarray,
@@ -130,29 +146,36 @@ def local_encoder(cfg: EncodeConfig) -> Encoder:
     return lambda texts, on_block: encode_texts(model, texts, cfg, prefix, on_block)
 
 
-def encode_shard(texts: list[str], cfg: EncodeConfig) -> np.ndarray:
-    """One shard's vectors, on a Dask worker: the encoder is loaded once per process."""
-    return encode_texts(encoder_for(cfg), texts, cfg, prefixes(cfg)[0])
+def encode_shard(blocks: list[list[str]], cfg: EncodeConfig) -> np.ndarray:
+    """One shard's vectors, on a Dask worker: its blocks encoded as one process would encode
+    them (the encoder is loaded once per process)."""
+    model, prefix = encoder_for(cfg), prefixes(cfg)[0]
+    return np.concatenate([encode_block(model, texts, cfg, prefix) for texts in blocks])
 
 
 def dask_encoder(executor: Executor, cfg: EncodeConfig, d: int,
                  observe: Observer | None = None) -> Encoder:
-    """Encode shards of `run.dask.shard_rows` texts on the cluster, reassembled in order.
-
-    Vectors are the same as in one process for per-text numerics (onnx int8, the CPU
-    default); batched backends pad each shard on its own.
-    """
+    """Encode shards of whole blocks (`plan_blocks`, `run.dask.shard_rows` texts rounded up
+    to a block) on the cluster, reassembled in order: the same batches, so the same
+    vectors, as in one process."""
     def encode(texts: list[str], on_block: Callable[[int, int], None] | None) -> np.ndarray:
-        parts, done = [], 0
-        # at most shard_rows texts a shard, and enough shards to keep every slot busy
-        rows = max(1, min(executor.shard_rows, -(-len(texts) // executor.in_flight)))
-        shards = (texts[i:i + rows] for i in range(0, len(texts), rows))
-        for x in map_ordered(executor, encode_shard, shards, cfg, observe=observe):
-            parts.append(x)
-            done += len(x)
+        unique, inverse, blocks = plan_blocks(texts, cfg)
+        size = len(blocks[0]) if blocks else 1
+        # at most shard_rows texts a shard (whole blocks), and enough shards for every slot
+        per_shard = max(1, min(executor.shard_rows // size,
+                               -(-len(blocks) // executor.in_flight)))
+        groups = [blocks[i:i + per_shard] for i in range(0, len(blocks), per_shard)]
+        shards = ([[unique[i] for i in rows] for rows in group] for group in groups)
+        xu = np.zeros((len(unique), d), dtype="float32")
+        done = 0
+        for group, x in zip(groups, map_ordered(executor, encode_shard, shards, cfg,
+                                                 observe=observe), strict=True):
+            rows = np.concatenate(group)
+            xu[rows] = x
+            done += len(rows)
             if on_block is not None:
-                on_block(done, len(texts))
-        return np.concatenate(parts) if parts else np.zeros((0, d), "float32")
+                on_block(done, len(unique))
+        return np.ascontiguousarray(xu[inverse])
 
     return encode
 

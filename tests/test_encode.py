@@ -84,7 +84,7 @@ def test_queries_reach_the_space_of_any_backend_the_index_was_built_with():
     from tasks.query.search import query_encode_config
 
     for built in (EncodeConfig(device="cpu", backend="torch", precision="fp32"),
-                  EncodeConfig(device="cpu"),  # auto: onnx int8 on this CPU
+                  EncodeConfig(device="cpu"),  # auto: openvino int8 on this CPU
                   EncodeConfig(device="cpu", backend="onnx", precision="fp32",
                                query_prefix="query: ")):
         stamped = model_fingerprint(built)

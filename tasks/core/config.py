@@ -220,13 +220,15 @@ class EncodeConfig(_Config):
     max_seq_length: Annotated[int, Field(ge=8)] | None = Field(
         None, description="Override the model's max_seq_length (never above its limit)."
     )
-    backend: Literal["auto", "torch", "onnx", "openai"] = Field(
-        "auto", description="auto: onnx (onnxruntime, exported here) on the CPU, torch on "
-        "cuda/mps; openai: a server's OpenAI-compatible /v1/embeddings (api_base_url).")
+    backend: Literal["auto", "torch", "openvino", "onnx", "openai"] = Field(
+        "auto", description="auto: openvino (exported here) on the CPU, torch on cuda/mps; "
+        "onnx: onnxruntime (exported here); openai: a server's OpenAI-compatible "
+        "/v1/embeddings (api_base_url).")
     precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] = Field(
-        "auto", description="auto: int8 for onnx, fp16 for torch on cuda, fp32 otherwise. "
-        "int8 is onnx only (dynamic, per channel); fp16 is cuda only; bf16 is torch; "
-        "openai: auto only (the server decides).")
+        "auto", description="auto: int8 for openvino and onnx, fp16 for torch on cuda, fp32 "
+        "otherwise. int8 is openvino (static, calibrated on a fixed text set) or onnx "
+        "(dynamic, one text per call); fp16 is cuda only; bf16 is torch; openai: auto only "
+        "(the server decides).")
     cache: bool = Field(True, description="Reuse vectors of texts already encoded.")
     api_base_url: str | None = Field(
         None, description="backend openai: the server's base URL, e.g. "
@@ -250,9 +252,12 @@ class EncodeConfig(_Config):
 
     @model_validator(mode="after")
     def _check(self) -> EncodeConfig:
-        bad = {("torch", "int8"): "int8 needs backend onnx",
-               ("onnx", "fp16"): "fp16 needs backend torch on cuda",
-               ("onnx", "bf16"): "bf16 needs backend torch"}.get((self.backend, self.precision))
+        exported = self.backend in ("openvino", "onnx")
+        bad = {("int8", False): "int8 needs backend openvino or onnx",
+               ("fp16", True): "fp16 needs backend torch on cuda",
+               ("bf16", True): "bf16 needs backend torch"}.get((self.precision, exported))
+        if self.backend == "auto":
+            bad = None
         if self.backend == "openai" and self.precision != "auto":
             bad = "the server decides the numerics; use precision auto"
         if bad:

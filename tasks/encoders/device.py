@@ -34,6 +34,9 @@ def pick_device(requested: str) -> str:
     return requested
 
 
+EXPORTED = ("openvino", "onnx")  # backends that run an export of the model on the CPU
+
+
 class Runtime(NamedTuple):
     """Where and how the encoder runs; part of the embedding space (vectors differ)."""
 
@@ -48,16 +51,19 @@ def runtime_for(cfg: EncodeConfig) -> Runtime:
     if cfg.backend == "openai":
         return Runtime("api", "openai", "api")
     device = pick_device(cfg.device)
-    backend = cfg.backend if cfg.backend != "auto" else ("onnx" if device == "cpu" else "torch")
+    backend = cfg.backend
+    if backend == "auto":
+        backend = "openvino" if device == "cpu" else "torch"
     precision = cfg.precision
     if precision == "auto":
-        precision = "int8" if backend == "onnx" else "fp16" if device == "cuda" else "fp32"
-    if backend == "onnx" and device != "cpu":
-        raise ValueError(f"encode.backend: onnx runs on the CPU here; device is {device!r} "
+        precision = "int8" if backend in EXPORTED else "fp16" if device == "cuda" else "fp32"
+    if backend in EXPORTED and device != "cpu":
+        raise ValueError(f"encode.backend: {backend} runs on the CPU here; device is {device!r} "
                          f"(use encode.backend: torch or encode.device: cpu)")
-    problem = {("onnx", "fp16"): "fp16 needs backend torch on cuda",
-               ("onnx", "bf16"): "bf16 needs backend torch",
-               ("torch", "int8"): "int8 needs backend onnx"}.get((backend, precision))
+    problem = {("fp16", True): "fp16 needs backend torch on cuda",
+               ("bf16", True): "bf16 needs backend torch",
+               ("int8", False): "int8 needs backend openvino or onnx"
+               }.get((precision, backend in EXPORTED))
     if precision == "fp16" and device != "cuda":
         problem = f"fp16 needs device cuda, not {device!r}"
     if precision == "bf16" and device == "cpu" and not _cpu_has_bf16():

@@ -1,4 +1,5 @@
-"""The encoder object for an encode config: a SentenceTransformer, the ONNX export or the
+"""The encoder object for an encode config: a SentenceTransformer, the OpenVINO or ONNX
+export, or the
 client of an OpenAI-compatible server, loaded once per process."""
 
 from __future__ import annotations
@@ -46,17 +47,19 @@ def load_torch_encoder(name: str, revision: str | None, device: str, max_seq_len
 
 @lru_cache(maxsize=2)
 def load_encoder(name: str, revision: str | None, max_seq_length: int, runtime: Runtime) -> Any:
-    """The encoder for `runtime`: a SentenceTransformer, or the onnxruntime export."""
+    """The encoder for `runtime`: a SentenceTransformer, or the OpenVINO or onnxruntime
+    export."""
     if runtime.backend == "torch":
         return load_torch_encoder(name, revision, runtime.device, max_seq_length,
                                   runtime.precision)
-    from tasks.encoders.onnx import load_onnx_encoder  # noqa: PLC0415
-
+    if runtime.backend == "openvino":
+        from tasks.encoders.openvino import load_openvino_encoder as load  # noqa: PLC0415
+    else:
+        from tasks.encoders.onnx import load_onnx_encoder as load  # noqa: PLC0415
     folder = resolve_model_path(name, revision)
-    return load_onnx_encoder(
-        folder, files_digest(folder), runtime.precision, max_seq_length,
-        load_tokenizer(name, revision),
-        lambda: load_torch_encoder(name, revision, "cpu", max_seq_length))
+    return load(folder, files_digest(folder), runtime.precision, max_seq_length,
+                load_tokenizer(name, revision),
+                lambda: load_torch_encoder(name, revision, "cpu", max_seq_length))
 
 
 @lru_cache(maxsize=4)

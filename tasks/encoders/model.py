@@ -31,6 +31,8 @@ _SKIP_IN_HASH = {"README.md", ".gitattributes"}
 # The ONNX export recipe (tasks.encoders.onnx): bump when it changes, so old exports are not
 # reused and their vectors never share a vector-cache space with the new ones.
 EXPORT_VERSION = 1
+# The same for the OpenVINO export and its int8 quantisation (tasks.encoders.openvino).
+OPENVINO_EXPORT_VERSION = 1
 
 
 @lru_cache(maxsize=8)
@@ -154,10 +156,12 @@ def read_pipeline(folder: Path) -> Pipeline:
     kinds = list(cfg.modules)
     if kinds[:2] != ["Transformer", "Pooling"] or any(k != "Normalize" for k in kinds[2:]):
         raise ValueError(
-            f"encode.backend: onnx supports Transformer + Pooling (+ Normalize) models; "
+            f"encode.backend: onnx and openvino support Transformer + Pooling (+ Normalize) "
+            f"models; "
             f"{folder} has {kinds or 'no modules.json'}; use encode.backend: torch")
     if cfg.pooling not in ("mean", "cls", "max") or not cfg.dim:
-        raise ValueError(f"encode.backend: onnx supports mean, cls or max pooling; {folder} "
+        raise ValueError(f"encode.backend: onnx and openvino support mean, cls or max pooling; "
+                         f"{folder} "
                          f"uses {cfg.pooling!r}; use encode.backend: torch")
     return Pipeline(pooling=cfg.pooling, normalize="Normalize" in kinds,
                     lower_case=cfg.lower_case, dim=cfg.dim)
@@ -229,8 +233,9 @@ def output_dim(cfg: EncodeConfig) -> int:
 
 def numerics(backend: str, cfg: EncodeConfig | None = None) -> dict[str, Any]:
     """What decides a backend's numbers besides the weights: the runtime's version and, for
-    onnx, the export recipe; for openai the server and the model it serves (`cfg`'s). Two
-    spaces differing here never share cached vectors."""
+    onnx and openvino, the export recipe (and int8's calibration set); for openai the server
+    and the model it serves (`cfg`'s). Two spaces differing here never share cached
+    vectors."""
     from importlib import metadata  # noqa: PLC0415
 
     if backend == "openai" and cfg is not None:
@@ -239,6 +244,11 @@ def numerics(backend: str, cfg: EncodeConfig | None = None) -> dict[str, Any]:
                 "served_model": api.model}
     if backend == "onnx":
         return {"onnxruntime": metadata.version("onnxruntime"), "export_recipe": EXPORT_VERSION}
+    if backend == "openvino":
+        from tasks.encoders.local_runtime import calibration_digest  # noqa: PLC0415
+
+        return {"openvino": metadata.version("openvino"), "nncf": metadata.version("nncf"),
+                "export_recipe": OPENVINO_EXPORT_VERSION, "calibration": calibration_digest()}
     return {"torch": metadata.version("torch")}
 
 

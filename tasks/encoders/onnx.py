@@ -3,9 +3,7 @@
 The model's transformer is exported from its local weights with `torch.onnx`, fused with
 onnxruntime's transformer optimizer and, for int8, dynamically quantized per channel. Pooling
 and normalisation follow the model's own sentence-transformers modules. Each export is
-checked against the PyTorch model on probe sentences and refused below `MIN_COSINE`.
-Exports are cached per (model files, precision, library versions) under
-`cache_root()/onnx` (`$EMBEDPIPE_CACHE_DIR`, default `~/.cache/embedpipe`).
+checked against the PyTorch model and cached (`tasks.encoders.local_runtime`).
 """
 
 from __future__ import annotations
@@ -22,49 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from filelock import FileLock
 
-from tasks.core.config import cache_root
 from tasks.core.fingerprint import canonical_json, sha256_text
+from tasks.encoders.local_runtime import PROBES, cached_export, cpu_threads, pool
 from tasks.encoders.model import EXPORT_VERSION, Pipeline, read_model_config, read_pipeline
 
 log = logging.getLogger(__name__)
-# An export whose vectors stray further from PyTorch's on PROBES is refused. Very short
-# inputs ("Ok.") move most under int8 (0.97 for all-MiniLM-L6-v2); chunk-length texts stay
-# above 0.98 (tests/test_encode.py checks every chunk of the sample corpus).
-MIN_COSINE = 0.95
-MIN_MEAN_COSINE = 0.98
-PROBES = [
-    "The quick brown fox jumps over the lazy dog.",
-    "Neutron stars are the collapsed cores of massive stars.",
-    "Quarterly revenue rose 12% while operating costs fell.",
-    "def add(a, b): return a + b",
-    "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen. " * 6,
-    "Ok.",
-    "Der Hund schläft im Garten, während die Katze spielt.",
-    "A table: name | price | stock; apples | 3 | 10; pears | 4 | 0",
-    "Inflation expectations anchor long-term interest rates in most central bank models, "
-    "and credibility matters more than any single decision.",
-    "How do I reset my password?",
-]
-
-
-def pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
-    """(batch, seq, d) token states -> (batch, d) sentence vectors, padding ignored."""
-    m = mask[..., None].astype(hidden.dtype)
-    if mode == "cls":
-        return hidden[:, 0]
-    if mode == "max":
-        return np.where(m > 0, hidden, -np.inf).max(axis=1)
-    return (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
-
-
-def cpu_threads() -> int:
-    """Cores this process may use: its CPU affinity, capped by OMP_NUM_THREADS when set (a
-    Dask worker's nanny sets it to the worker's share, so workers do not oversubscribe)."""
-    cores = len(os.sched_getaffinity(0))
-    limit = os.environ.get("OMP_NUM_THREADS", "")
-    return max(1, min(cores, int(limit))) if limit.isdigit() else cores
 
 
 def export_key(files_sha256: str, precision: str) -> str:
@@ -79,7 +40,7 @@ def export_key(files_sha256: str, precision: str) -> str:
         "transformers": transformers.__version__}))
 
 
-def _export_fp32(folder: Path, tokenizer: Any, path: Path) -> None:
+def export_fp32_onnx(folder: Path, tokenizer: Any, path: Path) -> None:
     import torch  # noqa: PLC0415
     from transformers import AutoModel  # noqa: PLC0415
 
@@ -138,7 +99,7 @@ def export(folder: Path, tokenizer: Any, precision: str, target: Path) -> None:
     """Write `target/model.onnx` (+ `export.json`) for `folder` at `precision` (fp32|int8)."""
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".export-") as tmp:
         work = Path(tmp)
-        _export_fp32(folder, tokenizer, work / "raw.onnx")
+        export_fp32_onnx(folder, tokenizer, work / "raw.onnx")
         graph = work / "fused.onnx"
         fused = _optimize(work / "raw.onnx", folder, graph)
         if not fused:
@@ -226,43 +187,14 @@ class OnnxEncoder:
         return out
 
 
-def verify(encoder: OnnxEncoder, reference: Any) -> dict[str, float]:
-    """Cosine of the export's vectors to the PyTorch model's on `PROBES`; refuse if too far."""
-    a = encoder.encode(PROBES, batch_size=4, normalize_embeddings=True)
-    b = reference.encode(PROBES, batch_size=4, normalize_embeddings=True, convert_to_numpy=True)
-    cos = (a * b.astype("float32")).sum(axis=1)
-    report = {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
-    if report["min_cosine"] < MIN_COSINE or report["mean_cosine"] < MIN_MEAN_COSINE:
-        raise ValueError(
-            f"encode.backend: the onnx export strays from the PyTorch model (cosine min "
-            f"{report['min_cosine']:.4f}, mean {report['mean_cosine']:.4f}; needs >= "
-            f"{MIN_COSINE} and >= {MIN_MEAN_COSINE}); use encode.precision: fp32 or "
-            f"encode.backend: torch")
-    return report
-
-
 def load_onnx_encoder(folder: Path, files_sha256: str, precision: str, max_seq_length: int,
                       tokenizer: Any, reference: Callable[[], Any]) -> OnnxEncoder:
     """The cached export for `folder` at `precision`; exported and checked against
     `reference()` (the PyTorch model) when missing."""
     pipeline = read_pipeline(folder)
-    key = export_key(files_sha256, precision)
-    root = cache_root() / "onnx"
-    root.mkdir(parents=True, exist_ok=True)
-    target = root / key[:32]
-    with FileLock(str(root / f"{key[:32]}.lock")):
-        if not (target / "model.onnx").is_file():
-            log.info("onnx: exporting %s at %s into %s", folder, precision, target)
-            export(folder, tokenizer, precision, target)
-            encoder = OnnxEncoder(target / "model.onnx", tokenizer, pipeline, max_seq_length,
-                                  per_text=precision == "int8")
-            try:
-                report = verify(encoder, reference())
-            except ValueError:
-                shutil.rmtree(target, ignore_errors=True)
-                raise
-            info = json.loads((target / "export.json").read_text(encoding="utf-8"))
-            (target / "export.json").write_text(json.dumps(info | report, indent=2))
-            return encoder
-    return OnnxEncoder(target / "model.onnx", tokenizer, pipeline, max_seq_length,
-                       per_text=precision == "int8")
+    return cached_export(
+        "onnx", export_key(files_sha256, precision), "model.onnx",
+        lambda target: export(folder, tokenizer, precision, target),
+        lambda target: OnnxEncoder(target / "model.onnx", tokenizer, pipeline, max_seq_length,
+                                   per_text=precision == "int8"),
+        reference)

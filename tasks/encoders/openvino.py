@@ -1,0 +1,178 @@
+"""The OpenVINO backend: the model converted here and, for int8, statically quantised.
+
+The transformer is exported to ONNX (the ONNX backend's plain export), converted with
+`openvino.convert_model` and, for int8, quantised by NNCF with activation ranges calibrated
+once on a fixed text set (`local_runtime.calibration_texts`). Static ranges make a text's
+vector independent of its batch-mates up to rounding, so texts are batched, length-sorted by
+token count, and run as several inference requests at once, each on its own cores
+(OpenVINO's throughput mode). Inference precision is held at f32 for the ops left in
+floating point (OpenVINO would pick bf16 on CPUs with AMX).
+Exports are checked against PyTorch and cached like the ONNX ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.core.fingerprint import canonical_json, sha256_text
+from tasks.encoders.local_runtime import (
+    cached_export,
+    calibration_digest,
+    calibration_texts,
+    cpu_threads,
+    pool,
+)
+from tasks.encoders.model import OPENVINO_EXPORT_VERSION, Pipeline, read_pipeline
+from tasks.encoders.onnx import export_fp32_onnx
+
+log = logging.getLogger(__name__)
+CALIBRATION_BATCH = 4  # texts per calibration sample
+
+
+def export_key(files_sha256: str, precision: str) -> str:
+    """Identity of an export: weights, precision, recipe, calibration and library versions."""
+    from importlib import metadata  # noqa: PLC0415
+
+    libs = ("torch", "transformers", "openvino") + (("nncf",) if precision == "int8" else ())
+    return sha256_text(canonical_json(
+        {"files": files_sha256, "precision": precision, "recipe": OPENVINO_EXPORT_VERSION,
+         "calibration": calibration_digest() if precision == "int8" else None}
+        | {lib: metadata.version(lib) for lib in libs}))
+
+
+def _feeds(tokenizer: Any, texts: list[str], names: list[str], max_len: int
+           ) -> dict[str, np.ndarray]:
+    enc = tokenizer(texts, padding=True, truncation="longest_first", max_length=max_len,
+                    return_tensors="np")
+    return {n: enc[n].astype("int64") for n in names}
+
+
+def _quantize(model: Any, tokenizer: Any, max_len: int) -> Any:
+    import nncf  # noqa: PLC0415
+
+    texts = calibration_texts()
+    names = [p.get_any_name() for p in model.inputs]
+    samples = [texts[i:i + CALIBRATION_BATCH] for i in range(0, len(texts), CALIBRATION_BATCH)]
+    data = nncf.Dataset(samples, lambda batch: _feeds(tokenizer, batch, names, max_len))
+    nncf_log = logging.getLogger("nncf")
+    level = nncf_log.level
+    nncf_log.setLevel(logging.WARNING)  # INFO lines per statistic
+    try:  # NNCF draws its progress bars on stdout, with no switch to turn them off
+        with contextlib.redirect_stdout(io.StringIO()):
+            return nncf.quantize(model, data, model_type=nncf.ModelType.TRANSFORMER,
+                                 subset_size=len(samples))
+    finally:
+        nncf_log.setLevel(level)
+
+
+def export(folder: Path, tokenizer: Any, precision: str, max_len: int, target: Path) -> None:
+    """Write `target/model.xml` (+ `.bin`, `export.json`) for `folder` at fp32 or int8."""
+    import openvino as ov  # noqa: PLC0415
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".export-") as tmp:
+        work = Path(tmp)
+        export_fp32_onnx(folder, tokenizer, work / "raw.onnx")
+        model = ov.convert_model(str(work / "raw.onnx"))
+        if precision == "int8":
+            model = _quantize(model, tokenizer, max_len)
+        final = work / "out"
+        final.mkdir()
+        ov.save_model(model, str(final / "model.xml"), compress_to_fp16=False)
+        (final / "export.json").write_text(json.dumps(
+            {"source": str(folder), "precision": precision,
+             "calibration_texts": len(calibration_texts()) if precision == "int8" else 0},
+            indent=2))
+        os.replace(final, target)
+
+
+class OpenVinoEncoder:
+    """The subset of SentenceTransformer that embedpipe calls, run by OpenVINO on the CPU."""
+
+    device = "cpu"
+
+    def __init__(self, model_path: Path, tokenizer: Any, pipeline: Pipeline,
+                 max_seq_length: int) -> None:
+        import openvino as ov  # noqa: PLC0415
+
+        self.compiled = ov.Core().compile_model(str(model_path), "CPU", {
+            "PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32",
+            "INFERENCE_NUM_THREADS": cpu_threads()})
+        self.requests = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self.inputs = [p.get_any_name() for p in self.compiled.inputs]
+        self.tokenizer, self.pipeline, self.max_seq_length = tokenizer, pipeline, max_seq_length
+        self.pad_id = tokenizer.pad_token_id or 0
+
+    def get_embedding_dimension(self) -> int:
+        return self.pipeline.dim
+
+    def _padded(self, ids: list[list[int]], types: list[list[int]] | None
+                ) -> dict[str, np.ndarray]:
+        width = max(len(t) for t in ids)
+        feeds = {"input_ids": np.full((len(ids), width), self.pad_id, dtype="int64"),
+                 "attention_mask": np.zeros((len(ids), width), dtype="int64"),
+                 "token_type_ids": np.zeros((len(ids), width), dtype="int64")}
+        for row, tokens in enumerate(ids):
+            feeds["input_ids"][row, :len(tokens)] = tokens
+            feeds["attention_mask"][row, :len(tokens)] = 1
+            if types is not None:
+                feeds["token_type_ids"][row, :len(tokens)] = types[row]
+        return {n: feeds[n] for n in self.inputs}
+
+    def encode(self, sentences: list[str], batch_size: int = 32,
+               normalize_embeddings: bool = False, convert_to_numpy: bool = True,
+               show_progress_bar: bool = False) -> np.ndarray:
+        """(n, d) float32 vectors in input order. Texts are tokenized once, batched by token
+        count (little padding) and run `self.requests` batches at a time."""
+        import openvino as ov  # noqa: PLC0415
+
+        del convert_to_numpy, show_progress_bar  # always numpy; progress is the caller's
+        if self.pipeline.lower_case:
+            sentences = [t.lower() for t in sentences]
+        out = np.zeros((len(sentences), self.pipeline.dim), dtype="float32")
+        if not sentences:
+            return out
+        enc = self.tokenizer(sentences, truncation="longest_first",
+                             max_length=self.max_seq_length, return_attention_mask=False)
+        ids, types = enc["input_ids"], enc.get("token_type_ids")
+        order = np.argsort([-len(t) for t in ids], kind="stable")
+        queue = ov.AsyncInferQueue(self.compiled, self.requests)
+
+        def done(request: Any, job: tuple[np.ndarray, np.ndarray]) -> None:
+            rows, mask = job
+            out[rows] = pool(request.get_output_tensor(0).data, mask, self.pipeline.pooling)
+
+        queue.set_callback(done)
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            feeds = self._padded([ids[i] for i in rows],
+                                 None if types is None else [types[i] for i in rows])
+            queue.start_async(feeds, (rows, feeds["attention_mask"]))
+        queue.wait_all()
+        if self.pipeline.normalize or normalize_embeddings:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
+
+
+def load_openvino_encoder(folder: Path, files_sha256: str, precision: str,
+                          max_seq_length: int, tokenizer: Any,
+                          reference: Callable[[], Any]) -> OpenVinoEncoder:
+    """The cached export for `folder` at `precision`; converted, quantised and checked
+    against `reference()` (the PyTorch model) when missing."""
+    pipeline = read_pipeline(folder)
+    return cached_export(
+        "openvino", export_key(files_sha256, precision), "model.xml",
+        lambda target: export(folder, tokenizer, precision, max_seq_length, target),
+        lambda target: OpenVinoEncoder(target / "model.xml", tokenizer, pipeline,
+                                       max_seq_length),
+        reference)
