@@ -6,7 +6,7 @@ imports another stage; what two stages share lives in a package below:
 
 - `core`: params, the stage registry and file catalog, stamped outputs, the stage runner.
 - `documents`: where files come from, decoding them into documents, sentence boundaries.
-- `encoders`: the embedding model, its runtimes (PyTorch, ONNX) and the vector cache.
+- `encoders`: the embedding model, its runtimes (PyTorch, OpenVINO, ONNX) and the vector cache.
 - `query`: the index folder's query chain, FAISS ids, recall against exact search, probes.
 - `evaluation`: metrics, BEIR readers, space health, plots, the run registry.
 - `storage`: S3 and published index versions.
