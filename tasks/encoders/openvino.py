@@ -37,6 +37,11 @@ from tasks.encoders.onnx import export_fp32_onnx
 
 log = logging.getLogger(__name__)
 CALIBRATION_BATCH = 4  # texts per calibration sample
+# OpenVINO keeps state of about the int8 weights' size (25 MB for all-MiniLM-L6-v2) for every
+# input shape it meets, so a long run of exact widths grew without bound (1.9 GB after 8k
+# texts of random lengths). Widths are rounded up to one of WIDTHS steps of the sequence
+# length, and a short batch to a power of two: a bounded set of shapes for a few % padding.
+WIDTHS = 16
 
 
 def export_key(files_sha256: str, precision: str) -> str:
@@ -112,16 +117,23 @@ class OpenVinoEncoder:
         self.inputs = [p.get_any_name() for p in self.compiled.inputs]
         self.tokenizer, self.pipeline, self.max_seq_length = tokenizer, pipeline, max_seq_length
         self.pad_id = tokenizer.pad_token_id or 0
+        self.step = max(8, -(-max_seq_length // WIDTHS // 8) * 8)
 
     def get_embedding_dimension(self) -> int:
         return self.pipeline.dim
 
-    def _padded(self, ids: list[list[int]], types: list[list[int]] | None
+    def _padded(self, ids: list[list[int]], types: list[list[int]] | None, batch_size: int
                 ) -> dict[str, np.ndarray]:
-        width = max(len(t) for t in ids)
-        feeds = {"input_ids": np.full((len(ids), width), self.pad_id, dtype="int64"),
-                 "attention_mask": np.zeros((len(ids), width), dtype="int64"),
-                 "token_type_ids": np.zeros((len(ids), width), dtype="int64")}
+        """One batch's inputs, its shape rounded (`WIDTHS`): rows past `len(ids)` repeat the
+        last text and are not read."""
+        width = min(-(-max(len(t) for t in ids) // self.step) * self.step, self.max_seq_length)
+        rows = batch_size if len(ids) == batch_size else min(batch_size,
+                                                             1 << (len(ids) - 1).bit_length())
+        ids = ids + [ids[-1]] * (rows - len(ids))
+        types = None if types is None else types + [types[-1]] * (rows - len(types))
+        feeds = {"input_ids": np.full((rows, width), self.pad_id, dtype="int64"),
+                 "attention_mask": np.zeros((rows, width), dtype="int64"),
+                 "token_type_ids": np.zeros((rows, width), dtype="int64")}
         for row, tokens in enumerate(ids):
             feeds["input_ids"][row, :len(tokens)] = tokens
             feeds["attention_mask"][row, :len(tokens)] = 1
@@ -133,7 +145,8 @@ class OpenVinoEncoder:
                normalize_embeddings: bool = False, convert_to_numpy: bool = True,
                show_progress_bar: bool = False) -> np.ndarray:
         """(n, d) float32 vectors in input order. Texts are tokenized once, batched by token
-        count (little padding) and run `self.requests` batches at a time."""
+        count (little padding, shapes rounded: `_padded`) and run `self.requests` batches at
+        a time."""
         import openvino as ov  # noqa: PLC0415
 
         del convert_to_numpy, show_progress_bar  # always numpy; progress is the caller's
@@ -150,13 +163,14 @@ class OpenVinoEncoder:
 
         def done(request: Any, job: tuple[np.ndarray, np.ndarray]) -> None:
             rows, mask = job
-            out[rows] = pool(request.get_output_tensor(0).data, mask, self.pipeline.pooling)
+            hidden = request.get_output_tensor(0).data[:len(rows)]
+            out[rows] = pool(hidden, mask[:len(rows)], self.pipeline.pooling)
 
         queue.set_callback(done)
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
             feeds = self._padded([ids[i] for i in rows],
-                                 None if types is None else [types[i] for i in rows])
+                                 None if types is None else [types[i] for i in rows], batch_size)
             queue.start_async(feeds, (rows, feeds["attention_mask"]))
         queue.wait_all()
         if self.pipeline.normalize or normalize_embeddings:
