@@ -1,9 +1,12 @@
-"""Evaluate's share of a build: a folder of ~2,000 files through `embedpipe run`, from empty.
+"""Evaluate's share of a build: a generated corpus through `embedpipe run`, from empty.
 
     python -m benchmarks.evaluate_share [--families 120] [--filler 1550]
+    python -m benchmarks.evaluate_share --chunks 100000
 
-The folder is `benchmarks/families.py`'s (library families and filler notes, one file each);
-one `embedpipe run` in a fresh workspace with an empty vector cache, as a user's first run.
+The folder is `benchmarks/families.py`'s (library families and filler notes, one file each),
+or with `--chunks` `benchmarks/corpus.py`'s BEIR folder of about that many chunks (planted
+queries, so evaluate's labeled retrieval runs too); one `embedpipe run` in a fresh workspace
+with an empty vector cache, as a user's first run.
 Reports each stage's seconds (the run's own table), evaluate's seconds over ingest → index,
 and evaluate's steps (`step_seconds` in its metrics.json).
 """
@@ -27,12 +30,16 @@ REPO = Path(__file__).resolve().parents[1]
 BUILD = ("ingest", "clean", "chunk", "encode", "reduce", "dedup", "index")
 
 
-def run(tmp: Path, families: int, filler: int) -> dict[str, Any]:
+def run(tmp: Path, families: int, filler: int, chunks: int | None = None) -> dict[str, Any]:
+    from benchmarks.corpus import generate as generate_beir
     from tests.conftest import make_workspace
 
     ws = make_workspace(tmp / "ws")
-    generate(tmp / "gen", n_families=families, n_filler=filler,
-             sample_dir=ws / "data/sample", seed=3)
+    if chunks:
+        generate_beir(tmp / "gen/corpus/beir", chunks, ws / "data/sample")
+    else:
+        generate(tmp / "gen", n_families=families, n_filler=filler,
+                 sample_dir=ws / "data/sample", seed=3)
     shutil.rmtree(ws / "data/sample")
     shutil.move(tmp / "gen/corpus", ws / "data/sample")
     files = sum(1 for p in (ws / "data/sample").rglob("*") if p.is_file())
@@ -65,11 +72,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--families", type=int, default=120)
     ap.add_argument("--filler", type=int, default=1550)
+    ap.add_argument("--chunks", type=int, help="a BEIR corpus of about this many chunks")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/out")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        report = run(Path(tmp), args.families, args.filler)
-    save(args.out, "evaluate_share", report, markdown(report))
+        report = run(Path(tmp), args.families, args.filler, args.chunks)
+    name = f"evaluate_share-{args.chunks}" if args.chunks else "evaluate_share"
+    save(args.out, name, report, markdown(report))
 
 
 if __name__ == "__main__":
