@@ -46,13 +46,17 @@ def run(tmp: Path, families: int, filler: int, chunks: int | None = None) -> dic
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("PREFECT_API_URL", None)
     done = subprocess.run([str(Path(sys.executable).parent / "embedpipe"), "run"], cwd=ws,
-                          env=env, capture_output=True, text=True, check=True)
+                          env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0 and not (ws / "data/08_evaluate/metrics.json").is_file():
+        raise RuntimeError(f"embedpipe run failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
     seconds = {line.split()[0]: float(line.split()[2].rstrip("s"))
                for line in done.stdout.splitlines()
                if line.split() and line.split()[0] in (*BUILD, "evaluate", "publish")}
     build = sum(seconds[s] for s in BUILD)
     metrics = json.loads((ws / "data/08_evaluate/metrics.json").read_text())
-    return {"files": files, "stage_seconds": seconds, "build_seconds": round(build, 2),
+    return {"files": files, "exit_code": done.returncode,
+            "error": done.stderr.strip().splitlines()[-1:] if done.returncode else [],
+            "stage_seconds": seconds, "build_seconds": round(build, 2),
             "evaluate_share": round(seconds["evaluate"] / build, 3),
             "evaluate_steps": metrics["step_seconds"], "machine": cpu_label()}
 
