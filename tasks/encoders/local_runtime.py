@@ -23,7 +23,7 @@ from tasks.core.config import cache_root
 log = logging.getLogger(__name__)
 # An export whose vectors stray further from PyTorch's on PROBES is refused. Very short
 # inputs ("Ok.") move most under int8 (0.97 for all-MiniLM-L6-v2); chunk-length texts stay
-# above 0.98 (tests/test_onnx.py checks every chunk of the sample corpus).
+# above 0.98 (tests/test_cpu_backends.py checks every chunk of the sample corpus).
 MIN_COSINE = 0.95
 MIN_MEAN_COSINE = 0.98
 PROBES = [
