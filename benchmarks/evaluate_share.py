@@ -36,7 +36,14 @@ def run(tmp: Path, families: int, filler: int, chunks: int | None = None) -> dic
 
     ws = make_workspace(tmp / "ws")
     if chunks:
+        from tasks.core.params_file import write_overrides
+
         generate_beir(tmp / "gen/corpus/beir", chunks, ws / "data/sample")
+        # the share is the question, not the gate: recombined generated documents are too
+        # alike for the label-free probes' default floor
+        write_overrides(ws / "params.yaml", {f"evaluate.{k}": None for k in (
+            "min_index_recall", "min_probe_recall_at_10", "min_dense_probe_recall_at_10",
+            "min_labeled_ndcg_at_10")})
     else:
         generate(tmp / "gen", n_families=families, n_filler=filler,
                  sample_dir=ws / "data/sample", seed=3)
@@ -47,16 +54,14 @@ def run(tmp: Path, families: int, filler: int, chunks: int | None = None) -> dic
     env.pop("PREFECT_API_URL", None)
     done = subprocess.run([str(Path(sys.executable).parent / "embedpipe"), "run"], cwd=ws,
                           env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0 and not (ws / "data/08_evaluate/metrics.json").is_file():
+    if done.returncode != 0:
         raise RuntimeError(f"embedpipe run failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
     seconds = {line.split()[0]: float(line.split()[2].rstrip("s"))
                for line in done.stdout.splitlines()
                if line.split() and line.split()[0] in (*BUILD, "evaluate", "publish")}
     build = sum(seconds[s] for s in BUILD)
     metrics = json.loads((ws / "data/08_evaluate/metrics.json").read_text())
-    return {"files": files, "exit_code": done.returncode,
-            "error": done.stderr.strip().splitlines()[-1:] if done.returncode else [],
-            "stage_seconds": seconds, "build_seconds": round(build, 2),
+    return {"files": files, "stage_seconds": seconds, "build_seconds": round(build, 2),
             "evaluate_share": round(seconds["evaluate"] / build, 3),
             "evaluate_steps": metrics["step_seconds"], "machine": cpu_label()}
 
