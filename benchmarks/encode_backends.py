@@ -51,7 +51,8 @@ def chunk_corpus(corpus: Path, ws: Path) -> None:
         STAGE_TASKS[name].fn(root=str(ws))
 
 
-def encode_side(ws: Path, settings: dict[str, Any], out: Path) -> dict[str, Any]:
+def encode_side(ws: Path, corpus: Path, settings: dict[str, Any], out: Path
+                ) -> dict[str, Any]:
     """Encode the chunks and queries with `settings`; vectors to `out`.npz; seconds."""
     import pyarrow.parquet as pq
 
@@ -71,8 +72,7 @@ def encode_side(ws: Path, settings: dict[str, Any], out: Path) -> dict[str, Any]
     started = time.perf_counter()
     x = encode_texts(model, texts, cfg, passage)
     seconds = time.perf_counter() - started
-    queries = _queries(Path(json.loads((ws / "corpus.json").read_text())["corpus"]))[0]
-    xq = encode_texts(model, queries, cfg, query)
+    xq = encode_texts(model, _queries(corpus)[0], cfg, query)
     np.savez(out, chunks=x, queries=xq)
     return {"seconds": round(seconds, 3), "load_s": round(load_s, 2)}
 
@@ -122,11 +122,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
     parser.add_argument("--side", help=argparse.SUPPRESS)
     parser.add_argument("--ws", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.side:
         settings = dict(BACKENDS)[args.side]
-        result = encode_side(args.ws, settings, args.ws / f"{args.side}.npz")
+        result = encode_side(args.ws, args.corpus, settings, args.ws / f"{args.side}.npz")
         (args.ws / f"{args.side}.json").write_text(json.dumps(result))
         return
     import pyarrow.parquet as pq
@@ -140,27 +141,26 @@ def main() -> None:
         corpus, ws = Path(tmp) / "corpus", Path(tmp) / "ws"
         generate(corpus, args.chunks, REPO / "data" / "sample")
         chunk_corpus(corpus, ws)
-        (ws / "corpus.json").write_text(json.dumps({"corpus": str(corpus)}))
         table = pq.read_table(ws / "data/03_chunk/chunks.parquet")
         docs = table.column("doc_id").to_pylist()
         n_chunks = table.num_rows
         tokens = int(sum(table.column("n_tokens").to_pylist())) + 2 * n_chunks  # CLS, SEP
         rows: dict[str, dict[str, Any]] = {}
-        reference = None
+        reference = BACKENDS[0][0]  # encoded first; every other is compared with it
         for label, _ in BACKENDS:
             subprocess.run([sys.executable, "-m", "benchmarks.encode_backends", "--side",
-                            label, "--ws", str(ws)], cwd=REPO, check=True)
+                            label, "--ws", str(ws), "--corpus", str(corpus)], cwd=REPO,
+                           check=True)
             row = json.loads((ws / f"{label}.json").read_text())
             vectors = np.load(ws / f"{label}.npz")
-            x, xq = vectors["chunks"], vectors["queries"]
-            reference = reference if reference is not None else (x, quality(x, xq, docs, corpus))
-            cos = (x * reference[0]).sum(axis=1)
+            x = vectors["chunks"]
+            cos = (x * np.load(ws / f"{reference}.npz")["chunks"]).sum(axis=1)
             row |= {"tokens_per_s": round(tokens / row["seconds"], 1),
                     "cosine_min": round(float(cos.min()), 4),
                     "cosine_mean": round(float(cos.mean()), 4),
-                    **quality(x, xq, docs, corpus)}
+                    **quality(x, vectors["queries"], docs, corpus)}
             row["ndcg_points"] = round(
-                100 * (row["ndcg_at_10"] - reference[1]["ndcg_at_10"]), 2)
+                100 * (row["ndcg_at_10"] - rows.get(reference, row)["ndcg_at_10"]), 2)
             rows[label] = row
         ceiling = encode_ceiling(resolve_model_path(EncodeConfig().model), tokens / n_chunks,
                                  {label: row["tokens_per_s"] for label, row in rows.items()})

@@ -41,40 +41,67 @@ WINDOW_BATCHES = 256
 COUNTS = ("chunks", "unique_texts", "encoded", "reused")
 
 
+def block_rows(cfg: EncodeConfig) -> int:
+    """Texts per block: `BLOCK_BATCHES` batches."""
+    return max(cfg.batch_size * BLOCK_BATCHES, cfg.batch_size)
+
+
 def plan_blocks(texts: list[str], cfg: EncodeConfig) -> tuple[list[str], np.ndarray,
                                                                 list[np.ndarray]]:
     """(unique texts, inverse, blocks): identical texts once, sorted by length once for the
-    whole input, cut into blocks of `BLOCK_BATCHES` batches (rows of `unique`).
+    whole input, cut into blocks of `block_rows` (rows of `unique`).
 
     A block is the unit an encoder is called with, in one process or on a Dask worker, so a
     batching backend forms the same batches, and gives the same vectors, either way."""
     unique, inverse = np.unique(np.array(texts, dtype=object), return_inverse=True)
     order = np.argsort([-len(t) for t in unique.tolist()], kind="stable")
-    block = max(cfg.batch_size * BLOCK_BATCHES, cfg.batch_size)
+    block = block_rows(cfg)
     return (unique.tolist(), inverse.reshape(-1),
             [order[i:i + block] for i in range(0, len(order), block)])
 
 
-def encode_block(model: Any, texts: list[str], cfg: EncodeConfig, prefix: str) -> np.ndarray:
-    """One block's (n, d) float32 vectors of `prefix + text`."""
-    return model.encode([prefix + t for t in texts], batch_size=cfg.batch_size,
-                        normalize_embeddings=cfg.normalize, convert_to_numpy=True,
-                        show_progress_bar=False)  # the stage's own bar counts
+def encode_blocks(model: Any, blocks: list[list[str]], cfg: EncodeConfig, prefix: str
+                  ) -> np.ndarray:
+    """(n, d) float32 vectors of `prefix + text`, one `model.encode` call per block."""
+    return np.concatenate([
+        model.encode([prefix + t for t in texts], batch_size=cfg.batch_size,
+                     normalize_embeddings=cfg.normalize, convert_to_numpy=True,
+                     show_progress_bar=False)  # the stage's own bar counts
+        for texts in blocks])
+
+
+Groups = Iterator[list[list[str]]]  # groups of blocks of texts
+
+
+def encode_planned(texts: list[str], cfg: EncodeConfig, d: int,
+                   encode: Callable[[Groups], Iterable[np.ndarray]],
+                   blocks_per_group: Callable[[int], int] = lambda n_blocks: 1,
+                   on_block: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """(n, d) vectors of `texts` in input order: the blocks of `plan_blocks`, in groups of
+    `blocks_per_group(number of blocks)`, go to `encode`, which yields each group's vectors
+    in order; `on_block(done, total)` is called after each group."""
+    unique, inverse, blocks = plan_blocks(texts, cfg)
+    per_group = blocks_per_group(len(blocks))
+    groups = [blocks[i:i + per_group] for i in range(0, len(blocks), per_group)]
+    xu = np.zeros((len(unique), d), dtype="float32")
+    done = 0
+    results = encode([[unique[i] for i in rows] for rows in group] for group in groups)
+    for group, x in zip(groups, results, strict=True):
+        rows = np.concatenate(group)
+        xu[rows] = x
+        done += len(rows)
+        if on_block is not None:
+            on_block(done, len(unique))
+    return np.ascontiguousarray(xu[inverse])
 
 
 def encode_texts(model: Any, texts: list[str], cfg: EncodeConfig, prefix: str,
                  on_block: Callable[[int, int], None] | None = None) -> np.ndarray:
     """(n, d) float32 embeddings of `prefix + text`, in input order, block by block
-    (`plan_blocks`); `on_block(done, total)` is called after each block."""
-    unique, inverse, blocks = plan_blocks(texts, cfg)
-    xu = np.zeros((len(unique), model.get_embedding_dimension()), dtype="float32")
-    done = 0
-    for rows in blocks:
-        xu[rows] = encode_block(model, [unique[i] for i in rows], cfg, prefix)
-        done += len(rows)
-        if on_block is not None:
-            on_block(done, len(unique))
-    return np.ascontiguousarray(xu[inverse])
+    (`plan_blocks`) in this process; `on_block(done, total)` is called after each block."""
+    return encode_planned(texts, cfg, model.get_embedding_dimension(),
+                          lambda groups: (encode_blocks(model, g, cfg, prefix) for g in groups),
+                          on_block=on_block)
 
 
 def vectors_table(chunk_ids: pa.Array | pa.ChunkedArray, x: np.ndarray,
@@ -149,8 +176,7 @@ def local_encoder(cfg: EncodeConfig) -> Encoder:
 def encode_shard(blocks: list[list[str]], cfg: EncodeConfig) -> np.ndarray:
     """One shard's vectors, on a Dask worker: its blocks encoded as one process would encode
     them (the encoder is loaded once per process)."""
-    model, prefix = encoder_for(cfg), prefixes(cfg)[0]
-    return np.concatenate([encode_block(model, texts, cfg, prefix) for texts in blocks])
+    return encode_blocks(encoder_for(cfg), blocks, cfg, prefixes(cfg)[0])
 
 
 def dask_encoder(executor: Executor, cfg: EncodeConfig, d: int,
@@ -158,26 +184,15 @@ def dask_encoder(executor: Executor, cfg: EncodeConfig, d: int,
     """Encode shards of whole blocks (`plan_blocks`, `run.dask.shard_rows` texts rounded up
     to a block) on the cluster, reassembled in order: the same batches, so the same
     vectors, as in one process."""
-    def encode(texts: list[str], on_block: Callable[[int, int], None] | None) -> np.ndarray:
-        unique, inverse, blocks = plan_blocks(texts, cfg)
-        size = len(blocks[0]) if blocks else 1
+    def per_shard(n_blocks: int) -> int:
         # at most shard_rows texts a shard (whole blocks), and enough shards for every slot
-        per_shard = max(1, min(executor.shard_rows // size,
-                               -(-len(blocks) // executor.in_flight)))
-        groups = [blocks[i:i + per_shard] for i in range(0, len(blocks), per_shard)]
-        shards = ([[unique[i] for i in rows] for rows in group] for group in groups)
-        xu = np.zeros((len(unique), d), dtype="float32")
-        done = 0
-        for group, x in zip(groups, map_ordered(executor, encode_shard, shards, cfg,
-                                                 observe=observe), strict=True):
-            rows = np.concatenate(group)
-            xu[rows] = x
-            done += len(rows)
-            if on_block is not None:
-                on_block(done, len(unique))
-        return np.ascontiguousarray(xu[inverse])
+        return max(1, min(executor.shard_rows // block_rows(cfg),
+                          -(-n_blocks // executor.in_flight)))
 
-    return encode
+    return lambda texts, on_block: encode_planned(
+        texts, cfg, d, lambda shards: map_ordered(executor, encode_shard, shards, cfg,
+                                                  observe=observe),
+        per_shard, on_block)
 
 
 def encode_windows(encode: Encoder, d: int, windows: Iterable[pa.Table], cfg: EncodeConfig,

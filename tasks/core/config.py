@@ -201,6 +201,18 @@ class ChunkConfig(_Config):
         return self
 
 
+EXPORTED_BACKENDS = ("openvino", "onnx")  # run an export of the model on the CPU
+
+
+def precision_problem(backend: str, precision: str) -> str | None:
+    """Why `precision` cannot run on `backend` (a resolved one, or as the params say), or
+    None."""
+    exported = backend in EXPORTED_BACKENDS
+    return {("int8", False): "int8 needs backend openvino or onnx",
+            ("fp16", True): "fp16 needs backend torch on cuda",
+            ("bf16", True): "bf16 needs backend torch"}.get((precision, exported))
+
+
 class EncodeConfig(_Config):
     """Which model embeds the chunks and how."""
 
@@ -252,12 +264,8 @@ class EncodeConfig(_Config):
 
     @model_validator(mode="after")
     def _check(self) -> EncodeConfig:
-        exported = self.backend in ("openvino", "onnx")
-        bad = {("int8", False): "int8 needs backend openvino or onnx",
-               ("fp16", True): "fp16 needs backend torch on cuda",
-               ("bf16", True): "bf16 needs backend torch"}.get((self.precision, exported))
-        if self.backend == "auto":
-            bad = None
+        bad = None if self.backend == "auto" else precision_problem(self.backend,
+                                                                    self.precision)
         if self.backend == "openai" and self.precision != "auto":
             bad = "the server decides the numerics; use precision auto"
         if bad:

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from tasks.core.config import EncodeConfig
+from tasks.core.config import EXPORTED_BACKENDS, EncodeConfig, precision_problem
 
 
 def _no_gpu_driver() -> bool:
@@ -34,9 +34,6 @@ def pick_device(requested: str) -> str:
     return requested
 
 
-EXPORTED = ("openvino", "onnx")  # backends that run an export of the model on the CPU
-
-
 class Runtime(NamedTuple):
     """Where and how the encoder runs; part of the embedding space (vectors differ)."""
 
@@ -56,14 +53,12 @@ def runtime_for(cfg: EncodeConfig) -> Runtime:
         backend = "openvino" if device == "cpu" else "torch"
     precision = cfg.precision
     if precision == "auto":
-        precision = "int8" if backend in EXPORTED else "fp16" if device == "cuda" else "fp32"
-    if backend in EXPORTED and device != "cpu":
+        precision = ("int8" if backend in EXPORTED_BACKENDS else "fp16" if device == "cuda"
+                     else "fp32")
+    if backend in EXPORTED_BACKENDS and device != "cpu":
         raise ValueError(f"encode.backend: {backend} runs on the CPU here; device is {device!r} "
                          f"(use encode.backend: torch or encode.device: cpu)")
-    problem = {("fp16", True): "fp16 needs backend torch on cuda",
-               ("bf16", True): "bf16 needs backend torch",
-               ("int8", False): "int8 needs backend openvino or onnx"
-               }.get((precision, backend in EXPORTED))
+    problem = precision_problem(backend, precision)
     if precision == "fp16" and device != "cuda":
         problem = f"fp16 needs device cuda, not {device!r}"
     if precision == "bf16" and device == "cpu" and not _cpu_has_bf16():

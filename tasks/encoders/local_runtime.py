@@ -8,6 +8,7 @@ checked against the PyTorch model on `PROBES` and refused below `MIN_COSINE`.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -19,6 +20,7 @@ import numpy as np
 from filelock import FileLock
 
 from tasks.core.config import cache_root
+from tasks.core.fingerprint import canonical_json, sha256_file, sha256_text
 
 log = logging.getLogger(__name__)
 # An export whose vectors stray further from PyTorch's on PROBES is refused. Very short
@@ -81,14 +83,23 @@ def verify(encoder: Encoder, reference: Any, backend: str) -> dict[str, float]:
     return report
 
 
+def export_key(files_sha256: str, precision: str, recipe: int, libraries: tuple[str, ...],
+               **extra: Any) -> str:
+    """Identity of an export: weights, precision, recipe, `extra` (int8's calibration) and
+    the versions of the `libraries` that made it and run it."""
+    from importlib import metadata  # noqa: PLC0415
+
+    return sha256_text(canonical_json(
+        {"files": files_sha256, "precision": precision, "recipe": recipe} | extra
+        | {lib: metadata.version(lib) for lib in libraries}))
+
+
 def cached_export(kind: str, key: str, marker: str, make: Callable[[Path], None],
                   open_encoder: Callable[[Path], Encoder],
                   reference: Callable[[], Any]) -> Encoder:
     """The encoder of the export `key` under `cache_root()/kind`; when the folder lacks its
     `marker` file, `make(folder)` writes it (atomically, one process at a time) and it is
     checked against `reference()` (the PyTorch model) and removed if refused."""
-    import json  # noqa: PLC0415
-
     root = cache_root() / kind
     root.mkdir(parents=True, exist_ok=True)
     target = root / key[:32]
@@ -113,15 +124,12 @@ CALIBRATION = Path(__file__).with_name("calibration.jsonl")
 
 def calibration_texts() -> list[str]:
     """The fixed texts int8 activation ranges are calibrated on: 192 chunks of the bundled
-    sample corpus, 24 from each of its eight topics (prose, recipes, finance, source code)."""
-    import json  # noqa: PLC0415
-
+    sample corpus and 64 short openings of others' sentences, 24 and 8 from each of its
+    eight topics (prose, recipes, finance, source code...)."""
     with CALIBRATION.open(encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
 def calibration_digest() -> str:
     """sha256 of the calibration file: part of an int8 export's identity."""
-    from tasks.core.fingerprint import sha256_file  # noqa: PLC0415
-
     return sha256_file(CALIBRATION)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.core.fingerprint import canonical_json, sha256_text
+from tasks.encoders import local_runtime
 from tasks.encoders.local_runtime import PROBES, cached_export, cpu_threads, pool
 from tasks.encoders.model import EXPORT_VERSION, Pipeline, read_model_config, read_pipeline
 
@@ -30,14 +30,8 @@ log = logging.getLogger(__name__)
 
 def export_key(files_sha256: str, precision: str) -> str:
     """Identity of an export: weights, precision, exporter and runtime versions."""
-    import onnxruntime  # noqa: PLC0415
-    import torch  # noqa: PLC0415
-    import transformers  # noqa: PLC0415
-
-    return sha256_text(canonical_json({
-        "files": files_sha256, "precision": precision, "recipe": EXPORT_VERSION,
-        "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-        "transformers": transformers.__version__}))
+    return local_runtime.export_key(files_sha256, precision, EXPORT_VERSION,
+                                    ("torch", "onnxruntime", "transformers"))
 
 
 def export_fp32_onnx(folder: Path, tokenizer: Any, path: Path) -> None:

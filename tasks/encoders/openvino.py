@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.core.fingerprint import canonical_json, sha256_text
+from tasks.encoders import local_runtime
 from tasks.encoders.local_runtime import (
     cached_export,
     calibration_digest,
@@ -46,13 +46,11 @@ WIDTHS = 16
 
 def export_key(files_sha256: str, precision: str) -> str:
     """Identity of an export: weights, precision, recipe, calibration and library versions."""
-    from importlib import metadata  # noqa: PLC0415
-
-    libs = ("torch", "transformers", "openvino") + (("nncf",) if precision == "int8" else ())
-    return sha256_text(canonical_json(
-        {"files": files_sha256, "precision": precision, "recipe": OPENVINO_EXPORT_VERSION,
-         "calibration": calibration_digest() if precision == "int8" else None}
-        | {lib: metadata.version(lib) for lib in libs}))
+    int8 = precision == "int8"
+    return local_runtime.export_key(
+        files_sha256, precision, OPENVINO_EXPORT_VERSION,
+        ("torch", "transformers", "openvino") + (("nncf",) if int8 else ()),
+        calibration=calibration_digest() if int8 else None)
 
 
 def _feeds(tokenizer: Any, texts: list[str], names: list[str], max_len: int
@@ -62,10 +60,9 @@ def _feeds(tokenizer: Any, texts: list[str], names: list[str], max_len: int
     return {n: enc[n].astype("int64") for n in names}
 
 
-def _quantize(model: Any, tokenizer: Any, max_len: int) -> Any:
+def _quantize(model: Any, tokenizer: Any, max_len: int, texts: list[str]) -> Any:
     import nncf  # noqa: PLC0415
 
-    texts = calibration_texts()
     names = [p.get_any_name() for p in model.inputs]
     samples = [texts[i:i + CALIBRATION_BATCH] for i in range(0, len(texts), CALIBRATION_BATCH)]
     data = nncf.Dataset(samples, lambda batch: _feeds(tokenizer, batch, names, max_len))
@@ -89,14 +86,14 @@ def export(folder: Path, tokenizer: Any, precision: str, max_len: int, target: P
         work = Path(tmp)
         export_fp32_onnx(folder, tokenizer, work / "raw.onnx")
         model = ov.convert_model(str(work / "raw.onnx"))
-        if precision == "int8":
-            model = _quantize(model, tokenizer, max_len)
+        texts = calibration_texts() if precision == "int8" else []
+        if texts:
+            model = _quantize(model, tokenizer, max_len, texts)
         final = work / "out"
         final.mkdir()
         ov.save_model(model, str(final / "model.xml"), compress_to_fp16=False)
         (final / "export.json").write_text(json.dumps(
-            {"source": str(folder), "precision": precision,
-             "calibration_texts": len(calibration_texts()) if precision == "int8" else 0},
+            {"source": str(folder), "precision": precision, "calibration_texts": len(texts)},
             indent=2))
         os.replace(final, target)
 
