@@ -22,7 +22,7 @@ from tasks.core.progress import task_logger
 from tasks.core.runtime import main, start_stage
 from tasks.documents.sentences import sentence_starts
 from tasks.documents.token_counts import Tokens
-from tasks.encoders.model import load_tokenizer, token_budget, tokenizer_identity
+from tasks.encoders.model import check_chunk_fits, load_tokenizer, tokenizer_identity
 
 Span = tuple[int, int]
 # Both matched at a line's or unit's start: `pattern.match(text, start, end)`.
@@ -266,7 +266,8 @@ def chunk_task(root: str = ".") -> str:
     shard (`io.BATCH_ROWS` documents at a time, or `run.dask.shard_rows` on Dask)."""
     run = start_stage("chunk", root)
     cfg, enc = run.params.chunk, run.params.encode
-    budget = token_budget(enc, cfg.max_tokens)
+    check_chunk_fits(enc, cfg.max_tokens)
+    budget = cfg.max_tokens
     fp, model = chunk_fingerprint(cfg, enc, run.input_fingerprints, budget)
     changes = run.changes(CHUNKS, "chunk_id", "text")
     n_docs = 0
