@@ -10,7 +10,7 @@ import pytest
 from flows.deployments import build_deployments
 from tasks.core.config import Params
 from tasks.core.registry import STAGE_NAMES
-from tests.conftest import REPO, make_workspace
+from tests.workspace import REPO, make_workspace
 
 
 def test_form_schema_opens_every_group_with_the_workspaces_values(tmp_path):

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from tasks.core.registry import STAGE_NAMES
-from tests.conftest import env_with_venv, make_workspace
+from tests.workspace import env_with_venv, make_workspace
 
 
 def test_log_is_one_line_per_stage_start_and_end_and_set_edits_one_line(tmp_path):
