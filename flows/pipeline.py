@@ -23,13 +23,12 @@ from prefect.tasks import exponential_backoff
 
 from flows.artifacts import publish_summary
 from flows.dvc_bridge import (
-    describe_changes,
     exclude_unhashable,
+    explain_stale,
     hold_repo,
     record_stage,
     stale_reason,
     stale_stages,
-    summarise_changes,
 )
 from flows.parameters import RunOverrides, to_dotted
 from tasks.core.catalog import MANIFEST
@@ -68,7 +67,9 @@ STAGE_TASKS = StageTasks()
 
 @task(name="skip-fresh-stage", task_run_name="{stage}: fresh, skipped", cache_policy=NO_CACHE)
 def skip_stage(stage: str) -> str:
-    """A visible record that DVC found `stage` fresh."""
+    """A visible record that DVC found `stage` fresh (logged here, before Prefect's own
+    "Finished in state" line of this task run)."""
+    get_run_logger().info("%s: fresh, skipped", stage)
     return stage
 
 
@@ -167,14 +168,13 @@ def run_stages(repo: Any, root: Path, params: Params, force: bool,
         out_dir = spec.out_dir(params, root)
         if not force and changes is None:
             skip_stage(spec.name)
-            log.info("%s: fresh, skipped", spec.name)
             rows.append(stage_row(spec.name, out_dir, "fresh", None))
             continue
         if not checked:
             check_before_running(root, params)
             checked = True
         reason, why = (("forced", "forced") if force else
-                       (summarise_changes(changes), describe_changes(changes)))
+                       explain_stale(root, spec.name, changes))
         log.info("%s: running (%s)", spec.name, reason)
         started = time.perf_counter()
         STAGE_TASKS[spec.name].with_options(
