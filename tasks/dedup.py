@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import CHUNKS, DROPPED, KEPT, REDUCED, VECTOR_COLUMN
 from tasks.core.config import DedupConfig
-from tasks.core.fingerprint import sha256_text, stage_fingerprint
+from tasks.core.fingerprint import sha256_text
 from tasks.core.progress import Progress, task_logger
 from tasks.core.runtime import main, start_stage
 from tasks.core.vectors import (
@@ -264,7 +264,7 @@ def dedup_task(root: str = ".") -> str:
                                     keep_order(chunks.column("source").to_pylist()), cfg)
     kept, dropped = dedup_tables(chunks, x, keep, drops)
     counts = dedup_counts(keep, drops)
-    fp = stage_fingerprint("dedup", cfg, run.input_fingerprints)
+    fp = run.fingerprint()
     with run.output(fp, cfg) as out:
         out.write_table(KEPT, kept)
         out.write_table(DROPPED, dropped)

@@ -18,7 +18,6 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import CHUNKS, ENCODED, VECTOR_COLUMN
 from tasks.core.config import EncodeConfig
-from tasks.core.fingerprint import stage_fingerprint
 from tasks.core.io import StageOutput
 from tasks.core.progress import Progress, task_logger
 from tasks.core.runtime import main, shard_observer, start_stage
@@ -232,7 +231,7 @@ def encode_task(root: str = ".") -> str:
     cfg = run.params.encode
     model_info = model_fingerprint(cfg)
     d, space = model_info["dim"], model_info["fingerprint"]
-    fp = stage_fingerprint("encode", cfg, run.input_fingerprints, {"model": model_info})
+    fp = run.fingerprint(model=model_info)
     counts = dict.fromkeys(COUNTS, 0)
     with open_executor(run.params.run) as ex, run.output(fp, cfg) as out:
         encode = (local_encoder(cfg) if ex.client is None

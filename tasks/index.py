@@ -43,7 +43,7 @@ from tasks.core.catalog import (
     VECTOR_COLUMN,
 )
 from tasks.core.config import IndexConfig, RunConfig, SearchConfig
-from tasks.core.fingerprint import sha256_text, stage_fingerprint
+from tasks.core.fingerprint import sha256_text
 from tasks.core.io import StageOutput, previous_keys, read_manifest
 from tasks.core.lineage import index_metadata
 from tasks.core.progress import task_logger
@@ -497,7 +497,7 @@ def index_task(root: str = ".") -> str:
     built, plan = update_or_build(run.out_dir, (x, int_ids, keys), dedup["space"], cfg,
                                   probes, fill_for(run.params.run))
     param, value, sweep = choose_search_param(built, x, int_ids, cfg, probes)
-    fp, model = stage_fingerprint("index", cfg, run.input_fingerprints), dedup["model"] | {
+    fp, model = run.fingerprint(), dedup["model"] | {
         "space": dedup["space"]}
     with run.output(fp, cfg) as out:
         dropped = run.read(DROPPED)

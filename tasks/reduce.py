@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import ENCODED, REDUCED, TRANSFORM, VECTOR_COLUMN
 from tasks.core.config import ReduceConfig
-from tasks.core.fingerprint import sha256_text, stage_fingerprint
+from tasks.core.fingerprint import sha256_text
 from tasks.core.progress import task_logger
 from tasks.core.runtime import main, start_stage
 from tasks.core.vectors import arrow_to_vectors, vectors_to_arrow
@@ -48,7 +48,7 @@ def reduce_task(root: str = ".") -> str:
     table = run.read(ENCODED)
     x = arrow_to_vectors(table.column(VECTOR_COLUMN))
     y, transform = reduce_vectors(x, cfg)
-    fp = stage_fingerprint("reduce", cfg, run.input_fingerprints)
+    fp = run.fingerprint()
     with run.output(fp, cfg) as out:
         out.write_table(REDUCED, pa.table({"chunk_id": table.column("chunk_id"),
                                            VECTOR_COLUMN: vectors_to_arrow(y)}))

@@ -14,6 +14,13 @@ import pyarrow as pa
 MANIFEST = "_manifest.json"
 VECTOR_COLUMN = "vector"
 METRICS_FILE = "metrics.json"  # the workspace-level copy `dvc metrics show` reads
+# JSON keys of a stage's files that report on one build (this machine's timings, the date,
+# the checkout's commit): never used to decide anything, and left out when two builds'
+# outputs are compared for identity.
+REPORTED_KEYS = frozenset({
+    "exact_ms_per_query", "lexical_seconds", "ms_per_query", "index_ms_per_query",
+    "step_seconds", "created_utc", "code",
+})
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from tasks.core.catalog import StageFile
 from tasks.core.config import Params, load_params
 from tasks.core.lock import workspace_lock
 from tasks.core.progress import Progress
-from tasks.core.registry import get_stage
+from tasks.core.registry import declared_params, fingerprint, get_stage
 from tasks.core.shards import Observer, map_ordered, open_executor, shard_rows
 
 
@@ -59,6 +59,7 @@ class StageRun:
     inputs: dict[str, dict[str, Any]]
     input_dirs: dict[str, Path]
     started: float = field(default_factory=time.perf_counter)
+    facts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def seconds(self) -> float:
@@ -68,6 +69,12 @@ class StageRun:
     @property
     def input_fingerprints(self) -> dict[str, str]:
         return {k: m["fingerprint"] for k, m in self.inputs.items()}
+
+    def fingerprint(self, **facts: Any) -> str:
+        """This stage's fingerprint: what the registry declares for it (its params, inputs
+        and the `facts` it names), nothing passed beside it."""
+        self.facts = facts
+        return fingerprint(self.name, self.params, self.input_fingerprints, facts)
 
     def input_path(self, entry: StageFile) -> Path:
         """Where an upstream stage's file lies."""
@@ -134,6 +141,8 @@ class StageRun:
             "inputs": self.input_fingerprints,
             "lineage": self.lineage(fingerprint),
             "config": cfg,
+            "decided_by": {"params": declared_params(self.name, self.params),
+                           "facts": self.facts},
             "seconds": round(time.perf_counter() - self.started, 3),
             **extra,
         }
