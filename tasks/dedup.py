@@ -27,7 +27,6 @@ from tasks.core.progress import Progress, task_logger
 from tasks.core.runtime import main, start_stage
 from tasks.core.vectors import (
     MIN_POINTS_PER_LIST,
-    arrow_to_vectors,
     max_lists,
     sample_rows,
     vectors_to_arrow,
@@ -256,10 +255,9 @@ def dedup_task(root: str = ".") -> str:
     """Drop exact and near-duplicate chunks; write the kept rows and the audit table."""
     run = start_stage("dedup", root)
     cfg = run.params.dedup
-    vec, chunks = run.read(REDUCED), run.read(CHUNKS)
+    (vec, x), chunks = run.read_vectors(REDUCED), run.read(CHUNKS)
     if vec.column("chunk_id") != chunks.column("chunk_id"):
         raise ValueError("dedup: reduce vectors and chunk rows are not the same chunk_ids")
-    x = arrow_to_vectors(vec.column(VECTOR_COLUMN))
     keep, drops = dedup_by_priority(x, chunks.column("text").to_pylist(),
                                     keep_order(chunks.column("source").to_pylist()), cfg)
     kept, dropped = dedup_tables(chunks, x, keep, drops)
@@ -269,7 +267,7 @@ def dedup_task(root: str = ".") -> str:
         out.write_table(KEPT, kept)
         out.write_table(DROPPED, dropped)
         out.record(model=run.inputs["reduce"]["model"], space=run.inputs["reduce"]["space"],
-                   rows=counts)
+                   rows=counts, unit_vectors=run.inputs["reduce"].get("unit_vectors", False))
     task_logger().info("dedup: %d chunks -> %d kept (%d exact, %d near dropped) in %.1f s",
                        counts["in"], counts["kept"], counts["exact"], counts["near"],
                        run.seconds)

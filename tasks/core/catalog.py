@@ -73,7 +73,8 @@ DROPPED = StageFile("dedup", "dropped.parquet", (
     ("dropped_chunk_id", _S), ("kept_chunk_id", _S), ("similarity", _F32), ("kind", _S),
     ("doc_id", _S), ("source", _S), ("group_chunk_id", _S), ("text", _S)))
 INDEX = StageFile("index", "index.faiss")
-INDEX_CHUNKS = StageFile("index", "chunks.parquet", (*_CHUNK_TEXT, ("int_id", _I64)))
+INDEX_CHUNKS = StageFile("index", "chunks.parquet", (*_CHUNK_TEXT, ("int_id", _I64),
+                                                    ("vector_sha256", _S)))
 INDEX_TRANSFORM = StageFile("index", TRANSFORM.name)
 INDEX_MODEL = StageFile("index", "model.json")
 INDEX_CARD = StageFile("index", "card.json")

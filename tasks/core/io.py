@@ -270,6 +270,20 @@ def read_manifest(out_dir: Path, stage: str | None = None) -> dict[str, Any]:
     return manifest
 
 
+def check_file(path: Path, manifest: dict[str, Any]) -> None:
+    """Refuse a stage file whose bytes are not those its manifest recorded (sha256): a
+    flipped byte, a truncation or a file another run left."""
+    want = manifest.get("files", {}).get(path.name)
+    if want is None:
+        raise ValueError(f"{path}: not listed in its stage's manifest; rerun stage "
+                         f"{manifest.get('stage')!r}")
+    if not path.is_file() or sha256_file(path) != want:
+        what = "missing" if not path.is_file() else "does not match its manifest's sha256"
+        raise ValueError(f"{path}: {what} (damaged or changed since stage "
+                         f"{manifest.get('stage')!r} wrote it); rerun that stage, e.g. "
+                         f"`embedpipe run --force` or `embedpipe stage {manifest.get('stage')}`")
+
+
 def file_name(name: str | StageFile) -> str:
     """The file name of a catalog entry (or a plain name)."""
     return name.name if isinstance(name, StageFile) else name
