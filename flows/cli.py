@@ -98,7 +98,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     if (args.query is None) == (args.queries is None):
         raise ValueError("search: give one query text, or --queries FILE")
-    folder = load_index_folder(_index_dir(args))
+    folder = load_index_folder(_index_dir(args), fast=not args.verify)
     if args.level == "doc":
         return _search_documents(folder, args)
     if args.queries is not None:
@@ -328,6 +328,8 @@ def _add_output_parsers(sub: Any) -> None:
                    "(default: the workspace's published index, else its latest build)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--width", type=int, default=160, help="snippet width")
+    p.add_argument("--verify", action="store_true", help="hash every file of the index "
+                   "folder (by default a file is hashed once per change; sizes always)")
     p.set_defaults(func=cmd_search)
     p = sub.add_parser("lineage", help="what produced the index, back to the raw corpus")
     p.add_argument("--json", action="store_true")

@@ -230,14 +230,13 @@ class StageOutput:
         if self.fingerprint is None:
             raise ValueError(f"stage {self.stage!r}: commit needs the fingerprint")
         self._close_writers()
-        files = {
-            p.name: sha256_file(p) for p in sorted(self.tmp_dir.iterdir()) if p.is_file()
-        }
+        paths = [p for p in sorted(self.tmp_dir.iterdir()) if p.is_file()]
         full = {
             "stage": self.stage,
             "fingerprint": self.fingerprint,
             **manifest,
-            "files": files,
+            "files": {p.name: sha256_file(p) for p in paths},
+            "sizes": {p.name: p.stat().st_size for p in paths},
             "versions": library_versions(),
         }
         self.write_json(MANIFEST, full)
