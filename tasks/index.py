@@ -348,11 +348,12 @@ class BuiltIndex:
     churn: int
     why: str = ""
 
-    def card_facts(self, plan: IndexPlan) -> dict[str, Any]:
-        """Training and update history, and why this factory, for the index card."""
+    def card_facts(self, plan: IndexPlan, xq: np.ndarray) -> dict[str, Any]:
+        """Training and update history, why this factory, and (reported, never deciding)
+        the measured time of one query from `xq` at the chosen setting, for the card."""
         return {"trained_on": self.trained_on, "churn_since_train": self.churn,
                 "update": plan.mode, "update_reason": plan.reason,
-                "factory_reason": self.why}
+                "factory_reason": self.why, "ms_per_query": round(query_ms(self.index, xq), 4)}
 
     def counts(self, plan: IndexPlan) -> dict[str, int]:
         """Vectors held, added and removed, for the manifest."""
@@ -538,8 +539,7 @@ def index_task(root: str = ".") -> str:
         sizes = write_index_folder(out, built, table, int_ids, (
             run.input_path(TRANSFORM), dropped), model, run.params.search)
         card = index_card(built.index, built.factory, built.nlist, param, value, sweep, cfg,
-                          **sizes, **built.card_facts(plan),
-                          ms_per_query=round(query_ms(built.index, x), 4))
+                          **sizes, **built.card_facts(plan, x))
         out.write_json(INDEX_CARD, card)
         out.write_json(INDEX_METADATA, index_metadata(run, fp, model, card))
         out.record(model=model, space=dedup["space"], card=card, rows=built.counts(plan) | {

@@ -121,7 +121,7 @@ def test_update_with_a_changed_vector_gives_what_a_rebuild_gives(factory):
     built = apply_plan(plan_update(None, {}, before[1], before[2], "s", cfg), None, None,
                        before[0], before[1], cfg, lambda: x0[:10])
     prev = {"space": "s", "config": cfg.model_dump(mode="json"),
-            "card": built.card_facts(plan_update(None, {}, before[1], before[2], "s", cfg))
+            "card": built.card_facts(plan_update(None, {}, before[1], before[2], "s", cfg), x0)
             | {"factory": built.factory, "nlist": built.nlist}}
     plan = plan_update(prev, dict(zip(before[1].tolist(), before[2], strict=True)), after[1],
                        after[2], "s", cfg)
