@@ -14,6 +14,7 @@ from typing import Any
 from flows.temporary_server import start_temporary_api, wait_until_healthy
 from tasks.core.catalog import ENCODED, MANIFEST
 from tasks.core.config import cache_root, load_params, parse_override
+from tasks.core.locations import check_locations
 from tasks.core.registry import STAGE_NAMES, get_stage
 
 QUERY_BATCH = 256  # queries embedded and searched together in batch search
@@ -30,6 +31,7 @@ def _root(args: argparse.Namespace) -> Path:
 def cmd_run(args: argparse.Namespace) -> int:
     overrides = dict(parse_override(s) for s in args.set)
     params = load_params(_root(args) / "params.yaml", overrides)  # fail before Prefect starts
+    check_locations(params, _root(args))
     server = start_temporary_api(Path.cwd())  # starts while the pipeline is imported
     from flows.pipeline import check_before_running, pipeline  # noqa: PLC0415
 
@@ -55,7 +57,9 @@ def cmd_stage(args: argparse.Namespace) -> int:
     from tasks.core.lock import workspace_lock  # noqa: PLC0415
 
     root = _root(args)
-    run_cfg = load_params(root / "params.yaml").run
+    params = load_params(root / "params.yaml")
+    check_locations(params, root)
+    run_cfg = params.run
     with hold_repo(root, run_cfg.on_busy == "wait") as repo, workspace_lock(
             root, f"embedpipe stage {args.name}", run_cfg.on_busy, run_cfg.lock_wait_s):
         out = STAGE_TASKS[args.name].fn(root=str(root))
