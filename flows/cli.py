@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,14 +120,15 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def _search_documents(folder: Any, args: argparse.Namespace) -> int:
     """`search --level doc`: documents by their vectors, for one query or a file of them."""
-    from tasks.query.batch import read_queries  # noqa: PLC0415
     from tasks.query.documents import search_documents  # noqa: PLC0415
 
-    queries = read_queries(Path(args.queries)) if args.queries else [args.query]
-    results = search_documents(folder, queries, args.k)
-    if args.queries or args.json or args.format == "jsonl":
-        for query, hits in zip(queries, results, strict=True):
-            print(json.dumps({"query": query, "hits": hits}, ensure_ascii=False))
+    if args.queries:
+        return _answer_query_file(Path(args.queries),
+                                  lambda part: search_documents(folder, part, args.k),
+                                  lambda hits: hits)
+    results = search_documents(folder, [args.query], args.k)
+    if args.json or args.format == "jsonl":
+        print(json.dumps({"query": args.query, "hits": results[0]}, ensure_ascii=False))
         return 0
     for rank, hit in enumerate(results[0], 1):
         title = f"  \"{hit['title']}\"" if hit.get("title") else ""
@@ -148,15 +150,37 @@ def _hit_lines(rank: int, hit: dict[str, Any], width: int) -> str:
 
 def _search_batch(folder: Any, args: argparse.Namespace) -> int:
     """One JSON line per query of the file, in order, with its ranked hits."""
-    from tasks.query.batch import batches, hit_record, read_queries  # noqa: PLC0415
+    from tasks.query.batch import hit_record  # noqa: PLC0415
 
-    queries = read_queries(Path(args.queries))
-    for part in batches(queries, QUERY_BATCH):
-        results = folder.search_text(part, k=args.k, mode=args.mode, expand=args.expand)
-        for query, hits in zip(part, results, strict=True):
-            print(json.dumps({"query": query, "hits": [hit_record(h) for h in hits]},
-                             ensure_ascii=False))
-    return 0
+    return _answer_query_file(
+        Path(args.queries),
+        lambda part: folder.search_text(part, k=args.k, mode=args.mode, expand=args.expand),
+        lambda hits: [hit_record(h) for h in hits])
+
+
+def _answer_query_file(path: Path, search: Callable[[list[str]], list[Any]],
+                       record: Callable[[Any], Any]) -> int:
+    """One JSON line per non-blank line of the query file, in order: `{"line", "query",
+    "hits"}`, or `{"line", "error"}` for a line that holds no query (also on stderr). The
+    good lines are answered whatever the others hold; the exit code is 2 when any was bad."""
+    from tasks.query.batch import batches, read_query_lines  # noqa: PLC0415
+
+    lines = read_query_lines(path)
+    for part in batches(lines, QUERY_BATCH):
+        queries = [q.query for q in part if q.query is not None]
+        answers = iter(search(queries) if queries else [])
+        for q in part:
+            if q.error is not None:
+                print(f"embedpipe: error: {q.error}", file=sys.stderr)
+                line = {"line": q.number, "error": q.error}
+            else:
+                line = {"line": q.number, "query": q.query, "hits": record(next(answers))}
+            print(json.dumps(line, ensure_ascii=False))
+    bad = sum(q.error is not None for q in lines)
+    if bad:
+        print(f"embedpipe: {bad} of {len(lines)} query lines of {path} had errors (their "
+              "result lines carry `error`); the others were answered", file=sys.stderr)
+    return 2 if bad else 0
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
@@ -291,7 +315,8 @@ def _add_output_parsers(sub: Any) -> None:
     p = sub.add_parser("search", help="search the index (one query, or --queries FILE)")
     p.add_argument("query", nargs="?")
     p.add_argument("--queries", metavar="FILE", help="JSONL with a `query` field per line, or "
-                   "one query per line: one JSON result line per query, in order")
+                   "one query per line: one JSON result line per line, in order (a bad line's "
+                   "carries its error; the others are answered)")
     p.add_argument("-k", type=int, default=5)
     p.add_argument("--mode", choices=["dense", "lexical", "hybrid"],
                    help="default: the mode the index was built with (search.mode)")
