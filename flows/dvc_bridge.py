@@ -14,9 +14,10 @@ from typing import Any
 
 import yaml
 
-from tasks.core.config import load_params
+from tasks.core.config import Params
 from tasks.core.io import pid_alive
-from tasks.core.registry import STAGE_NAMES, dvc_plots, dvc_stages
+from tasks.core.registry import SOURCE_STAGE, STAGE_NAMES, dvc_plots, dvc_stages
+from tasks.documents.listing import write_source_listing
 from tasks.documents.sources import unreadable_entries
 from tasks.storage.s3 import is_s3
 
@@ -115,24 +116,6 @@ def describe_changes(changes: list[Any]) -> str:
     return _status_line(changes, _every_path)
 
 
-@contextmanager
-def source_endpoint(repo: Any) -> Iterator[None]:
-    """DVC hashes an `s3://` ingest.source with its own S3 client, which knows nothing of
-    `ingest.s3_endpoint_url`: while DVC looks, the endpoint is botocore's own variable
-    `AWS_ENDPOINT_URL_S3`, unless the environment names an endpoint already (as a
-    `dvc repro` run by hand needs it to)."""
-    ingest = load_params(Path(repo.root_dir) / "params.yaml").ingest
-    if (not is_s3(ingest.source) or not ingest.s3_endpoint_url
-            or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")):
-        yield
-        return
-    os.environ["AWS_ENDPOINT_URL_S3"] = ingest.s3_endpoint_url
-    try:
-        yield
-    finally:
-        os.environ.pop("AWS_ENDPOINT_URL_S3", None)
-
-
 def _few(names: list[str], shown: int = 2) -> str:
     more = f" +{len(names) - shown} more" if len(names) > shown else ""
     return ", ".join(names[:shown]) + more
@@ -168,22 +151,19 @@ def stale_stages(repo: Any) -> dict[str, list[Any]]:
     """Stage name -> DVC's status entries (why it would rerun it now), for every stale stage
     (fresh ones absent). One `dvc status` for the whole pipeline: DVC parses dvc.yaml and
     dvc.lock once, where a call per stage parses them again for each."""
-    with source_endpoint(repo):
-        status = repo.status()
+    status = repo.status()
     return {name: changes for name, changes in status.items() if changes}
 
 
 def stale_reason(repo: Any, stage: str) -> list[Any] | None:
     """DVC's status entries for `stage` now, or None when it is fresh."""
-    with source_endpoint(repo):
-        status = repo.status(targets=[stage])
+    status = repo.status(targets=[stage])
     return status.get(stage) or None
 
 
 def record_stage(repo: Any, stage: str) -> None:
     """Write the stage's current deps, params and outs into dvc.lock (`dvc commit -f`)."""
-    with source_endpoint(repo):
-        repo.commit(stage, force=True)
+    repo.commit(stage, force=True)
 
 
 def pipeline_status(root: Path | str) -> dict[str, str | None]:
@@ -239,3 +219,13 @@ def exclude_unhashable(root: Path, source: str) -> None:
     new = kept + ("\n" if kept and not kept.endswith("\n") and block else "") + block
     if new != text:
         path.write_text(new, encoding="utf-8")
+
+
+
+def refresh_source_listing(repo: Any, params: Params) -> None:
+    """Write ingest's listing of `ingest.source` (what DVC hashes for ingest and evaluate in
+    place of the folder) before DVC is asked what is stale, and record the DVC stage
+    `source` that owns it, so that `dvc status` and `dvc repro` agree afterwards."""
+    changed = write_source_listing(Path(repo.root_dir), params)
+    if changed or stale_reason(repo, SOURCE_STAGE) is not None:
+        record_stage(repo, SOURCE_STAGE)

@@ -27,6 +27,7 @@ from flows.dvc_bridge import (
     exclude_unhashable,
     hold_repo,
     record_stage,
+    refresh_source_listing,
     stale_reason,
     stale_stages,
     summarise_changes,
@@ -218,6 +219,7 @@ def pipeline(root: str = ".", overrides: RunOverrides | None = None,
             root_path, "embedpipe flow", busy, params.run.lock_wait_s,
             run_id=str(flow_run.id)) as dead_runs:
         mark_crashed(dead_runs)
+        refresh_source_listing(repo, params)
         with provisional_overrides(root_path / "params.yaml", dotted) as keep, run_cluster(
                 params.run):
             rows = run_stages(repo, root_path, params, force, checked=bool(dotted),

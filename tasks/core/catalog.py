@@ -14,6 +14,8 @@ import pyarrow as pa
 MANIFEST = "_manifest.json"
 VECTOR_COLUMN = "vector"
 METRICS_FILE = "metrics.json"  # the workspace-level copy `dvc metrics show` reads
+# Under paths.data: ingest's listing of ingest.source, the file DVC hashes in its place
+SOURCE_LISTING = "source-listing.jsonl"
 
 
 @dataclass(frozen=True)
