@@ -15,8 +15,8 @@ from typing import Any
 from flows.temporary_server import start_temporary_api, wait_until_healthy
 from tasks.core.catalog import ENCODED, MANIFEST
 from tasks.core.config import cache_root, load_params, parse_override
-from tasks.core.locations import check_locations
 from tasks.core.registry import STAGE_NAMES, get_stage
+from tasks.storage.locations import check_locations
 
 QUERY_BATCH = 256  # queries embedded and searched together in batch search
 

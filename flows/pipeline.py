@@ -36,12 +36,12 @@ from flows.parameters import RunOverrides, to_dotted
 from tasks.core.catalog import MANIFEST
 from tasks.core.config import Params, load_params
 from tasks.core.io import read_manifest
-from tasks.core.locations import check_locations
 from tasks.core.lock import workspace_lock
 from tasks.core.params_file import provisional_overrides
 from tasks.core.registry import STAGE_NAMES, STAGES, get_stage
 from tasks.core.shards import run_cluster
 from tasks.encoders.model import check_params_against_model
+from tasks.storage.locations import check_locations
 from tasks.storage.s3 import is_s3
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from flows.cli import main
 from tasks.core.config import load_params
-from tasks.core.locations import location_problems
 from tasks.core.params_file import provisional_overrides
+from tasks.storage.locations import location_problems
 from tests.conftest import make_workspace
 
 
