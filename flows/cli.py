@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import textwrap
 from collections.abc import Callable
@@ -393,17 +394,37 @@ def main(argv: list[str] | None = None) -> int:
             handler.addFilter(QuietLibraries())
     try:
         return args.func(args)
-    except (ValueError, RuntimeError) as err:
+    except Exception as err:
         if args.debug:
             raise
+        return _error_line(err)
+    except BaseException as err:  # Ctrl-C, or SIGTERM (Prefect's TerminationSignal)
+        signum = getattr(err, "signal", signal.SIGINT if isinstance(err, KeyboardInterrupt)
+                         else None)
+        if signum is None or args.debug:
+            raise
+        print(f"embedpipe: stopped by {signal.Signals(signum).name}: stages that had not "
+              "finished kept their previous outputs, and a flow run is marked Crashed in "
+              "Prefect; rerun to resume", file=sys.stderr)
+        return 128 + signum
+
+
+def _error_line(err: Exception) -> int:
+    """Print `err` as one line; the exit code: 2 for a problem with what was asked (a value,
+    a state), 1 for a library's own error (S3, DVC, FAISS) or a full disk."""
+    from tasks.core.io import disk_full  # noqa: PLC0415
+
+    full = disk_full(err)
+    if isinstance(err, ValueError | RuntimeError):
         print(f"embedpipe: error: {err}", file=sys.stderr)
         return 2
-    except Exception as err:  # a library's own error (S3, DVC, FAISS): one line, not pages
-        if args.debug:
-            raise
-        print(f"embedpipe: error: {type(err).__name__}: {err} (--debug shows the traceback)",
-              file=sys.stderr)
+    if full is not None:
+        print(f"embedpipe: error: disk full (ENOSPC) writing {full.filename or 'a file'}: "
+              "free space on that filesystem and rerun", file=sys.stderr)
         return 1
+    print(f"embedpipe: error: {type(err).__name__}: {err} (--debug shows the traceback)",
+          file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

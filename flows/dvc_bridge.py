@@ -37,6 +37,7 @@ def open_repo(root: Path | str, wait: bool = True) -> Iterator[Any]:
     # DVC resolves some output paths against the working directory, not root_dir.
     with chdir(root):
         repo = Repo(str(root), _wait_for_lock=wait)
+        repair_rwlock(Path(repo.tmp_dir), repo.config["core"].get("hardlink_lock", False))
         try:
             yield repo
         finally:
@@ -75,6 +76,42 @@ def hold_repo(root: Path | str, wait: bool = True) -> Iterator[Any]:
             yield repo
         finally:
             held.__exit__(None, None, None)
+
+
+def repair_rwlock(tmp_dir: Path, hardlink: bool = False) -> None:
+    """Remove DVC's per-path lock file (`.dvc/tmp/rwlock`) when it is provably stale.
+
+    DVC rewrites it in place; a write that meets a full disk leaves it empty or cut short,
+    and every DVC command after fails on it ("JSON structure is corrupted"). Under DVC's own
+    guard of that file, one that does not parse and names no live process holds nothing:
+    it is deleted (DVC reads a missing one as no locks held).
+
+    Raises:
+        RuntimeError: it does not parse and names a live process, which may still hold a
+            lock: the message says what to delete once that process has ended.
+    """
+    from dvc.lock import make_lock  # noqa: PLC0415
+
+    path = tmp_dir / "rwlock"
+    if not path.is_file():
+        return
+    with make_lock(str(tmp_dir / "rwlock.lock"), tmp_dir=str(tmp_dir), hardlink_lock=hardlink,
+                   wait=True):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        try:
+            json.loads(text)
+            return
+        except ValueError:
+            pass
+        live = sorted({int(p) for p in re.findall(r'"pid":\s*(\d+)', text)
+                       if int(p) != os.getpid() and pid_alive(int(p))})
+        if live:
+            raise RuntimeError(f"{path} is corrupted (cut short, e.g. by a full disk) and names "
+                               f"live processes {live}: once they have ended, delete {path}")
+        path.unlink()
+    logging.getLogger(__name__).warning(
+        "%s was corrupted (cut short, e.g. by a full disk) and named no live process: "
+        "removed; DVC starts it afresh", path)
 
 
 def stage_locks_held(tmp_dir: Path) -> str | None:
