@@ -6,8 +6,10 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from flows.temporary_server import start_temporary_api, wait_until_healthy
 from tasks.core.catalog import ENCODED, MANIFEST
 from tasks.core.config import cache_root, load_params, parse_override
 from tasks.core.registry import STAGE_NAMES, get_stage
+from tasks.storage.locations import check_locations
 
 QUERY_BATCH = 256  # queries embedded and searched together in batch search
 
@@ -30,6 +33,7 @@ def _root(args: argparse.Namespace) -> Path:
 def cmd_run(args: argparse.Namespace) -> int:
     overrides = dict(parse_override(s) for s in args.set)
     params = load_params(_root(args) / "params.yaml", overrides)  # fail before Prefect starts
+    check_locations(params, _root(args))
     server = start_temporary_api(Path.cwd())  # starts while the pipeline is imported
     from flows.pipeline import check_before_running, pipeline  # noqa: PLC0415
 
@@ -50,14 +54,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
-    from flows.dvc_bridge import hold_repo, record_stage  # noqa: PLC0415
+    from flows.dvc_bridge import hold_repo, record_stage, refresh_source_listing  # noqa: PLC0415
     from flows.pipeline import STAGE_TASKS  # noqa: PLC0415
     from tasks.core.lock import workspace_lock  # noqa: PLC0415
 
     root = _root(args)
-    run_cfg = load_params(root / "params.yaml").run
+    params = load_params(root / "params.yaml")
+    check_locations(params, root)
+    run_cfg = params.run
     with hold_repo(root, run_cfg.on_busy == "wait") as repo, workspace_lock(
             root, f"embedpipe stage {args.name}", run_cfg.on_busy, run_cfg.lock_wait_s):
+        refresh_source_listing(repo, params)
         out = STAGE_TASKS[args.name].fn(root=str(root))
         record_stage(repo, args.name)
     print(out)
@@ -66,9 +73,11 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from flows.dvc_bridge import exclude_unhashable, pipeline_status  # noqa: PLC0415
+    from tasks.documents.listing import write_source_listing  # noqa: PLC0415
 
     params = load_params(_root(args) / "params.yaml")  # a YAML or key error in one line
     exclude_unhashable(_root(args), params.ingest.source)
+    write_source_listing(_root(args), params)  # what DVC compares in place of the source
     for name, reason in pipeline_status(_root(args)).items():
         print(f"{name:<9} {'fresh' if reason is None else 'stale'}"
               f"{'' if reason is None else '    ' + reason}")
@@ -115,14 +124,15 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def _search_documents(folder: Any, args: argparse.Namespace) -> int:
     """`search --level doc`: documents by their vectors, for one query or a file of them."""
-    from tasks.query.batch import read_queries  # noqa: PLC0415
     from tasks.query.documents import search_documents  # noqa: PLC0415
 
-    queries = read_queries(Path(args.queries)) if args.queries else [args.query]
-    results = search_documents(folder, queries, args.k)
-    if args.queries or args.json or args.format == "jsonl":
-        for query, hits in zip(queries, results, strict=True):
-            print(json.dumps({"query": query, "hits": hits}, ensure_ascii=False))
+    if args.queries:
+        return _answer_query_file(Path(args.queries),
+                                  lambda part: search_documents(folder, part, args.k),
+                                  lambda hits: hits)
+    results = search_documents(folder, [args.query], args.k)
+    if args.json or args.format == "jsonl":
+        print(json.dumps({"query": args.query, "hits": results[0]}, ensure_ascii=False))
         return 0
     for rank, hit in enumerate(results[0], 1):
         title = f"  \"{hit['title']}\"" if hit.get("title") else ""
@@ -144,15 +154,37 @@ def _hit_lines(rank: int, hit: dict[str, Any], width: int) -> str:
 
 def _search_batch(folder: Any, args: argparse.Namespace) -> int:
     """One JSON line per query of the file, in order, with its ranked hits."""
-    from tasks.query.batch import batches, hit_record, read_queries  # noqa: PLC0415
+    from tasks.query.batch import hit_record  # noqa: PLC0415
 
-    queries = read_queries(Path(args.queries))
-    for part in batches(queries, QUERY_BATCH):
-        results = folder.search_text(part, k=args.k, mode=args.mode, expand=args.expand)
-        for query, hits in zip(part, results, strict=True):
-            print(json.dumps({"query": query, "hits": [hit_record(h) for h in hits]},
-                             ensure_ascii=False))
-    return 0
+    return _answer_query_file(
+        Path(args.queries),
+        lambda part: folder.search_text(part, k=args.k, mode=args.mode, expand=args.expand),
+        lambda hits: [hit_record(h) for h in hits])
+
+
+def _answer_query_file(path: Path, search: Callable[[list[str]], list[Any]],
+                       record: Callable[[Any], Any]) -> int:
+    """One JSON line per non-blank line of the query file, in order: `{"line", "query",
+    "hits"}`, or `{"line", "error"}` for a line that holds no query (also on stderr). The
+    good lines are answered whatever the others hold; the exit code is 2 when any was bad."""
+    from tasks.query.batch import batches, read_query_lines  # noqa: PLC0415
+
+    lines = read_query_lines(path)
+    for part in batches(lines, QUERY_BATCH):
+        queries = [q.query for q in part if q.query is not None]
+        answers = iter(search(queries) if queries else [])
+        for q in part:
+            if q.error is not None:
+                print(f"embedpipe: error: {q.error}", file=sys.stderr)
+                line = {"line": q.number, "error": q.error}
+            else:
+                line = {"line": q.number, "query": q.query, "hits": record(next(answers))}
+            print(json.dumps(line, ensure_ascii=False))
+    bad = sum(q.error is not None for q in lines)
+    if bad:
+        print(f"embedpipe: {bad} of {len(lines)} query lines of {path} had errors (their "
+              "result lines carry `error`); the others were answered", file=sys.stderr)
+    return 2 if bad else 0
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
@@ -315,7 +347,8 @@ def _add_output_parsers(sub: Any) -> None:
     p = sub.add_parser("search", help="search the index (one query, or --queries FILE)")
     p.add_argument("query", nargs="?")
     p.add_argument("--queries", metavar="FILE", help="JSONL with a `query` field per line, or "
-                   "one query per line: one JSON result line per query, in order")
+                   "one query per line: one JSON result line per line, in order (a bad line's "
+                   "carries its error; the others are answered)")
     p.add_argument("-k", type=int, default=5)
     p.add_argument("--mode", choices=["dense", "lexical", "hybrid"],
                    help="default: the mode the index was built with (search.mode)")
@@ -393,17 +426,37 @@ def main(argv: list[str] | None = None) -> int:
             handler.addFilter(QuietLibraries())
     try:
         return args.func(args)
-    except (ValueError, RuntimeError) as err:
+    except Exception as err:
         if args.debug:
             raise
+        return _error_line(err)
+    except BaseException as err:  # Ctrl-C, or SIGTERM (Prefect's TerminationSignal)
+        signum = getattr(err, "signal", signal.SIGINT if isinstance(err, KeyboardInterrupt)
+                         else None)
+        if signum is None or args.debug:
+            raise
+        print(f"embedpipe: stopped by {signal.Signals(signum).name}: stages that had not "
+              "finished kept their previous outputs, and a flow run is marked Crashed in "
+              "Prefect; rerun to resume", file=sys.stderr)
+        return 128 + signum
+
+
+def _error_line(err: Exception) -> int:
+    """Print `err` as one line; the exit code: 2 for a problem with what was asked (a value,
+    a state), 1 for a library's own error (S3, DVC, FAISS) or a full disk."""
+    from tasks.core.io import disk_full  # noqa: PLC0415
+
+    full = disk_full(err)
+    if isinstance(err, ValueError | RuntimeError):
         print(f"embedpipe: error: {err}", file=sys.stderr)
         return 2
-    except Exception as err:  # a library's own error (S3, DVC, FAISS): one line, not pages
-        if args.debug:
-            raise
-        print(f"embedpipe: error: {type(err).__name__}: {err} (--debug shows the traceback)",
-              file=sys.stderr)
+    if full is not None:
+        print(f"embedpipe: error: disk full (ENOSPC) writing {full.filename or 'a file'}: "
+              "free space on that filesystem and rerun", file=sys.stderr)
         return 1
+    print(f"embedpipe: error: {type(err).__name__}: {err} (--debug shows the traceback)",
+          file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +27,7 @@ from flows.dvc_bridge import (
     explain_stale,
     hold_repo,
     record_stage,
+    refresh_source_listing,
     stale_reason,
     stale_stages,
 )
@@ -35,10 +36,11 @@ from tasks.core.catalog import MANIFEST
 from tasks.core.config import Params, load_params
 from tasks.core.io import read_manifest
 from tasks.core.lock import workspace_lock
-from tasks.core.params_file import write_overrides
+from tasks.core.params_file import provisional_overrides
 from tasks.core.registry import STAGE_NAMES, STAGES, get_stage
 from tasks.core.shards import run_cluster
 from tasks.encoders.model import check_params_against_model
+from tasks.storage.locations import check_locations
 from tasks.storage.s3 import is_s3
 
 
@@ -165,14 +167,15 @@ def stage_row(stage: str, out_dir: Path, reason: str, seconds: float | None,
             "rows": manifest.get("rows", {})}
 
 
-def run_stages(repo: Any, root: Path, params: Params, force: bool,
-               checked: bool) -> list[dict[str, Any]]:
+def run_stages(repo: Any, root: Path, params: Params, force: bool, checked: bool,
+               started: Callable[[], None] = lambda: None) -> list[dict[str, Any]]:
     """Run the stale stages in order, recording each in dvc.lock; one row per stage.
 
     DVC is asked once for every stage; once a stage has run, each later stage is asked again,
     since the outputs it depends on may have changed. `checked`: the params have had the
     model cross-check; otherwise it runs before the first stage does (it loads the tokenizer,
-    which a run that skips everything does not need).
+    which a run that skips everything does not need). `started()` is called just before
+    the first stage runs.
     """
     log = get_run_logger()
     rows: list[dict[str, Any]] = []
@@ -194,13 +197,14 @@ def run_stages(repo: Any, root: Path, params: Params, force: bool,
         reason, why = (("forced", "forced") if force else (repair, repair) if repair else
                        explain_stale(root, spec.name, changes))
         log.info("%s: running (%s)", spec.name, reason)
-        started = time.perf_counter()
+        started()
+        begun = time.perf_counter()
         STAGE_TASKS[spec.name].with_options(
             timeout_seconds=stage_timeout(params, spec.name),
             **network_retries(params, spec.name))(root=str(root))
         record_stage(repo, spec.name)
         ran_any = True
-        rows.append(stage_row(spec.name, out_dir, reason, time.perf_counter() - started, why))
+        rows.append(stage_row(spec.name, out_dir, reason, time.perf_counter() - begun, why))
     return rows
 
 
@@ -222,6 +226,7 @@ def pipeline(root: str = ".", overrides: RunOverrides | None = None,
     dotted = changed_only(root_path / "params.yaml",
                           {**to_dotted(overrides), **(set_params or {})})
     params = load_params(root_path / "params.yaml", dotted)
+    check_locations(params, root_path)
     if dotted:
         check_before_running(root_path, params)  # before params.yaml changes
     busy = on_busy or params.run.on_busy
@@ -232,9 +237,11 @@ def pipeline(root: str = ".", overrides: RunOverrides | None = None,
             root_path, "embedpipe flow", busy, params.run.lock_wait_s,
             run_id=str(flow_run.id)) as dead_runs:
         mark_crashed(dead_runs)
-        write_overrides(root_path / "params.yaml", dotted)
-        with run_cluster(params.run):
-            rows = run_stages(repo, root_path, params, force, checked=bool(dotted))
+        refresh_source_listing(repo, params)
+        with provisional_overrides(root_path / "params.yaml", dotted) as keep, run_cluster(
+                params.run):
+            rows = run_stages(repo, root_path, params, force, checked=bool(dotted),
+                              started=keep)
     summary = {"stages": rows, "overrides": dotted,
                "params": params.model_dump(mode="json")}
     publish_summary(root_path, params, summary)

@@ -19,7 +19,7 @@ from tasks.core.catalog import INGEST_DOCS, INGEST_REJECTS
 from tasks.core.config import IngestConfig
 from tasks.core.fingerprint import canonical_json, sha256_text
 from tasks.core.io import RowBatches
-from tasks.core.progress import task_logger
+from tasks.core.progress import Progress, counted, task_logger
 from tasks.core.runtime import StageRun, main, start_stage
 from tasks.documents.decoding import iter_file
 from tasks.documents.sources import SourceFile, source_files
@@ -86,8 +86,10 @@ def ingest_task(root: str = ".") -> str:
     with run.output(fp, cfg) as out:
         docs = RowBatches(out.open_table(INGEST_DOCS), changes.update)
         rejects = RowBatches(out.open_table(INGEST_REJECTS))
-        for is_doc, row in ingest_rows(files, cfg, tally):
-            (docs if is_doc else rejects).add(row)
+        with Progress("ingest", len(files) if isinstance(files, list) else 0,
+                      "files") as bar:
+            for is_doc, row in ingest_rows(counted(files, bar), cfg, tally):
+                (docs if is_doc else rejects).add(row)
         docs.flush()
         rejects.flush()
         out.set_fingerprint(ingest_fingerprint(run, tally.hashes))

@@ -21,6 +21,8 @@ REPORTED_KEYS = frozenset({
     "exact_ms_per_query", "lexical_seconds", "ms_per_query", "index_ms_per_query",
     "step_seconds", "created_utc", "code",
 })
+# Under paths.data: ingest's listing of ingest.source, the file DVC hashes in its place
+SOURCE_LISTING = "source-listing.jsonl"
 
 
 @dataclass(frozen=True)

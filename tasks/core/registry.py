@@ -48,12 +48,20 @@ class StageSpec:
         return Path(root) / params.paths.data / self.folder
 
 
+# DVC depends on ingest's listing of ingest.source, never on the folder itself (DVC's hashing
+# stops on a symlink loop or a name that is not UTF-8). The listing is the one out of the DVC
+# stage `source` (not a pipeline stage: no params, no fingerprint), written by the flow before
+# it asks DVC and by `dvc repro` when missing.
+SOURCE_STAGE = "source"
+SOURCE_MODULE = "tasks/documents/listing.py"
+SOURCE_DEP = f"{{data}}/{catalog.SOURCE_LISTING}"
+
 _MODEL_KEYS = (
     "encode.model", "encode.revision", "encode.max_seq_length", "encode.passage_prefix",
 )
 
 STAGES: tuple[StageSpec, ...] = (
-    StageSpec("ingest", "01_ingest", (), ("ingest",), extra_deps=("${ingest.source}",),
+    StageSpec("ingest", "01_ingest", (), ("ingest",), extra_deps=(SOURCE_DEP,),
               facts=("corpus_sha256",)),
     StageSpec("clean", "02_clean", ("ingest",), ("clean",)),
     StageSpec("chunk", "03_chunk", ("clean",), ("chunk", *_MODEL_KEYS),
@@ -64,7 +72,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("dedup", "06_dedup", ("reduce", "chunk"), ("dedup",)),
     StageSpec("index", "07_index", ("dedup", "reduce", "chunk"), ("index", "search")),
     StageSpec("evaluate", "08_evaluate", ("index", "dedup", "chunk", "ingest"), ("evaluate",),
-              extra_deps=("${ingest.source}",), facts=("labels_sha256",)),
+              extra_deps=(SOURCE_DEP,), facts=("labels_sha256",)),
     StageSpec("publish", "09_publish", ("index", "evaluate"), ("publish",)),
     StageSpec("export", "10_export", ("index", "dedup", "evaluate"), ("export",)),
 )
@@ -174,19 +182,30 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
-@cache
-def module_deps(stage: str) -> tuple[str, ...]:
-    """The stage module and every `tasks` module it imports, transitively (repo paths)."""
-    root = TASKS_DIR / f"{get_stage(stage).name}.py"
-    seen, todo = {root}, [root]
+def _import_closure(start: Path) -> tuple[str, ...]:
+    """`start` and every `tasks` module it imports, transitively (repo paths, `start` first)."""
+    seen, todo = {start}, [start]
     while todo:
         for module in _imports(todo.pop()):
             path = _module_file(module)
             if path is not None and path not in seen:
                 seen.add(path)
                 todo.append(path)
-    rel = sorted(p.relative_to(TASKS_DIR.parent).as_posix() for p in seen - {root})
-    return (get_stage(stage).module, *rel)
+    rel = sorted(p.relative_to(TASKS_DIR.parent).as_posix() for p in seen - {start})
+    return (start.relative_to(TASKS_DIR.parent).as_posix(), *rel)
+
+
+@cache
+def module_deps(stage: str) -> tuple[str, ...]:
+    """The stage module and every `tasks` module it imports, transitively (repo paths)."""
+    return _import_closure(TASKS_DIR / f"{get_stage(stage).name}.py")
+
+
+def _source_stage(data_dir: str) -> dict:
+    """The DVC stage that writes the listing of ingest.source (see SOURCE_STAGE)."""
+    return {"cmd": f"python -m {SOURCE_MODULE.removesuffix('.py').replace('/', '.')}",
+            "deps": list(_import_closure(TASKS_DIR.parent / SOURCE_MODULE)),
+            "outs": [{SOURCE_DEP.format(data=data_dir): {"cache": False}}]}
 
 
 def dvc_plots(data_dir: str = "data") -> list[str]:
@@ -196,10 +215,10 @@ def dvc_plots(data_dir: str = "data") -> list[str]:
 
 def dvc_stages(data_dir: str = "data") -> dict:
     """The `stages:` mapping of dvc.yaml, derived from STAGES and the stages' imports."""
-    out: dict = {}
+    out: dict = {SOURCE_STAGE: _source_stage(data_dir)}
     for spec in STAGES:
         deps = [f"{data_dir}/{get_stage(i).folder}" for i in spec.inputs]
-        deps += [*spec.extra_deps, *module_deps(spec.name)]
+        deps += [*(d.format(data=data_dir) for d in spec.extra_deps), *module_deps(spec.name)]
         entry: dict = {
             "cmd": f"python -m tasks.{spec.name}",
             "deps": deps,

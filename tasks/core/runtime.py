@@ -30,6 +30,9 @@ from tasks.core.registry import declared_params, fingerprint, get_stage
 from tasks.core.shards import Observer, map_ordered, open_executor, shard_rows
 from tasks.core.vectors import checked_vectors
 
+PROGRESS_STEPS = 20  # in-process shards per stage input, each a step of its bar
+MIN_SHARD_ROWS = 16
+
 
 def shard_observer(stage: str) -> Observer | None:
     """Under Prefect, each Dask shard's wait as a task run `<stage> shard N`; None outside."""
@@ -115,14 +118,15 @@ class StageRun:
         executor `run.executor` names (`tasks.core.shards`), with the rows done shown as
         the stage's progress."""
         sizes: deque[int] = deque()
+        total = self.count(entry)
+        rows = shard_rows(self.params.run) or progress_rows(total)
 
         def shards() -> Iterator[pa.Table]:
-            for shard in self.batches(entry, columns, shard_rows(self.params.run)):
+            for shard in self.batches(entry, columns, rows):
                 sizes.append(shard.num_rows)
                 yield shard
 
-        with open_executor(self.params.run) as ex, Progress(self.name, self.count(entry),
-                                                            unit) as bar:
+        with open_executor(self.params.run) as ex, Progress(self.name, total, unit) as bar:
             observe = shard_observer(self.name) if ex.client is not None else None
             for result in map_ordered(ex, fn, shards(), *args, observe=observe):
                 bar.advance(sizes.popleft())
@@ -165,6 +169,14 @@ class StageRun:
             "seconds": round(time.perf_counter() - self.started, 3),
             **extra,
         }
+
+
+def progress_rows(total: int) -> int:
+    """Rows per in-process shard: about `PROGRESS_STEPS` shards of the input, so the bar
+    moves (with a rate and an ETA) even on a corpus of one reader batch; at least
+    `MIN_SHARD_ROWS`, so per-shard overhead stays small, at most `io.BATCH_ROWS`. Outputs
+    do not depend on it: writers cut their own row groups."""
+    return max(MIN_SHARD_ROWS, min(io.BATCH_ROWS, -(-total // PROGRESS_STEPS)))
 
 
 def start_stage(name: str, root: str | Path = ".") -> StageRun:

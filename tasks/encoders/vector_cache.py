@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from tasks.core.catalog import VECTOR_COLUMN
 from tasks.core.fingerprint import sha256_file, sha256_text
-from tasks.core.io import pid_alive
+from tasks.core.io import pid_alive, raise_disk_full_at
 from tasks.core.vectors import arrow_to_vectors, vector_problem, vectors_to_arrow
 
 ROW_GROUP_ROWS = 8192  # a lookup reads the vectors of whole row groups that hold a hit
@@ -84,10 +84,18 @@ def append(cache: Path, space: str, keys: list[str], x: np.ndarray) -> Path | No
     folder = _space_dir(cache, space)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".part-{sha256_text(''.join(sorted(keys)))[:24]}.parquet.tmp-{os.getpid()}"
-    pq.write_table(pa.table({"key": keys, VECTOR_COLUMN: vectors_to_arrow(x)}), tmp,
-                   compression="zstd", row_group_size=ROW_GROUP_ROWS)
-    path = folder / f"part-{sha256_file(tmp)}.parquet"  # the name is the checksum
-    os.replace(tmp, path)
+    try:
+        pq.write_table(pa.table({"key": keys, VECTOR_COLUMN: vectors_to_arrow(x)}), tmp,
+                       compression="zstd", row_group_size=ROW_GROUP_ROWS)
+        path = folder / f"part-{sha256_file(tmp)}.parquet"  # the name is the checksum
+        os.replace(tmp, path)
+    except OSError as err:  # a full disk: no half-written shard stays, the file is named
+        tmp.unlink(missing_ok=True)
+        raise_disk_full_at(err, tmp)
+        raise
+    except BaseException:  # an interrupt: no half-written shard stays
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
