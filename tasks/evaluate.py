@@ -32,7 +32,7 @@ from tasks.core.catalog import (
     PROBE_QUERIES,
     VECTOR_COLUMN,
 )
-from tasks.core.config import EvaluateConfig, Params
+from tasks.core.config import SEARCH_MODES, EvaluateConfig, Params
 from tasks.core.fingerprint import stage_fingerprint
 from tasks.core.io import write_json_atomic
 from tasks.core.lineage import lineage_chain
@@ -47,7 +47,7 @@ from tasks.evaluation.plots import plot_histogram, plot_map, plot_sweep
 from tasks.evaluation.runs import append_run, run_record
 from tasks.query.probes import probe_queries
 from tasks.query.recall import RecallProbe, sweep_search_param
-from tasks.query.search import MODES, IndexFolder, load_index_folder, set_search_param
+from tasks.query.search import IndexFolder, load_index_folder, set_search_param
 from tasks.storage.s3 import is_s3
 
 DOC_DEPTH = 100
@@ -73,8 +73,9 @@ def variant(mode: str, expand: bool) -> str:
 
 
 def headline_variant(folder: IndexFolder) -> str:
-    """The variant users get from this folder: its search mode and expansion setting."""
-    return variant(folder.search.mode, folder.search.expand_duplicates != "off")
+    """The variant users get from this folder: its search mode (as chosen at build under
+    `fusion: auto`) and expansion setting."""
+    return variant(folder.plan.mode, folder.search.expand_duplicates != "off")
 
 
 def query_set_metrics(folder: IndexFolder, texts: list[str], qrels: dict[str, dict[str, int]],
@@ -91,7 +92,7 @@ def query_set_metrics(folder: IndexFolder, texts: list[str], qrels: dict[str, di
     xq = folder.encode_queries(texts) if xq is None else xq
     row_docs = {expand: row_documents(folder, expand) for expand in (True, False)}
     out = {}
-    for mode in MODES:
+    for mode in SEARCH_MODES:
         scores, ids = folder.rank(texts, depth, mode, xq=xq)
         for expand, docs in row_docs.items():
             ranked = doc_rankings(scores, ids, docs, DOC_DEPTH)

@@ -1,0 +1,279 @@
+"""Choosing the search at index build, without labels: dense, lexical, or a fusion.
+
+Probes are query-like texts drawn from a seeded sample of the corpus's documents, each aimed
+at its own document: a question-shaped sentence where the document has one, a heading or
+title, or a plain sentence (inverse cloze), in turn. A probe copied out of a chunk is a
+perfect BM25 match (and a near one for the dense side) for that chunk, so it is taken OUT of
+its document first: every chunk of the document holding the probe text is scored as if the
+text were not there. No second index is built: the target chunks' dense scores come from
+their masked text encoded as passages are, their BM25 scores from the masked tokens under the
+index's own idf and length normalisation (`LexicalIndex.masked_score`); every other chunk
+keeps the score the real index gives it. Documents with deduplicated chunks are not probed
+(a twin elsewhere still holds the probe text).
+
+Each candidate (dense, lexical, reciprocal rank fusion, convex fusion at each of
+`search.alphas`) ranks the probes through the query side's own fusion code; the probes are
+split in two halves by a seeded shuffle. The best fusion on the first half is used only when
+it beats the best single side there by `search.fusion_margin` in nDCG@10 and does not lose to
+it on the held-out half; else that side alone is. Deterministic: seeded samples, no clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tasks.core.config import SearchConfig
+from tasks.documents.sentences import sentence_starts
+from tasks.query.fusion import Ranked, SearchPlan, fuse_plan
+from tasks.query.lexical import tokenize
+from tasks.query.search import IndexFolder, encode_passages
+
+log = logging.getLogger(__name__)
+
+KINDS = ("question", "heading", "cloze")
+MIN_WORDS, MAX_WORDS = 4, 40  # a probe sentence's length: query-like, not a passage
+MIN_PER_HALF = 10  # fewer probes than this in a half: too few to choose on
+DEPTH = 10
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A probe query, the document it is aimed at, and the text of each of that document's
+    chunks (by index row) with the probe text taken out."""
+
+    query: str
+    doc_id: str
+    kind: str
+    masked: dict[int, str] = field(default_factory=dict)
+
+
+def doc_pieces(texts: list[str], title: str | None) -> dict[str, list[str]]:
+    """A document's probe texts by kind: question-shaped sentences, headings (the title and
+    markdown heading lines), and other sentences of `MIN_WORDS`..`MAX_WORDS` words."""
+    out: dict[str, list[str]] = {k: [] for k in KINDS}
+    if title and len(title.split()) >= 2:
+        out["heading"].append(title.strip())
+    for text in texts:
+        starts = [*sentence_starts(text), len(text)]
+        for a, b in zip(starts, starts[1:], strict=False):
+            for raw in text[a:b].split("\n"):
+                line = raw.strip()
+                heading = _HEADING.match(line)
+                if heading and len(heading.group(1).split()) >= 2:
+                    out["heading"].append(line)
+                elif MIN_WORDS <= len(line.split()) <= MAX_WORDS and not line.startswith("#"):
+                    out["question" if line.endswith("?") else "cloze"].append(line)
+    return {k: list(dict.fromkeys(v)) for k, v in out.items()}
+
+
+def probe_for(doc_id: str, rows: list[int], texts: list[str], title: str | None,
+              turn: int, rng: np.random.Generator) -> Probe | None:
+    """One probe of the document (kind `KINDS[turn % 3]` where it has one, else the next
+    kind it has), its text taken out of every chunk holding it; None when it has none or
+    a chunk would be left empty."""
+    pieces = doc_pieces(texts, title)
+    for kind in KINDS[turn % 3:] + KINDS[:turn % 3]:
+        if pieces[kind]:
+            text = pieces[kind][int(rng.integers(len(pieces[kind])))]
+            break
+    else:
+        return None
+    masked = {r: t.replace(text, " ") for r, t in zip(rows, texts, strict=True) if text in t}
+    if any(not m.strip() for m in masked.values()):
+        return None
+    query = _HEADING.sub(r"\1", text) if kind == "heading" else text
+    return Probe(query, doc_id, kind, masked)
+
+
+def probe_set(folder: IndexFolder, n: int, seed: int) -> list[Probe]:
+    """Up to `n` probes, one per document of a seeded sample of the documents whose chunks
+    all stand alone (none dropped by dedup, none standing for a group)."""
+    chunks = folder.chunks.select(["doc_id", "title", "text"]).to_pylist()
+    rows_of: dict[str, list[int]] = {}
+    for row, c in enumerate(chunks):
+        rows_of.setdefault(c["doc_id"], []).append(row)
+    grouped = {m["doc_id"] for ms in folder.members for m in ms} | {
+        chunks[r]["doc_id"] for r, ms in enumerate(folder.members) if ms}
+    docs = sorted(d for d in rows_of if d not in grouped)
+    rng = np.random.default_rng(seed)
+    out: list[Probe] = []
+    for i in rng.permutation(len(docs)):
+        rows = rows_of[docs[i]]
+        probe = probe_for(docs[i], rows, [chunks[r]["text"] for r in rows],
+                          chunks[rows[0]]["title"], len(out), rng)
+        if probe is not None:
+            out.append(probe)
+        if len(out) >= n:
+            break
+    return out
+
+
+def _replace(scores: np.ndarray, rows: np.ndarray, masked: dict[int, Any],
+             new: dict[int, float]) -> None:
+    """Take the `masked` rows out of one candidate list (best first) and put them back with
+    their scores `new` (a row absent from `new` no longer matches), in place: the list a
+    second index over the masked texts would give."""
+    keep = [(s, r) for s, r in zip(scores.tolist(), rows.tolist(), strict=True)
+            if r >= 0 and r not in masked]
+    merged = sorted(keep + [(s, r) for r, s in new.items()], key=lambda x: (-x[0], x[1]))
+    merged = merged[:len(rows)]
+    scores[:] = 0.0
+    rows[:] = -1
+    scores[:len(merged)] = [s for s, _ in merged]
+    rows[:len(merged)] = [r for _, r in merged]
+
+
+def masked_dense(folder: IndexFolder, probes: list[Probe], xq: np.ndarray, wide: int
+                 ) -> Ranked:
+    """Dense candidates of the probes with each target chunk scored on its masked text."""
+    scores, rows = folder.search_vectors(xq, wide)
+    scores, rows = scores.astype("float32").copy(), rows.copy()
+    texts = [t for p in probes for t in p.masked.values()]
+    xm = encode_passages(folder.model, folder.transform, texts, where=str(folder.path))
+    at = 0
+    for q, p in enumerate(probes):
+        new = {r: float(xm[at + j] @ xq[q]) for j, r in enumerate(p.masked)}
+        at += len(p.masked)
+        _replace(scores[q], rows[q], p.masked, new)
+    return scores, rows
+
+
+def masked_lexical(folder: IndexFolder, probes: list[Probe], wide: int) -> Ranked:
+    """BM25 candidates of the probes with each target chunk scored on its masked tokens
+    (row r is lexical document r: probed documents have no group members)."""
+    lex = folder.lexical
+    scores, rows = lex.search([p.query for p in probes], wide)
+    cfg = lex.cfg
+    for q, p in enumerate(probes):
+        tokens = tokenize(p.query, cfg.stopwords, cfg.stemmer)
+        new = {}
+        for r, text in p.masked.items():
+            original = tokenize(folder.chunks.column("text")[r].as_py(), cfg.stopwords,
+                                cfg.stemmer)
+            s = lex.masked_score(tokens, r, original, tokenize(text, cfg.stopwords,
+                                                               cfg.stemmer))
+            if s > 0:
+                new[r] = s
+        _replace(scores[q], rows[q], p.masked, new)
+    return scores, rows
+
+
+def candidate_plans(cfg: SearchConfig) -> list[tuple[str, SearchPlan]]:
+    """The searches the probes compare: each side alone, reciprocal rank fusion, and convex
+    fusion at each of `cfg.alphas` (weighted per query when `cfg.query_weighting`)."""
+    w = cfg.query_weighting
+    total = cfg.dense_weight + cfg.lexical_weight
+    plans = [("dense", SearchPlan("dense")), ("lexical", SearchPlan("lexical")),
+             ("rrf", SearchPlan("hybrid", "rrf", cfg.dense_weight / total if total else 0.5,
+                                w))]
+    plans += [(f"convex@{a:g}", SearchPlan("hybrid", "convex", a, w)) for a in cfg.alphas]
+    return plans
+
+
+def doc_ranks(rows: np.ndarray, row_doc: list[str], probes: list[Probe]) -> np.ndarray:
+    """Per probe, the rank (from 1) of its document's first row in `rows`; 0 if absent."""
+    out = np.zeros(len(probes), dtype="int64")
+    for q, p in enumerate(probes):
+        for rank, r in enumerate(rows[q, :DEPTH].tolist(), 1):
+            if r >= 0 and row_doc[r] == p.doc_id:
+                out[q] = rank
+                break
+    return out
+
+
+def probe_metrics(ranks: np.ndarray) -> dict[str, float]:
+    """nDCG@10 (one relevant document: 1 / log2(1 + rank)), hit@1 and hit@10."""
+    if not len(ranks):
+        return {"ndcg_at_10": 0.0, "hit_at_1": 0.0, "hit_at_10": 0.0}
+    gain = np.where(ranks > 0, 1.0 / np.log2(1.0 + np.maximum(ranks, 1)), 0.0)
+    return {"ndcg_at_10": round(float(gain.mean()), 4),
+            "hit_at_1": round(float((ranks == 1).mean()), 4),
+            "hit_at_10": round(float((ranks > 0).mean()), 4)}
+
+
+def rank_candidates(folder: IndexFolder, probes: list[Probe], dense: Ranked,
+                    lexical: Ranked) -> dict[str, np.ndarray]:
+    """Each candidate plan's document rank per probe, from the masked candidate lists."""
+    queries = [p.query for p in probes]
+    row_doc = folder.chunks.column("doc_id").to_pylist()
+    out = {}
+    for name, plan in candidate_plans(folder.search):
+        if plan.mode == "dense":
+            rows = dense[1]
+        elif plan.mode == "lexical":
+            rows = lexical[1]
+        else:
+            alphas = folder.plan_alphas(plan, queries, lexical[0])
+            rows = fuse_plan(plan, dense, lexical, alphas, folder.search, DEPTH)[1]
+        out[name] = doc_ranks(rows, row_doc, probes)
+    return out
+
+
+def pick(table: dict[str, dict[str, dict[str, float]]], margin: float) -> tuple[str, str]:
+    """(winner, why) from each candidate's metrics on the `selection` and `held_out` halves:
+    the best fusion where it beats the best single side by `margin` in nDCG@10 on the
+    selection half and does not lose to it on the held-out half, else that side."""
+    def ndcg(name: str, half: str) -> float:
+        return table[name][half]["ndcg_at_10"]
+
+    single = max(("dense", "lexical"), key=lambda n: (ndcg(n, "selection"), n == "dense"))
+    fused = [n for n in table if n not in ("dense", "lexical")]
+    best = max(fused, key=lambda n: ndcg(n, "selection"))  # the first of equals: stable
+    gain, held = (ndcg(best, "selection") - ndcg(single, "selection"),
+                  ndcg(best, "held_out") - ndcg(single, "held_out"))
+    facts = (f"{best} nDCG@10 {ndcg(best, 'selection'):.4f} vs {single} "
+             f"{ndcg(single, 'selection'):.4f} on the selection probes ({gain:+.4f}), "
+             f"{held:+.4f} on the held-out probes")
+    if gain >= margin and held >= 0:
+        return best, f"{facts}: fused (margin {margin})"
+    why = "short of the margin" if gain < margin else "loses on the held-out probes"
+    return single, f"{facts}: {single} alone ({why}, margin {margin})"
+
+
+def _halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded split of `n` probes into a selection half and a held-out half."""
+    order = np.random.default_rng(seed + 1).permutation(n)
+    return np.sort(order[: (n + 1) // 2]), np.sort(order[(n + 1) // 2:])
+
+
+def choose_search(folder: IndexFolder, seed: int) -> dict[str, Any] | None:
+    """The search the folder answers with under `search.fusion: auto` (mode, fusion,
+    alpha, weighting), with every candidate's probe metrics and why the winner won; None
+    when the params fix the search (mode not hybrid, or fusion not auto) or there is no
+    lexical index."""
+    cfg = folder.search
+    if cfg.mode != "hybrid" or cfg.fusion != "auto" or folder.lexical is None:
+        return None
+    started = time.perf_counter()
+    probes = probe_set(folder, cfg.probes, seed)
+    sel, held = _halves(len(probes), seed)
+    if len(held) < MIN_PER_HALF:
+        return {"mode": "hybrid", "fusion": "rrf", "alpha": None, "probes": len(probes),
+                "reason": f"{len(probes)} probes: too few to choose on; reciprocal rank "
+                "fusion, the fixed default", "candidates": {}}
+    wide = max(DEPTH, cfg.candidates)
+    xq = folder.encode_queries([p.query for p in probes])
+    ranks = rank_candidates(folder, probes, masked_dense(folder, probes, xq, wide),
+                            masked_lexical(folder, probes, wide))
+    table = {name: {"selection": probe_metrics(r[sel]), "held_out": probe_metrics(r[held]),
+                    "by_kind": {k: probe_metrics(r[[i for i, p in enumerate(probes)
+                                                    if p.kind == k]])["hit_at_10"]
+                                for k in KINDS}}
+             for name, r in ranks.items()}
+    winner, why = pick(table, cfg.fusion_margin)
+    plans = dict(candidate_plans(cfg))
+    fused = max((n for n in table if plans[n].mode == "hybrid"),
+                key=lambda n: table[n]["selection"]["ndcg_at_10"])
+    log.info("search choice: %s (%s)", winner, why)
+    return {"mode": plans[winner].mode, "fusion": plans[fused].fusion,
+            "alpha": plans[fused].alpha, "weighting": cfg.query_weighting,
+            "winner": winner, "reason": why, "probes": len(probes),
+            "probe_kinds": {k: sum(p.kind == k for p in probes) for k in KINDS},
+            "seconds": round(time.perf_counter() - started, 3), "candidates": table}
