@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,9 @@ MIN_WORDS, MAX_WORDS = 4, 40  # a probe sentence's length: query-like, not a pas
 MIN_PER_HALF = 10  # fewer probes than this in a half: too few to choose on
 DEPTH = 10
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$")
+# A line of its own in clean text (HTML headings become such lines): capitalised, 2+ words,
+# no sentence or clause end.
+_HEADING_LINE = re.compile(r"^[A-Z][^.!?:;,]*\s\S*[^.!?:;,\s]$")
 
 
 @dataclass(frozen=True)
@@ -55,18 +59,22 @@ class Probe:
 
 
 def doc_pieces(texts: list[str], title: str | None) -> dict[str, list[str]]:
-    """A document's probe texts by kind: question-shaped sentences, headings (the title and
-    markdown heading lines), and other sentences of `MIN_WORDS`..`MAX_WORDS` words."""
+    """A document's probe texts by kind: question-shaped sentences, headings (the title,
+    markdown heading lines and heading-like lines: capitalised, 2-10 words, no final
+    punctuation, a line of their own), and other sentences of `MIN_WORDS`..`MAX_WORDS`
+    words."""
     out: dict[str, list[str]] = {k: [] for k in KINDS}
     if title and len(title.split()) >= 2:
         out["heading"].append(title.strip())
     for text in texts:
+        own_lines = {ln.strip() for ln in text.split("\n")}
         starts = [*sentence_starts(text), len(text)]
         for a, b in zip(starts, starts[1:], strict=False):
             for raw in text[a:b].split("\n"):
                 line = raw.strip()
                 heading = _HEADING.match(line)
-                if heading and len(heading.group(1).split()) >= 2:
+                if heading and len(heading.group(1).split()) >= 2 or _HEADING_LINE.match(
+                        line) and line in own_lines and len(line.split()) <= 10:
                     out["heading"].append(line)
                 elif MIN_WORDS <= len(line.split()) <= MAX_WORDS and not line.startswith("#"):
                     out["question" if line.endswith("?") else "cloze"].append(line)
@@ -94,7 +102,8 @@ def probe_for(doc_id: str, rows: list[int], texts: list[str], title: str | None,
 
 def probe_set(folder: IndexFolder, n: int, seed: int) -> list[Probe]:
     """Up to `n` probes, one per document of a seeded sample of the documents whose chunks
-    all stand alone (none dropped by dedup, none standing for a group)."""
+    all stand alone (none dropped by dedup, none standing for a group); a title is a probe
+    only where no other document has it."""
     chunks = folder.chunks.select(["doc_id", "title", "text"]).to_pylist()
     rows_of: dict[str, list[int]] = {}
     for row, c in enumerate(chunks):
@@ -102,12 +111,14 @@ def probe_set(folder: IndexFolder, n: int, seed: int) -> list[Probe]:
     grouped = {m["doc_id"] for ms in folder.members for m in ms} | {
         chunks[r]["doc_id"] for r, ms in enumerate(folder.members) if ms}
     docs = sorted(d for d in rows_of if d not in grouped)
+    titles = Counter(chunks[rows[0]]["title"] for rows in rows_of.values())
     rng = np.random.default_rng(seed)
     out: list[Probe] = []
     for i in rng.permutation(len(docs)):
         rows = rows_of[docs[i]]
+        title = chunks[rows[0]]["title"]  # one shared by several documents aims at none
         probe = probe_for(docs[i], rows, [chunks[r]["text"] for r in rows],
-                          chunks[rows[0]]["title"], len(out), rng)
+                          title if titles[title] == 1 else None, len(out), rng)
         if probe is not None:
             out.append(probe)
         if len(out) >= n:

@@ -119,3 +119,14 @@ def query_alphas(queries: list[str], tokens: list[list[str]], df: list[np.ndarra
                             lex_scores[q])
         out[q] = shifted_alpha(alpha, ev.shift)
     return out
+
+
+BUCKETS = ("question", "keywords", "identifier")
+
+
+def query_bucket(query: str) -> str:
+    """The query's style, for evaluation by bucket: `identifier` when it holds an
+    identifier-like word, else `question` when it asks one, else `keywords`."""
+    if identifier_share(query) > 0:
+        return "identifier"
+    return "question" if is_plain_question(query) > 0 else "keywords"
