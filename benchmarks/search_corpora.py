@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -101,6 +102,7 @@ def run_corpus(ws: Path, corpus: Path, queries_path: Path) -> dict[str, Any]:
     """Build one corpus's index with the project's params and score every variant."""
     from tasks.query.search import load_index_folder, search_summary
 
+    shutil.rmtree(ws, ignore_errors=True)  # a kept build is redone; its vector cache is kept
     seconds = build(ws, corpus, ws.parent / f"{ws.name}-cache", {})
     folder = load_index_folder(ws / "data/07_index")
     queries = [json.loads(x) for x in queries_path.read_text().splitlines()]

@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 
 from tasks.core.config import SearchConfig
-from tasks.documents.sentences import sentence_starts
 from tasks.query.fusion import Ranked, SearchPlan, fuse_plan
 from tasks.query.lexical import tokenize
 from tasks.query.search import IndexFolder, encode_passages
@@ -41,6 +40,9 @@ KINDS = ("question", "heading", "cloze")
 MIN_WORDS, MAX_WORDS = 4, 40  # a probe sentence's length: query-like, not a passage
 MIN_PER_HALF = 10  # fewer probes than this in a half: too few to choose on
 DEPTH = 10
+# Probes need query-sized pieces, not exact sentence boundaries: a light split (no spaCy to
+# load at index build) after sentence-final marks followed by a space and a capital or digit.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(]?[A-Z0-9])")
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$")
 # A line of its own in clean text (HTML headings become such lines): capitalised, 2+ words,
 # no sentence or clause end.
@@ -68,9 +70,8 @@ def doc_pieces(texts: list[str], title: str | None) -> dict[str, list[str]]:
         out["heading"].append(title.strip())
     for text in texts:
         own_lines = {ln.strip() for ln in text.split("\n")}
-        starts = [*sentence_starts(text), len(text)]
-        for a, b in zip(starts, starts[1:], strict=False):
-            for raw in text[a:b].split("\n"):
+        for piece in _SENTENCE_END.split(text):
+            for raw in piece.split("\n"):
                 line = raw.strip()
                 heading = _HEADING.match(line)
                 if heading and len(heading.group(1).split()) >= 2 or _HEADING_LINE.match(

@@ -2,9 +2,9 @@
 
 One sentence: identifier-like tokens, terms rare in the corpus and a BM25 top hit that stands
 out from the rest move a query toward the lexical side; a question in plain words moves it
-toward the dense side. Each signal is a number in 0..1; their sum moves the weight on the
-logit scale (`STEP` per unit), so a 0.5 weight stays within 0.27..0.73 for one full signal
-and a query with no signal keeps the weight the index chose. Deterministic and cheap:
+toward the dense side. Each signal is a number in 0..1; the question signal less the
+strongest lexical one moves the weight on the logit scale (`STEP` per unit), so a 0.5 weight
+stays within 0.27..0.73 and a query with no signal keeps the weight the index chose. Deterministic and cheap:
 token rules, document frequencies the BM25 index already holds, and the BM25 scores of the
 query's own candidates.
 """
@@ -42,8 +42,10 @@ class QueryEvidence:
 
     @property
     def shift(self) -> float:
-        """Logit shift of the dense weight: + toward dense, - toward lexical."""
-        return STEP * (self.question - self.identifier - self.rare - self.standout)
+        """Logit shift of the dense weight: + toward dense, - toward lexical. The lexical
+        signals are one fact seen three ways (a distinctive term), so the strongest counts,
+        not their sum."""
+        return STEP * (self.question - max(self.identifier, self.rare, self.standout))
 
 
 def identifier_share(query: str) -> float:
