@@ -457,7 +457,8 @@ def write_index_folder(out: StageOutput, built: BuiltIndex, table: pa.Table,
         save_lexical(build_lexical(texts, search), out.tmp_dir)
     lexical_seconds = round(time.perf_counter() - started, 3)
     return {"size_bytes": out.path(INDEX).stat().st_size, "lexical_seconds": lexical_seconds,
-            CARD_CHOICE: choose_search(assemble_folder(out.tmp_dir, built.index, {}), seed)}
+            CARD_CHOICE: choose_search(assemble_folder(out.tmp_dir, built.index, {}), seed,
+                                       inputs[1])}
 
 
 def log_built(built: BuiltIndex, plan: IndexPlan, search: str, seconds: float) -> None:

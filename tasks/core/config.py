@@ -415,9 +415,9 @@ class SearchConfig(_Config):
         "`fusion` says).")
     fusion: Fusion = Field(
         "auto", description="hybrid: auto (chosen at index build on label-free probes of the "
-        "corpus: dense, lexical, rrf or convex at one of `alphas`, fused only where it beats "
-        "the best single side by `fusion_margin`), rrf (reciprocal rank) or convex (alpha x "
-        "dense + (1 - alpha) x lexical, scores normalised per query).")
+        "corpus: rrf or convex at one of `alphas`, or one side alone where it beats them by "
+        "`fusion_margin`), rrf (reciprocal rank) or convex (alpha x dense + (1 - alpha) x "
+        "lexical, scores normalised per query).")
     alpha: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
         0.5, description="fusion convex: the dense side's weight (1: dense alone).")
     alphas: tuple[Annotated[float, Field(gt=0.0, lt=1.0)], ...] = Field(
@@ -433,8 +433,8 @@ class SearchConfig(_Config):
     probes: Annotated[int, Field(ge=20, le=5000)] = Field(
         200, description="fusion auto: label-free probe queries scored at index build.")
     fusion_margin: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
-        0.01, description="fusion auto: a fusion is used only when its probe nDCG@10 beats "
-        "the best single side's by this much (and does not lose on the held-out probes).")
+        0.01, description="fusion auto: one side alone is used only when its probe nDCG@10 "
+        "beats the best fusion's by this much; else the fusion is.")
     rrf_k: Annotated[int, Field(ge=1)] = Field(
         60, description="Reciprocal rank fusion constant: score = weight / (rrf_k + rank).")
     dense_weight: Annotated[float, Field(ge=0.0)] = Field(

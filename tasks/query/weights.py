@@ -4,9 +4,9 @@ One sentence: identifier-like tokens, terms rare in the corpus and a BM25 top hi
 out from the rest move a query toward the lexical side; a question in plain words moves it
 toward the dense side. Each signal is a number in 0..1; the question signal less the
 strongest lexical one moves the weight on the logit scale (`STEP` per unit), so a 0.5 weight
-stays within 0.27..0.73 and a query with no signal keeps the weight the index chose. Deterministic and cheap:
-token rules, document frequencies the BM25 index already holds, and the BM25 scores of the
-query's own candidates.
+stays within 0.27..0.73 and a query with no signal keeps the weight the index chose.
+Deterministic and cheap: token rules, document frequencies the BM25 index already holds,
+and the BM25 scores of the query's own candidates.
 """
 
 from __future__ import annotations
