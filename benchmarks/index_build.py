@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     xq_eval = np.ascontiguousarray(both[args.n + args.queries:])
     del both
     cfg = IndexConfig(seed=args.seed)
-    factory, nlist = resolve_factory(cfg, args.n)
+    factory, nlist = resolve_factory(cfg, args.n, args.dim)
     ids = chunk_int_ids([f"chunk-{i:09d}" for i in range(args.n)])
     rng = np.random.default_rng(cfg.seed)  # the rows train_index samples
     xt = x[np.sort(rng.choice(args.n, size=min(args.n, cfg.train_sample), replace=False))]

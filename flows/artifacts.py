@@ -21,6 +21,7 @@ STAGES_KEY = "embedpipe-stages"
 
 
 REASON_CHARS = 60  # the stage table's reason column; the summary has every changed path
+COUNTS_CHARS = 60  # its counts column; the summary and the manifests have every count
 
 
 def _clip(text: str, width: int) -> str:
@@ -28,14 +29,16 @@ def _clip(text: str, width: int) -> str:
 
 
 def stage_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One flat row per stage, sized for a screen: ran or skipped, seconds (two decimals),
-    counts, a 12-character fingerprint and the reason in short."""
+    """One flat row per stage, sized for a screen: ran or skipped, seconds (two decimals, not
+    padded: the UI renders a cell that starts with spaces as code), the reason in short
+    before the wide columns, a 12-character fingerprint, then the counts (clipped)."""
     return [{"stage": r["stage"], "status": "ran" if r["ran"] else "fresh",
-             "seconds": f"{r['seconds']:8.2f}" if r["ran"] else "",
-             "counts": ", ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}"
-                                 for k, v in r["rows"].items()),
+             "seconds": f"{r['seconds']:.2f}" if r["ran"] else "",
+             "reason": _clip(r["reason"], REASON_CHARS),
              "fingerprint": r["fingerprint"][:12],
-             "reason": _clip(r["reason"], REASON_CHARS)} for r in rows]
+             "counts": _clip(", ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}"
+                                       for k, v in r["rows"].items()), COUNTS_CHARS)}
+            for r in rows]
 
 
 def summary_markdown(root: Path, params: Params, summary: dict[str, Any]) -> str:
@@ -47,9 +50,10 @@ def summary_markdown(root: Path, params: Params, summary: dict[str, Any]) -> str
     index_card = get_stage("index").out_dir(params, root) / INDEX_CARD.name
     if index_card.is_file():
         card = json.loads(index_card.read_text(encoding="utf-8"))
+        search = (f"{card['search_param']}={card['search_value']}" if card["search_param"]
+                  else "exact search")
         lines += ["", "## Index", "", f"{card['factory']} ({card['type']}), {card['n']} x "
-                  f"{card['d']}, {card['search_param'] or 'exact'}="
-                  f"{card['search_value'] or '-'}, {card['size_bytes']:,} bytes"]
+                  f"{card['d']}, {search}, {card['size_bytes']:,} bytes"]
         lines += ["", search_summary(index_card.parent) or ""]
     metrics_path = get_stage("evaluate").out_dir(params, root) / METRICS.name
     if metrics_path.is_file():

@@ -103,7 +103,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     if (args.query is None) == (args.queries is None):
         raise ValueError("search: give one query text, or --queries FILE")
-    folder = load_index_folder(_index_dir(args))
+    folder = load_index_folder(_index_dir(args), fast=not args.verify)
     if args.level == "doc":
         return _search_documents(folder, args)
     if args.queries is not None:
@@ -234,10 +234,12 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
     root = _root(args)
     params = load_params(root / "params.yaml")
+    cache = root / params.paths.vector_cache
+    if args.action == "verify":
+        return _cache_verify(cache, get_stage("encode").out_dir(params, root))
     out_dir = get_stage("encode").out_dir(params, root)
     manifest = read_manifest(out_dir, "encode")
     keys = set(read_table(out_dir, ENCODED, manifest).column("text_key").to_pylist())
-    cache = root / params.paths.vector_cache
     if not cache.is_dir():
         print(f"{cache}: no vector cache yet")
         return 0
@@ -245,6 +247,32 @@ def cmd_cache(args: argparse.Namespace) -> int:
     print(f"cache gc: kept {counts['kept']} vectors referenced by the current encode output, "
           f"dropped {counts['dropped']}")
     return 0
+
+
+def _cache_verify(cache: Path, encode_dir: Path) -> int:
+    """`cache verify`: every shard's checksum and vectors (dimension and unit length too
+    for the current encode output's space); bad shards named and dropped; 1 when any."""
+    from tasks.core.io import read_manifest  # noqa: PLC0415
+    from tasks.encoders import vector_cache  # noqa: PLC0415
+
+    if not cache.is_dir():
+        print(f"{cache}: no vector cache yet")
+        return 0
+    try:
+        current = read_manifest(encode_dir, "encode")
+    except ValueError:
+        current = {}
+    shards = sorted(cache.glob("*/part-*.parquet"))
+    bad = []
+    for folder in sorted(p for p in cache.iterdir() if p.is_dir()):
+        mine = current.get("space", "")[:32] == folder.name
+        bad += vector_cache.verify(cache, folder.name, current.get("dim") if mine else None,
+                                   bool(mine and current.get("unit_vectors")))
+    for shard, why in bad:
+        print(f"bad shard {shard}: {why}")
+    print(f"cache verify: {len(shards)} shards checked, {len(bad)} bad"
+          + (" (dropped: the next run encodes their texts again)" if bad else ""))
+    return 1 if bad else 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -311,6 +339,8 @@ def _add_output_parsers(sub: Any) -> None:
                    "(default: the workspace's published index, else its latest build)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--width", type=int, default=160, help="snippet width")
+    p.add_argument("--verify", action="store_true", help="hash every file of the index "
+                   "folder (by default a file is hashed once per change; sizes always)")
     p.set_defaults(func=cmd_search)
     p = sub.add_parser("lineage", help="what produced the index, back to the raw corpus")
     p.add_argument("--json", action="store_true")
@@ -320,7 +350,9 @@ def _add_output_parsers(sub: Any) -> None:
     p.add_argument("ids", nargs="*", type=int, metavar="RUN")
     p.set_defaults(func=cmd_runs)
     p = sub.add_parser("cache", help="vector cache maintenance")
-    p.add_argument("action", choices=["gc"], help="gc: keep what the current outputs use")
+    p.add_argument("action", choices=["gc", "verify"],
+                   help="gc: keep what the current outputs use; verify: check every shard's "
+                   "checksum and vectors, drop the bad ones (exit 1 when any)")
     p.set_defaults(func=cmd_cache)
     p = sub.add_parser("dvc-yaml", help="write dvc.yaml from the stage registry")
     p.add_argument("--check", action="store_true", help="only check it is up to date")

@@ -90,29 +90,95 @@ def stage_locks_held(tmp_dir: Path) -> str | None:
 
 
 def _status_line(changes: list[Any], render: Callable[[str, Any], str]) -> str:
-    """DVC's status entries for one stage (strings, or {kind: detail}) as one line."""
+    """DVC's status entries for one stage (strings, or {kind: detail}) as one line; params
+    entries are left out (`explain_stale` names the keys that changed instead)."""
     parts = []
     for change in changes:
         if isinstance(change, str):
             parts.append(change)
-        else:
-            parts += [render(kind, detail) for kind, detail in change.items()]
+            continue
+        for kind, detail in change.items():
+            paths = ({k: v for k, v in detail.items() if not isinstance(v, dict)}
+                     if isinstance(detail, dict) else detail)
+            if paths:
+                parts.append(render(kind, paths))
     return "; ".join(parts)
 
 
 def _every_path(kind: str, detail: Any) -> str:
     if not isinstance(detail, dict):
         return f"{kind}: {detail}"
-    items = []
-    for path, what in detail.items():
-        items += ([f"{k} {v}" for k, v in what.items()] if isinstance(what, dict)
-                  else [f"{path} {what}"])
-    return f"{kind}: {', '.join(items)}"
+    return f"{kind}: {', '.join(f'{path} {what}' for path, what in detail.items())}"
 
 
-def describe_changes(changes: list[Any]) -> str:
-    """DVC's status entries for one stage as one readable line, every path named."""
-    return _status_line(changes, _every_path)
+def _few(names: list[str], shown: int = 2) -> str:
+    more = f" +{len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def _counted(kind: str, detail: Any) -> str:
+    """`deps: 2 modified (a.py, b.py)`: paths counted per status, named when three or fewer."""
+    what = kind.removeprefix("changed ")
+    if not isinstance(detail, dict):
+        return f"{what}: {detail}"
+    by_status: dict[str, list[str]] = {}
+    for path, status in detail.items():
+        by_status.setdefault(str(status), []).append(path)
+    return f"{what}: " + ", ".join(
+        f"{len(paths)} {status}" + (f" ({_few(paths)})" if len(paths) <= 3 else "")
+        for status, paths in by_status.items())
+
+
+def _flat(value: Any, prefix: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for key, sub in value.items():
+        out |= _flat(sub, f"{prefix}.{key}" if prefix else str(key))
+    return out
+
+
+def _shown(value: Any) -> str:
+    return "(absent)" if value is _ABSENT else json.dumps(value, ensure_ascii=False)
+
+
+_ABSENT = object()
+
+
+def param_key_changes(root: Path, stage: str) -> list[str] | None:
+    """`dedup.threshold 0.95 → 0.9` for every params.yaml key of `stage` whose value differs
+    from the one dvc.lock recorded (a `--set`, a form field or a hand edit alike); None when
+    dvc.lock has no entry for the stage (it never ran here)."""
+    lock_path = root / "dvc.lock"
+    lock = yaml.safe_load(lock_path.read_text(encoding="utf-8")) if lock_path.is_file() else None
+    entry = ((lock or {}).get("stages") or {}).get(stage)
+    if entry is None:
+        return None
+    old = _flat(entry.get("params", {}).get("params.yaml", {}), "")
+    current = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8")) or {}
+    declared = dvc_stages().get(stage, {}).get("params", [])
+    new: dict[str, Any] = {}
+    for name in declared:
+        value: Any = current
+        for part in name.split("."):
+            value = value.get(part, _ABSENT) if isinstance(value, dict) else _ABSENT
+        new |= _flat(value, name) if value is not _ABSENT else {name: _ABSENT}
+    return [f"{k} {_shown(old.get(k, _ABSENT))} → {_shown(new.get(k, _ABSENT))}"
+            for k in sorted(old.keys() | new.keys())
+            if old.get(k, _ABSENT) != new.get(k, _ABSENT)]
+
+
+def explain_stale(root: Path, stage: str, changes: list[Any]) -> tuple[str, str]:
+    """Why `stage` runs, (in short, in full): `never run` when dvc.lock has no entry for it;
+    otherwise the changed paths (counted in short, every one in full) and each params key
+    that changed with its old and new value."""
+    keys = param_key_changes(Path(root), stage)
+    if keys is None:
+        return "never run", "never run (no entry in dvc.lock)"
+    params = [f"params: {', '.join(keys)}"] if keys else []
+    short = "; ".join([p for p in [_status_line(changes, _counted)] if p] + params)
+    full = "; ".join([p for p in [_status_line(changes, _every_path)] if p] + params)
+    return short or "changed", full or "changed"
 
 
 @contextmanager
@@ -131,37 +197,6 @@ def source_endpoint(repo: Any) -> Iterator[None]:
         yield
     finally:
         os.environ.pop("AWS_ENDPOINT_URL_S3", None)
-
-
-def _few(names: list[str], shown: int = 2) -> str:
-    more = f" +{len(names) - shown} more" if len(names) > shown else ""
-    return ", ".join(names[:shown]) + more
-
-
-def _counted(kind: str, detail: Any) -> str:
-    """`deps: 2 modified (a.py, b.py); params: reduce.pca_dims`: paths counted per status
-    (named when three or fewer), changed params named (DVC nests them under their file)."""
-    what = kind.removeprefix("changed ")
-    if not isinstance(detail, dict):
-        return f"{what}: {detail}"
-    by_status: dict[str, list[str]] = {}
-    params: list[str] = []
-    for path, status in detail.items():
-        if isinstance(status, dict):
-            params += sorted(status)
-        else:
-            by_status.setdefault(str(status), []).append(path)
-    counted = ", ".join(f"{len(paths)} {status}" + (f" ({_few(paths)})" if len(paths) <= 3
-                                                     else "")
-                        for status, paths in by_status.items())
-    return "; ".join([*([f"{what}: {counted}"] if counted else []),
-                      *([f"params: {_few(params)}"] if params else [])])
-
-
-def summarise_changes(changes: list[Any]) -> str:
-    """DVC's status entries for one stage, counted for a log line: `deps: 2 modified
-    (tasks/chunk.py, tasks/core/io.py); params: reduce.pca_dims` (`describe_changes` has all)."""
-    return _status_line(changes, _counted)
 
 
 def stale_stages(repo: Any) -> dict[str, list[Any]]:
@@ -187,10 +222,10 @@ def record_stage(repo: Any, stage: str) -> None:
 
 
 def pipeline_status(root: Path | str) -> dict[str, str | None]:
-    """Stage name -> None when fresh, else the reason it is stale."""
+    """Stage name -> None when fresh, else the reason it is stale (every path and key)."""
     with open_repo(root) as repo:
         stale = stale_stages(repo)
-    return {name: describe_changes(stale[name]) if name in stale else None
+    return {name: explain_stale(Path(root), name, stale[name])[1] if name in stale else None
             for name in STAGE_NAMES}
 
 

@@ -23,13 +23,12 @@ from prefect.tasks import exponential_backoff
 
 from flows.artifacts import publish_summary
 from flows.dvc_bridge import (
-    describe_changes,
     exclude_unhashable,
+    explain_stale,
     hold_repo,
     record_stage,
     stale_reason,
     stale_stages,
-    summarise_changes,
 )
 from flows.parameters import RunOverrides, to_dotted
 from tasks.core.catalog import MANIFEST
@@ -68,7 +67,9 @@ STAGE_TASKS = StageTasks()
 
 @task(name="skip-fresh-stage", task_run_name="{stage}: fresh, skipped", cache_policy=NO_CACHE)
 def skip_stage(stage: str) -> str:
-    """A visible record that DVC found `stage` fresh."""
+    """A visible record that DVC found `stage` fresh (logged here, before Prefect's own
+    "Finished in state" line of this task run)."""
+    get_run_logger().info("%s: fresh, skipped", stage)
     return stage
 
 
@@ -137,6 +138,22 @@ def network_retries(params: Params, stage: str) -> dict[str, Any]:
     return {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=10)}
 
 
+def publish_repair(root: Path, params: Params) -> str | None:
+    """Why publish must run though DVC finds it fresh: the published folder of the current
+    index (CURRENT) is damaged (a truncated index.faiss, say); None otherwise."""
+    if is_s3(params.publish.target):
+        return None
+    from tasks.publish import version_name  # noqa: PLC0415
+    from tasks.storage.published import damaged_version  # noqa: PLC0415
+
+    try:
+        index = read_manifest(get_stage("index").out_dir(params, root), "index")
+    except ValueError:
+        return None
+    why = damaged_version(root / params.publish.target, version_name(index))
+    return None if why is None else f"published folder damaged ({why})"
+
+
 def stage_row(stage: str, out_dir: Path, reason: str, seconds: float | None,
               why: str | None = None) -> dict[str, Any]:
     """One stage's line in the run summary: `reason` in short, `why` in full (DVC's every
@@ -164,17 +181,18 @@ def run_stages(repo: Any, root: Path, params: Params, force: bool,
     for spec in STAGES:
         changes = None if force else (
             stale_reason(repo, spec.name) if ran_any else stale.get(spec.name))
+        repair = (publish_repair(root, params) if spec.name == "publish" and not force
+                  and changes is None else None)
         out_dir = spec.out_dir(params, root)
-        if not force and changes is None:
+        if not force and changes is None and repair is None:
             skip_stage(spec.name)
-            log.info("%s: fresh, skipped", spec.name)
             rows.append(stage_row(spec.name, out_dir, "fresh", None))
             continue
         if not checked:
             check_before_running(root, params)
             checked = True
-        reason, why = (("forced", "forced") if force else
-                       (summarise_changes(changes), describe_changes(changes)))
+        reason, why = (("forced", "forced") if force else (repair, repair) if repair else
+                       explain_stale(root, spec.name, changes))
         log.info("%s: running (%s)", spec.name, reason)
         started = time.perf_counter()
         STAGE_TASKS[spec.name].with_options(

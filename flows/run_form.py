@@ -16,6 +16,8 @@ import copy
 import json
 from typing import Any
 
+from pydantic import BaseModel
+
 from tasks.core.config import Params
 from tasks.core.registry import STAGE_NAMES
 
@@ -41,10 +43,30 @@ def field_schema(real: dict[str, Any], name: str, description: str | None,
     out = {k: v for k, v in real.items() if k not in ("default", "title", "description")}
     bounds = bounds_text(real)
     text = (description or name).rstrip(".") + "."
+    # values as code: the UI renders descriptions as Markdown (`**/*` would turn bold)
     out.update(title=name, default=value,
                description=f"{text}{f' Allowed: {bounds}.' if bounds else ''} "
-                           f"params.yaml now: {json.dumps(value)}.")
+                           f"params.yaml now: `{json.dumps(value, ensure_ascii=False)}`.")
     return out
+
+
+def _nested(annotation: Any) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) \
+        else None
+
+
+def model_fields_schema(definitions: dict[str, Any], model: type[BaseModel],
+                        real_props: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """The form fields of `model`; a nested settings group (export.lancedb, say) has its own
+    definition rewritten the same way, so its fields get names, bounds and values too."""
+    for name, info in model.model_fields.items():
+        sub = _nested(info.annotation)
+        if sub is not None:
+            definition = definitions[sub.__name__]
+            definition["properties"] = model_fields_schema(
+                definitions, sub, definition["properties"], current[name])
+    return {name: field_schema(real_props[name], name, info.description, current[name])
+            for name, info in model.model_fields.items()}
 
 
 def group_schema(definitions: dict[str, Any], params: Params, group: str) -> dict[str, Any]:
@@ -56,9 +78,7 @@ def group_schema(definitions: dict[str, Any], params: Params, group: str) -> dic
     definitions.update(real.get("$defs", {}))
     current = config.model_dump(mode="json")
     override = definitions[f"{model.__name__}Override"]
-    override["properties"] = {
-        name: field_schema(real["properties"][name], name, info.description, current[name])
-        for name, info in model.model_fields.items()}
+    override["properties"] = model_fields_schema(definitions, model, real["properties"], current)
     return current
 
 

@@ -20,7 +20,6 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import CLEAN_DOCS, CLEAN_REJECTS, INGEST_DOCS
 from tasks.core.config import CleanConfig
-from tasks.core.fingerprint import stage_fingerprint
 from tasks.core.progress import task_logger
 from tasks.core.runtime import main, start_stage
 
@@ -163,7 +162,7 @@ def clean_task(root: str = ".") -> str:
     `run.dask.shard_rows` on Dask), written in input order."""
     run = start_stage("clean", root)
     cfg = run.params.clean
-    fp = stage_fingerprint("clean", cfg, run.input_fingerprints)
+    fp = run.fingerprint()
     changes = run.changes(CLEAN_DOCS, "doc_id", "text")
     with run.output(fp, cfg) as out:
         kept, dropped = out.open_table(CLEAN_DOCS), out.open_table(CLEAN_REJECTS)

@@ -22,12 +22,11 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import CHUNKS, DROPPED, KEPT, REDUCED, VECTOR_COLUMN
 from tasks.core.config import DedupConfig
-from tasks.core.fingerprint import sha256_text, stage_fingerprint
+from tasks.core.fingerprint import sha256_text
 from tasks.core.progress import Progress, task_logger
 from tasks.core.runtime import main, start_stage
 from tasks.core.vectors import (
     MIN_POINTS_PER_LIST,
-    arrow_to_vectors,
     max_lists,
     sample_rows,
     vectors_to_arrow,
@@ -256,20 +255,19 @@ def dedup_task(root: str = ".") -> str:
     """Drop exact and near-duplicate chunks; write the kept rows and the audit table."""
     run = start_stage("dedup", root)
     cfg = run.params.dedup
-    vec, chunks = run.read(REDUCED), run.read(CHUNKS)
+    (vec, x), chunks = run.read_vectors(REDUCED), run.read(CHUNKS)
     if vec.column("chunk_id") != chunks.column("chunk_id"):
         raise ValueError("dedup: reduce vectors and chunk rows are not the same chunk_ids")
-    x = arrow_to_vectors(vec.column(VECTOR_COLUMN))
     keep, drops = dedup_by_priority(x, chunks.column("text").to_pylist(),
                                     keep_order(chunks.column("source").to_pylist()), cfg)
     kept, dropped = dedup_tables(chunks, x, keep, drops)
     counts = dedup_counts(keep, drops)
-    fp = stage_fingerprint("dedup", cfg, run.input_fingerprints)
+    fp = run.fingerprint()
     with run.output(fp, cfg) as out:
         out.write_table(KEPT, kept)
         out.write_table(DROPPED, dropped)
         out.record(model=run.inputs["reduce"]["model"], space=run.inputs["reduce"]["space"],
-                   rows=counts)
+                   rows=counts, unit_vectors=run.inputs["reduce"].get("unit_vectors", False))
     task_logger().info("dedup: %d chunks -> %d kept (%d exact, %d near dropped) in %.1f s",
                        counts["in"], counts["kept"], counts["exact"], counts["near"],
                        run.seconds)

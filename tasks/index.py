@@ -43,8 +43,8 @@ from tasks.core.catalog import (
     VECTOR_COLUMN,
 )
 from tasks.core.config import IndexConfig, RunConfig, SearchConfig
-from tasks.core.fingerprint import sha256_text, stage_fingerprint
-from tasks.core.io import StageOutput, previous_keys, read_manifest
+from tasks.core.fingerprint import sha256_bytes, sha256_text
+from tasks.core.io import StageOutput, check_file, previous_keys, read_manifest
 from tasks.core.lineage import index_metadata
 from tasks.core.progress import task_logger
 from tasks.core.runtime import StageRun, main, start_stage
@@ -67,6 +67,12 @@ from tasks.query.search import CARD_CHOICE, assemble_folder, encode_queries, set
 from tasks.query.transform import VectorTransform
 
 _ADD_BATCH = 65_536
+# The cost model of `factory: auto`: one exact query scans n x d float32 values, bound by
+# memory bandwidth; at about 8 GB/s on one core that is 2e6 values per millisecond. A constant
+# of the code, never a measurement of this machine: the same n and d give the same index on
+# a loaded machine and an idle one. (Measured here idle: 499 x 384 in 0.014 ms, far faster.)
+SCAN_VALUES_PER_MS = 2e6
+PQ_BITS = 8  # one byte per sub-quantizer code
 
 
 def auto_nlist(n: int) -> int:
@@ -74,18 +80,41 @@ def auto_nlist(n: int) -> int:
     return max(1, min(int(round(4 * math.sqrt(n))), max_lists(n)))
 
 
-def resolve_factory(cfg: IndexConfig, n: int, exact_ms: float | None = None
-                    ) -> tuple[str, int | None]:
-    """The concrete factory string and nlist (None for non-IVF) for `n` vectors.
+def pq_subquantizers(d: int, bytes_per_vector: float) -> int:
+    """The most PQ sub-quantizers (one byte each) that divide `d` and fit `bytes_per_vector`."""
+    fits = [m for m in range(1, d + 1) if d % m == 0 and m * PQ_BITS / 8 <= bytes_per_vector]
+    if not fits:
+        raise ValueError(f"index.max_memory_mb: {bytes_per_vector:.2f} bytes per vector is "
+                         "below the smallest product-quantizer code (1 byte); raise it")
+    return fits[-1]
 
-    `factory: auto` keeps exact search (Flat) while `exact_ms`, its measured time per query,
-    is within `max_query_ms`, else builds IVF-Flat (tuned later to `target_recall`).
-    """
+
+def auto_factory(cfg: IndexConfig, n: int, d: int) -> tuple[str, str]:
+    """(factory template, why) of `factory: auto` from `n`, `d`, `max_memory_mb` and the
+    cost model (`SCAN_VALUES_PER_MS`) alone: exact search (Flat) while its estimated time
+    per query stays within `max_query_ms`, else IVF-Flat; IVF-PQ when float vectors would not
+    fit `max_memory_mb`."""
+    flat_mb, est_ms = n * d * 4 / 2**20, n * d / SCAN_VALUES_PER_MS
+    if cfg.max_memory_mb is not None and flat_mb > cfg.max_memory_mb:
+        m = pq_subquantizers(d, cfg.max_memory_mb * 2**20 / max(n, 1))
+        return f"IVF{{nlist}},PQ{m}", (f"{n} x {d} float vectors take {flat_mb:.1f} MB > "
+                                       f"index.max_memory_mb={cfg.max_memory_mb}: "
+                                       f"{m}-byte codes")
+    within = est_ms <= cfg.max_query_ms
+    why = (f"an exact query over {n} x {d} is estimated at {est_ms:.3g} ms "
+           f"({SCAN_VALUES_PER_MS:.0e} values/ms), {'within' if within else 'over'} "
+           f"index.max_query_ms={cfg.max_query_ms}")
+    return ("Flat" if within else "IVF{nlist},Flat"), why
+
+
+def resolve_factory(cfg: IndexConfig, n: int, d: int | None = None) -> tuple[str, int | None]:
+    """The concrete factory string and nlist (None for non-IVF) for `n` `d`-d vectors
+    (`auto_factory` decides `factory: auto`, which needs `d`)."""
     factory = cfg.factory
     if factory == "auto":
-        if exact_ms is None:
-            raise ValueError("index.factory 'auto' needs the exact index's measured latency")
-        factory = "Flat" if exact_ms <= cfg.max_query_ms else "IVF{nlist},Flat"
+        if d is None:
+            raise ValueError("index.factory 'auto' needs the vectors' dimension")
+        factory = auto_factory(cfg, n, d)[0]
     if not factory.startswith("IVF"):
         return factory, None
     nlist = auto_nlist(n) if cfg.nlist == "auto" else cfg.nlist
@@ -157,8 +186,8 @@ def fill_index(index: faiss.Index, x: np.ndarray, ids: np.ndarray | None = None
 
 def query_ms(index: faiss.Index, xq: np.ndarray, k: int = 10, n: int = 200) -> float:
     """Milliseconds per query, one query at a time (a batch of one, as a user searches): the
-    median over at most `n` of `xq` after one warm-up search, so a few queries slowed by
-    another process (a mean over 200 once read 7 ms for a 0.03 ms search) do not decide."""
+    median over at most `n` of `xq` after one warm-up search. Reported in the card only:
+    it depends on this machine and its load, so it never decides what is built."""
     xq = np.ascontiguousarray(xq[:n], dtype="float32")
     index.search(xq[:1], k)
     times = []
@@ -319,13 +348,13 @@ class BuiltIndex:
     trained_on: int
     churn: int
     why: str = ""
-    exact_ms: float | None = None
 
-    def card_facts(self, plan: IndexPlan) -> dict[str, Any]:
-        """Training and update history, and why this factory, for the index card."""
+    def card_facts(self, plan: IndexPlan, xq: np.ndarray) -> dict[str, Any]:
+        """Training and update history, why this factory, and (reported, never deciding)
+        the measured time of one query from `xq` at the chosen setting, for the card."""
         return {"trained_on": self.trained_on, "churn_since_train": self.churn,
                 "update": plan.mode, "update_reason": plan.reason,
-                "factory_reason": self.why, "exact_ms_per_query": self.exact_ms}
+                "factory_reason": self.why, "ms_per_query": round(query_ms(self.index, xq), 4)}
 
     def counts(self, plan: IndexPlan) -> dict[str, int]:
         """Vectors held, added and removed, for the manifest."""
@@ -333,11 +362,21 @@ class BuiltIndex:
                 "removed": len(plan.remove_ids)}
 
 
-def index_rows(table: pa.Table) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(vectors, FAISS ids, text hashes) of the deduplicated rows."""
-    return (arrow_to_vectors(table.column(VECTOR_COLUMN)),
-            chunk_int_ids(table.column("chunk_id").to_pylist()),
-            [sha256_text(t) for t in table.column("text").to_pylist()])
+def vector_keys(x: np.ndarray) -> list[str]:
+    """sha256 of each vector's float32 bytes: what the index holds for a row, so a changed
+    vector under an unchanged id and text is replaced by an update too."""
+    x = np.ascontiguousarray(x, dtype="float32")
+    return [sha256_bytes(row.tobytes()) for row in x]
+
+
+def index_rows(table: pa.Table, x: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(vectors, FAISS ids, keys) of the deduplicated rows (`x`: their vectors, already
+    read); a key is the hash of the row's vector hash, as `previous_keys` reads it back from
+    the `vector_sha256` column."""
+    x = arrow_to_vectors(table.column(VECTOR_COLUMN)) if x is None else x
+    return (x, chunk_int_ids(table.column("chunk_id").to_pylist()),
+            [sha256_text(k) for k in vector_keys(x)])
 
 
 def probe_vectors(table: pa.Table, model: dict[str, Any], transform: VectorTransform,
@@ -350,10 +389,8 @@ def probe_vectors(table: pa.Table, model: dict[str, Any], transform: VectorTrans
 def apply_plan(plan: IndexPlan, prev: dict | None, prev_index: faiss.Index | None,
                x: np.ndarray, int_ids: np.ndarray, cfg: IndexConfig,
                queries: Callable[[], np.ndarray], fill: Fill = fill_index) -> BuiltIndex:
-    """Update the previous index in place, or build a new one, as `plan` says.
-
-    A new `auto` index starts exact; it stays exact when one query (`queries()` embeds
-    query-like probes) takes at most `max_query_ms` on it, else IVF is built instead.
+    """Update the previous index in place, or build a new one, as `plan` says; the type
+    comes from params and the vectors' shape alone (`auto_factory`), never from a timing.
     """
     if plan.mode == "incremental":
         card = prev["card"]
@@ -361,19 +398,11 @@ def apply_plan(plan: IndexPlan, prev: dict | None, prev_index: faiss.Index | Non
                              plan.remove_ids)
         churn = card.get("churn_since_train", 0) + len(plan.add_rows) + len(plan.remove_ids)
         return BuiltIndex(index, card["factory"], card["nlist"], card["trained_on"], churn,
-                          card.get("factory_reason", ""), card.get("exact_ms_per_query"))
-    if cfg.factory != "auto":
-        factory, nlist = resolve_factory(cfg, len(x))
-        return BuiltIndex(build_index(x, factory, cfg, int_ids, fill), factory, nlist, len(x),
-                          0, "index.factory")
-    exact = build_index(x, "Flat", cfg, int_ids)
-    xq = queries()
-    ms = round(query_ms(exact, xq if len(xq) else x), 4)
-    factory, nlist = resolve_factory(cfg, len(x), ms)
-    why = (f"exact search takes {ms} ms per query, "
-           f"{'within' if nlist is None else 'over'} index.max_query_ms={cfg.max_query_ms}")
-    index = exact if nlist is None else build_index(x, factory, cfg, int_ids, fill)
-    return BuiltIndex(index, factory, nlist, len(x), 0, why, ms)
+                          card.get("factory_reason", ""))
+    factory, nlist = resolve_factory(cfg, len(x), x.shape[1])
+    why = auto_factory(cfg, len(x), x.shape[1])[1] if cfg.factory == "auto" else "index.factory"
+    return BuiltIndex(build_index(x, factory, cfg, int_ids, fill), factory, nlist, len(x), 0,
+                      why)
 
 
 def choose_search_param(built: BuiltIndex, x: np.ndarray, int_ids: np.ndarray,
@@ -406,15 +435,19 @@ def check_space(dedup: dict[str, Any], reduce: dict[str, Any], want: dict[str, A
 
 
 def _previous(out_dir: Path) -> tuple[dict | None, faiss.Index | None, dict[int, str]]:
-    """The previous index folder's manifest, index and id -> text hash (if readable)."""
-    keys = previous_keys(out_dir, INDEX_CHUNKS, "int_id", "text")
+    """The previous index folder's manifest, index and id -> vector hash (if readable and
+    its files' checksums match its manifest: a damaged one is rebuilt, never updated)."""
+    keys = previous_keys(out_dir, INDEX_CHUNKS, "int_id", "vector_sha256")
     if keys is None:
         return None, None, {}  # absent, unreadable or from an older layout: rebuild
     try:
+        manifest = read_manifest(out_dir, "index")
+        check_file(out_dir / INDEX.name, manifest)
         index = faiss.read_index(str(out_dir / INDEX.name))
-    except RuntimeError:
+    except (RuntimeError, ValueError) as err:
+        task_logger().warning("index: previous index not reused, rebuilt (%s)", err)
         return None, None, {}
-    return read_manifest(out_dir, "index"), index, keys
+    return manifest, index, keys
 
 
 def group_members(dropped: pa.Table) -> pa.Table:
@@ -446,7 +479,9 @@ def write_index_folder(out: StageOutput, built: BuiltIndex, table: pa.Table,
     tasks/query/fusion_choice.py) for the card."""
     faiss.write_index(built.index, str(out.path(INDEX)))
     out.write_table(INDEX_CHUNKS, table.drop_columns([VECTOR_COLUMN]).append_column(
-        "int_id", pa.array(int_ids, pa.int64())))
+        "int_id", pa.array(int_ids, pa.int64())).append_column(
+        "vector_sha256", pa.array(vector_keys(arrow_to_vectors(table.column(VECTOR_COLUMN))),
+                                  pa.string())))
     shutil.copyfile(inputs[0], out.path(INDEX_TRANSFORM))
     out.write_table(INDEX_MEMBERS, group_members(inputs[1]))
     out.write_json(INDEX_MODEL, model)
@@ -495,21 +530,21 @@ def index_task(root: str = ".") -> str:
     cfg, dedup = run.params.index, run.inputs["dedup"]
     check_space(dedup, run.inputs["reduce"], model_fingerprint(run.params.encode),
                 run.input_dirs["dedup"])
-    table = run.read(KEPT)
-    x, int_ids, keys = index_rows(table)
+    table, x = run.read_vectors(KEPT)  # finite, and unit length where normalised
+    x, int_ids, keys = index_rows(table, x)
     probes = cache(lambda: probe_vectors(table, dedup["model"], VectorTransform.load(
         run.input_path(TRANSFORM)), cfg))
     built, plan = update_or_build(run.out_dir, (x, int_ids, keys), dedup["space"], cfg,
                                   probes, fill_for(run.params.run))
     param, value, sweep = choose_search_param(built, x, int_ids, cfg, probes)
-    fp, model = stage_fingerprint("index", cfg, run.input_fingerprints), dedup["model"] | {
+    fp, model = run.fingerprint(), dedup["model"] | {
         "space": dedup["space"]}
     with run.output(fp, cfg) as out:
         dropped = run.read(DROPPED)
         sizes = write_index_folder(out, built, table, int_ids, (
             run.input_path(TRANSFORM), dropped), model, run.params.search, cfg.seed)
         card = index_card(built.index, built.factory, built.nlist, param, value, sweep, cfg,
-                          **sizes, **built.card_facts(plan))
+                          **sizes, **built.card_facts(plan, x))
         out.write_json(INDEX_CARD, card)
         out.write_json(INDEX_METADATA, index_metadata(run, fp, model, card))
         out.record(model=model, space=dedup["space"], card=card, rows=built.counts(plan) | {

@@ -16,7 +16,6 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import RECEIPT
 from tasks.core.config import PublishConfig
-from tasks.core.fingerprint import stage_fingerprint
 from tasks.core.progress import task_logger
 from tasks.core.runtime import main, start_stage
 from tasks.evaluation.metrics import check_gate
@@ -49,7 +48,7 @@ def publish_task(root: str = ".") -> str:
     pointer = {"index_fingerprint": run.inputs["index"]["fingerprint"],
                "evaluate_fingerprint": run.inputs["evaluate"]["fingerprint"]}
     target, final = publish_index(run.input_dirs["index"], cfg, run.root, version, pointer)
-    fp = stage_fingerprint("publish", cfg, run.input_fingerprints)
+    fp = run.fingerprint()
     with run.output(fp, cfg) as out:
         out.write_json(RECEIPT, {"target": target, "version": version})
         out.record(published=final, rows={})

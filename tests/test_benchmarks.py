@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import REPO, env_with_venv
+from tests.workspace import REPO, env_with_venv
 
 
 def test_harness_runs_side_by_side(tmp_path):

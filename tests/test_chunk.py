@@ -7,7 +7,7 @@ import pytest
 
 from tasks.chunk import Tokens, chunk_documents, split_sections, split_units
 from tasks.core.config import ChunkConfig, EncodeConfig
-from tasks.encoders.model import token_budget
+from tasks.encoders.model import check_chunk_fits
 
 PROSE = " ".join(
     f"Sentence number {i} talks about topic {i % 7} with some extra words to fill it."
@@ -72,10 +72,10 @@ def test_sentence_longer_than_budget_is_cut(tokenizer):
 
 def test_budget_larger_than_model_fails_with_numbers():
     with pytest.raises(ValueError, match=r"chunk\.max_tokens: 300 does not fit .*= 254"):
-        token_budget(EncodeConfig(), 300)
-    assert token_budget(EncodeConfig(passage_prefix="passage: "), 200) == 200
+        check_chunk_fits(EncodeConfig(), 300)
+    check_chunk_fits(EncodeConfig(passage_prefix="passage: "), 252)  # fits: no error
     with pytest.raises(ValueError, match="2 prefix tokens = 252"):
-        token_budget(EncodeConfig(passage_prefix="passage: "), 254)
+        check_chunk_fits(EncodeConfig(passage_prefix="passage: "), 253)
 
 
 @pytest.mark.timeout(60)

@@ -31,7 +31,7 @@ EXTRA = {
 
 def sample_clean_docs(tmp: Path) -> pa.Table:
     """The sample corpus through ingest and clean (in-process), plus the EXTRA documents."""
-    from tests.conftest import make_workspace, run_stages
+    from tests.workspace import make_workspace, run_stages
 
     ws = make_workspace(tmp / "ws")
     run_stages(ws, ["ingest", "clean"])

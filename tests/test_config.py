@@ -87,7 +87,7 @@ def test_bad_parameter_runs_nothing_and_leaves_params_yaml(tmp_path, override, m
     import sys
     from pathlib import Path
 
-    from tests.conftest import env_with_venv, make_workspace
+    from tests.workspace import env_with_venv, make_workspace
 
     ws = make_workspace(tmp_path / "ws")
     before = (ws / "params.yaml").read_bytes()
@@ -105,7 +105,7 @@ def test_status_names_a_yaml_error_in_one_line(tmp_path):
     import sys
     from pathlib import Path
 
-    from tests.conftest import env_with_venv, make_workspace
+    from tests.workspace import env_with_venv, make_workspace
 
     ws = make_workspace(tmp_path / "ws")
     (ws / "params.yaml").write_text("run:\n  log_level: [oops\n")

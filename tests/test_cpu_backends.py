@@ -18,7 +18,7 @@ from tasks.encoders.loading import encoder_for
 from tasks.encoders.local_runtime import verify
 from tasks.encoders.model import load_tokenizer, model_fingerprint, read_pipeline
 from tasks.encoders.onnx import OnnxEncoder
-from tests.conftest import make_workspace, run_stages
+from tests.workspace import make_workspace, run_stages
 
 TORCH = EncodeConfig(device="cpu", backend="torch", precision="fp32")
 INT8 = EncodeConfig(device="cpu", backend="onnx", precision="int8")

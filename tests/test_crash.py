@@ -25,7 +25,7 @@ import pytest
 
 from benchmarks.families import generate
 from tasks.core.registry import STAGE_NAMES
-from tests.conftest import env_with_venv, fingerprints, make_workspace
+from tests.workspace import env_with_venv, fingerprints, make_workspace
 
 pytestmark = pytest.mark.slow
 SEED = 1202

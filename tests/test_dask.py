@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, env_with_venv, free_port, make_workspace, run_stages
+from tests.workspace import REPO, env_with_venv, free_port, make_workspace, run_stages
 
 BUILD = ("ingest", "clean", "chunk", "encode", "reduce", "dedup", "index")
 # IVF with a fixed nprobe: the index's adds are sharded too, and nothing depends on timing.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import env_with_venv, make_workspace
+from tests.workspace import env_with_venv, make_workspace
 
 BIN = Path(sys.executable).parent
 

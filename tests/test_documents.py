@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.core.vectors import arrow_to_vectors
-from tests.conftest import env_with_venv, make_workspace, run_stages
+from tests.workspace import env_with_venv, make_workspace, run_stages
 
 UP_TO_INDEX = ("ingest", "clean", "chunk", "encode", "reduce", "dedup", "index")
 

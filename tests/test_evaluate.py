@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.core.registry import STAGE_NAMES
-from tests.conftest import make_workspace, run_stages
+from tests.workspace import make_workspace, run_stages
 
 TINY_CORPUS = [
     {"_id": "volcano", "title": "Volcanoes", "text": "Magma rises through the crust and erupts "

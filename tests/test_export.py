@@ -11,8 +11,8 @@ import psycopg
 import pytest
 
 from tasks.core.params_file import write_overrides
-from tests.conftest import make_workspace, run_stages
 from tests.postgres_server import postgres_server
+from tests.workspace import make_workspace, run_stages
 
 DSN_ENV = "EMBEDPIPE_TEST_PG_DSN"
 TABLE = "embedpipe_chunks"
@@ -140,7 +140,7 @@ def test_a_failed_gate_exports_nothing(exporting_ws, pg_dsn):
 def test_unreachable_server_is_one_clear_error_in_bounded_time(exporting_ws, monkeypatch):
     from tasks.core.config import PostgresTarget
     from tasks.storage.pgvector_sync import sync_postgres
-    from tests.conftest import free_port
+    from tests.workspace import free_port
 
     monkeypatch.setenv(DSN_ENV, f"postgresql://u:s3cret-pw@127.0.0.1:{free_port()}/db")
     started = time.monotonic()

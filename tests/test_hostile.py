@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import env_with_venv, make_workspace
+from tests.workspace import env_with_venv, make_workspace
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent

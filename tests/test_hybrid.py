@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from benchmarks.families import generate
-from tests.conftest import REPO, env_with_venv, run_stages
+from tests.workspace import REPO, env_with_venv, run_stages
 
 BUILD = ("ingest", "clean", "chunk", "encode", "reduce", "dedup", "index")
 

@@ -18,8 +18,8 @@ from tasks.core.registry import STAGE_NAMES
 from tasks.index import build_index, plan_update, resolve_factory, tune_search_param, update_index
 from tasks.query.ids import IdMap
 from tasks.query.recall import recall_at_k
-from tests.conftest import env_with_venv, make_workspace, run_stages
 from tests.test_index import clustered
+from tests.workspace import env_with_venv, make_workspace, run_stages
 
 NEW_DOC = ("Pulsar timing arrays watch dozens of millisecond pulsars for years. A passing "
            "low-frequency gravitational wave stretches and squeezes the space between Earth "

@@ -110,7 +110,7 @@ def test_csv_with_a_10_mb_field_keeps_every_row():
 def test_links_out_of_the_folder_and_bad_names_are_rejects_never_read(tmp_path):
     import os
 
-    from tests.conftest import run_stages
+    from tests.workspace import run_stages
 
     src, outside = tmp_path / "src", tmp_path / "outside"
     (src / "sub").mkdir(parents=True)

@@ -23,7 +23,8 @@ from tasks.encoders.openai_api import (
     retry_delay,
     token_batches,
 )
-from tests.conftest import (
+from tests.faulty_proxy import API_RATE_LIMIT, FaultyProxy, api_error
+from tests.workspace import (
     API_KEY,
     API_KEY_ENV,
     SERVED_MODEL,
@@ -31,7 +32,6 @@ from tests.conftest import (
     make_workspace,
     run_stages,
 )
-from tests.faulty_proxy import API_RATE_LIMIT, FaultyProxy, api_error
 
 TEXTS = [
     "Neutron stars are the collapsed cores of massive stars.",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tasks.core.registry import STAGE_NAMES
-from tests.conftest import env_with_venv, fingerprints, make_workspace
+from tests.workspace import env_with_venv, fingerprints, make_workspace
 
 TOPICS = {
     "how a collapsed star becomes a neutron star": "astronomy/",

@@ -10,7 +10,7 @@ import pytest
 from flows.deployments import build_deployments
 from tasks.core.config import Params
 from tasks.core.registry import STAGE_NAMES
-from tests.conftest import REPO, make_workspace
+from tests.workspace import REPO, make_workspace
 
 
 def test_form_schema_opens_every_group_with_the_workspaces_values(tmp_path):
@@ -28,7 +28,15 @@ def test_form_schema_opens_every_group_with_the_workspaces_values(tmp_path):
     assert reduce["whiten"] == {"type": "boolean", "title": "whiten", "default": True,
                                 "description": reduce["whiten"]["description"]}
     assert "Allowed: ≥ 100" in reduce["fit_sample"]["description"]
-    assert "params.yaml now: 96" in reduce["pca_dims"]["description"]
+    assert "params.yaml now: `96`" in reduce["pca_dims"]["description"]
+    exclude = schema["definitions"]["IngestConfigOverride"]["properties"]["exclude"]
+    assert 'params.yaml now: `["**/.*", ' in exclude["description"]  # code, not bold Markdown
+    lancedb = schema["definitions"]["LanceDBTarget"]["properties"]
+    assert lancedb["uri"]["title"] == "uri" and "params.yaml now: `null`" in (
+        lancedb["uri"]["description"])
+    postgres = schema["definitions"]["PostgresTarget"]["properties"]
+    assert postgres["dsn_env"]["title"] == "dsn_env"
+    assert "Allowed: ≥ 2, ≤ 100" in postgres["hnsw_m"]["description"]
     for name, definition in schema["definitions"].items():
         for field, prop in definition.get("properties", {}).items():
             assert prop.get("description") and prop["description"] != f"{name}.{field}", field

@@ -10,8 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from flows.dvc_bridge import explain_stale
 from tasks.core.registry import STAGE_NAMES
-from tests.conftest import env_with_venv, make_workspace
+from tests.workspace import env_with_venv, make_workspace
 
 
 def test_log_is_one_line_per_stage_start_and_end_and_set_edits_one_line(tmp_path):
@@ -29,6 +30,7 @@ def test_log_is_one_line_per_stage_start_and_end_and_set_edits_one_line(tmp_path
         starts = [line for line in lines if re.search(rf"\b{stage}: running \(", line)]
         ends = [line for line in lines if re.search(rf"\b{stage}: .* in \d+\.\d s$", line)]
         assert len(starts) == 1 and len(starts[0]) < 240, (stage, starts)
+        assert starts[0].endswith("running (never run)"), starts  # a fresh clone says so
         assert len(ends) == 1, (stage, ends)
     assert "Finished in state" not in log and "None=None" not in log
     assert "DEBUG" not in log and "bm25s" not in log  # libraries' own chatter
@@ -40,3 +42,18 @@ def test_log_is_one_line_per_stage_start_and_end_and_set_edits_one_line(tmp_path
             if line[:1] in "+-" and not line.startswith(("+++", "---"))]
     assert diff == ["-  pca_dims: null              # e.g. 128; null keeps the model's dimension",
                     "+  pca_dims: 64                # e.g. 128; null keeps the model's dimension"]
+
+
+def test_why_it_runs_names_the_keys_with_old_and_new_values(tmp_path):
+    (tmp_path / "params.yaml").write_text(
+        "dedup:\n  threshold: 0.9  # edited by hand\n  near: true\nindex:\n  nlist: auto\n")
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  dedup:\n    cmd: python -m tasks.dedup\n    params:\n"
+        "      params.yaml:\n        dedup:\n          threshold: 0.95\n          near: true\n")
+    changes = [{"changed deps": {"params.yaml": {"dedup": "modified"},
+                                 "tasks/dedup.py": "modified"}}]
+    short, full = explain_stale(tmp_path, "dedup", changes)
+    assert short == "deps: 1 modified (tasks/dedup.py); params: dedup.threshold 0.95 → 0.9"
+    assert full == "changed deps: tasks/dedup.py modified; params: dedup.threshold 0.95 → 0.9"
+    assert explain_stale(tmp_path, "index", changes) == (
+        "never run", "never run (no entry in dvc.lock)")

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (
+from tests.faulty_proxy import FaultyProxy
+from tests.workspace import (
     REPO,
     env_with_venv,
     fingerprints,
@@ -22,7 +23,6 @@ from tests.conftest import (
     run_stages,
     scoped_env,
 )
-from tests.faulty_proxy import FaultyProxy
 
 SECRET = "EMBEDPIPE-TEST-SECRET-7f3a9c"
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "AKIAEMBEDPIPETEST", "AWS_SECRET_ACCESS_KEY": SECRET,

@@ -18,7 +18,7 @@ from tasks.core.config import IngestConfig
 from tasks.core.io import STAMP_KEY, StageOutput, iter_batches, read_manifest, read_table
 from tasks.core.params_file import write_overrides
 from tasks.documents import decoding as ingest
-from tests.conftest import REPO, run_stages
+from tests.workspace import REPO, run_stages
 
 STAGES = ("ingest", "clean", "chunk", "encode")
 OUTPUTS = ("01_ingest/docs.parquet", "01_ingest/rejects.parquet", "02_clean/docs.parquet",

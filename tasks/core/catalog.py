@@ -14,6 +14,13 @@ import pyarrow as pa
 MANIFEST = "_manifest.json"
 VECTOR_COLUMN = "vector"
 METRICS_FILE = "metrics.json"  # the workspace-level copy `dvc metrics show` reads
+# JSON keys of a stage's files that report on one build (this machine's timings, the date,
+# the checkout's commit): never used to decide anything, and left out when two builds'
+# outputs are compared for identity.
+REPORTED_KEYS = frozenset({
+    "exact_ms_per_query", "lexical_seconds", "ms_per_query", "index_ms_per_query",
+    "step_seconds", "created_utc", "code",
+})
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,8 @@ DROPPED = StageFile("dedup", "dropped.parquet", (
     ("dropped_chunk_id", _S), ("kept_chunk_id", _S), ("similarity", _F32), ("kind", _S),
     ("doc_id", _S), ("source", _S), ("group_chunk_id", _S), ("text", _S)))
 INDEX = StageFile("index", "index.faiss")
-INDEX_CHUNKS = StageFile("index", "chunks.parquet", (*_CHUNK_TEXT, ("int_id", _I64)))
+INDEX_CHUNKS = StageFile("index", "chunks.parquet", (*_CHUNK_TEXT, ("int_id", _I64),
+                                                    ("vector_sha256", _S)))
 INDEX_TRANSFORM = StageFile("index", TRANSFORM.name)
 INDEX_MODEL = StageFile("index", "model.json")
 INDEX_CARD = StageFile("index", "card.json")

@@ -331,8 +331,9 @@ class IndexConfig(_Config):
     factory: str = Field(
         "auto",
         description="FAISS factory string ('IVF{nlist},Flat', 'IVF{nlist},PQ16', 'HNSW32', "
-        "'Flat') or 'auto': exact (Flat) while its measured latency stays within "
-        "max_query_ms, else IVF-Flat tuned to target_recall.",
+        "'Flat') or 'auto': exact (Flat) while a cost model of n and d (never a timing) "
+        "keeps one query within max_query_ms, else IVF-Flat tuned to target_recall; "
+        "IVF-PQ when float vectors exceed max_memory_mb.",
     )
     nlist: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
         "auto", description="IVF lists; auto: about 4 sqrt(n), at least 39 training points each.")
@@ -343,7 +344,11 @@ class IndexConfig(_Config):
     )
     max_query_ms: Annotated[float, Field(gt=0.0)] = Field(
         5.0, description="factory 'auto': the exact index is kept while one query (batch of "
-        "one, this machine) takes at most this many milliseconds.")
+        "one) is estimated at most this many milliseconds: n x d values scanned at a fixed "
+        "rate (tasks.index.SCAN_VALUES_PER_MS), the same on every machine and load.")
+    max_memory_mb: Annotated[float, Field(gt=0.0)] | None = Field(
+        None, description="factory 'auto': when n x d float32 vectors exceed this (MB), "
+        "IVF-PQ with the longest codes that fit; null: no bound.")
     train_sample: Annotated[int, Field(ge=1000)] = Field(
         200_000, description="Vectors the index is trained on (a seeded sample).")
     tune_queries: Annotated[int, Field(ge=10)] = Field(

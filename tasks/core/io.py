@@ -230,14 +230,13 @@ class StageOutput:
         if self.fingerprint is None:
             raise ValueError(f"stage {self.stage!r}: commit needs the fingerprint")
         self._close_writers()
-        files = {
-            p.name: sha256_file(p) for p in sorted(self.tmp_dir.iterdir()) if p.is_file()
-        }
+        paths = [p for p in sorted(self.tmp_dir.iterdir()) if p.is_file()]
         full = {
             "stage": self.stage,
             "fingerprint": self.fingerprint,
             **manifest,
-            "files": files,
+            "files": {p.name: sha256_file(p) for p in paths},
+            "sizes": {p.name: p.stat().st_size for p in paths},
             "versions": library_versions(),
         }
         self.write_json(MANIFEST, full)
@@ -268,6 +267,20 @@ def read_manifest(out_dir: Path, stage: str | None = None) -> dict[str, Any]:
             f"{path}: expected output of stage {stage!r}, found {manifest.get('stage')!r}"
         )
     return manifest
+
+
+def check_file(path: Path, manifest: dict[str, Any]) -> None:
+    """Refuse a stage file whose bytes are not those its manifest recorded (sha256): a
+    flipped byte, a truncation or a file another run left."""
+    want = manifest.get("files", {}).get(path.name)
+    if want is None:
+        raise ValueError(f"{path}: not listed in its stage's manifest; rerun stage "
+                         f"{manifest.get('stage')!r}")
+    if not path.is_file() or sha256_file(path) != want:
+        what = "missing" if not path.is_file() else "does not match its manifest's sha256"
+        raise ValueError(f"{path}: {what} (damaged or changed since stage "
+                         f"{manifest.get('stage')!r} wrote it); rerun that stage, e.g. "
+                         f"`embedpipe run --force` or `embedpipe stage {manifest.get('stage')}`")
 
 
 def file_name(name: str | StageFile) -> str:

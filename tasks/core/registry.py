@@ -2,7 +2,9 @@
 
 The flow iterates it; `dvc.yaml` is generated from it (`embedpipe dvc-yaml`), and a test
 holds the committed `dvc.yaml` to it. A stage's code deps are read from its imports, so
-DVC calls a stage stale whenever any module it runs has changed.
+DVC calls a stage stale whenever any module it runs has changed. The same declaration
+decides a stage's fingerprint (`fingerprint`): its params (less the keys listed in
+`NEUTRAL_KEYS`), its inputs' fingerprints and the facts it declares; nothing else.
 """
 
 from __future__ import annotations
@@ -15,13 +17,19 @@ from typing import Any
 
 from tasks.core import catalog
 from tasks.core.catalog import METRICS_FILE
+from tasks.core.fingerprint import stage_fingerprint
 
 TASKS_DIR = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
 class StageSpec:
-    """One pipeline stage as DVC and the flow see it."""
+    """One pipeline stage as DVC and the flow see it.
+
+    `params` are params.yaml groups or dotted keys; `facts` name what else decides the
+    output that only the stage can find out (the corpus digest, the model's identity), which
+    it hands to `fingerprint` under exactly these names.
+    """
 
     name: str
     folder: str
@@ -29,6 +37,7 @@ class StageSpec:
     params: tuple[str, ...] = ()
     extra_deps: tuple[str, ...] = ()
     extra_outs: tuple[str, ...] = ()
+    facts: tuple[str, ...] = ()
 
     @property
     def module(self) -> str:
@@ -44,20 +53,37 @@ _MODEL_KEYS = (
 )
 
 STAGES: tuple[StageSpec, ...] = (
-    StageSpec("ingest", "01_ingest", (), ("ingest",), extra_deps=("${ingest.source}",)),
+    StageSpec("ingest", "01_ingest", (), ("ingest",), extra_deps=("${ingest.source}",),
+              facts=("corpus_sha256",)),
     StageSpec("clean", "02_clean", ("ingest",), ("clean",)),
-    StageSpec("chunk", "03_chunk", ("clean",), ("chunk", *_MODEL_KEYS)),
+    StageSpec("chunk", "03_chunk", ("clean",), ("chunk", *_MODEL_KEYS),
+              facts=("tokenizer_sha256", "budget")),
     StageSpec("encode", "04_encode", ("chunk",), ("encode",),
-              extra_outs=("${paths.vector_cache}",)),
+              extra_outs=("${paths.vector_cache}",), facts=("model",)),
     StageSpec("reduce", "05_reduce", ("encode",), ("reduce",)),
     StageSpec("dedup", "06_dedup", ("reduce", "chunk"), ("dedup",)),
     StageSpec("index", "07_index", ("dedup", "reduce", "chunk"), ("index", "search")),
     StageSpec("evaluate", "08_evaluate", ("index", "dedup", "chunk", "ingest"), ("evaluate",),
-              extra_deps=("${ingest.source}",)),
+              extra_deps=("${ingest.source}",), facts=("labels_sha256",)),
     StageSpec("publish", "09_publish", ("index", "evaluate"), ("publish",)),
     StageSpec("export", "10_export", ("index", "dedup", "evaluate"), ("export",)),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
+
+# The keys that cannot change any output, each with why: left out of every fingerprint
+# (DVC may still rerun a stage on them). tests/test_fingerprint.py changes every other key
+# and sees its stages' fingerprints move, and runs the pipeline with each of these changed
+# and finds the same outputs.
+NEUTRAL_KEYS: dict[str, str] = {
+    "paths": "where outputs, the vector cache and the run registry live, not what they hold",
+    "run": "how and when a run executes (timeouts, log level, schedule, locking, executor): "
+           "outputs are the same in one process and on Dask",
+    "ingest.source": "a location: the corpus digest (relative paths and contents) stands "
+                     "for what it holds",
+    "ingest.s3_endpoint_url": "where the S3 corpus is served from; the digest stands for it",
+    "ingest.s3_region": "where the S3 corpus is served from; the digest stands for it",
+    "ingest.s3_max_attempts": "retries of a read, not what is read",
+}
 
 
 def get_stage(name: str) -> StageSpec:
@@ -66,6 +92,57 @@ def get_stage(name: str) -> StageSpec:
         if spec.name == name:
             return spec
     raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(STAGE_NAMES)}")
+
+
+def is_neutral(key: str) -> bool:
+    """Whether the dotted `key` (or a group above it) is listed in `NEUTRAL_KEYS`."""
+    parts = key.split(".")
+    return any(".".join(parts[:i]) in NEUTRAL_KEYS for i in range(1, len(parts) + 1))
+
+
+def _deciding(value: Any, key: str) -> Any:
+    """`value` of the params `key` with the neutral keys below it left out."""
+    if not isinstance(value, dict):
+        return value
+    return {k: _deciding(v, f"{key}.{k}") for k, v in value.items()
+            if not is_neutral(f"{key}.{k}")}
+
+
+def deciding_params(params: Any) -> dict[str, Any]:
+    """Every params group less `NEUTRAL_KEYS`: what a record of the settings behind an
+    output (the index's metadata.json) holds, so where and how a run ran never changes it."""
+    raw = params.model_dump(mode="json") if hasattr(params, "model_dump") else params
+    return {g: _deciding(v, g) for g, v in raw.items() if not is_neutral(g)}
+
+
+def declared_params(name: str, params: Any) -> dict[str, Any]:
+    """The values of the params stage `name` declares (the ones `dvc.yaml` lists), less
+    `NEUTRAL_KEYS`: dotted key or group -> value. `params` is a `Params` or its JSON dump."""
+    raw = params.model_dump(mode="json") if hasattr(params, "model_dump") else params
+    out: dict[str, Any] = {}
+    for key in get_stage(name).params:
+        if is_neutral(key):
+            continue
+        value = raw
+        for part in key.split("."):
+            value = value[part]
+        out[key] = _deciding(value, key)
+    return out
+
+
+def fingerprint(name: str, params: Any, inputs: dict[str, str], facts: dict[str, Any]
+                ) -> str:
+    """Stage `name`'s fingerprint from what the registry declares for it: its params
+    (`declared_params`), its inputs' fingerprints and its facts (exactly the names it
+    declares: ValueError on one missing or undeclared)."""
+    spec = get_stage(name)
+    if set(inputs) != set(spec.inputs):
+        raise ValueError(f"stage {name!r}: fingerprint of inputs {sorted(inputs)}, but the "
+                         f"registry declares {sorted(spec.inputs)}")
+    if set(facts) != set(spec.facts):
+        raise ValueError(f"stage {name!r}: facts {sorted(facts)} given, the registry declares "
+                         f"{sorted(spec.facts)}; declare what decides an output in STAGES")
+    return stage_fingerprint(name, declared_params(name, params), inputs, facts)
 
 
 def downstream_of(name: str) -> tuple[str, ...]:

@@ -18,15 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from tasks.core import io
-from tasks.core.catalog import StageFile
+from tasks.core.catalog import VECTOR_COLUMN, StageFile
 from tasks.core.config import Params, load_params
 from tasks.core.lock import workspace_lock
 from tasks.core.progress import Progress
-from tasks.core.registry import get_stage
+from tasks.core.registry import declared_params, fingerprint, get_stage
 from tasks.core.shards import Observer, map_ordered, open_executor, shard_rows
+from tasks.core.vectors import checked_vectors
 
 
 def shard_observer(stage: str) -> Observer | None:
@@ -59,6 +61,8 @@ class StageRun:
     inputs: dict[str, dict[str, Any]]
     input_dirs: dict[str, Path]
     started: float = field(default_factory=time.perf_counter)
+    facts: dict[str, Any] = field(default_factory=dict)
+    verified: set[Path] = field(default_factory=set)
 
     @property
     def seconds(self) -> float:
@@ -69,18 +73,39 @@ class StageRun:
     def input_fingerprints(self) -> dict[str, str]:
         return {k: m["fingerprint"] for k, m in self.inputs.items()}
 
+    def fingerprint(self, **facts: Any) -> str:
+        """This stage's fingerprint: what the registry declares for it (its params, inputs
+        and the `facts` it names), nothing passed beside it."""
+        self.facts = facts
+        return fingerprint(self.name, self.params, self.input_fingerprints, facts)
+
     def input_path(self, entry: StageFile) -> Path:
-        """Where an upstream stage's file lies."""
-        return self.input_dirs[entry.stage] / entry.name
+        """Where an upstream stage's file lies, its bytes checked against the sha256 its
+        stage's manifest recorded (once a run: `io.check_file`)."""
+        path = self.input_dirs[entry.stage] / entry.name
+        if path not in self.verified:
+            io.check_file(path, self.inputs[entry.stage])
+            self.verified.add(path)
+        return path
 
     def read(self, entry: StageFile, columns: list[str] | None = None) -> pa.Table:
-        """An upstream table, whole and stamp-checked."""
+        """An upstream table, whole, checksum- and stamp-checked."""
+        self.input_path(entry)
         table = io.read_table(self.input_dirs[entry.stage], entry, self.inputs[entry.stage])
         return table if columns is None else table.select(columns)
 
+    def read_vectors(self, entry: StageFile) -> tuple[pa.Table, np.ndarray]:
+        """An upstream vector table and its vectors, refused when one is not finite or, where
+        its stage normalised them (its manifest's `unit_vectors`), not of length 1."""
+        table = self.read(entry)
+        where = f"{self.input_path(entry)} (stage {self.name}'s input)"
+        unit = bool(self.inputs[entry.stage].get("unit_vectors", False))
+        return table, checked_vectors(table.column(VECTOR_COLUMN), where, unit)
+
     def batches(self, entry: StageFile, columns: list[str] | None = None,
                 batch_rows: int | None = None) -> Iterator[pa.Table]:
-        """An upstream table batch by batch (`io.iter_batches`)."""
+        """An upstream table batch by batch (`io.iter_batches`), its checksum checked first."""
+        self.input_path(entry)
         return io.iter_batches(self.input_dirs[entry.stage], entry, self.inputs[entry.stage],
                                columns, batch_rows)
 
@@ -105,6 +130,7 @@ class StageRun:
 
     def count(self, entry: StageFile) -> int:
         """Rows of an upstream table, from its footer."""
+        self.input_path(entry)
         return io.count_rows(self.input_dirs[entry.stage], entry, self.inputs[entry.stage])
 
     def changes(self, entry: StageFile, id_col: str, text_col: str) -> io.ChangeCounter:
@@ -134,6 +160,8 @@ class StageRun:
             "inputs": self.input_fingerprints,
             "lineage": self.lineage(fingerprint),
             "config": cfg,
+            "decided_by": {"params": declared_params(self.name, self.params),
+                           "facts": self.facts},
             "seconds": round(time.perf_counter() - self.started, 3),
             **extra,
         }

@@ -306,11 +306,9 @@ def _specials_and_prefix(cfg: EncodeConfig, folder: Path) -> tuple[int, int]:
             len(tok(prefixes(cfg)[0], add_special_tokens=False)["input_ids"]))
 
 
-def token_budget(cfg: EncodeConfig, max_tokens: int) -> int:
-    """Text tokens a chunk may hold so prefix + text + special tokens fit the model.
-
-    Raises ValueError when `max_tokens` asks for more than the model can take.
-    """
+def check_chunk_fits(cfg: EncodeConfig, max_tokens: int) -> None:
+    """Check that a chunk of `max_tokens` text tokens, with the prefix and the special tokens,
+    fits the model; ValueError says how many tokens would fit."""
     folder = resolve_model_path(cfg.model, cfg.revision)
     limit = effective_max_seq_length(cfg, folder)
     specials, prefix = _specials_and_prefix(cfg, folder)
@@ -320,7 +318,6 @@ def token_budget(cfg: EncodeConfig, max_tokens: int) -> int:
             f"chunk.max_tokens: {max_tokens} does not fit {cfg.model}: max_seq_length {limit} "
             f"- {specials} special tokens - {prefix} prefix tokens = {room}; use <= {room}"
         )
-    return max_tokens
 
 
 def check_params_against_model(params: Params) -> int:
@@ -329,7 +326,7 @@ def check_params_against_model(params: Params) -> int:
     vectors the index will hold (after PCA)."""
     enc = params.encode
     runtime_for(enc)
-    token_budget(enc, params.chunk.max_tokens)
+    check_chunk_fits(enc, params.chunk.max_tokens)
     dim = output_dim(enc)
     if params.reduce.pca_dims is not None and params.reduce.pca_dims > dim:
         raise ValueError(

@@ -13,6 +13,7 @@ the stage manifest hashes each one.
 
 from __future__ import annotations
 
+import logging
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -48,6 +49,15 @@ def _stemmer(kind: str) -> Any:
     return lru_cache(maxsize=1 << 18)(snowballstemmer.stemmer(kind).stemWord)
 
 
+def _bm25s() -> Any:
+    """bm25s, imported lazily; it sets its own logger to DEBUG on import, so its per-call
+    lines would reach every terminal a stage or `serve` writes to."""
+    import bm25s  # noqa: PLC0415
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
 def tokenize(text: str, stopwords: str = "en", stemmer: str = "english") -> list[str]:
     """The lexical tokens of `text` (see the module docstring)."""
     stop, stem = _stopwords(stopwords), _stemmer(stemmer)
@@ -70,8 +80,7 @@ def build_lexical(texts: list[str], cfg: SearchConfig) -> Any:
     Token ids are given in first-seen order: bm25s numbers raw tokens in set order, which
     moves with Python's hash seed, and the index files must not differ between processes.
     """
-    import bm25s  # noqa: PLC0415
-
+    bm25s = _bm25s()
     vocab: dict[str, int] = {}
     ids = [[vocab.setdefault(t, len(vocab)) for t in tokenize(text, cfg.stopwords, cfg.stemmer)]
            for text in texts]
@@ -96,9 +105,7 @@ class LexicalIndex:
 
     @classmethod
     def load(cls, folder: Path, cfg: SearchConfig, row_of: np.ndarray) -> LexicalIndex:
-        import bm25s  # noqa: PLC0415
-
-        index = bm25s.BM25.load(str(folder), show_progress=False, **_FILES)
+        index = _bm25s().BM25.load(str(folder), show_progress=False, **_FILES)
         if int(index.scores["num_docs"]) != len(row_of):
             raise ValueError(f"{folder}: the lexical index holds {index.scores['num_docs']} "
                              f"chunks, the folder {len(row_of)}")

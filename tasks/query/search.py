@@ -221,14 +221,36 @@ class IndexFolder:
         return out
 
 
-def load_index_folder(path: Path | str) -> IndexFolder:
-    """Load an index folder written by the index stage; ValueError names what is missing."""
+REPAIR = ("A published version is written again from the workspace's index by `embedpipe "
+          "stage publish` (or `embedpipe run`); the workspace's own index folder by `embedpipe "
+          "stage index`.")
+
+
+def check_index_folder(path: Path, fast: bool = True) -> None:
+    """Refuse a folder whose files are not those its manifest lists (sizes always, sha256
+    once per change: `tasks.core.integrity`), naming the file and the fix."""
+    from tasks.core.config import cache_root  # noqa: PLC0415
+    from tasks.core.integrity import folder_problems  # noqa: PLC0415
+
+    problems = folder_problems(path, cache_root() / "verified", fast)
+    if problems:
+        raise ValueError("; ".join(f"{path / name}: {why}" for name, why in problems)
+                         + f". The folder is not used. {REPAIR}")
+
+
+def load_index_folder(path: Path | str, verify: bool = True, fast: bool = True
+                      ) -> IndexFolder:
+    """Load an index folder written by the index stage, checked first against its manifest
+    (`check_index_folder`; `fast=False` hashes every file); ValueError names what is missing
+    or damaged and the fix."""
     path = Path(path)
     missing = [f.name for f in (INDEX, INDEX_CHUNKS, INDEX_MODEL, INDEX_CARD, INDEX_TRANSFORM,
                                 INDEX_SEARCH, INDEX_MEMBERS) if not (path / f.name).is_file()]
     if missing:
         raise ValueError(f"{path}: not an index folder (missing {', '.join(missing)}); "
                          "run the pipeline first")
+    if verify:
+        check_index_folder(path, fast)
     index = faiss.read_index(str(path / INDEX.name))
     card = json.loads((path / INDEX_CARD.name).read_text(encoding="utf-8"))
     set_search_param(index, card.get("search_param"), card.get("search_value"))

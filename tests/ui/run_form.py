@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.conftest import free_port
+from tests.workspace import free_port
 
 BIN = Path(sys.executable).parent
 
@@ -92,7 +92,7 @@ def chromium(url: str, out: Path, width: int = 1400, height: int = 12000) -> tup
 
 def capture(out: Path) -> str:
     """Serve a fresh sample workspace and capture its run form into `out`; returns the DOM."""
-    from tests.conftest import make_workspace
+    from tests.workspace import make_workspace
 
     out.mkdir(parents=True, exist_ok=True)
     scratch = out / "scratch"

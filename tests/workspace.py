@@ -1,0 +1,100 @@
+"""Plain helpers the tests import: fresh workspaces, running stages in-process, servers'
+ports and health, scoped environment variables. Fixtures live in conftest.py."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WORKSPACE_FILES = ("params.yaml", "dvc.yaml", "tasks", "flows", "data/sample", ".dvc/config",
+                   ".dvc/.gitignore", ".gitignore")
+# The embeddings server the openai-backend tests run (conftest's `embeddings_server`).
+INFINITY_VENV = REPO / ".venv-infinity"
+SERVED_MODEL = "minilm"
+API_KEY_ENV = "EMBEDPIPE_TEST_API_KEY"
+API_KEY = "sk-embedpipe-FAKE-api-key-5e2b7c91"  # recognisable: searched for in every output
+
+
+def make_workspace(dest: Path) -> Path:
+    """A fresh git + DVC workspace holding the project's code, params and sample corpus."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel in WORKSPACE_FILES:
+        src = REPO / rel
+        if src.is_dir():
+            shutil.copytree(src, dest / rel, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    return dest
+
+
+def run_stages(ws: Path, names=None) -> None:
+    """Run stages in-process without Prefect or DVC (all of them, in order, by default)."""
+    from flows.pipeline import STAGE_TASKS
+    from tasks.core.registry import STAGE_NAMES
+
+    for name in names or STAGE_NAMES:
+        STAGE_TASKS[name].fn(root=str(ws))
+
+
+def fingerprints(ws: Path) -> dict[str, str]:
+    """Stage name -> fingerprint of every stage output in a workspace."""
+    import json
+
+    manifests = sorted((ws / "data").glob("[0-9][0-9]_*/_manifest.json"))
+    return {m["stage"]: m["fingerprint"] for m in (json.loads(p.read_text()) for p in manifests)}
+
+
+def env_with_venv() -> dict[str, str]:
+    """The environment for `dvc repro`: this interpreter's `python` first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 180,
+                 pause_s: float = 0.25) -> bool:
+    """Poll `url` until it answers 200 (True), the process exits or time runs out (False)."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            time.sleep(pause_s)
+    return False
+
+
+@contextmanager
+def scoped_env(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block; restore what was there before."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
