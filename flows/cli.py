@@ -15,7 +15,7 @@ from typing import Any
 
 from flows.temporary_server import start_temporary_api, wait_until_healthy
 from tasks.core.catalog import ENCODED, MANIFEST
-from tasks.core.config import cache_root, load_params, parse_override
+from tasks.core.config import FUSIONS, SEARCH_MODES, cache_root, load_params, parse_override
 from tasks.core.registry import STAGE_NAMES, get_stage
 from tasks.storage.locations import check_locations
 
@@ -81,6 +81,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     for name, reason in pipeline_status(_root(args)).items():
         print(f"{name:<9} {'fresh' if reason is None else 'stale'}"
               f"{'' if reason is None else '    ' + reason}")
+    from tasks.query.search import search_summary  # noqa: PLC0415
+
+    line = search_summary(get_stage("index").out_dir(params, _root(args)))
+    if line:  # what `embedpipe search` does with the workspace's index, and why
+        print(line)
     return 0
 
 
@@ -112,7 +117,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         return _search_documents(folder, args)
     if args.queries is not None:
         return _search_batch(folder, args)
-    hits = folder.search_text([args.query], k=args.k, mode=args.mode, expand=args.expand)[0]
+    hits = folder.search_text([args.query], k=args.k, mode=args.mode, expand=args.expand,
+                              fusion=args.fusion, alpha=args.alpha)[0]
     if args.json or args.format == "jsonl":
         print(json.dumps(hits, indent=None if args.format == "jsonl" else 2,
                          ensure_ascii=False))
@@ -158,7 +164,8 @@ def _search_batch(folder: Any, args: argparse.Namespace) -> int:
 
     return _answer_query_file(
         Path(args.queries),
-        lambda part: folder.search_text(part, k=args.k, mode=args.mode, expand=args.expand),
+        lambda part: folder.search_text(part, k=args.k, mode=args.mode, expand=args.expand,
+                                       fusion=args.fusion, alpha=args.alpha),
         lambda hits: [hit_record(h) for h in hits])
 
 
@@ -350,8 +357,12 @@ def _add_output_parsers(sub: Any) -> None:
                    "one query per line: one JSON result line per line, in order (a bad line's "
                    "carries its error; the others are answered)")
     p.add_argument("-k", type=int, default=5)
-    p.add_argument("--mode", choices=["dense", "lexical", "hybrid"],
-                   help="default: the mode the index was built with (search.mode)")
+    p.add_argument("--mode", choices=SEARCH_MODES,
+                   help="default: the mode the index was built with (search.mode; under "
+                   "search.fusion auto, the one chosen at build: `embedpipe status` says it)")
+    p.add_argument("--fusion", choices=[f for f in FUSIONS if f != "auto"],
+                   help="hybrid: rrf or convex (default: the index's choice or search.fusion)")
+    p.add_argument("--alpha", type=float, help="hybrid: the dense side's weight, 0..1")
     p.add_argument("--expand", choices=["group", "rows", "off"],
                    help="deduplicated twins of a hit (default: search.expand_duplicates)")
     p.add_argument("--format", choices=["text", "jsonl"], default="text")

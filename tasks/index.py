@@ -58,11 +58,12 @@ from tasks.core.vectors import (
 )
 from tasks.encoders.model import model_fingerprint
 from tasks.query.documents import document_vectors
+from tasks.query.fusion_choice import choose_search
 from tasks.query.ids import chunk_int_ids
 from tasks.query.lexical import build_lexical, save_lexical
 from tasks.query.probes import probe_queries
 from tasks.query.recall import RecallProbe, sweep_search_param
-from tasks.query.search import encode_queries, set_search_param
+from tasks.query.search import CARD_CHOICE, assemble_folder, encode_queries, set_search_param
 from tasks.query.transform import VectorTransform
 
 _ADD_BATCH = 65_536
@@ -470,10 +471,12 @@ def update_or_build(out_dir: Path, rows: tuple[np.ndarray, np.ndarray, list[str]
 
 def write_index_folder(out: StageOutput, built: BuiltIndex, table: pa.Table,
                        int_ids: np.ndarray, inputs: tuple[Path, pa.Table],
-                       model: dict[str, Any], search: SearchConfig) -> dict[str, Any]:
+                       model: dict[str, Any], search: SearchConfig, seed: int = 0
+                       ) -> dict[str, Any]:
     """The FAISS index, the id -> chunk table, the transform (`inputs[0]`), the duplicate
     groups (from the dedup audit `inputs[1]`), the model, the search settings and the
-    lexical index; returns the sizes for the card."""
+    lexical index; returns the sizes and the search chosen on probes (seeded by `seed`,
+    tasks/query/fusion_choice.py) for the card."""
     faiss.write_index(built.index, str(out.path(INDEX)))
     out.write_table(INDEX_CHUNKS, table.drop_columns([VECTOR_COLUMN]).append_column(
         "int_id", pa.array(int_ids, pa.int64())).append_column(
@@ -487,8 +490,10 @@ def write_index_folder(out: StageOutput, built: BuiltIndex, table: pa.Table,
     if table.num_rows:  # every chunk, kept ones then group members: no token is deduplicated
         texts = table.column("text").to_pylist() + inputs[1].column("text").to_pylist()
         save_lexical(build_lexical(texts, search), out.tmp_dir)
-    return {"size_bytes": out.path(INDEX).stat().st_size,
-            "lexical_seconds": round(time.perf_counter() - started, 3)}
+    lexical_seconds = round(time.perf_counter() - started, 3)
+    return {"size_bytes": out.path(INDEX).stat().st_size, "lexical_seconds": lexical_seconds,
+            CARD_CHOICE: choose_search(assemble_folder(out.tmp_dir, built.index, {}), seed,
+                                       inputs[1])}
 
 
 def log_built(built: BuiltIndex, plan: IndexPlan, search: str, seconds: float) -> None:
@@ -537,7 +542,7 @@ def index_task(root: str = ".") -> str:
     with run.output(fp, cfg) as out:
         dropped = run.read(DROPPED)
         sizes = write_index_folder(out, built, table, int_ids, (
-            run.input_path(TRANSFORM), dropped), model, run.params.search)
+            run.input_path(TRANSFORM), dropped), model, run.params.search, cfg.seed)
         card = index_card(built.index, built.factory, built.nlist, param, value, sweep, cfg,
                           **sizes, **built.card_facts(plan, x))
         out.write_json(INDEX_CARD, card)

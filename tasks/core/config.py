@@ -10,7 +10,7 @@ import copy
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -403,18 +403,49 @@ class EvaluateConfig(_Config):
     seed: int = Field(0, description="Seed of every sample and of k-means.")
 
 
-class SearchConfig(_Config):
-    """How queries are answered: dense, lexical (BM25) or both fused by reciprocal rank."""
+# The search modes and fusions, spelled once: the config, the query side and the CLI use these.
+SearchMode = Literal["dense", "lexical", "hybrid"]
+Fusion = Literal["auto", "rrf", "convex"]
+ScoreNorm = Literal["minmax", "zscore"]
+SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
+FUSIONS: tuple[str, ...] = get_args(Fusion)
+SCORE_NORMS: tuple[str, ...] = get_args(ScoreNorm)
 
-    mode: Literal["dense", "lexical", "hybrid"] = Field(
-        "hybrid", description="dense (FAISS), lexical (BM25) or hybrid (reciprocal rank "
-        "fusion of both).")
+
+class SearchConfig(_Config):
+    """How queries are answered: dense, lexical (BM25) or both fused (rank or score fusion)."""
+
+    mode: SearchMode = Field(
+        "hybrid", description="dense (FAISS), lexical (BM25) or hybrid (both, fused as "
+        "`fusion` says).")
+    fusion: Fusion = Field(
+        "auto", description="hybrid: auto (chosen at index build on label-free probes of the "
+        "corpus: rrf or convex at one of `alphas`, or one side alone where it beats them by "
+        "`fusion_margin`), rrf (reciprocal rank) or convex (alpha x dense + (1 - alpha) x "
+        "lexical, scores normalised per query).")
+    alpha: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.5, description="fusion convex: the dense side's weight (1: dense alone).")
+    alphas: tuple[Annotated[float, Field(gt=0.0, lt=1.0)], ...] = Field(
+        (0.3, 0.5, 0.7, 0.85), min_length=1,
+        description="fusion auto: the convex weights tried on the probes.")
+    normalization: ScoreNorm = Field(
+        "minmax", description="How each side's candidate scores are put on one scale before "
+        "convex fusion: minmax (0..1) or zscore (mean 0, sd 1).")
+    query_weighting: bool = Field(
+        True, description="Move each query's fusion weight by its own evidence (identifier "
+        "tokens, rare terms, a standout BM25 top hit: more lexical; a plain-words question: "
+        "more dense).")
+    probes: Annotated[int, Field(ge=20, le=5000)] = Field(
+        200, description="fusion auto: label-free probe queries scored at index build.")
+    fusion_margin: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.01, description="fusion auto: one side alone is used only when its probe nDCG@10 "
+        "beats the best fusion's by this much; else the fusion is.")
     rrf_k: Annotated[int, Field(ge=1)] = Field(
         60, description="Reciprocal rank fusion constant: score = weight / (rrf_k + rank).")
     dense_weight: Annotated[float, Field(ge=0.0)] = Field(
-        1.0, description="Weight of the dense ranking in hybrid fusion.")
+        1.0, description="Weight of the dense ranking in rrf fusion.")
     lexical_weight: Annotated[float, Field(ge=0.0)] = Field(
-        1.0, description="Weight of the BM25 ranking in hybrid fusion.")
+        1.0, description="Weight of the BM25 ranking in rrf fusion.")
     candidates: Annotated[int, Field(ge=1, le=10_000)] = Field(
         100, description="Top hits taken from each side before fusion.")
     expand_duplicates: Literal["group", "rows", "off"] = Field(
