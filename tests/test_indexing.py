@@ -104,3 +104,59 @@ def test_shard_files_the_workers_cannot_see_are_named(tmp_path):
             str(tmp_path / "nowhere.index"),
             str(tmp_path),
         )
+
+
+@pytest.mark.slow
+def test_index_stage_on_disk_locally_and_on_dask_searches_like_in_memory(tmp_path):
+    """The index stage with `index.on_disk: true`: lists filled in shards (in this process
+    and on a 2-worker LocalCluster, the same bytes), merged on disk, and the folder searched
+    memory-mapped with the same hits as the in-memory index."""
+    import json
+
+    from tasks.core.params_file import write_overrides
+    from tasks.query.search import load_index_folder
+    from tests.conftest import make_workspace, run_stages
+
+    base = make_workspace(tmp_path / "base")
+    write_overrides(
+        base / "params.yaml",
+        {
+            "encode.device": "cpu",
+            "index.nprobe": 4,
+            "index.factory": "IVF{nlist},Flat",
+            "paths.vector_cache": str(tmp_path / "cache"),
+        },
+    )
+    run_stages(base, ("ingest", "clean", "chunk", "encode", "reduce", "dedup"))
+    runs = {
+        "memory": {"index.on_disk": False},
+        "disk": {"index.on_disk": True},
+        "dask": {
+            "index.on_disk": True,
+            "run.executor": "dask",
+            "run.dask.workers": 2,
+            "run.dask.shard_rows": 64,
+        },
+    }
+    folders = {}
+    for name, overrides in runs.items():
+        shutil.copytree(base, tmp_path / name, ignore=shutil.ignore_patterns("cache"))
+        write_overrides(tmp_path / name / "params.yaml", overrides)
+        run_stages(tmp_path / name, ("index",))
+        folders[name] = tmp_path / name / "data/07_index"
+        assert not list(folders[name].parent.glob(".07_index.*"))  # no lists left behind
+    files = {n: json.loads((f / "_manifest.json").read_text())["files"] for n, f in folders.items()}
+    assert "index.ivfdata" in files["disk"] and "index.ivfdata" not in files["memory"]
+    assert {k: v for k, v in files["dask"].items() if k not in {"card.json", "metadata.json"}} == {
+        k: v for k, v in files["disk"].items() if k not in {"card.json", "metadata.json"}
+    }
+    memory, disk = load_index_folder(folders["memory"]), load_index_folder(folders["disk"])
+    assert isinstance(
+        faiss.downcast_InvertedLists(faiss.extract_index_ivf(disk.index).invlists),
+        faiss.OnDiskInvertedLists,
+    )
+    queries = ["how to install", "configuration file", "error message when starting"]
+    assert disk.search_text(queries, 5, mode="dense") == memory.search_text(
+        queries, 5, mode="dense"
+    )
+    assert json.loads((folders["disk"] / "card.json").read_text())["on_disk"] is True

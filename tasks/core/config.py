@@ -356,6 +356,13 @@ class IndexConfig(_Config):
         "mean", description="Document vectors beside the chunk index (`search --level doc`): "
         "the normalised mean of a document's chunk vectors, token-weighted, or none.")
     seed: int = Field(0, description="Seed of every sample and of k-means.")
+    on_disk: Literal["auto"] | bool = Field(
+        "auto", description="IVF inverted lists in index.ivfdata beside index.faiss, filled "
+        "in shards, merged on disk and memory-mapped at query time: true, false, or auto "
+        "(past memory_budget_mb). Other index types stay in memory.")
+    memory_budget_mb: Annotated[float, Field(gt=0)] = Field(
+        4096, description="on_disk auto: lists (codes + 8-byte ids) larger than this go on "
+        "disk.")
 
     @model_validator(mode="after")
     def _check(self) -> IndexConfig:

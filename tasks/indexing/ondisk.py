@@ -28,6 +28,7 @@ from tasks.core.shards import Executor, map_ordered
 from tasks.core.vectors import arrow_to_vectors
 
 ADD_BATCH = 65_536
+ONDISK_SHARD_ROWS = 262_144  # vectors a shard file holds: few files to merge, bounded memory
 # A shard: (vectors, ids) sent as arrays, or (vector file path, row groups, ids) read there.
 Shard = tuple[np.ndarray, np.ndarray] | tuple[str, list[int], np.ndarray]
 

@@ -28,6 +28,7 @@ from tasks.core.catalog import (
     INDEX_TRANSFORM,
 )
 from tasks.core.config import EncodeConfig, SearchConfig
+from tasks.indexing.ondisk import read_index_file
 from tasks.query.ids import IdMap
 from tasks.query.lexical import LexicalIndex, fuse_rrf
 from tasks.query.transform import VectorTransform
@@ -192,7 +193,7 @@ def load_index_folder(path: Path | str) -> IndexFolder:
     if missing:
         raise ValueError(f"{path}: not an index folder (missing {', '.join(missing)}); "
                          "run the pipeline first")
-    index = faiss.read_index(str(path / INDEX.name))
+    index = read_index_file(path / INDEX.name)  # on-disk lists: memory-mapped
     card = json.loads((path / INDEX_CARD.name).read_text(encoding="utf-8"))
     set_search_param(index, card.get("search_param"), card.get("search_value"))
     chunks = pq.read_table(path / INDEX_CHUNKS.name)
