@@ -41,6 +41,12 @@ def _rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process so far (all its threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _proc_mb(pid: int) -> dict[str, float]:
     """VmRSS, VmHWM, RssAnon and RssFile of a process, in MB (empty if it is gone)."""
     try:
@@ -95,11 +101,12 @@ def run_local(path: Path, n: int, threshold: float) -> tuple[dict[str, Any], Any
     from tasks.dedup import dedup_rows, near_duplicate_pairs
 
     cfg = DedupConfig(threshold=threshold, exact=False)
-    started = time.perf_counter()
+    started, cpu0 = time.perf_counter(), _cpu_s()
     x = read_matrix(path)
     read_s = time.perf_counter() - started
     keep, drops = dedup_rows(n, None, lambda rows: near_duplicate_pairs(x[rows], cfg), cfg)
-    return {"read_s": round(read_s, 2)}, (keep, drops, started)
+    return {"read_s": round(read_s, 2), "cpu_s": round(_cpu_s() - cpu0, 1)}, (keep, drops,
+                                                                              started)
 
 
 class Sampler(threading.Thread):
@@ -133,13 +140,15 @@ def run_dask(path: Path, n: int, threshold: float, workers: int, where: Path
         pids = list(client.run(os.getpid).values())
         sampler = Sampler(pids)
         sampler.start()
+        cpu0 = sum(client.run(_cpu_s).values()) + _cpu_s()
         started = time.perf_counter()
         near = near_pairs_sharded(Executor(client, 2 * workers), path, np.arange(n), cfg, where)
         keep, drops = dedup_rows(n, None, near, cfg)
         wall = time.perf_counter() - started
+        cpu = sum(client.run(_cpu_s).values()) + _cpu_s() - cpu0
         sampler.stop.set()
         maxrss = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-    info = {"cluster_start_s": round(start_s, 2), "workers": [
+    info = {"cluster_start_s": round(start_s, 2), "cpu_s": round(cpu, 1), "workers": [
         {**sampler.peak[pid], "ru_maxrss_mb": round(maxrss[a] / 1024, 1)}
         for a, pid in zip(maxrss, pids, strict=True)]}
     return info, (keep, drops, time.perf_counter() - wall)
@@ -195,21 +204,23 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [f"dedup near pass, {cfg['dim']}-d, one process vs Dask LocalCluster "
              f"({cfg['workers']} workers x 1 thread); {report['cpu']}; load average "
              f"{report['load_avg_start']} at start", "",
-             "| n | one process s | dask s | dask / one | one process peak RSS MB | "
+             "| n | one process s | dask s | dask / one | CPU s one / dask (all processes) | "
+             "one process peak RSS MB | "
              "dask driver peak RSS MB | worker peak RssAnon MB | worker VmHWM MB (incl. "
              "mapped scratch) | identical keep + audit | planted recall |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in report["sizes"]:
         loc, dsk = row["local"], row["dask"]
         if "failure" in loc or "failure" in dsk:
             lines.append(f"| {row['n']:,} | {loc.get('failure', loc.get('seconds'))} | "
-                         f"{dsk.get('failure', dsk.get('seconds'))} | | | | | | | |")
+                         f"{dsk.get('failure', dsk.get('seconds'))} | | | | | | | | |")
             continue
         anon = max(w.get("RssAnon", 0) for w in dsk["workers"])
         hwm = max(w.get("VmHWM", 0) for w in dsk["workers"])
         same = row["agreement"]["same_keep"] and row["agreement"]["same_audit_bytes"]
         lines.append(f"| {row['n']:,} | {loc['seconds']} | {dsk['seconds']} | "
-                     f"{dsk['seconds'] / loc['seconds']:.2f}x | {loc['peak_rss_mb']:,} | "
+                     f"{dsk['seconds'] / loc['seconds']:.2f}x | {loc.get('cpu_s')} / "
+                     f"{dsk.get('cpu_s')} | {loc['peak_rss_mb']:,} | "
                      f"{dsk['peak_rss_mb']:,} | {anon:,} | {hwm:,} | {same} | "
                      f"{loc['planted_recall']} / {dsk['planted_recall']} |")
     return "\n".join(lines) + "\n"
