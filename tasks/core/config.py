@@ -56,7 +56,8 @@ class DaskConfig(_Config):
     connect_timeout_s: Annotated[float, Field(gt=0)] = Field(
         10.0, description="How long to wait for `address` to answer.")
     shard_rows: Annotated[int, Field(ge=1)] = Field(
-        2048, description="Records per shard sent to a worker (clean, chunk, encode, index).")
+        2048, description="Records per shard sent to a worker (clean, chunk, encode, index, "
+        "dedup's text keys).")
     max_in_flight: Annotated[int, Field(ge=1)] | None = Field(
         None, description="Shards submitted and not yet written (driver memory); null: 2 per "
         "worker thread.")
@@ -87,7 +88,9 @@ class RunConfig(_Config):
     )
     executor: Literal["local", "dask"] = Field(
         "local", description="local: shards run in this process; dask: on a Dask cluster "
-        "(clean, chunk, encode and the index's adds). Outputs are the same either way.")
+        "(clean, chunk, encode, dedup by k-means cell and the index's adds; dedup and an "
+        "on-disk index need paths.data on storage the workers share). Outputs are the same "
+        "either way.")
     dask: DaskConfig = Field(DaskConfig(), description="The Dask cluster when executor is dask.")
 
     @model_validator(mode="after")
