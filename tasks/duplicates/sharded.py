@@ -12,8 +12,10 @@ beside the stage's output (`paths.data`): workers must share that storage with t
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -69,6 +71,11 @@ def copy_rows(
     position (>= 0) to that row of the scratch matrix; return the positions in `sample` it
     met and their rows (the driver's training sample)."""
     path, groups, positions, sample = shard
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"dedup: vector file {path} is not visible here; dedup on Dask "
+            "needs paths.data on storage the workers share"
+        )
     with pq.ParquetFile(path) as pf:
         x = arrow_to_vectors(
             pf.read_row_groups(groups, columns=[VECTOR_COLUMN]).column(VECTOR_COLUMN)
@@ -149,10 +156,14 @@ def near_order_scratch(
         scratch = Scratch(str(tmp / "vectors.npy"), str(tmp / "cells.npy"), m, d)
         np.lib.format.open_memmap(scratch.vectors, "w+", "float32", (m, d)).flush()
         xt = np.empty((len(sample), d), dtype="float32")
+        started = time.perf_counter()
         for pos, x in map_ordered(
             executor, copy_rows, copy_shards(path, positions, sample), scratch
         ):
             xt[np.searchsorted(sample, pos)] = x
+        log.info(
+            "dedup: %d vectors copied to the scratch in %.1f s", m, time.perf_counter() - started
+        )
         yield scratch, xt
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -171,8 +182,14 @@ def sharded_ivf_pairs(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(i, j, similarity) as `tasks.duplicates.cells` finds them in one process: centroids
     trained here on `xt`, rows assigned and cells compared on the workers."""
-    nlist = cell_count(scratch.m)
+    nlist, started = cell_count(scratch.m), time.perf_counter()
     centroids = train_cells(xt, nlist, seed)
+    log.info(
+        "dedup: %d cells trained on %d vectors in %.1f s",
+        nlist,
+        len(xt),
+        time.perf_counter() - started,
+    )
     nprobe = min(nprobe, nlist)
     np.lib.format.open_memmap(scratch.cells, "w+", "int32", (scratch.m, nprobe)).flush()
     step = ASSIGN_BATCH * ASSIGN_BATCHES
@@ -181,6 +198,7 @@ def sharded_ivf_pairs(
     for h, p in map_ordered(executor, assign_span, spans, scratch, centroids, nprobe):
         home += h
         probe += p
+    log.info("dedup: %d vectors assigned in %.1f s", scratch.m, time.perf_counter() - started)
     threads = max(1, executor.in_flight // 2)
     keys, sims = [], []
     with Progress("dedup", scratch.m, "chunks") as bar:
@@ -191,4 +209,9 @@ def sharded_ivf_pairs(
             keys.append(k)
             sims.append(s)
             bar.advance(int(home[lo:hi].sum()))
+    log.info(
+        "dedup: cells compared in %d spans, %.1f s in all",
+        len(spans),
+        time.perf_counter() - started,
+    )
     return unique_pairs(keys, sims, scratch.m)
