@@ -33,6 +33,7 @@ from tasks.core.catalog import (
     INDEX_CHUNKS,
     INDEX_DOC_INDEX,
     INDEX_DOCS,
+    INDEX_IVFDATA,
     INDEX_MEMBERS,
     INDEX_METADATA,
     INDEX_MODEL,
@@ -57,6 +58,14 @@ from tasks.core.vectors import (
     vectors_to_arrow,
 )
 from tasks.encoders.model import model_fingerprint
+from tasks.indexing.ondisk import (
+    ONDISK_SHARD_ROWS,
+    array_shards,
+    build_on_disk,
+    lists_file,
+    wants_on_disk,
+    write_index_file,
+)
 from tasks.query.documents import document_vectors
 from tasks.query.fusion_choice import choose_search
 from tasks.query.ids import chunk_int_ids
@@ -232,11 +241,17 @@ def fill_on_cluster(executor: Executor, trained: faiss.Index, x: np.ndarray,
     return merged
 
 
-def fill_for(run_cfg: RunConfig) -> Fill:
-    """How a trained index is filled: IVF indexes on the Dask cluster when `run.executor`
-    is dask (the cluster is opened only then), anything else here."""
+def fill_for(run_cfg: RunConfig, cfg: IndexConfig | None = None, out_dir: Path | None = None
+             ) -> Fill:
+    """How a trained index is filled: IVF lists on disk (built beside `out_dir`) when
+    `index.on_disk` says so (`tasks.indexing.ondisk`); else IVF indexes on the Dask cluster
+    when `run.executor` is dask (the cluster is opened only then), anything else here."""
     def fill(trained: faiss.Index, x: np.ndarray, ids: np.ndarray | None) -> faiss.Index:
         ids = np.arange(len(x), dtype="int64") if ids is None else ids
+        if cfg is not None and out_dir is not None and wants_on_disk(
+                cfg.on_disk, trained, len(x), cfg.memory_budget_mb):
+            lists = out_dir.with_name(f".{out_dir.name}.lists")
+            return fill_lists_on_disk(run_cfg, trained, x, ids, lists)
         if run_cfg.executor != "dask" or not isinstance(faiss.downcast_index(trained),
                                                           faiss.IndexIVF):
             return fill_index(trained, x, ids)
@@ -244,6 +259,17 @@ def fill_for(run_cfg: RunConfig) -> Fill:
             return fill_on_cluster(executor, trained, x, ids)
 
     return fill
+
+
+def fill_lists_on_disk(run_cfg: RunConfig, trained: faiss.Index, x: np.ndarray,
+                      ids: np.ndarray, lists: Path) -> faiss.Index:
+    """Shards added on the executor, lists merged into `lists/index.ivfdata` (moved into
+    the index folder when it is written)."""
+    shutil.rmtree(lists, ignore_errors=True)  # a killed run's (the workspace is locked)
+    lists.mkdir(parents=True)
+    with open_executor(run_cfg) as executor:
+        return build_on_disk(executor, trained, array_shards(x, ids, ONDISK_SHARD_ROWS),
+                             lists / INDEX_IVFDATA.name, lists.parent)
 
 
 def add_vectors(index: faiss.Index, x: np.ndarray, ids: np.ndarray) -> None:
@@ -438,8 +464,8 @@ def _previous(out_dir: Path) -> tuple[dict | None, faiss.Index | None, dict[int,
     """The previous index folder's manifest, index and id -> vector hash (if readable and
     its files' checksums match its manifest: a damaged one is rebuilt, never updated)."""
     keys = previous_keys(out_dir, INDEX_CHUNKS, "int_id", "vector_sha256")
-    if keys is None:
-        return None, None, {}  # absent, unreadable or from an older layout: rebuild
+    if keys is None or (out_dir / INDEX_IVFDATA.name).exists():
+        return None, None, {}  # absent, unreadable, older or on disk (rebuilt): rebuild
     try:
         manifest = read_manifest(out_dir, "index")
         check_file(out_dir / INDEX.name, manifest)
@@ -477,7 +503,10 @@ def write_index_folder(out: StageOutput, built: BuiltIndex, table: pa.Table,
     groups (from the dedup audit `inputs[1]`), the model, the search settings and the
     lexical index; returns the sizes and the search chosen on probes (seeded by `seed`,
     tasks/query/fusion_choice.py) for the card."""
-    faiss.write_index(built.index, str(out.path(INDEX)))
+    lists = lists_file(built.index)
+    write_index_file(built.index, out.path(INDEX))
+    if lists is not None:
+        shutil.rmtree(lists.parent, ignore_errors=True)  # its file moved beside the index
     out.write_table(INDEX_CHUNKS, table.drop_columns([VECTOR_COLUMN]).append_column(
         "int_id", pa.array(int_ids, pa.int64())).append_column(
         "vector_sha256", pa.array(vector_keys(arrow_to_vectors(table.column(VECTOR_COLUMN))),
@@ -491,7 +520,10 @@ def write_index_folder(out: StageOutput, built: BuiltIndex, table: pa.Table,
         texts = table.column("text").to_pylist() + inputs[1].column("text").to_pylist()
         save_lexical(build_lexical(texts, search), out.tmp_dir)
     lexical_seconds = round(time.perf_counter() - started, 3)
-    return {"size_bytes": out.path(INDEX).stat().st_size, "lexical_seconds": lexical_seconds,
+    on_disk = out.path(INDEX_IVFDATA).exists()
+    return {"size_bytes": out.path(INDEX).stat().st_size + (
+        out.path(INDEX_IVFDATA).stat().st_size if on_disk else 0), "on_disk": on_disk,
+            "lexical_seconds": lexical_seconds,
             CARD_CHOICE: choose_search(assemble_folder(out.tmp_dir, built.index, {}), seed,
                                        inputs[1])}
 
@@ -535,7 +567,7 @@ def index_task(root: str = ".") -> str:
     probes = cache(lambda: probe_vectors(table, dedup["model"], VectorTransform.load(
         run.input_path(TRANSFORM)), cfg))
     built, plan = update_or_build(run.out_dir, (x, int_ids, keys), dedup["space"], cfg,
-                                  probes, fill_for(run.params.run))
+                                  probes, fill_for(run.params.run, cfg, run.out_dir))
     param, value, sweep = choose_search_param(built, x, int_ids, cfg, probes)
     fp, model = run.fingerprint(), dedup["model"] | {
         "space": dedup["space"]}

@@ -75,6 +75,9 @@ DROPPED = StageFile("dedup", "dropped.parquet", (
     ("dropped_chunk_id", _S), ("kept_chunk_id", _S), ("similarity", _F32), ("kind", _S),
     ("doc_id", _S), ("source", _S), ("group_chunk_id", _S), ("text", _S)))
 INDEX = StageFile("index", "index.faiss")
+# An index too large for memory keeps its inverted lists here, beside index.faiss, which names
+# it by base name; readers memory-map it (tasks.indexing.ondisk.read_index_file).
+INDEX_IVFDATA = StageFile("index", "index.ivfdata")
 INDEX_CHUNKS = StageFile("index", "chunks.parquet", (*_CHUNK_TEXT, ("int_id", _I64),
                                                     ("vector_sha256", _S)))
 INDEX_TRANSFORM = StageFile("index", TRANSFORM.name)

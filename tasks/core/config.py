@@ -56,7 +56,8 @@ class DaskConfig(_Config):
     connect_timeout_s: Annotated[float, Field(gt=0)] = Field(
         10.0, description="How long to wait for `address` to answer.")
     shard_rows: Annotated[int, Field(ge=1)] = Field(
-        2048, description="Records per shard sent to a worker (clean, chunk, encode, index).")
+        2048, description="Records per shard sent to a worker (clean, chunk, encode, index, "
+        "dedup's text keys).")
     max_in_flight: Annotated[int, Field(ge=1)] | None = Field(
         None, description="Shards submitted and not yet written (driver memory); null: 2 per "
         "worker thread.")
@@ -87,7 +88,9 @@ class RunConfig(_Config):
     )
     executor: Literal["local", "dask"] = Field(
         "local", description="local: shards run in this process; dask: on a Dask cluster "
-        "(clean, chunk, encode and the index's adds). Outputs are the same either way.")
+        "(clean, chunk, encode, dedup by k-means cell and the index's adds; dedup and an "
+        "on-disk index need paths.data on storage the workers share). Outputs are the same "
+        "either way.")
     dask: DaskConfig = Field(DaskConfig(), description="The Dask cluster when executor is dask.")
 
     @model_validator(mode="after")
@@ -361,6 +364,13 @@ class IndexConfig(_Config):
         "mean", description="Document vectors beside the chunk index (`search --level doc`): "
         "the normalised mean of a document's chunk vectors, token-weighted, or none.")
     seed: int = Field(0, description="Seed of every sample and of k-means.")
+    on_disk: Literal["auto"] | bool = Field(
+        "auto", description="IVF inverted lists in index.ivfdata beside index.faiss, filled "
+        "in shards, merged on disk and memory-mapped at query time: true, false, or auto "
+        "(past memory_budget_mb). Other index types stay in memory.")
+    memory_budget_mb: Annotated[float, Field(gt=0)] = Field(
+        4096, description="on_disk auto: lists (codes + 8-byte ids) larger than this go on "
+        "disk.")
 
     @model_validator(mode="after")
     def _check(self) -> IndexConfig:

@@ -5,5 +5,5 @@ search parameter) applied to queries. `transform`: the PCA / whitening / L2 tran
 `ids`: stable FAISS ids of chunks and the id -> row map. `recall`: recall@k against exact
 search and the sweep of nprobe / efSearch. `probes`: label-free query-like probes.
 
-Imports: `tasks.core`, `tasks.encoders`, `tasks.documents`.
+Imports: `tasks.core`, `tasks.encoders`, `tasks.documents`, `tasks.indexing`.
 """

@@ -30,6 +30,7 @@ from tasks.core.catalog import (
     INDEX_TRANSFORM,
 )
 from tasks.core.config import EncodeConfig, SearchConfig
+from tasks.indexing.ondisk import read_index_file
 from tasks.query.fusion import SearchPlan, fuse_plan, resolve_plan
 from tasks.query.ids import IdMap
 from tasks.query.lexical import LexicalIndex
@@ -251,7 +252,7 @@ def load_index_folder(path: Path | str, verify: bool = True, fast: bool = True
                          "run the pipeline first")
     if verify:
         check_index_folder(path, fast)
-    index = faiss.read_index(str(path / INDEX.name))
+    index = read_index_file(path / INDEX.name)  # on-disk lists: memory-mapped
     card = json.loads((path / INDEX_CARD.name).read_text(encoding="utf-8"))
     set_search_param(index, card.get("search_param"), card.get("search_value"))
     return assemble_folder(path, index, card)
