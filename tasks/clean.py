@@ -24,26 +24,52 @@ from tasks.core.progress import task_logger
 from tasks.core.runtime import main, start_stage
 from tasks.documents.html import html_to_text
 
-# what ftfy can act on: anything but printable ASCII, tab and newline ('&' for entities);
-# a line without any of these is its own fix, so it is never handed to ftfy
-_FTFY_CAN_CHANGE = re.compile(r"[^\t\n\x20-\x25\x27-\x7e]")
+# a line of printable ASCII, tabs and no '&' is one ftfy leaves as it is: never handed to it
+_NOT_PLAIN_ASCII = re.compile(r"[^\t\n\x20-\x25\x27-\x7e]")
+
+
+@lru_cache(maxsize=1)
+def _ftfy_acts_on() -> re.Pattern[str]:
+    """The characters one of ftfy's character fixes changes (its own tables): C1 and other
+    controls, ligatures, full/half width forms, curly quotes, line breaks, surrogates."""
+    from ftfy import chardata  # noqa: PLC0415
+
+    codes = {*chardata.LIGATURES, *chardata.WIDTH_MAP, *chardata.CONTROL_CHARS,
+             *range(0x80, 0xA0), 0x0D, 0x1B, 0x2028, 0x2029}
+    quotes = chardata.SINGLE_QUOTE_RE.pattern[1:-1] + chardata.DOUBLE_QUOTE_RE.pattern[1:-1]
+    return re.compile("[" + "".join(re.escape(chr(c)) for c in sorted(codes)) + quotes
+                      + "\ud800-\udfff]")
+
+
+def _ftfy_keeps(line: str, unescape_html: bool) -> bool:
+    """True when `ftfy.fix_text` would return `line` unchanged: no character a fix acts on,
+    no mojibake by ftfy's own test, NFC already, and no entity to decode."""
+    from ftfy.badness import is_bad  # noqa: PLC0415
+
+    return not ((unescape_html and "&" in line) or _ftfy_acts_on().search(line)
+                or is_bad(line)) and unicodedata.is_normalized("NFC", line)
 
 
 def repair_unicode(text: str, unescape_html: bool | str = "auto") -> str:
     """`ftfy.fix_text(text, normalization="NFC")`, line by line as ftfy works, with the lines
-    it cannot change (printable ASCII) passed over: the same text, several times faster."""
+    it would leave unchanged passed over: the same text, several times faster."""
     config = ftfy.TextFixerConfig(normalization="NFC", unescape_html=unescape_html)
     first_lt = text.find("<") if unescape_html == "auto" else -1
     out, pos = [], 0
-    while found := _FTFY_CAN_CHANGE.search(text, pos):
+    while found := _NOT_PLAIN_ASCII.search(text, pos):
         start = text.rfind("\n", pos, found.start()) + 1 or pos
         end = text.find("\n", found.start()) + 1 or len(text)
         if end - start > config.max_decode_length:
             return ftfy.fix_text(text, config)  # ftfy cuts such a line where it likes
         if unescape_html == "auto" and -1 < first_lt < end:
             config = config._replace(unescape_html=False)  # as ftfy: once a "<" is seen
-        out += [text[pos:start], ftfy.fix_text(text[start:end], config)]
-        pos = end
+        line = text[start:end]
+        if not _ftfy_keeps(line, bool(config.unescape_html)):
+            out += [text[pos:start], ftfy.fix_text(line, config)]
+            pos = end
+        else:
+            out.append(text[pos:end])
+            pos = end
     out.append(text[pos:])
     return "".join(out)
 

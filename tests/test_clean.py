@@ -99,7 +99,8 @@ def test_unicode_repair_is_ftfy_line_by_line():
             assert repair_unicode(text, unescape) == want, (text, unescape)
 
 
-PIECES = [*"ab <&;\n\r\t\x00\x1b\x7fÃ©â€™\u00a0ﬁｆ\u2028\ud800é", "&amp;", "&lt;", "Ã\xa9", "\r\n"]
+PIECES = [*"ab <&;\n\r\t\x00\x1b\x7fÃ©â€™\u00a0ﬁｆ\u2028\ud800é¶—中\u0301\x85", "&amp;", "&lt;",
+          "Ã\xa9", "\r\n", "â€œquotedâ€\x9d", "“curly”"]
 
 
 @settings(max_examples=300, deadline=None)

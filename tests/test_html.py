@@ -3,7 +3,12 @@ handled in linear time."""
 
 from __future__ import annotations
 
-from tasks.documents.html import MAX_HTML_DEPTH, flat_html_text, html_to_text, markup_depth
+from tasks.documents.html import (
+    flat_html_text,
+    html_to_text,
+    markup_depth,
+    too_deep_to_parse,
+)
 
 PAGE = """<!DOCTYPE html><html><head><title> Kelp
  forests </title><script>var x = "<p>not text</p>";</script></head><body>
@@ -58,10 +63,12 @@ def test_broken_markup_still_gives_the_text():
 
 def test_deep_nesting_is_scanned_not_parsed():
     deep = "<div>" * 50_000 + "<p>deep text</p><p>second</p>" + "</div>" * 50_000
-    assert markup_depth(deep, MAX_HTML_DEPTH) == MAX_HTML_DEPTH + 1
-    # li and p: their end tags may be left out, so they do not count
-    assert markup_depth("<ul><li><b>x</b></li></ul>" * 2000, MAX_HTML_DEPTH) == 2
-    assert markup_depth("<p>" * 5000, MAX_HTML_DEPTH) == 0
+    assert markup_depth(deep) == 50_000 and too_deep_to_parse(deep)
+    # li and p: their end tags may be left out, so they do not count; nor do void elements
+    assert markup_depth("<ul><li><b>x</b></li></ul>" * 2000) == 2
+    assert markup_depth("<p>" * 5000 + "<br><img src=x>" * 5000) == 0
+    assert markup_depth("</div></div><div><div>") == 2  # stray end tags go no lower than 0
+    assert not too_deep_to_parse("<div>" * 5000)  # too few tags to cost much parsed
     # parsing this page took 3 s (HTML5 tree building is quadratic in depth): it is scanned
     page = f"<html><title>T</title><body>{deep}</body></html>"
     assert html_to_text(page) == flat_html_text(page) == ("T", "deep text\nsecond")
