@@ -173,6 +173,9 @@ class CleanConfig(_Config):
         "none", description="spaCy lookup lemmatizer or Snowball stemmer."
     )
     strip_code_comments: bool = Field(False, description="Drop comments from source code.")
+    html_main_content: bool = Field(
+        False, description="HTML: keep the page's main content only (navigation, menus, "
+        "sidebars and footers out).")
     min_chars: Annotated[int, Field(ge=1)] = Field(
         20, description="Documents shorter than this after cleaning are rejected."
     )
