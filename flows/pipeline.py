@@ -19,6 +19,7 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.states import Failed, State
 from prefect.tasks import exponential_backoff
 
 from flows.artifacts import publish_summary
@@ -208,10 +209,33 @@ def run_stages(repo: Any, root: Path, params: Params, force: bool, checked: bool
     return rows
 
 
+SETTINGS_ERROR = "settings: "
+
+
+class SaidOnce(logging.Filter):
+    """Prefect's engine logs a failed flow run's exception with its traceback once the flow
+    has returned; a settings error was said in one line already."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        err = record.exc_info[1] if record.exc_info else None
+        return err is None or not str(err).startswith(SETTINGS_ERROR)
+
+
+def run_settings(root: Path, requested: dict[str, Any]) -> tuple[dict[str, Any], Params]:
+    """The overrides that differ from params.yaml and the params they give, checked before
+    anything is written (ValueError names the key and what is allowed)."""
+    dotted = changed_only(root / "params.yaml", requested)
+    params = load_params(root / "params.yaml", dotted)
+    check_locations(params, root)
+    if dotted:
+        check_before_running(root, params)  # before params.yaml changes
+    return dotted, params
+
+
 @flow(name="embedpipe", log_prints=False, validate_parameters=True)
 def pipeline(root: str = ".", overrides: RunOverrides | None = None,
              set_params: dict[str, Any] | None = None, force: bool = False,
-             on_busy: Literal["wait", "fail"] | None = None) -> dict[str, Any]:
+             on_busy: Literal["wait", "fail"] | None = None) -> dict[str, Any] | State:
     """Run the stale stages of the embedpipe pipeline in a workspace.
 
     Args:
@@ -223,12 +247,13 @@ def pipeline(root: str = ".", overrides: RunOverrides | None = None,
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     root_path = Path(root).resolve()
-    dotted = changed_only(root_path / "params.yaml",
-                          {**to_dotted(overrides), **(set_params or {})})
-    params = load_params(root_path / "params.yaml", dotted)
-    check_locations(params, root_path)
-    if dotted:
-        check_before_running(root_path, params)  # before params.yaml changes
+    try:
+        dotted, params = run_settings(root_path, {**to_dotted(overrides),
+                                                  **(set_params or {})})
+    except ValueError as err:  # the person's settings, not a bug: one line, no traceback
+        get_run_logger().error("%s%s", SETTINGS_ERROR, err)
+        logging.getLogger("prefect.flow_runs").addFilter(SaidOnce())
+        return Failed(message=f"{SETTINGS_ERROR}{err}")
     busy = on_busy or params.run.on_busy
     for name in ("prefect.flow_runs", "prefect.task_runs"):  # the stages' run loggers
         logging.getLogger(name).setLevel(params.run.log_level)
