@@ -98,7 +98,7 @@ def check_before_running(root: Path, params: Params) -> None:
     index factory (parsed by FAISS; its nlist against the vector count of the previous run,
     when there is one; otherwise nlist is checked by the index stage, which fails before
     evaluate and publish)."""
-    from tasks.index import check_factory  # noqa: PLC0415  (faiss is slow to import)
+    from tasks.indexing.factory import check_factory  # noqa: PLC0415  (faiss is slow to import)
 
     dim = check_params_against_model(params)
     dedup = get_stage("dedup").out_dir(params, root)

@@ -44,10 +44,10 @@ from tasks.evaluation.health import nearest_neighbour_similarity, space_health
 from tasks.evaluation.metrics import doc_rankings, retrieval_metrics
 from tasks.evaluation.plots import plot_histogram, plot_map, plot_sweep
 from tasks.evaluation.runs import append_run, run_record
+from tasks.indexing.recall import RecallProbe, set_search_param, sweep_search_param
 from tasks.query.fusion_choice import candidate_plans, pick
 from tasks.query.probes import probe_queries
-from tasks.query.recall import RecallProbe, sweep_search_param
-from tasks.query.search import IndexFolder, load_index_folder, set_search_param
+from tasks.query.search import IndexFolder, load_index_folder
 from tasks.query.weights import BUCKETS, query_bucket
 from tasks.storage.s3 import is_s3
 

@@ -8,20 +8,11 @@ import pytest
 from tasks.core.catalog import VECTOR_COLUMN
 from tasks.core.config import IndexConfig
 from tasks.core.vectors import vectors_to_arrow
-from tasks.index import (
-    apply_plan,
-    auto_factory,
-    auto_nlist,
-    build_index,
-    fill_index,
-    index_rows,
-    plan_update,
-    resolve_factory,
-    train_index,
-    tune_search_param,
-)
-from tasks.query.recall import recall_at_k
-from tasks.query.search import set_search_param
+from tasks.indexing.build import build_index, fill_index, train_index
+from tasks.indexing.factory import auto_factory, auto_nlist, resolve_factory
+from tasks.indexing.recall import recall_at_k, set_search_param
+from tasks.indexing.tuning import tune_search_param
+from tasks.indexing.updates import apply_plan, index_rows, plan_update
 
 
 def clustered(n: int, d: int = 32, k: int = 64, seed: int = 0) -> np.ndarray:

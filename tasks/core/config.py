@@ -351,7 +351,7 @@ class IndexConfig(_Config):
     max_query_ms: Annotated[float, Field(gt=0.0)] = Field(
         5.0, description="factory 'auto': the exact index is kept while one query (batch of "
         "one) is estimated at most this many milliseconds: n x d values scanned at a fixed "
-        "rate (tasks.index.SCAN_VALUES_PER_MS), the same on every machine and load.")
+        "rate (tasks.indexing.factory.SCAN_VALUES_PER_MS), the same on every machine and load.")
     max_memory_mb: Annotated[float, Field(gt=0.0)] | None = Field(
         None, description="factory 'auto': when n x d float32 vectors exceed this (MB), "
         "IVF-PQ with the longest codes that fit; null: no bound.")

@@ -30,20 +30,15 @@ from tasks.core.catalog import (
     INDEX_TRANSFORM,
 )
 from tasks.core.config import EncodeConfig, SearchConfig
+from tasks.indexing.ids import IdMap
 from tasks.indexing.ondisk import read_index_file
+from tasks.indexing.recall import set_search_param
 from tasks.query.fusion import SearchPlan, fuse_plan, resolve_plan
-from tasks.query.ids import IdMap
 from tasks.query.lexical import LexicalIndex
 from tasks.query.transform import VectorTransform
 from tasks.query.weights import query_alphas
 
 CARD_CHOICE = "search_choice"  # the index card's key for the fusion chosen at build
-
-
-def set_search_param(index: faiss.Index, name: str | None, value: int | None) -> None:
-    """Set nprobe / efSearch through FAISS's ParameterSpace (works on wrapped indexes too)."""
-    if name is not None and value is not None:
-        faiss.ParameterSpace().set_index_parameter(index, name, value)
 
 
 def query_encode_config(model: dict[str, Any]) -> EncodeConfig:
