@@ -436,15 +436,20 @@ def check_space(dedup: dict[str, Any], reduce: dict[str, Any], want: dict[str, A
 def _previous(out_dir: Path) -> tuple[dict | None, faiss.Index | None, dict[int, str]]:
     """The previous index folder's manifest, index and id -> vector hash (if readable and
     its files' checksums match its manifest: a damaged one is rebuilt, never updated)."""
-    keys = previous_keys(out_dir, INDEX_CHUNKS, "int_id", "vector_sha256")
-    if keys is None:
-        return None, None, {}  # absent, unreadable or from an older layout: rebuild
     try:
         manifest = read_manifest(out_dir, "index")
-        check_file(out_dir / INDEX.name, manifest)
+        for entry in (INDEX, INDEX_CHUNKS):
+            check_file(out_dir / entry.name, manifest)
+    except ValueError as err:
+        if out_dir.is_dir():
+            task_logger().warning("index: previous index not reused, rebuilt (%s)", err)
+        return None, None, {}
+    keys = previous_keys(out_dir, INDEX_CHUNKS, "int_id", "vector_sha256")
+    if keys is None:
+        return None, None, {}  # unreadable or from an older layout: rebuild
+    try:
         index = faiss.read_index(str(out_dir / INDEX.name))
-    except (RuntimeError, ValueError) as err:
-        task_logger().warning("index: previous index not reused, rebuilt (%s)", err)
+    except RuntimeError:
         return None, None, {}
     return manifest, index, keys
 
