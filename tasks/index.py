@@ -387,7 +387,7 @@ def probe_vectors(table: pa.Table, model: dict[str, Any], transform: VectorTrans
 
 def apply_plan(plan: IndexPlan, prev: dict | None, prev_index: faiss.Index | None,
                x: np.ndarray, int_ids: np.ndarray, cfg: IndexConfig,
-               queries: Callable[[], np.ndarray], fill: Fill = fill_index) -> BuiltIndex:
+               fill: Fill = fill_index) -> BuiltIndex:
     """Update the previous index in place, or build a new one, as `plan` says; the type
     comes from params and the vectors' shape alone (`auto_factory`), never from a timing.
     """
@@ -463,14 +463,13 @@ def group_members(dropped: pa.Table) -> pa.Table:
 
 
 def update_or_build(out_dir: Path, rows: tuple[np.ndarray, np.ndarray, list[str]], space: str,
-                    cfg: IndexConfig, queries: Callable[[], np.ndarray], fill: Fill
-                    ) -> tuple[BuiltIndex, IndexPlan]:
+                    cfg: IndexConfig, fill: Fill) -> tuple[BuiltIndex, IndexPlan]:
     """Plan against the previous index folder in `out_dir` (`plan_update`) and carry the plan
-    out (`apply_plan`); `rows` are (vectors, FAISS ids, text hashes)."""
+    out (`apply_plan`); `rows` are (vectors, FAISS ids, vector keys)."""
     x, int_ids, keys = rows
     prev, prev_index, prev_keys = _previous(out_dir)
     plan = plan_update(prev, prev_keys, int_ids, keys, space, cfg)
-    return apply_plan(plan, prev, prev_index, x, int_ids, cfg, queries, fill), plan
+    return apply_plan(plan, prev, prev_index, x, int_ids, cfg, fill), plan
 
 
 def write_index_folder(out: StageOutput, built: BuiltIndex, table: pa.Table,
@@ -535,7 +534,7 @@ def index_task(root: str = ".") -> str:
     probes = cache(lambda: probe_vectors(table, dedup["model"], VectorTransform.load(
         run.input_path(TRANSFORM)), cfg))
     built, plan = update_or_build(run.out_dir, (x, int_ids, keys), dedup["space"], cfg,
-                                  probes, fill_for(run.params.run))
+                                  fill_for(run.params.run))
     param, value, sweep = choose_search_param(built, x, int_ids, cfg, probes)
     fp, model = run.fingerprint(), dedup["model"] | {
         "space": dedup["space"]}
