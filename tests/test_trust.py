@@ -219,6 +219,8 @@ def test_truncated_published_index_is_named_and_repaired(tmp_path, prefect_serve
         err = capsys.readouterr().err
         assert f"{index_file}: {size // 2} bytes, its manifest says {size}" in err
         assert "embedpipe stage publish" in err
+        assert main(["--root", str(ws), "status"]) == 0
+        assert "publish   stale    published folder damaged" in capsys.readouterr().out
         repair()
         assert index_file.stat().st_size == size
         assert main(["--root", str(ws), "search", "neutron star"]) == 0
