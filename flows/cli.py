@@ -74,11 +74,14 @@ def cmd_stage(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from flows.dvc_bridge import exclude_unhashable, pipeline_status  # noqa: PLC0415
     from tasks.documents.listing import write_source_listing  # noqa: PLC0415
+    from tasks.storage.published import workspace_damage  # noqa: PLC0415
 
     params = load_params(_root(args) / "params.yaml")  # a YAML or key error in one line
     exclude_unhashable(_root(args), params.ingest.source)
     write_source_listing(_root(args), params)  # what DVC compares in place of the source
-    for name, reason in pipeline_status(_root(args)).items():
+    status = pipeline_status(_root(args))
+    status["publish"] = status["publish"] or workspace_damage(_root(args), params)
+    for name, reason in status.items():
         print(f"{name:<9} {'fresh' if reason is None else 'stale'}"
               f"{'' if reason is None else '    ' + reason}")
     from tasks.query.search import search_summary  # noqa: PLC0415

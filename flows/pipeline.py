@@ -42,6 +42,7 @@ from tasks.core.registry import STAGE_NAMES, STAGES, get_stage
 from tasks.core.shards import run_cluster
 from tasks.encoders.model import check_params_against_model
 from tasks.storage.locations import check_locations
+from tasks.storage.published import workspace_damage
 from tasks.storage.s3 import is_s3
 
 
@@ -141,22 +142,6 @@ def network_retries(params: Params, stage: str) -> dict[str, Any]:
     return {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=10)}
 
 
-def publish_repair(root: Path, params: Params) -> str | None:
-    """Why publish must run though DVC finds it fresh: the published folder of the current
-    index (CURRENT) is damaged (a truncated index.faiss, say); None otherwise."""
-    if is_s3(params.publish.target):
-        return None
-    from tasks.publish import version_name  # noqa: PLC0415
-    from tasks.storage.published import damaged_version  # noqa: PLC0415
-
-    try:
-        index = read_manifest(get_stage("index").out_dir(params, root), "index")
-    except ValueError:
-        return None
-    why = damaged_version(root / params.publish.target, version_name(index))
-    return None if why is None else f"published folder damaged ({why})"
-
-
 def stage_row(stage: str, out_dir: Path, reason: str, seconds: float | None,
               why: str | None = None) -> dict[str, Any]:
     """One stage's line in the run summary: `reason` in short, `why` in full (DVC's every
@@ -185,7 +170,7 @@ def run_stages(repo: Any, root: Path, params: Params, force: bool, checked: bool
     for spec in STAGES:
         changes = None if force else (
             stale_reason(repo, spec.name) if ran_any else stale.get(spec.name))
-        repair = (publish_repair(root, params) if spec.name == "publish" and not force
+        repair = (workspace_damage(root, params) if spec.name == "publish" and not force
                   and changes is None else None)
         out_dir = spec.out_dir(params, root)
         if not force and changes is None and repair is None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -77,29 +76,34 @@ def probe_vectors(table: pa.Table, model: dict[str, Any], transform: VectorTrans
 
 def _previous(out_dir: Path) -> tuple[dict | None, faiss.Index | None, dict[int, str]]:
     """The previous index folder's manifest, index and id -> vector hash (if readable and
-    its files' checksums match its manifest: a damaged one is rebuilt, never updated)."""
-    keys = previous_keys(out_dir, INDEX_CHUNKS, "int_id", "vector_sha256")
-    if keys is None or (out_dir / INDEX_IVFDATA.name).exists():
-        return None, None, {}  # absent, unreadable, older or on disk (rebuilt): rebuild
+    its files' checksums match its manifest: a damaged one is rebuilt, never updated; an
+    index with its lists on disk is rebuilt)."""
     try:
         manifest = read_manifest(out_dir, "index")
-        check_file(out_dir / INDEX.name, manifest)
+        for entry in (INDEX, INDEX_CHUNKS):
+            check_file(out_dir / entry.name, manifest)
+    except ValueError as err:
+        if out_dir.is_dir():
+            task_logger().warning("index: previous index not reused, rebuilt (%s)", err)
+        return None, None, {}
+    keys = previous_keys(out_dir, INDEX_CHUNKS, "int_id", "vector_sha256")
+    if keys is None or (out_dir / INDEX_IVFDATA.name).exists():
+        return None, None, {}  # unreadable, from an older layout or on disk: rebuild
+    try:
         index = faiss.read_index(str(out_dir / INDEX.name))
-    except (RuntimeError, ValueError) as err:
-        task_logger().warning("index: previous index not reused, rebuilt (%s)", err)
+    except RuntimeError:
         return None, None, {}
     return manifest, index, keys
 
 
 def update_or_build(out_dir: Path, rows: tuple[np.ndarray, np.ndarray, list[str]], space: str,
-                    cfg: IndexConfig, queries: Callable[[], np.ndarray], fill: Fill
-                    ) -> tuple[BuiltIndex, IndexPlan]:
+                    cfg: IndexConfig, fill: Fill) -> tuple[BuiltIndex, IndexPlan]:
     """Plan against the previous index folder in `out_dir` (`plan_update`) and carry the plan
-    out (`apply_plan`); `rows` are (vectors, FAISS ids, text hashes)."""
+    out (`apply_plan`); `rows` are (vectors, FAISS ids, vector keys)."""
     x, int_ids, keys = rows
     prev, prev_index, prev_keys = _previous(out_dir)
     plan = plan_update(prev, prev_keys, int_ids, keys, space, cfg)
-    return apply_plan(plan, prev, prev_index, x, int_ids, cfg, queries, fill), plan
+    return apply_plan(plan, prev, prev_index, x, int_ids, cfg, fill), plan
 
 
 def write_index_folder(out: StageOutput, built: BuiltIndex, table: pa.Table,
@@ -171,7 +175,7 @@ def index_task(root: str = ".") -> str:
     probes = cache(lambda: probe_vectors(table, dedup["model"], VectorTransform.load(
         run.input_path(TRANSFORM)), cfg))
     built, plan = update_or_build(run.out_dir, (x, int_ids, keys), dedup["space"], cfg,
-                                  probes, fill_for(run.params.run, cfg, run.out_dir))
+                                  fill_for(run.params.run, cfg, run.out_dir))
     param, value, sweep = choose_search_param(built, x, int_ids, cfg, probes)
     fp, model = run.fingerprint(), dedup["model"] | {"space": dedup["space"]}
     with run.output(fp, cfg) as out:

@@ -20,12 +20,7 @@ from tasks.core.progress import task_logger
 from tasks.core.runtime import main, start_stage
 from tasks.evaluation.metrics import check_gate
 from tasks.storage import s3
-from tasks.storage.published import publish_folder, publish_to_s3
-
-
-def version_name(index_manifest: dict[str, Any]) -> str:
-    """Published folder name: the index fingerprint (same index, same name)."""
-    return f"index-{index_manifest['fingerprint'][:16]}"
+from tasks.storage.published import publish_folder, publish_to_s3, version_name
 
 
 def publish_index(index_dir: Path, cfg: PublishConfig, root: Path, version: str,

@@ -42,8 +42,8 @@ TIMING_PLOT = "recall_vs_nprobe.png"
 
 def corpus_workspace(dest: Path) -> Path:
     """The sample corpus plus ~200 generated documents (library families and filler); an
-    IVF index named outright (`factory: auto` picks Flat or IVF by a measured query time,
-    which another process's load can move)."""
+    IVF index named outright (its training and tuning are crash points too; `auto` would
+    pick Flat for a corpus this small)."""
     ws = make_workspace(dest)
     params = ws / "params.yaml"
     params.write_text(params.read_text().replace("factory: auto ", 'factory: "IVF{nlist},Flat"'))

@@ -110,14 +110,14 @@ def test_update_with_a_changed_vector_gives_what_a_rebuild_gives(factory):
     x1[[5, 77, 1500]] = clustered(3, seed=8)  # same ids, same texts, other vectors
     before, after = index_rows(_rows(x0, 3000)), index_rows(_rows(x1, 3000))
     built = apply_plan(plan_update(None, {}, before[1], before[2], "s", cfg), None, None,
-                       before[0], before[1], cfg, lambda: x0[:10])
+                       before[0], before[1], cfg)
     prev = {"space": "s", "config": cfg.model_dump(mode="json"),
             "card": built.card_facts(plan_update(None, {}, before[1], before[2], "s", cfg), x0)
             | {"factory": built.factory, "nlist": built.nlist}}
     plan = plan_update(prev, dict(zip(before[1].tolist(), before[2], strict=True)), after[1],
                        after[2], "s", cfg)
     assert plan.mode == "incremental" and sorted(plan.add_rows.tolist()) == [5, 77, 1500]
-    updated = apply_plan(plan, prev, built.index, after[0], after[1], cfg, lambda: x1[:10])
+    updated = apply_plan(plan, prev, built.index, after[0], after[1], cfg)
     # a rebuild over the same vectors: the same trained cells for IVF (the update keeps its
     # quantizer until retrain_growth), a fresh exact index for Flat
     trained = faiss.clone_index(faiss.downcast_index(built.index)) if built.nlist else None

@@ -219,7 +219,28 @@ def test_truncated_published_index_is_named_and_repaired(tmp_path, prefect_serve
         err = capsys.readouterr().err
         assert f"{index_file}: {size // 2} bytes, its manifest says {size}" in err
         assert "embedpipe stage publish" in err
+        assert main(["--root", str(ws), "status"]) == 0
+        assert "publish   stale    published folder damaged" in capsys.readouterr().out
         repair()
         assert index_file.stat().st_size == size
         assert main(["--root", str(ws), "search", "neutron star"]) == 0
     assert "neutron" in capsys.readouterr().out
+
+
+def test_cache_shards_with_bad_vectors_are_dropped_even_with_a_good_checksum(tmp_path):
+    """Finite and unit length are checked too: a shard written with a NaN or a vector of
+    length 1.295 (what the flipped byte of row 3 gave) is named and never served."""
+    import numpy as np
+
+    from tasks.encoders import vector_cache
+
+    x = np.eye(3, 4, dtype="float32")
+    good = vector_cache.append(tmp_path, "space-a", ["k1", "k2", "k3"], x)
+    nan = vector_cache.append(tmp_path, "space-a", ["k4"], np.full((1, 4), np.nan, "float32"))
+    long = vector_cache.append(tmp_path, "space-a", ["k5"], np.eye(1, 4, dtype="float32") * 1.295)
+    bad = dict(vector_cache.verify(tmp_path, "space-a", d=4, unit=True))
+    assert set(bad) == {nan, long} and good.exists() and not nan.exists()
+    assert "row 0 holds a NaN or infinite value" in bad[nan]
+    assert "row 0 has length 1.295, expected 1" in bad[long]
+    found, _ = vector_cache.lookup(tmp_path, "space-a", ["k1", "k4", "k5"], 4)
+    assert found.tolist() == [True, False, False]

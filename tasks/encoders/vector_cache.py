@@ -154,12 +154,14 @@ def remove_leftovers(cache: Path) -> int:
 
 
 def gc(cache: Path, keep: dict[str, set[str]]) -> dict[str, int]:
-    """Keep only `keep[space]` keys; drop other spaces and leftovers of killed writers.
-    Returns rows kept and dropped."""
+    """Keep only `keep[space]` keys; drop other spaces, leftovers of killed writers and
+    shards that fail `verify`. Returns rows kept and dropped."""
     remove_leftovers(cache)
     kept = dropped = 0
     wanted = {space[:32]: keys for space, keys in keep.items()}
     for folder in sorted(p for p in Path(cache).iterdir() if p.is_dir()):
+        if folder.name in wanted:  # never carry a damaged shard's rows into a new one
+            verify(cache, folder.name)
         shards = sorted(folder.glob("part-*.parquet"))
         if folder.name not in wanted:
             dropped += sum(pq.read_metadata(s).num_rows for s in shards)

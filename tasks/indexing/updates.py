@@ -114,7 +114,7 @@ def index_rows(table: pa.Table, x: np.ndarray | None = None
 
 def apply_plan(plan: IndexPlan, prev: dict | None, prev_index: faiss.Index | None,
                x: np.ndarray, int_ids: np.ndarray, cfg: IndexConfig,
-               queries: Callable[[], np.ndarray], fill: Fill = fill_index) -> BuiltIndex:
+               fill: Fill = fill_index) -> BuiltIndex:
     """Update the previous index in place, or build a new one, as `plan` says; the type
     comes from params and the vectors' shape alone (`auto_factory`), never from a timing.
     """

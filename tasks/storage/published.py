@@ -19,7 +19,8 @@ from typing import Any
 
 from tasks.core.catalog import MANIFEST
 from tasks.core.integrity import folder_problems
-from tasks.core.io import write_json_atomic
+from tasks.core.io import read_manifest, write_json_atomic
+from tasks.core.registry import get_stage
 from tasks.storage import s3
 
 POINTER = "CURRENT"
@@ -27,6 +28,11 @@ LATEST = "LATEST"
 _RENAME_EXCHANGE = 2  # linux/fs.h
 _AT_FDCWD = -100
 log = logging.getLogger(__name__)
+
+
+def version_name(index_manifest: dict[str, Any]) -> str:
+    """Published folder name: the index fingerprint (same index, same name)."""
+    return f"index-{index_manifest['fingerprint'][:16]}"
 
 
 def read_pointer(target: Path) -> dict[str, Any] | None:
@@ -111,6 +117,19 @@ def damaged_version(target: Path, version: str) -> str | None:
     except ValueError as err:
         return str(err)
     return "; ".join(f"{target / version / n}: {why}" for n, why in problems) or None
+
+
+def workspace_damage(root: Path, params: Any) -> str | None:
+    """Why the workspace's publish must run though DVC finds it fresh: the published folder
+    of its current index (CURRENT, in a local target) is damaged; None otherwise."""
+    if s3.is_s3(params.publish.target):
+        return None
+    try:
+        index = read_manifest(get_stage("index").out_dir(params, root), "index")
+    except ValueError:
+        return None
+    why = damaged_version(root / params.publish.target, version_name(index))
+    return None if why is None else f"published folder damaged ({why})"
 
 
 def publish_to_s3(index_dir: Path, url: str, version: str, pointer: dict[str, Any],
