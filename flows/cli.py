@@ -419,9 +419,9 @@ def main(argv: list[str] | None = None) -> int:
                          else None)
         if signum is None or args.debug:
             raise
-        print(f"embedpipe: stopped by {signal.Signals(signum).name}: stages that had not "
-              "finished kept their previous outputs, and a flow run is marked Crashed in "
-              "Prefect; rerun to resume", file=sys.stderr)
+        print(f"embedpipe: stopped by {signal.Signals(signum).name}: a stage that had not "
+              "finished kept its previous output (a run's flow run is marked Crashed in "
+              "Prefect); rerun to resume", file=sys.stderr)
         return 128 + signum
 
 
