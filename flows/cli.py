@@ -30,7 +30,23 @@ def _root(args: argparse.Namespace) -> Path:
     return root
 
 
+class Stopped(BaseException):
+    """SIGTERM reached the run (docker, systemd, Kubernetes stopping it): unwinds like Ctrl-C
+    so that the flow run is recorded and the temporary server stopped before exit."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signal = signum
+
+
+def _raise_stopped(signum: int, _frame: Any) -> None:
+    raise Stopped(signum)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    # Python's default would end the process at once; Prefect's own handler, while the flow
+    # runs, records the run Crashed and then hands the signal on to this one.
+    signal.signal(signal.SIGTERM, _raise_stopped)
     overrides = dict(parse_override(s) for s in args.set)
     params = load_params(_root(args) / "params.yaml", overrides)  # fail before Prefect starts
     check_locations(params, _root(args))
@@ -449,9 +465,9 @@ def main(argv: list[str] | None = None) -> int:
                          else None)
         if signum is None or args.debug:
             raise
-        print(f"embedpipe: stopped by {signal.Signals(signum).name}: stages that had not "
-              "finished kept their previous outputs, and a flow run is marked Crashed in "
-              "Prefect; rerun to resume", file=sys.stderr)
+        print(f"embedpipe: stopped by {signal.Signals(signum).name}: a stage that had not "
+              "finished kept its previous output (a run's flow run is marked Crashed in "
+              "Prefect); rerun to resume", file=sys.stderr)
         return 128 + signum
 
 
