@@ -14,7 +14,7 @@ file and end with the keep mask and the audit of `tasks.dedup.dedup_rows` (near 
   thread (equal cores); the driver holds row numbers, the training sample and the pairs.
 Each side runs in its own process (peak RSS per side, `ru_maxrss`); worker memory is sampled
 from /proc every 0.2 s: VmHWM counts the scratch file's pages a worker has mapped (shared page
-cache, not its own), RssAnon its own memory. Writes benchmarks/out/dedup_dask-<dim>.json/.md.
+cache, not its own), RssAnon its own memory. Writes benchmarks/out/dedup_dask-<dim>-nprobe<k>.json/.md.
 """
 
 from __future__ import annotations
@@ -96,11 +96,9 @@ def read_matrix(path: Path) -> np.ndarray:
     return x
 
 
-def run_local(path: Path, n: int, threshold: float) -> tuple[dict[str, Any], Any]:
-    from tasks.core.config import DedupConfig
+def run_local(path: Path, n: int, cfg: Any) -> tuple[dict[str, Any], Any]:
     from tasks.dedup import dedup_rows, near_duplicate_pairs
 
-    cfg = DedupConfig(threshold=threshold, exact=False)
     started, cpu0 = time.perf_counter(), _cpu_s()
     x = read_matrix(path)
     read_s = time.perf_counter() - started
@@ -124,15 +122,13 @@ class Sampler(threading.Thread):
                     self.peak[pid][k] = max(v, self.peak[pid].get(k, 0.0))
 
 
-def run_dask(path: Path, n: int, threshold: float, workers: int, where: Path
+def run_dask(path: Path, n: int, cfg: Any, workers: int, where: Path
              ) -> tuple[dict[str, Any], Any]:
     from distributed import Client, LocalCluster
 
-    from tasks.core.config import DedupConfig
     from tasks.core.shards import Executor
     from tasks.dedup import dedup_rows, near_pairs_sharded
 
-    cfg = DedupConfig(threshold=threshold, exact=False)
     started = time.perf_counter()
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:
@@ -156,13 +152,14 @@ def run_dask(path: Path, n: int, threshold: float, workers: int, where: Path
 
 def side_main(args: argparse.Namespace) -> None:
     """One side in this process: its figures and its decisions (for the comparison)."""
-    path = Path(args.file)
-    n = args.n
+    from tasks.core.config import DedupConfig
+
+    path, n = Path(args.file), args.n
+    cfg = DedupConfig(threshold=args.threshold, exact=False, nprobe=args.nprobe)
     if args.side == "local":
-        info, (keep, drops, started) = run_local(path, n, args.threshold)
+        info, (keep, drops, started) = run_local(path, n, cfg)
     else:
-        info, (keep, drops, started) = run_dask(path, n, args.threshold, args.workers,
-                                               path.parent)
+        info, (keep, drops, started) = run_dask(path, n, cfg, args.workers, path.parent)
     wall = time.perf_counter() - started
     planted = np.load(path.with_suffix(".planted.npy"))
     dropped = np.flatnonzero(~keep)
@@ -179,19 +176,19 @@ def side_main(args: argparse.Namespace) -> None:
 
 def run_side(side: str, n: int, file: Path, args: argparse.Namespace) -> dict[str, Any]:
     """One side in a child process (its own peak RSS); its result or how it failed."""
-    result = str(args.out / f".dedup_dask-{side}-{n}")
+    result = str(args.out / f".dedup_dask-{side}-{n}-{args.nprobe}")
     cmd = [sys.executable, "-m", "benchmarks.dedup_dask", "--side", side, "--n", str(n),
            "--file", str(file), "--threshold", str(args.threshold), "--workers",
-           str(args.workers), "--result", result]
+           str(args.workers), "--nprobe", str(args.nprobe), "--result", result]
     proc = subprocess.run(cmd, cwd=REPO, check=False)
     if proc.returncode != 0 or not Path(result + ".json").exists():
         return {"side": side, "n": n, "failure": f"exit code {proc.returncode}"}
     return json.loads(Path(result + ".json").read_text())
 
 
-def same_decisions(out: Path, n: int) -> dict[str, Any]:
+def same_decisions(out: Path, n: int, nprobe: int) -> dict[str, Any]:
     """Whether both sides kept the same rows and wrote the same audit (bytes)."""
-    a, b = (out / f".dedup_dask-{s}-{n}" for s in ("local", "dask"))
+    a, b = (out / f".dedup_dask-{s}-{n}-{nprobe}" for s in ("local", "dask"))
     keep_a, keep_b = np.load(f"{a}.keep.npy"), np.load(f"{b}.keep.npy")
     drops_a, drops_b = np.load(f"{a}.drops.npy"), np.load(f"{b}.drops.npy")
     return {"same_keep": bool(np.array_equal(keep_a, keep_b)),
@@ -201,7 +198,8 @@ def same_decisions(out: Path, n: int) -> dict[str, Any]:
 
 def markdown(report: dict[str, Any]) -> str:
     cfg = report["config"]
-    lines = [f"dedup near pass, {cfg['dim']}-d, one process vs Dask LocalCluster "
+    lines = [f"dedup near pass, {cfg['dim']}-d, nprobe {cfg.get('nprobe', 8)}, one process vs "
+             "Dask LocalCluster "
              f"({cfg['workers']} workers x 1 thread); {report['cpu']}; load average "
              f"{report['load_avg_start']} at start", "",
              "| n | one process s | dask s | dask / one | CPU s one / dask (all processes) | "
@@ -234,6 +232,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threshold", type=float, default=0.95)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--nprobe", type=int, default=8,
+                        help="dedup.nprobe (cells each vector searches; the default is 8)")
     parser.add_argument("--row-group", type=int, default=8192,
                         help="rows per Parquet row group (reduce writes ~4 MB groups)")
     parser.add_argument("--data", type=Path, default=REPO / "benchmarks" / "out" / "data",
@@ -262,7 +262,7 @@ def main() -> None:
     report: dict[str, Any] = {"cpu": cpu_label(), "load_avg_start": os.getloadavg(),
                               "config": {k: v for k, v in vars(args).items()
                                          if k in ("dim", "seed", "threshold", "workers",
-                                                  "row_group")}, "sizes": []}
+                                                  "row_group", "nprobe")}, "sizes": []}
     for n in (int(s) for s in args.sizes.split(",") if s):
         file = args.data / f"vectors-{n}x{args.dim}-{args.seed}.parquet"
         if not file.exists():  # in a child: the generator's n x d matrix is not ours
@@ -275,12 +275,12 @@ def main() -> None:
                "local": run_side("local", n, file, args),
                "dask": run_side("dask", n, file, args)}
         if "failure" not in row["local"] and "failure" not in row["dask"]:
-            row["agreement"] = same_decisions(args.out, n)
+            row["agreement"] = same_decisions(args.out, n, args.nprobe)
         report["sizes"].append(row)
         print(json.dumps(row), flush=True)
-        save(args.out, f"dedup_dask-{args.dim}", report, markdown(report))
+        save(args.out, f"dedup_dask-{args.dim}-nprobe{args.nprobe}", report, markdown(report))
     report["load_avg_end"] = os.getloadavg()
-    save(args.out, f"dedup_dask-{args.dim}", report, markdown(report))
+    save(args.out, f"dedup_dask-{args.dim}-nprobe{args.nprobe}", report, markdown(report))
 
 
 if __name__ == "__main__":

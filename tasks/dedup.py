@@ -6,7 +6,8 @@ Invariant: every input chunk is kept or dropped with the kept chunk standing for
 (which the index carries, so search still reaches it). Of a duplicate group the chunk with
 the shortest source path is kept, then the lexicographically first, then the first in corpus
 order (`keep_order`); the choice only moves when that member changes or goes. Rows stay in
-corpus order. Memory is O(n*d), never O(n^2).
+corpus order. Memory is O(n*d), never O(n^2); on Dask (`tasks.duplicates.sharded`) the
+driver holds O(n) row numbers and digests, the workers compare cells, same output bytes.
 """
 
 from __future__ import annotations

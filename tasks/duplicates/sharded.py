@@ -198,7 +198,7 @@ def sharded_ivf_pairs(
     for h, p in map_ordered(executor, assign_span, spans, scratch, centroids, nprobe):
         home += h
         probe += p
-    log.info("dedup: %d vectors assigned in %.1f s", scratch.m, time.perf_counter() - started)
+    log.info("dedup: %d vectors assigned, %.1f s in all", scratch.m, time.perf_counter() - started)
     threads = max(1, executor.in_flight // 2)
     keys, sims = [], []
     with Progress("dedup", scratch.m, "chunks") as bar:
