@@ -8,7 +8,9 @@ Per stage: CPU seconds (user + system, of the child: a shared machine's load doe
 wall seconds, peak RSS (VmHWM) and whether torch got imported. chunk also loads the
 tokenizer and the sentence splitter, encode the default encoder (the cached OpenVINO export:
 run the pipeline once first). With `--against`, the older checkout runs the same snippets, the
-two taking turns, so both see the same load. Writes benchmarks/out/stage_imports.json and .md.
+two taking turns, so both see the same load. Then Prefect's temporary server as `embedpipe
+run` starts it: CPU and wall seconds until it answers, on a new database and on one already
+migrated. Writes benchmarks/out/stage_imports.json and .md.
 """
 
 from __future__ import annotations
@@ -60,6 +62,36 @@ def measure_once(checkout: Path, stage: str) -> dict[str, Any]:
     return {"cpu_s": cpu, "wall_s": wall, **result}
 
 
+def server_start(fresh_db: bool) -> dict[str, float]:
+    """Prefect's temporary server as `embedpipe run` launches it, until /health answers:
+    wall and the server process's CPU seconds, on a new database (migrations) or one that a
+    previous start already migrated."""
+    import tempfile
+    import urllib.request
+
+    from flows.temporary_server import _free_port, _launch
+
+    with tempfile.TemporaryDirectory(prefix="embedpipe-prefect-home-") as home:
+        os.environ["PREFECT_HOME"] = home
+        out: dict[str, float] = {}
+        for _ in range(1 if fresh_db else 2):  # the first start migrates the new database
+            port, started = _free_port(), time.perf_counter()
+            process = _launch(port)
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=1):
+                        break
+                except OSError:
+                    time.sleep(0.02)
+            stat = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out = {"wall_s": round(time.perf_counter() - started, 2),
+                   "cpu_s": round((int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK"), 2)}
+            process.terminate()
+            process.wait()
+        del os.environ["PREFECT_HOME"]
+    return out
+
+
 def measure(checkouts: dict[str, Path], repeats: int) -> dict[str, dict[str, Any]]:
     """Per checkout and stage: medians over `repeats`, the checkouts taking turns."""
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {
@@ -91,6 +123,10 @@ def markdown(r: dict[str, Any]) -> str:
     for n in names:
         total = sum(m["cpu_s"] for m in r["measured"][n].values())
         lines.append(f"\n{n}: {total:.1f} CPU s over the {len(STAGES)} stage processes")
+    lines += ["", "Prefect's temporary server (as `embedpipe run` starts it) until /health "
+              "answers:", "", "| database | server CPU s | wall s |", "|---|---|---|"]
+    for kind, m in r["server"].items():
+        lines.append(f"| {kind} | {m['cpu_s']} | {m['wall_s']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -104,7 +140,9 @@ def main() -> None:
     checkouts = {"this": REPO} | ({"against": args.against} if args.against else {})
     report = {"cpu": cpu_label(), "load_average": os.getloadavg(), "repeats": args.repeats,
               "checkouts": {k: str(v) for k, v in checkouts.items()},
-              "measured": measure(checkouts, args.repeats)}
+              "measured": measure(checkouts, args.repeats),
+              "server": {"new (migrations run)": server_start(fresh_db=True),
+                         "migrated by an earlier start": server_start(fresh_db=False)}}
     save(args.out, "stage_imports", report, markdown(report))
 
 
