@@ -22,6 +22,7 @@ from tasks.core.config import CleanConfig
 from tasks.core.progress import task_logger
 from tasks.core.runtime import main, start_stage
 from tasks.documents.html import html_to_text
+from tasks.documents.sentences import import_spacy
 
 # a line of printable ASCII, tabs and no '&' is one ftfy leaves as it is: never handed to it
 _NOT_PLAIN_ASCII = re.compile(r"[^\t\n\x20-\x25\x27-\x7e]")
@@ -100,9 +101,7 @@ def strip_code_comments(code: str, filename: str) -> str:
 
 @lru_cache(maxsize=1)
 def _nlp(mode: str) -> Any:
-    import spacy  # noqa: PLC0415
-
-    nlp = spacy.blank("en")
+    nlp = import_spacy().blank("en")
     if mode == "lemmatize":
         nlp.add_pipe("lemmatizer", config={"mode": "lookup"})
         nlp.initialize()
