@@ -13,8 +13,9 @@ file and end with the keep mask and the audit of `tasks.dedup.dedup_rows` (near 
 - dask: `tasks.dedup.near_pairs_sharded` with a LocalCluster of `--workers` processes x 1
   thread (equal cores); the driver holds row numbers, the training sample and the pairs.
 Each side runs in its own process (peak RSS per side, `ru_maxrss`); worker memory is sampled
-from /proc every 0.2 s: VmHWM counts the scratch file's pages a worker has mapped (shared page
-cache, not its own), RssAnon its own memory. Writes benchmarks/out/dedup_dask-<dim>-nprobe<k>.json/.md.
+from /proc every 0.2 s: VmHWM counts the scratch file's pages a worker has mapped (shared
+page cache, not its own), RssAnon its own memory. Writes
+benchmarks/out/dedup_dask-<dim>-nprobe<k>.json/.md.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ OTHER_VALUES: dict[str, Any] = {
     "index.factory": "IVF{nlist},Flat",
     "index.nlist": 64,
     "index.nprobe": 8,
+    "index.on_disk": True,
     "export.postgres.table": "other_table",
     "export.lancedb.uri": "lancedb",
     "export.postgres.dsn_env": "PG_DSN",
