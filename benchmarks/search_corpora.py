@@ -7,6 +7,7 @@ fetched with `apt-get download`) and the generated families corpus
 (benchmarks/families.py). Each is built ingest -> index with the project's params.
 
     python -m benchmarks.search_corpora [--families 300 --filler 600] [--corpora ...]
+        [--keep DIR] [--set search.normalization=zscore ...]
 
 Reports hit@1, hit@10 and nDCG@10 (the target document's first chunk or duplicate-group
 member in the ranking) per corpus, query kind and variant; the probe choice the index made;
@@ -98,12 +99,14 @@ def latency_ms(folder: Any, queries: list[str], mode: str | None) -> float:
     return round(statistics.median(times), 3)
 
 
-def run_corpus(ws: Path, corpus: Path, queries_path: Path) -> dict[str, Any]:
-    """Build one corpus's index with the project's params and score every variant."""
+def run_corpus(ws: Path, corpus: Path, queries_path: Path, overrides: dict[str, Any]
+               ) -> dict[str, Any]:
+    """Build one corpus's index with the project's params (and `overrides`) and score every
+    variant."""
     from tasks.query.search import load_index_folder, search_summary
 
     shutil.rmtree(ws, ignore_errors=True)  # a kept build is redone; its vector cache is kept
-    seconds = build(ws, corpus, ws.parent / f"{ws.name}-cache", {})
+    seconds = build(ws, corpus, ws.parent / f"{ws.name}-cache", overrides)
     folder = load_index_folder(ws / "data/07_index")
     queries = [json.loads(x) for x in queries_path.read_text().splitlines()]
     choice = folder.card.get("search_choice") or {}
@@ -121,8 +124,8 @@ def run_corpus(ws: Path, corpus: Path, queries_path: Path) -> dict[str, Any]:
                                "default": latency_ms(folder, sample, None)}}
 
 
-def run(corpora: list[str], families: int, filler: int, seed: int, keep: Path | None
-        ) -> dict[str, Any]:
+def run(corpora: list[str], families: int, filler: int, seed: int, keep: Path | None,
+        overrides: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="embedpipe-corpora-") as tmp:
         base = keep or Path(tmp)
         sets: dict[str, tuple[Path, Path]] = {}
@@ -133,9 +136,9 @@ def run(corpora: list[str], families: int, filler: int, seed: int, keep: Path | 
         if "families" in corpora:
             generate(base / "families", families, filler, REPO / "data/sample", seed)
             sets["families"] = (base / "families/corpus", base / "families/queries.jsonl")
-        results = {name: run_corpus(base / "ws" / name, corpus, queries)
+        results = {name: run_corpus(base / "ws" / name, corpus, queries, overrides)
                    for name, (corpus, queries) in sets.items()}
-    return {"corpora": results, "cpu": cpu_label()}
+    return {"corpora": results, "overrides": overrides, "cpu": cpu_label()}
 
 
 def verdict(r: dict[str, Any]) -> str:
@@ -153,7 +156,8 @@ def verdict(r: dict[str, Any]) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = [f"search quality by corpus and query style; {report['cpu']}"]
+    lines = [f"search quality by corpus and query style; {report['cpu']}; params overridden: "
+             f"{report.get('overrides') or 'none'}"]
     for name, r in report["corpora"].items():
         kinds = list(r["kinds"])
         counts = ", ".join(f"{k} {n}" for k, n in r["kinds"].items())
@@ -182,9 +186,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", type=Path, help="build here and keep it (default: a "
                         "temporary folder)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a params override for every build, e.g. search.alpha=0.7")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/out")
     args = parser.parse_args()
-    report = run(args.corpora, args.families, args.filler, args.seed, args.keep)
+    from tasks.core.config import parse_override
+
+    report = run(args.corpora, args.families, args.filler, args.seed, args.keep,
+                 dict(parse_override(s) for s in args.set))
     save(args.out, "search_corpora", report, markdown(report))
 
 
