@@ -40,12 +40,12 @@ def variants() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     fixed = {"query_weighting": False}
     out = [("dense", {"mode": "dense"}, {}), ("lexical", {"mode": "lexical"}, {}),
            ("rrf", {"mode": "hybrid", "fusion": "rrf"}, fixed)]
-    out += [(f"convex@{a:g} minmax", {"mode": "hybrid", "fusion": "convex", "alpha": a},
-             fixed) for a in ALPHAS]
-    out += [(f"convex@{a:g} zscore", {"mode": "hybrid", "fusion": "convex", "alpha": a},
-             fixed | {"normalization": "zscore"}) for a in ALPHAS]
-    out += [("convex@0.5 minmax, per-query weights",
-             {"mode": "hybrid", "fusion": "convex", "alpha": 0.5}, {"query_weighting": True})]
+    for norm in ("minmax", "zscore"):
+        out += [(f"convex@{a:g} {norm}", {"mode": "hybrid", "fusion": "convex", "alpha": a},
+                 fixed | {"normalization": norm}) for a in ALPHAS]
+    out += [("convex@0.5 zscore, per-query weights",
+             {"mode": "hybrid", "fusion": "convex", "alpha": 0.5},
+             {"query_weighting": True, "normalization": "zscore"})]
     out += [("default, fixed weights", {}, fixed), ("default", {}, {})]
     return out
 

@@ -62,7 +62,9 @@ def test_harness_reports_every_variant_and_the_default(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "search_corpora.json").read_text())["corpora"]["families"]
     quality = report["quality"]
-    assert {"dense", "lexical", "rrf", "convex@0.5 minmax", "default"} <= set(quality)
+    assert {"dense", "lexical", "rrf", "convex@0.5 minmax", "convex@0.5 zscore",
+            "default"} <= set(quality)
+    assert quality["convex@0.5 minmax"] != quality["convex@0.5 zscore"]
     assert set(quality["default"]) == {"all", "identifier", "own", "shared"}
     assert quality["lexical"]["identifier"]["hit_at_10"] >= 0.9
     assert report["latency_p50_ms"]["dense"] > 0 and report["summary"].startswith("search:")
