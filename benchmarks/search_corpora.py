@@ -119,9 +119,10 @@ def run_corpus(ws: Path, corpus: Path, queries_path: Path, overrides: dict[str, 
             "kinds": {k: sum(q["kind"] == k for q in queries)
                       for k in sorted({q["kind"] for q in queries})},
             "seconds": seconds, "choice": {k: choice.get(k) for k in (
-                "winner", "mode", "fusion", "alpha", "probes", "probe_kinds", "seconds",
+                "winner", "mode", "fusion", "alpha", "probes", "probe_kinds", "probe_seconds",
                 "reason")}, "summary": search_summary(ws / "data/07_index"),
-            "probe_share_of_index": round((choice.get("seconds") or 0) / seconds["index"], 4),
+            "probe_share_of_index": round((choice.get("probe_seconds") or 0)
+                                          / seconds["index"], 4),
             "quality": score_variants(folder, queries),
             "latency_p50_ms": latency_ms(folder, sample)}
 
@@ -153,8 +154,8 @@ def verdict(r: dict[str, Any]) -> str:
     return (f"default vs best single side ({best}): hit@10 {d10:+.1f} points, hit@1 "
             f"{d1:+.1f} points; query p50 default {lat['default']} ms vs dense "
             f"{lat['dense']} ms ({lat['default'] / lat['dense']:.2f}x); probe scoring "
-            f"{r['choice']['seconds']} s = {r['probe_share_of_index']:.1%} of the index stage "
-            f"({r['seconds']['index']} s)")
+            f"{r['choice']['probe_seconds']} s = {r['probe_share_of_index']:.1%} of the index "
+            f"stage ({r['seconds']['index']} s)")
 
 
 def markdown(report: dict[str, Any]) -> str:
