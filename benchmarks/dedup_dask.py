@@ -103,7 +103,8 @@ def read_matrix(path: Path) -> np.ndarray:
 
 
 def run_local(path: Path, n: int, cfg: Any) -> tuple[dict[str, Any], Any]:
-    from tasks.dedup import dedup_rows, near_duplicate_pairs
+    from tasks.dedup import dedup_rows
+    from tasks.duplicates.pairs import near_duplicate_pairs
 
     started, cpu0 = time.perf_counter(), _cpu_s()
     x = read_matrix(path)
@@ -191,7 +192,8 @@ def cpu_in_one_thread(path: Path, n: int, nprobe: int, threshold: float, repeats
 
     from tasks.core.config import DedupConfig
     from tasks.core.shards import Executor
-    from tasks.dedup import near_duplicate_pairs, near_pairs_sharded
+    from tasks.dedup import near_pairs_sharded
+    from tasks.duplicates.pairs import near_duplicate_pairs
 
     cfg = DedupConfig(threshold=threshold, exact=False, nprobe=nprobe)
     faiss.omp_set_num_threads(1)
