@@ -190,7 +190,7 @@ def run_embedpipe(corpus: Path, threshold: float, share: Path, device: str) -> d
     from flows.pipeline import STAGE_TASKS
     from tasks.core.config import load_params
     from tasks.core.params_file import write_overrides
-    from tasks.evaluate import headline_variant, labeled_metrics
+    from tasks.evaluation.retrieval import headline_variant, labeled_metrics
     from tasks.query.search import load_index_folder
 
     t = Timer()

@@ -32,151 +32,27 @@ from tasks.core.catalog import (
     PROBE_QUERIES,
     VECTOR_COLUMN,
 )
-from tasks.core.config import SEARCH_MODES, EvaluateConfig, Params
+from tasks.core.config import EvaluateConfig, Params
 from tasks.core.io import write_json_atomic
 from tasks.core.lineage import lineage_chain
 from tasks.core.progress import Progress, task_logger
 from tasks.core.runtime import StageRun, main, start_stage
 from tasks.core.vectors import arrow_to_vectors, sample_rows
 from tasks.evaluation import metrics as names
-from tasks.evaluation.beir import find_beir_sets, labels_digest, read_beir
+from tasks.evaluation.beir import labels_digest
 from tasks.evaluation.health import nearest_neighbour_similarity, space_health
-from tasks.evaluation.metrics import doc_rankings, retrieval_metrics
 from tasks.evaluation.plots import plot_histogram, plot_map, plot_sweep
+from tasks.evaluation.retrieval import (
+    headline_variant,
+    labeled_metrics,
+    mode_table,
+    query_set_metrics,
+)
 from tasks.evaluation.runs import append_run, run_record
 from tasks.indexing.recall import RecallProbe, set_search_param, sweep_search_param
-from tasks.query.fusion_choice import candidate_plans, pick
 from tasks.query.probes import probe_queries
 from tasks.query.search import IndexFolder, load_index_folder
-from tasks.query.weights import BUCKETS, query_bucket
 from tasks.storage.s3 import is_s3
-
-DOC_DEPTH = 100
-
-
-def row_documents(folder: IndexFolder, expand: bool = True) -> list[list[str]]:
-    """For each index row, its own document, then (`expand`) the documents of the chunks
-    deduplicated onto it: a hit on the row counts for any of them."""
-    out = []
-    for doc, members in zip(folder.chunks.column("doc_id").to_pylist(), folder.members,
-                            strict=True):
-        docs = [doc]
-        for m in members if expand else ():
-            if m["doc_id"] not in docs:
-                docs.append(m["doc_id"])
-        out.append(docs)
-    return out
-
-
-def variant(mode: str, expand: bool) -> str:
-    """The name a (search mode, duplicate expansion) pair is reported under."""
-    return mode if expand else f"{mode}_no_expansion"
-
-
-def headline_variant(folder: IndexFolder) -> str:
-    """The variant users get from this folder: its search mode (as chosen at build under
-    `fusion: auto`) and expansion setting."""
-    return variant(folder.plan.mode, folder.search.expand_duplicates != "off")
-
-
-def mode_runs(folder: IndexFolder, texts: list[str], qids: list[str], xq: np.ndarray,
-              plans: list[tuple[str, dict[str, Any]]] | None = None
-              ) -> dict[str, dict[str, dict[str, float]]]:
-    """Per variant, each query's document ranking: every search mode with and without
-    expansion (or, given `plans`, each named set of `rank` arguments, expanded)."""
-    depth = min(folder.index.ntotal, 3 * DOC_DEPTH)
-    row_docs = {expand: row_documents(folder, expand) for expand in (True, False)}
-    out = {}
-    for name, args in plans or [(m, {"mode": m}) for m in SEARCH_MODES]:
-        scores, ids = folder.rank(texts, depth, xq=xq, **args)
-        for expand, docs in row_docs.items():
-            if plans is None or expand:
-                ranked = doc_rankings(scores, ids, docs, DOC_DEPTH)
-                out[name if plans else variant(name, expand)] = dict(zip(qids, ranked,
-                                                                         strict=True))
-    return out
-
-
-def bucket_metrics(texts: list[str], qids: list[str], qrels: dict[str, dict[str, int]],
-                   runs: dict[str, dict[str, dict[str, float]]]
-                   ) -> dict[str, dict[str, dict[str, float]]]:
-    """Per variant (expanded ones) and query style (`query_bucket`: question, keywords,
-    identifier), the averaged metrics of `names.LABELED_AVERAGED` and the query count."""
-    bucket_of = {q: query_bucket(t) for q, t in zip(qids, texts, strict=True)}
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for name, run in runs.items():
-        if name.endswith("_no_expansion"):
-            continue
-        for bucket in BUCKETS:
-            mine = {q: r for q, r in qrels.items() if bucket_of.get(q) == bucket}
-            if mine:
-                m = retrieval_metrics(mine, {q: run[q] for q in mine})
-                out.setdefault(name, {})[bucket] = {
-                    **{k: m[k] for k in names.LABELED_AVERAGED}, "queries": len(mine)}
-    return out
-
-
-def query_set_metrics(folder: IndexFolder, texts: list[str], qrels: dict[str, dict[str, int]],
-                      qids: list[str], xq: np.ndarray | None = None
-                      ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
-    """Retrieval metrics of one query set in every search mode, with and without expansion,
-    and per query style (`bucket_metrics`).
-
-    Queries are embedded once (`xq`, when the caller has them already) and ranked in each
-    mode through the index's own query path.
-    """
-    if not texts:
-        return {}, {}
-    runs = mode_runs(folder, texts, qids, folder.encode_queries(texts) if xq is None else xq)
-    return ({name: retrieval_metrics(qrels, run) for name, run in runs.items()},
-            bucket_metrics(texts, qids, qrels, runs))
-
-
-def labeled_choice(folder: IndexFolder, texts: list[str], qrels: dict[str, dict[str, int]],
-                   qids: list[str], seed: int) -> dict[str, Any]:
-    """Labels outrank probes: the search the labelled queries pick, on a seeded half of
-    them with the index's guard (`fusion_choice.pick`), reported on the other half."""
-    order = np.random.default_rng(seed).permutation(len(qids))
-    halves = {"selection": sorted(qids[i] for i in order[: (len(qids) + 1) // 2]),
-              "held_out": sorted(qids[i] for i in order[(len(qids) + 1) // 2:])}
-    plans = [(name, {"mode": p.mode, "fusion": p.fusion, "alpha": p.alpha,
-                     "weighting": p.weighting}) for name, p in candidate_plans(folder.search)]
-    runs = mode_runs(folder, texts, qids, folder.encode_queries(texts), plans)
-    table = {name: {half: retrieval_metrics({q: qrels[q] for q in ids},
-                                            {q: run[q] for q in ids})
-                    for half, ids in halves.items()} for name, run in runs.items()}
-    winner, why = pick(table, folder.search.fusion_margin)
-    return {"winner": winner, "reason": why, "probe_winner": (folder.card.get(
-        "search_choice") or {}).get("winner"), "held_out": table[winner]["held_out"],
-        "candidates": table}
-
-
-def labeled_metrics(folder: IndexFolder, source: Path, seed: int = 0
-                    ) -> dict[str, dict[str, Any]]:
-    """Per BEIR dataset found under the ingest source: its query count, its metrics in
-    every variant and per query style (`query_set_metrics`), and the search its labels
-    pick (`labeled_choice`)."""
-    out = {}
-    for rel, _, queries, qrels in find_beir_sets(source):
-        texts, rels = read_beir(rel, queries, qrels)
-        qids = sorted(texts)
-        variants, buckets = query_set_metrics(folder, [texts[q] for q in qids], rels, qids)
-        out[rel] = {"queries": len(qids), "variants": variants, "buckets": buckets,
-                    "choice": labeled_choice(folder, [texts[q] for q in qids], rels, qids,
-                                             seed) if folder.lexical is not None else None}
-    return out
-
-
-def mode_table(probe: dict[str, dict[str, float]], labeled: dict[str, dict[str, Any]]
-               ) -> dict[str, dict[str, float]]:
-    """Per variant: the probe metrics and the labeled ones averaged over BEIR sets."""
-    out: dict[str, dict[str, float]] = {}
-    for name, m in probe.items():
-        out[name] = {names.PROBE + k: v for k, v in m.items()}
-        for key in names.LABELED_AVERAGED if labeled else ():
-            out[name][names.LABELED + key] = round(float(np.mean(
-                [s["variants"][name][key] for s in labeled.values()])), 6)
-    return out
 
 
 def folder_labels(sources: list[str]) -> list[str]:
