@@ -9,7 +9,7 @@ INFINITY_SPEC ?= infinity-emb[server,torch]==0.0.78
 TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup run test lint dvc-yaml
+.PHONY: setup run test test-quick lint dvc-yaml
 
 setup: $(VENV)/.installed $(INFINITY_VENV)/.installed
 
@@ -32,6 +32,11 @@ run: $(VENV)/.installed
 test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q
+
+# Before each commit: the unit tests (no workspace, no stage run, no server), a few minutes.
+test-quick: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m pytest -q -m "not slow and not pipeline"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +137,25 @@ def stage_outputs(data: Path) -> dict[str, dict]:
             f: _unreported(json.loads((path.parent / f).read_text())) if f.endswith(".json")
             else h for f, h in m["files"].items()}}
     return out
+
+
+# A test that builds a workspace, runs stages or starts a process or server (itself or through
+# a fixture) is marked `pipeline`; `make test-quick` leaves those and `slow` ones out.
+_HEAVY = re.compile(r"make_workspace\(|run_stages\(|subprocess\.(?:run|Popen)\(|"
+                    r"prefect_test_harness|Popen\(")
+
+
+def _heavy(func) -> bool:
+    try:
+        return bool(_HEAVY.search(inspect.getsource(func)))
+    except (OSError, TypeError):
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        funcs = [getattr(item, "function", None)]
+        for defs in item._fixtureinfo.name2fixturedefs.values():
+            funcs += [d.func for d in defs]
+        if any(f is not None and _heavy(f) for f in funcs):
+            item.add_marker(pytest.mark.pipeline)
