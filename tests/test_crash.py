@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
 import shutil
@@ -26,7 +27,7 @@ import pytest
 from benchmarks.families import generate
 from tasks.core.catalog import SOURCE_LISTING
 from tasks.core.registry import STAGE_NAMES
-from tests.workspace import env_with_venv, fingerprints, make_workspace
+from tests.workspace import REPO, env_with_venv, fingerprints, make_workspace
 
 pytestmark = pytest.mark.slow
 SEED = 1202
@@ -108,7 +109,9 @@ def crash_plan(points: dict[str, list[str]], rng: random.Random) -> list[tuple[s
 
 
 def test_sigkill_at_seeded_points_in_every_stage_then_rerun(tmp_path, prefect_api):
-    env = env_with_venv() | {"PREFECT_API_URL": prefect_api, "PYTHONPATH": str(HOOKS)}
+    # this checkout's code in every process (the flow too), not the installed package's
+    env = env_with_venv() | {"PREFECT_API_URL": prefect_api,
+                             "PYTHONPATH": f"{HOOKS}{os.pathsep}{REPO}"}
     base = corpus_workspace(tmp_path / "base")
     log = tmp_path / "points.log"
     done = run(base, "flow", env | {"EMBEDPIPE_CRASH_LOG": str(log)})
