@@ -57,6 +57,7 @@ from tasks.core.vectors import (
     vectors_to_arrow,
 )
 from tasks.encoders.model import model_fingerprint
+from tasks.encoders.tuned import carry_model, chosen_model
 from tasks.query.documents import document_vectors
 from tasks.query.ids import chunk_int_ids
 from tasks.query.lexical import build_lexical, save_lexical
@@ -340,10 +341,11 @@ def index_rows(table: pa.Table) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 
 def probe_vectors(table: pa.Table, model: dict[str, Any], transform: VectorTransform,
-                  cfg: IndexConfig) -> np.ndarray:
-    """Query-like probes (titles, sentences) embedded as queries are, for tuning."""
+                  cfg: IndexConfig, models: Path) -> np.ndarray:
+    """Query-like probes (titles, sentences) embedded as queries are, for tuning; a tuned
+    model's folder is found in `models`."""
     texts = [q for q, _ in probe_queries(table, cfg.tune_queries, cfg.seed)]
-    return encode_queries(model, transform, texts, where="index")
+    return encode_queries(model, transform, texts, where="index", models=models)
 
 
 def apply_plan(plan: IndexPlan, prev: dict | None, prev_index: faiss.Index | None,
@@ -488,12 +490,13 @@ def index_task(root: str = ".") -> str:
     """Build (or update in place), tune and write the FAISS index folder."""
     run = start_stage("index", root)
     cfg, dedup = run.params.index, run.inputs["dedup"]
-    check_space(dedup, run.inputs["reduce"], model_fingerprint(run.params.encode),
+    enc, tuned = chosen_model(run.params.encode, run.input_dirs["finetune"])
+    check_space(dedup, run.inputs["reduce"], model_fingerprint(enc, tuned),
                 run.input_dirs["dedup"])
     table = run.read(KEPT)
     x, int_ids, keys = index_rows(table)
     probes = cache(lambda: probe_vectors(table, dedup["model"], VectorTransform.load(
-        run.input_path(TRANSFORM)), cfg))
+        run.input_path(TRANSFORM)), cfg, run.input_dirs["finetune"]))
     built, plan = update_or_build(run.out_dir, (x, int_ids, keys), dedup["space"], cfg,
                                   probes, fill_for(run.params.run))
     param, value, sweep = choose_search_param(built, x, int_ids, cfg, probes)
@@ -503,6 +506,7 @@ def index_task(root: str = ".") -> str:
         dropped = run.read(DROPPED)
         sizes = write_index_folder(out, built, table, int_ids, (
             run.input_path(TRANSFORM), dropped), model, run.params.search)
+        carry_model(tuned, run.input_dirs["finetune"], out.tmp_dir)  # what a query needs
         card = index_card(built.index, built.factory, built.nlist, param, value, sweep, cfg,
                           **sizes, **built.card_facts(plan))
         out.write_json(INDEX_CARD, card)
