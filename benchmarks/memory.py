@@ -28,7 +28,7 @@ from typing import Any
 from benchmarks.report import cpu_label, save
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("ingest", "clean", "chunk", "encode")
+STAGES = ("ingest", "clean", "chunk", "finetune", "encode")
 FOLDERS = {"ingest": "01_ingest", "clean": "02_clean", "chunk": "03_chunk", "encode": "04_encode"}
 
 

@@ -27,8 +27,8 @@ from tasks.core.vectors import vectors_to_arrow
 from tasks.encoders import vector_cache
 from tasks.encoders.device import runtime_for
 from tasks.encoders.loading import encoder_for
-from tasks.encoders.model import model_fingerprint, prefixes
-from tasks.encoders.tuned import chosen_model
+from tasks.encoders.model import prefixes
+from tasks.encoders.tuned import chosen_space
 from tasks.encoders.vector_cache import text_keys
 
 # Batches per block, the unit an encoder is called with, in one process or as a Dask shard's
@@ -230,9 +230,7 @@ def vector_store(shared: Path, out: StageOutput, cfg: EncodeConfig) -> Path:
 def encode_task(root: str = ".") -> str:
     """Embed every chunk with the configured encoder, window by window (`window_rows`)."""
     run = start_stage("encode", root)
-    # the model finetune chose: encode.model, or the tuned folder it names
-    cfg, tuned = chosen_model(run.params.encode, run.input_dirs["finetune"])
-    model_info = model_fingerprint(cfg, tuned)
+    cfg, model_info, _ = chosen_space(run.params.encode, run.input_dirs["finetune"])
     d, space = model_info["dim"], model_info["fingerprint"]
     fp = stage_fingerprint("encode", run.params.encode, run.input_fingerprints,
                            {"model": model_info})

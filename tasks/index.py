@@ -56,8 +56,7 @@ from tasks.core.vectors import (
     sample_rows,
     vectors_to_arrow,
 )
-from tasks.encoders.model import model_fingerprint
-from tasks.encoders.tuned import carry_model, chosen_model
+from tasks.encoders.tuned import carry_model, chosen_space
 from tasks.query.documents import document_vectors
 from tasks.query.ids import chunk_int_ids
 from tasks.query.lexical import build_lexical, save_lexical
@@ -438,10 +437,11 @@ def update_or_build(out_dir: Path, rows: tuple[np.ndarray, np.ndarray, list[str]
 
 
 def write_index_folder(out: StageOutput, built: BuiltIndex, table: pa.Table,
-                       int_ids: np.ndarray, inputs: tuple[Path, pa.Table],
+                       int_ids: np.ndarray, inputs: tuple[Path, pa.Table, Path],
                        model: dict[str, Any], search: SearchConfig) -> dict[str, Any]:
     """The FAISS index, the id -> chunk table, the transform (`inputs[0]`), the duplicate
-    groups (from the dedup audit `inputs[1]`), the model, the search settings and the
+    groups (from the dedup audit `inputs[1]`), the model (a tuned one's folder too, from
+    the finetune output `inputs[2]`: what a query needs), the search settings and the
     lexical index; returns the sizes for the card."""
     faiss.write_index(built.index, str(out.path(INDEX)))
     out.write_table(INDEX_CHUNKS, table.drop_columns([VECTOR_COLUMN]).append_column(
@@ -449,6 +449,7 @@ def write_index_folder(out: StageOutput, built: BuiltIndex, table: pa.Table,
     shutil.copyfile(inputs[0], out.path(INDEX_TRANSFORM))
     out.write_table(INDEX_MEMBERS, group_members(inputs[1]))
     out.write_json(INDEX_MODEL, model)
+    carry_model(model.get("tuned"), inputs[2], out.tmp_dir)
     out.write_json(INDEX_SEARCH, search.model_dump(mode="json"))
     started = time.perf_counter()
     if table.num_rows:  # every chunk, kept ones then group members: no token is deduplicated
@@ -490,9 +491,8 @@ def index_task(root: str = ".") -> str:
     """Build (or update in place), tune and write the FAISS index folder."""
     run = start_stage("index", root)
     cfg, dedup = run.params.index, run.inputs["dedup"]
-    enc, tuned = chosen_model(run.params.encode, run.input_dirs["finetune"])
-    check_space(dedup, run.inputs["reduce"], model_fingerprint(enc, tuned),
-                run.input_dirs["dedup"])
+    _, want, _ = chosen_space(run.params.encode, run.input_dirs["finetune"])
+    check_space(dedup, run.inputs["reduce"], want, run.input_dirs["dedup"])
     table = run.read(KEPT)
     x, int_ids, keys = index_rows(table)
     probes = cache(lambda: probe_vectors(table, dedup["model"], VectorTransform.load(
@@ -504,9 +504,8 @@ def index_task(root: str = ".") -> str:
         "space": dedup["space"]}
     with run.output(fp, cfg) as out:
         dropped = run.read(DROPPED)
-        sizes = write_index_folder(out, built, table, int_ids, (
-            run.input_path(TRANSFORM), dropped), model, run.params.search)
-        carry_model(tuned, run.input_dirs["finetune"], out.tmp_dir)  # what a query needs
+        sizes = write_index_folder(out, built, table, int_ids, (run.input_path(TRANSFORM),
+                                   dropped, run.input_dirs["finetune"]), model, run.params.search)
         card = index_card(built.index, built.factory, built.nlist, param, value, sweep, cfg,
                           **sizes, **built.card_facts(plan))
         out.write_json(INDEX_CARD, card)

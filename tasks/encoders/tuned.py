@@ -17,6 +17,7 @@ from typing import Any
 
 from tasks.core.catalog import FINETUNE_CHOICE
 from tasks.core.config import EncodeConfig
+from tasks.encoders.model import model_fingerprint
 
 
 def tuned_config(cfg: EncodeConfig, folder: Path) -> EncodeConfig:
@@ -40,6 +41,13 @@ def chosen_model(cfg: EncodeConfig, finetune_dir: Path
         return cfg, None
     tuned = choice["tuned"]
     return tuned_config(cfg, model_folder(tuned, finetune_dir)), tuned
+
+
+def chosen_space(cfg: EncodeConfig, finetune_dir: Path
+                 ) -> tuple[EncodeConfig, dict[str, Any], dict[str, Any] | None]:
+    """(the encode config to load, its model fingerprint, the tuned identity or None)."""
+    config, tuned = chosen_model(cfg, finetune_dir)
+    return config, model_fingerprint(config, tuned), tuned
 
 
 def model_folder(tuned: dict[str, Any], beside: Path) -> Path:

@@ -78,7 +78,8 @@ def heading_of(line: str, next_line: str | None) -> str | None:
         return None
     if _MD_HEADING.match(line):
         return text
-    if not text[0].isupper() or _CODE_MARKS.search(text) or (next_line or "x").strip():
+    if not text[0].isupper() or _CODE_MARKS.search(text) or next_line is None \
+            or next_line.strip():
         return None
     return text
 
