@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.core.config import FinetuneConfig, load_params
+from tasks.core.config import FinetuneConfig
 from tasks.tuning.gate import decide, gate_set
 from tasks.tuning.negatives import mine_negatives
 from tasks.tuning.pairs import (
@@ -242,7 +242,10 @@ def test_a_tuned_model_is_served_end_to_end(tuned_workspace):
     assert (ws / "data/07_index" / folder / "modules.json").is_file()
     encode = json.loads((ws / "data/04_encode/_manifest.json").read_text())
     assert encode["model"]["fingerprint"] == model["fingerprint"]
-    assert encode["model"]["backend"] == load_params(ws / "params.yaml").encode.backend or True
+    assert encode["model"]["tuned"]["base_files_sha256"] == choice["base"]["files_sha256"]
+    pointer = json.loads((ws / "published/CURRENT").read_text())
+    assert pointer["model"] == model["name"]
+    assert pointer["model_fingerprint"] == model["fingerprint"]
     published = sorted((ws / "published").glob("index-*"))
     for index in (ws / "data/07_index", published[-1]):
         done = subprocess.run(
@@ -253,6 +256,10 @@ def test_a_tuned_model_is_served_end_to_end(tuned_workspace):
         assert done.returncode == 0, done.stderr
         hits = json.loads(done.stdout)
         assert hits[0]["source"].startswith("astronomy/")
+    lineage = subprocess.run([str(Path(sys.executable).parent / "embedpipe"), "--root",
+                              str(ws), "lineage"], env=env_with_venv(), capture_output=True,
+                             text=True, timeout=300, check=True).stdout
+    assert "2 steps on pairs" in lineage and "+finetune" in lineage
 
 
 @pytest.mark.slow
