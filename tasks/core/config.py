@@ -227,7 +227,8 @@ class FinetuneConfig(_Config):
         "frozen base model drops in-batch false negatives.")
     batch_size: Annotated[int, Field(ge=2, le=4096)] = Field(
         32, description="Pairs per step (the in-batch negatives of each pair).")
-    learning_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = 2e-5
+    learning_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
+        2e-5, description="AdamW's peak learning rate (after a 10% warm-up).")
     max_seq_length: Annotated[int, Field(ge=16)] = Field(
         128, description="Tokens per text while training (the saved model keeps its own).")
     max_steps: Annotated[int, Field(ge=1)] = Field(
