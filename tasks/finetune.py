@@ -25,6 +25,7 @@ from tasks.core.catalog import (
     FINETUNE_CARD,
     FINETUNE_CHOICE,
     FINETUNE_PAIRS,
+    FINETUNE_TRAINED,
     TUNED_MODEL_PREFIX,
 )
 from tasks.core.config import EncodeConfig, FinetuneConfig, Params
@@ -43,6 +44,7 @@ from tasks.encoders.model import (
 from tasks.tuning.gate import Encode, decide, gate_set, score_model
 from tasks.tuning.negatives import mine_negatives
 from tasks.tuning.pairs import MiningSettings, mine_pairs, pair_counts, split_documents
+from tasks.tuning.reuse import chunk_keys, keep_previous, previous_training
 from tasks.tuning.train import train_model, training_dataset
 from tasks.tuning.user_pairs import read_user_pairs
 
@@ -191,6 +193,23 @@ def check_trainable(enc: EncodeConfig) -> None:
                          "server; fine-tuning needs the model's weights here (a local model)")
 
 
+def train_or_keep(run: StageRun, out: StageOutput, facts: dict[str, Any]) -> dict[str, Any]:
+    """Keep the previous model (and its verdict) while the chunks have changed by at most
+    `finetune.retrain_churn` since it was trained; else train and gate a new one. Returns
+    the card."""
+    cfg, enc = run.params.finetune, run.params.encode
+    check_trainable(enc)
+    chunks = run.read(CHUNKS)
+    keys = chunk_keys(chunks)
+    prev = previous_training(run.out_dir, declared(run.params), facts, keys, cfg.retrain_churn)
+    if prev is not None:
+        return keep_previous(run.out_dir, out, *prev)
+    device = "cuda" if runtime_for(enc).device == "cuda" else "cpu"
+    card = run_finetune(run, out, chunks, device)
+    out.write_table(FINETUNE_TRAINED, pa.table({"text_key": pa.array(keys, pa.string())}))
+    return card
+
+
 @task(name="finetune", cache_policy=NO_CACHE)
 def finetune_task(root: str = ".") -> str:
     """Fine-tune encode.model on the corpus and gate it, or (off) name encode.model."""
@@ -205,13 +224,14 @@ def finetune_task(root: str = ".") -> str:
                                              "tuned": None})
             out.record(use="base")
         else:
-            check_trainable(enc)
-            device = "cuda" if runtime_for(enc).device == "cuda" else "cpu"
-            card = run_finetune(run, out, run.read(CHUNKS), device)
+            card = train_or_keep(run, out, facts)
             out.record(use=card["gate"]["use"], pairs=card["kinds"], steps=card["steps"],
-                       gate=card["gate"], scores=card["scores"])
+                       gate=card["gate"], scores=card["scores"], facts=facts,
+                       kept=card.get("kept"))
     choice = "base model" if not cfg.enabled else card["gate"]["use"] + " model"
     reason = "finetune.enabled is false" if not cfg.enabled else card["gate"]["reason"]
+    if cfg.enabled and card.get("kept"):
+        reason = f"kept from the last training (churn {card['kept']['churn']:.3f}): {reason}"
     task_logger().info("finetune: encode uses the %s: %s (%.1f s)", choice, reason,
                        run.seconds)
     return str(run.out_dir)

@@ -160,7 +160,7 @@ def test_fingerprint_moves_with_its_params_and_inputs_and_nothing_else():
                "cloze_keep": 0.5, "negatives": "both", "loss": "gist", "batch_size": 16,
                "learning_rate": 1e-4, "max_seq_length": 64, "max_steps": 7, "max_minutes": 1.0,
                "min_gain": 0.1, "gate_metric": "recall_at_1", "gate_queries": 11,
-               "gate_chunks": 101, "seed": 3}
+               "gate_chunks": 101, "retrain_churn": 0.5, "seed": 3}
     assert set(changed) == set(FinetuneConfig.model_fields) - {"enabled"}
     for key, value in changed.items():
         assert _fingerprint(parse_params({"finetune": {"enabled": True, key: value}})) != fp
@@ -287,3 +287,29 @@ def test_onnx_int8_export_and_its_torch_check_work_on_the_tuned_model(tuned_work
     assert tuned is not None
     x = encoder_for(cfg).encode(["a neutron star"], normalize_embeddings=True)
     assert x.shape == (1, 384) and abs(float(np.linalg.norm(x)) - 1) < 1e-3
+
+
+def test_churn_counts_added_changed_and_removed_texts():
+    from tasks.tuning.reuse import churn
+
+    before = {"a", "b", "c", "d"}
+    assert churn(before, before) == 0.0
+    assert churn(before, {"a", "b", "c", "d", "e"}) == 0.25  # one added
+    assert churn(before, {"a", "b", "c", "x"}) == 0.5  # one changed: removed and added
+
+
+@pytest.mark.slow
+def test_a_new_document_keeps_the_tuned_model_and_encodes_only_its_chunks(tuned_workspace):
+    """Runs last: it adds a document to the module's workspace."""
+    ws = tuned_workspace
+    card = json.loads((ws / "data/03_finetune/card.json").read_text())
+    (ws / "data/sample/astronomy/pulsar-timing.txt").write_text(
+        "Pulsar Timing\n\nMillisecond pulsars spin hundreds of times a second with a "
+        "stability that rivals atomic clocks. Timing arrays watch dozens of them for the "
+        "slow stretching of spacetime by passing gravitational waves.\n")
+    run_stages(ws, ["ingest", "clean", "chunk", "finetune", "encode"])
+    again = json.loads((ws / "data/03_finetune/card.json").read_text())
+    assert 0 < again["kept"]["churn"] <= 0.2
+    assert again["tuned"]["folder"] == card["tuned"]["folder"] and again["steps"] == 2
+    encode = json.loads((ws / "data/04_encode/_manifest.json").read_text())
+    assert 1 <= encode["rows"]["encoded"] <= 2 and encode["rows"]["reused"] > 400

@@ -62,6 +62,8 @@ FINETUNE_CARD = StageFile("finetune", "card.json")
 FINETUNE_PAIRS = StageFile("finetune", "pairs.parquet", (
     ("anchor", _S), ("positive", _S), ("kind", _S), ("doc_id", _S), ("chunk_id", _S),
     ("negative", _S)))
+# the chunk texts (sha256) the last training saw: the churn since is measured against them
+FINETUNE_TRAINED = StageFile("finetune", "trained_chunks.parquet", (("text_key", _S),))
 TUNED_MODEL_PREFIX = "model-"
 ENCODED = StageFile("encode", "vectors.parquet", (("chunk_id", _S), ("text_key", _S)),
                     vectors=True)

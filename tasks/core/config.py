@@ -245,6 +245,10 @@ class FinetuneConfig(_Config):
     gate_chunks: Annotated[int, Field(ge=100)] = Field(
         10000, description="Chunks the gate's probes are searched in: every held-out chunk, "
         "then a seeded sample of the others.")
+    retrain_churn: Annotated[float, Field(ge=0.0)] = Field(
+        0.2, description="Train again once chunks added + changed + removed since the last "
+        "training exceed this share of the chunks it saw; below it the model and its gate "
+        "verdict are kept (0: train again on any change).")
     seed: int = Field(0, description="Seed of the split, the pairs, the negatives, training.")
 
 
