@@ -313,3 +313,25 @@ def test_a_new_document_keeps_the_tuned_model_and_encodes_only_its_chunks(tuned_
     assert again["tuned"]["folder"] == card["tuned"]["folder"] and again["steps"] == 2
     encode = json.loads((ws / "data/04_encode/_manifest.json").read_text())
     assert 1 <= encode["rows"]["encoded"] <= 2 and encode["rows"]["reused"] > 400
+
+
+def test_beir_pairs_train_on_training_documents_and_gate_on_held_out_ones(tmp_path):
+    from tasks.documents.decoding import make_doc_id
+    from tasks.tuning.user_pairs import read_user_pairs
+
+    beir = tmp_path / "src/beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text("")  # ingested earlier; only its path names the docs
+    (beir / "queries.jsonl").write_text('{"_id": "q1", "text": "castles of wales"}\n'
+                                        '{"_id": "q2", "text": "tidal locking"}\n')
+    (beir / "qrels/train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n")
+    d1, d2 = make_doc_id("beir/corpus.jsonl", "d1"), make_doc_id("beir/corpus.jsonl", "d2")
+    chunks = chunk_table({d1: [CASTLES], d2: [ORBITS]})
+    pairs, (queries, qrels) = read_user_pairs(beir, tmp_path / "src", chunks, held={d2})
+    assert pairs.to_pylist() == [{"anchor": "castles of wales", "positive": CASTLES,
+                                  "kind": "labeled", "doc_id": d1, "chunk_id": f"{d1}:0"}]
+    assert queries == {"q2": "tidal locking"} and qrels == {"q2": {d2: 1}}
+    (beir / "qrels/train.tsv").unlink()
+    (beir / "qrels/test.tsv").write_text("q1\td1\t1\n")  # evaluate's: never trained on
+    with pytest.raises(ValueError, match="qrels/train.tsv or qrels/dev.tsv"):
+        read_user_pairs(beir, tmp_path / "src", chunks, held=set())
