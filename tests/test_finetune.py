@@ -226,12 +226,14 @@ def tuned_workspace(tmp_path_factory):
     write_overrides(ws / "params.yaml", {
         "finetune.enabled": True, "finetune.max_steps": 2, "finetune.batch_size": 8,
         "finetune.max_seq_length": 48, "finetune.min_gain": -1.0, "finetune.gate_queries": 20,
-        "finetune.gate_chunks": 100, "publish.target": "published"})
+        "finetune.gate_chunks": 100, "publish.target": "published",
+        "evaluate.plot_sample": 50, "evaluate.health_sample": 50})  # the tuned model is tested
     run_stages(ws)
     return ws
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the module's pipeline run (training included) is set up here
 def test_a_tuned_model_is_served_end_to_end(tuned_workspace):
     ws = tuned_workspace
     choice = json.loads((ws / "data/03_finetune/model.json").read_text())
