@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def time_embedpipe(x: np.ndarray, factory: str, cfg: Any, ids: np.ndarray
                    ) -> tuple[faiss.Index, dict[str, float]]:
-    from tasks.index import fill_index, train_index
+    from tasks.indexing.build import fill_index, train_index
 
     started = time.perf_counter()
     index = train_index(x, factory, cfg)
@@ -57,7 +57,7 @@ def time_raw(x: np.ndarray, xt: np.ndarray, factory: str) -> tuple[faiss.Index,
 def recall_vs_exact(index: faiss.Index, x: np.ndarray, xq: np.ndarray,
                     id_rows: Any = None, k: int = 10) -> dict[str, float]:
     """recall@k of `index` as set against IndexFlatIP on `x`, and ms per query."""
-    from tasks.query.recall import recall_at_k
+    from tasks.indexing.recall import recall_at_k
 
     exact = faiss.IndexFlatIP(x.shape[1])
     exact.add(x)
@@ -80,9 +80,10 @@ def _summary(runs: list[dict[str, float]]) -> dict[str, float]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from tasks.core.config import IndexConfig
-    from tasks.index import resolve_factory, tune_search_param
-    from tasks.query.ids import IdMap, chunk_int_ids
-    from tasks.query.search import set_search_param
+    from tasks.indexing.factory import resolve_factory
+    from tasks.indexing.ids import IdMap, chunk_int_ids
+    from tasks.indexing.recall import set_search_param
+    from tasks.indexing.tuning import tune_search_param
 
     both = clustered_unit_vectors(args.n + 2 * args.queries, args.dim, args.seed)
     x = np.ascontiguousarray(both[:args.n])
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     xq_eval = np.ascontiguousarray(both[args.n + args.queries:])
     del both
     cfg = IndexConfig(seed=args.seed)
-    factory, nlist = resolve_factory(cfg, args.n)
+    factory, nlist = resolve_factory(cfg, args.n, args.dim)
     ids = chunk_int_ids([f"chunk-{i:09d}" for i in range(args.n)])
     rng = np.random.default_rng(cfg.seed)  # the rows train_index samples
     xt = x[np.sort(rng.choice(args.n, size=min(args.n, cfg.train_sample), replace=False))]

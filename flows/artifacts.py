@@ -13,6 +13,7 @@ from tasks.core.catalog import INDEX_CARD, METRICS, PLOTS_DIR
 from tasks.core.config import Params
 from tasks.core.registry import get_stage
 from tasks.evaluation.metrics import HEADLINE
+from tasks.query.search import search_summary
 
 SUMMARY_KEY = "embedpipe-summary"
 PLOTS_KEY = "embedpipe-plots"
@@ -53,6 +54,7 @@ def summary_markdown(root: Path, params: Params, summary: dict[str, Any]) -> str
                   else "exact search")
         lines += ["", "## Index", "", f"{card['factory']} ({card['type']}), {card['n']} x "
                   f"{card['d']}, {search}, {card['size_bytes']:,} bytes"]
+        lines += ["", search_summary(index_card.parent) or ""]
     metrics_path = get_stage("evaluate").out_dir(params, root) / METRICS.name
     if metrics_path.is_file():
         metrics = json.loads(metrics_path.read_text(encoding="utf-8"))

@@ -6,15 +6,18 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from flows.temporary_server import start_temporary_api, wait_until_healthy
 from tasks.core.catalog import ENCODED, MANIFEST
-from tasks.core.config import cache_root, load_params, parse_override
+from tasks.core.config import FUSIONS, SEARCH_MODES, cache_root, load_params, parse_override
 from tasks.core.registry import STAGE_NAMES, get_stage
+from tasks.storage.locations import check_locations
 
 QUERY_BATCH = 256  # queries embedded and searched together in batch search
 
@@ -27,9 +30,26 @@ def _root(args: argparse.Namespace) -> Path:
     return root
 
 
+class Stopped(BaseException):
+    """SIGTERM reached the run (docker, systemd, Kubernetes stopping it): unwinds like Ctrl-C
+    so that the flow run is recorded and the temporary server stopped before exit."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signal = signum
+
+
+def _raise_stopped(signum: int, _frame: Any) -> None:
+    raise Stopped(signum)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    # Python's default would end the process at once; Prefect's own handler, while the flow
+    # runs, records the run Crashed and then hands the signal on to this one.
+    signal.signal(signal.SIGTERM, _raise_stopped)
     overrides = dict(parse_override(s) for s in args.set)
     params = load_params(_root(args) / "params.yaml", overrides)  # fail before Prefect starts
+    check_locations(params, _root(args))
     server = start_temporary_api(Path.cwd())  # starts while the pipeline is imported
     from flows.pipeline import check_before_running, pipeline  # noqa: PLC0415
 
@@ -50,14 +70,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
-    from flows.dvc_bridge import hold_repo, record_stage  # noqa: PLC0415
+    from flows.dvc_bridge import hold_repo, record_stage, refresh_source_listing  # noqa: PLC0415
     from flows.pipeline import STAGE_TASKS  # noqa: PLC0415
     from tasks.core.lock import workspace_lock  # noqa: PLC0415
 
     root = _root(args)
-    run_cfg = load_params(root / "params.yaml").run
+    params = load_params(root / "params.yaml")
+    check_locations(params, root)
+    run_cfg = params.run
     with hold_repo(root, run_cfg.on_busy == "wait") as repo, workspace_lock(
             root, f"embedpipe stage {args.name}", run_cfg.on_busy, run_cfg.lock_wait_s):
+        refresh_source_listing(repo, params)
         out = STAGE_TASKS[args.name].fn(root=str(root))
         record_stage(repo, args.name)
     print(out)
@@ -66,12 +89,22 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from flows.dvc_bridge import exclude_unhashable, pipeline_status  # noqa: PLC0415
+    from tasks.documents.listing import write_source_listing  # noqa: PLC0415
+    from tasks.storage.published import workspace_damage  # noqa: PLC0415
 
     params = load_params(_root(args) / "params.yaml")  # a YAML or key error in one line
     exclude_unhashable(_root(args), params.ingest.source)
-    for name, reason in pipeline_status(_root(args)).items():
+    write_source_listing(_root(args), params)  # what DVC compares in place of the source
+    status = pipeline_status(_root(args))
+    status["publish"] = status["publish"] or workspace_damage(_root(args), params)
+    for name, reason in status.items():
         print(f"{name:<9} {'fresh' if reason is None else 'stale'}"
               f"{'' if reason is None else '    ' + reason}")
+    from tasks.query.search import search_summary  # noqa: PLC0415
+
+    line = search_summary(get_stage("index").out_dir(params, _root(args)))
+    if line:  # what `embedpipe search` does with the workspace's index, and why
+        print(line)
     return 0
 
 
@@ -98,12 +131,13 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     if (args.query is None) == (args.queries is None):
         raise ValueError("search: give one query text, or --queries FILE")
-    folder = load_index_folder(_index_dir(args))
+    folder = load_index_folder(_index_dir(args), fast=not args.verify)
     if args.level == "doc":
         return _search_documents(folder, args)
     if args.queries is not None:
         return _search_batch(folder, args)
-    hits = folder.search_text([args.query], k=args.k, mode=args.mode, expand=args.expand)[0]
+    hits = folder.search_text([args.query], k=args.k, mode=args.mode, expand=args.expand,
+                              fusion=args.fusion, alpha=args.alpha)[0]
     if args.json or args.format == "jsonl":
         print(json.dumps(hits, indent=None if args.format == "jsonl" else 2,
                          ensure_ascii=False))
@@ -115,14 +149,15 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def _search_documents(folder: Any, args: argparse.Namespace) -> int:
     """`search --level doc`: documents by their vectors, for one query or a file of them."""
-    from tasks.query.batch import read_queries  # noqa: PLC0415
     from tasks.query.documents import search_documents  # noqa: PLC0415
 
-    queries = read_queries(Path(args.queries)) if args.queries else [args.query]
-    results = search_documents(folder, queries, args.k)
-    if args.queries or args.json or args.format == "jsonl":
-        for query, hits in zip(queries, results, strict=True):
-            print(json.dumps({"query": query, "hits": hits}, ensure_ascii=False))
+    if args.queries:
+        return _answer_query_file(Path(args.queries),
+                                  lambda part: search_documents(folder, part, args.k),
+                                  lambda hits: hits)
+    results = search_documents(folder, [args.query], args.k)
+    if args.json or args.format == "jsonl":
+        print(json.dumps({"query": args.query, "hits": results[0]}, ensure_ascii=False))
         return 0
     for rank, hit in enumerate(results[0], 1):
         title = f"  \"{hit['title']}\"" if hit.get("title") else ""
@@ -144,15 +179,38 @@ def _hit_lines(rank: int, hit: dict[str, Any], width: int) -> str:
 
 def _search_batch(folder: Any, args: argparse.Namespace) -> int:
     """One JSON line per query of the file, in order, with its ranked hits."""
-    from tasks.query.batch import batches, hit_record, read_queries  # noqa: PLC0415
+    from tasks.query.batch import hit_record  # noqa: PLC0415
 
-    queries = read_queries(Path(args.queries))
-    for part in batches(queries, QUERY_BATCH):
-        results = folder.search_text(part, k=args.k, mode=args.mode, expand=args.expand)
-        for query, hits in zip(part, results, strict=True):
-            print(json.dumps({"query": query, "hits": [hit_record(h) for h in hits]},
-                             ensure_ascii=False))
-    return 0
+    return _answer_query_file(
+        Path(args.queries),
+        lambda part: folder.search_text(part, k=args.k, mode=args.mode, expand=args.expand,
+                                       fusion=args.fusion, alpha=args.alpha),
+        lambda hits: [hit_record(h) for h in hits])
+
+
+def _answer_query_file(path: Path, search: Callable[[list[str]], list[Any]],
+                       record: Callable[[Any], Any]) -> int:
+    """One JSON line per non-blank line of the query file, in order: `{"line", "query",
+    "hits"}`, or `{"line", "error"}` for a line that holds no query (also on stderr). The
+    good lines are answered whatever the others hold; the exit code is 2 when any was bad."""
+    from tasks.query.batch import batches, read_query_lines  # noqa: PLC0415
+
+    lines = read_query_lines(path)
+    for part in batches(lines, QUERY_BATCH):
+        queries = [q.query for q in part if q.query is not None]
+        answers = iter(search(queries) if queries else [])
+        for q in part:
+            if q.error is not None:
+                print(f"embedpipe: error: {q.error}", file=sys.stderr)
+                line = {"line": q.number, "error": q.error}
+            else:
+                line = {"line": q.number, "query": q.query, "hits": record(next(answers))}
+            print(json.dumps(line, ensure_ascii=False))
+    bad = sum(q.error is not None for q in lines)
+    if bad:
+        print(f"embedpipe: {bad} of {len(lines)} query lines of {path} had errors (their "
+              "result lines carry `error`); the others were answered", file=sys.stderr)
+    return 2 if bad else 0
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
@@ -174,7 +232,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
             print(f"          model {m['model']['name']} ({m['model']['fingerprint'][:12]})")
         if m["stage"] == "finetune" and "gate" in m:  # the tuned model's origin
             print(f"          {m['steps']} steps on pairs {m['pairs']}, base "
-                  f"{m['config']['encode.model']}: {m['gate']['reason']}")
+                  f"{m['decided_by']['params']['encode.model']}: {m['gate']['reason']}")
         if m["stage"] == "ingest":
             print(f"          corpus sha256 {m['corpus_sha256'][:16]}, "
                   f"{m['input_files']} files from {m['config']['source']}")
@@ -230,10 +288,12 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
     root = _root(args)
     params = load_params(root / "params.yaml")
+    cache = root / params.paths.vector_cache
+    if args.action == "verify":
+        return _cache_verify(cache, get_stage("encode").out_dir(params, root))
     out_dir = get_stage("encode").out_dir(params, root)
     manifest = read_manifest(out_dir, "encode")
     keys = set(read_table(out_dir, ENCODED, manifest).column("text_key").to_pylist())
-    cache = root / params.paths.vector_cache
     if not cache.is_dir():
         print(f"{cache}: no vector cache yet")
         return 0
@@ -241,6 +301,32 @@ def cmd_cache(args: argparse.Namespace) -> int:
     print(f"cache gc: kept {counts['kept']} vectors referenced by the current encode output, "
           f"dropped {counts['dropped']}")
     return 0
+
+
+def _cache_verify(cache: Path, encode_dir: Path) -> int:
+    """`cache verify`: every shard's checksum and vectors (dimension and unit length too
+    for the current encode output's space); bad shards named and dropped; 1 when any."""
+    from tasks.core.io import read_manifest  # noqa: PLC0415
+    from tasks.encoders import vector_cache  # noqa: PLC0415
+
+    if not cache.is_dir():
+        print(f"{cache}: no vector cache yet")
+        return 0
+    try:
+        current = read_manifest(encode_dir, "encode")
+    except ValueError:
+        current = {}
+    shards = sorted(cache.glob("*/part-*.parquet"))
+    bad = []
+    for folder in sorted(p for p in cache.iterdir() if p.is_dir()):
+        mine = current.get("space", "")[:32] == folder.name
+        bad += vector_cache.verify(cache, folder.name, current.get("dim") if mine else None,
+                                   bool(mine and current.get("unit_vectors")))
+    for shard, why in bad:
+        print(f"bad shard {shard}: {why}")
+    print(f"cache verify: {len(shards)} shards checked, {len(bad)} bad"
+          + (" (dropped: the next run encodes their texts again)" if bad else ""))
+    return 1 if bad else 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -290,10 +376,15 @@ def _add_output_parsers(sub: Any) -> None:
     p = sub.add_parser("search", help="search the index (one query, or --queries FILE)")
     p.add_argument("query", nargs="?")
     p.add_argument("--queries", metavar="FILE", help="JSONL with a `query` field per line, or "
-                   "one query per line: one JSON result line per query, in order")
+                   "one query per line: one JSON result line per line, in order (a bad line's "
+                   "carries its error; the others are answered)")
     p.add_argument("-k", type=int, default=5)
-    p.add_argument("--mode", choices=["dense", "lexical", "hybrid"],
-                   help="default: the mode the index was built with (search.mode)")
+    p.add_argument("--mode", choices=SEARCH_MODES,
+                   help="default: the mode the index was built with (search.mode; under "
+                   "search.fusion auto, the one chosen at build: `embedpipe status` says it)")
+    p.add_argument("--fusion", choices=[f for f in FUSIONS if f != "auto"],
+                   help="hybrid: rrf or convex (default: the index's choice or search.fusion)")
+    p.add_argument("--alpha", type=float, help="hybrid: the dense side's weight, 0..1")
     p.add_argument("--expand", choices=["group", "rows", "off"],
                    help="deduplicated twins of a hit (default: search.expand_duplicates)")
     p.add_argument("--format", choices=["text", "jsonl"], default="text")
@@ -303,6 +394,8 @@ def _add_output_parsers(sub: Any) -> None:
                    "(default: the workspace's published index, else its latest build)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--width", type=int, default=160, help="snippet width")
+    p.add_argument("--verify", action="store_true", help="hash every file of the index "
+                   "folder (by default a file is hashed once per change; sizes always)")
     p.set_defaults(func=cmd_search)
     p = sub.add_parser("lineage", help="what produced the index, back to the raw corpus")
     p.add_argument("--json", action="store_true")
@@ -312,7 +405,9 @@ def _add_output_parsers(sub: Any) -> None:
     p.add_argument("ids", nargs="*", type=int, metavar="RUN")
     p.set_defaults(func=cmd_runs)
     p = sub.add_parser("cache", help="vector cache maintenance")
-    p.add_argument("action", choices=["gc"], help="gc: keep what the current outputs use")
+    p.add_argument("action", choices=["gc", "verify"],
+                   help="gc: keep what the current outputs use; verify: check every shard's "
+                   "checksum and vectors, drop the bad ones (exit 1 when any)")
     p.set_defaults(func=cmd_cache)
     p = sub.add_parser("dvc-yaml", help="write dvc.yaml from the stage registry")
     p.add_argument("--check", action="store_true", help="only check it is up to date")
@@ -364,17 +459,37 @@ def main(argv: list[str] | None = None) -> int:
             handler.addFilter(QuietLibraries())
     try:
         return args.func(args)
-    except (ValueError, RuntimeError) as err:
+    except Exception as err:
         if args.debug:
             raise
+        return _error_line(err)
+    except BaseException as err:  # Ctrl-C, or SIGTERM (Prefect's TerminationSignal)
+        signum = getattr(err, "signal", signal.SIGINT if isinstance(err, KeyboardInterrupt)
+                         else None)
+        if signum is None or args.debug:
+            raise
+        print(f"embedpipe: stopped by {signal.Signals(signum).name}: a stage that had not "
+              "finished kept its previous output (a run's flow run is marked Crashed in "
+              "Prefect); rerun to resume", file=sys.stderr)
+        return 128 + signum
+
+
+def _error_line(err: Exception) -> int:
+    """Print `err` as one line; the exit code: 2 for a problem with what was asked (a value,
+    a state), 1 for a library's own error (S3, DVC, FAISS) or a full disk."""
+    from tasks.core.io import disk_full  # noqa: PLC0415
+
+    full = disk_full(err)
+    if isinstance(err, ValueError | RuntimeError):
         print(f"embedpipe: error: {err}", file=sys.stderr)
         return 2
-    except Exception as err:  # a library's own error (S3, DVC, FAISS): one line, not pages
-        if args.debug:
-            raise
-        print(f"embedpipe: error: {type(err).__name__}: {err} (--debug shows the traceback)",
-              file=sys.stderr)
+    if full is not None:
+        print(f"embedpipe: error: disk full (ENOSPC) writing {full.filename or 'a file'}: "
+              "free space on that filesystem and rerun", file=sys.stderr)
         return 1
+    print(f"embedpipe: error: {type(err).__name__}: {err} (--debug shows the traceback)",
+          file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -14,9 +14,10 @@ from typing import Any
 
 import yaml
 
-from tasks.core.config import load_params
+from tasks.core.config import Params
 from tasks.core.io import pid_alive
-from tasks.core.registry import STAGE_NAMES, dvc_plots, dvc_stages
+from tasks.core.registry import SOURCE_STAGE, STAGE_NAMES, dvc_plots, dvc_stages
+from tasks.documents.listing import write_source_listing
 from tasks.documents.sources import unreadable_entries
 from tasks.storage.s3 import is_s3
 
@@ -36,6 +37,7 @@ def open_repo(root: Path | str, wait: bool = True) -> Iterator[Any]:
     # DVC resolves some output paths against the working directory, not root_dir.
     with chdir(root):
         repo = Repo(str(root), _wait_for_lock=wait)
+        repair_rwlock(Path(repo.tmp_dir), repo.config["core"].get("hardlink_lock", False))
         try:
             yield repo
         finally:
@@ -74,6 +76,42 @@ def hold_repo(root: Path | str, wait: bool = True) -> Iterator[Any]:
             yield repo
         finally:
             held.__exit__(None, None, None)
+
+
+def repair_rwlock(tmp_dir: Path, hardlink: bool = False) -> None:
+    """Remove DVC's per-path lock file (`.dvc/tmp/rwlock`) when it is provably stale.
+
+    DVC rewrites it in place; a write that meets a full disk leaves it empty or cut short,
+    and every DVC command after fails on it ("JSON structure is corrupted"). Under DVC's own
+    guard of that file, one that does not parse and names no live process holds nothing:
+    it is deleted (DVC reads a missing one as no locks held).
+
+    Raises:
+        RuntimeError: it does not parse and names a live process, which may still hold a
+            lock: the message says what to delete once that process has ended.
+    """
+    from dvc.lock import make_lock  # noqa: PLC0415
+
+    path = tmp_dir / "rwlock"
+    if not path.is_file():
+        return
+    with make_lock(str(tmp_dir / "rwlock.lock"), tmp_dir=str(tmp_dir), hardlink_lock=hardlink,
+                   wait=True):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        try:
+            json.loads(text)
+            return
+        except ValueError:
+            pass
+        live = sorted({int(p) for p in re.findall(r'"pid":\s*(\d+)', text)
+                       if int(p) != os.getpid() and pid_alive(int(p))})
+        if live:
+            raise RuntimeError(f"{path} is corrupted (cut short, e.g. by a full disk) and names "
+                               f"live processes {live}: once they have ended, delete {path}")
+        path.unlink()
+    logging.getLogger(__name__).warning(
+        "%s was corrupted (cut short, e.g. by a full disk) and named no live process: "
+        "removed; DVC starts it afresh", path)
 
 
 def stage_locks_held(tmp_dir: Path) -> str | None:
@@ -181,44 +219,25 @@ def explain_stale(root: Path, stage: str, changes: list[Any]) -> tuple[str, str]
     return short or "changed", full or "changed"
 
 
-@contextmanager
-def source_endpoint(repo: Any) -> Iterator[None]:
-    """DVC hashes an `s3://` ingest.source with its own S3 client, which knows nothing of
-    `ingest.s3_endpoint_url`: while DVC looks, the endpoint is botocore's own variable
-    `AWS_ENDPOINT_URL_S3`, unless the environment names an endpoint already (as a
-    `dvc repro` run by hand needs it to)."""
-    ingest = load_params(Path(repo.root_dir) / "params.yaml").ingest
-    if (not is_s3(ingest.source) or not ingest.s3_endpoint_url
-            or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")):
-        yield
-        return
-    os.environ["AWS_ENDPOINT_URL_S3"] = ingest.s3_endpoint_url
-    try:
-        yield
-    finally:
-        os.environ.pop("AWS_ENDPOINT_URL_S3", None)
 
 
 def stale_stages(repo: Any) -> dict[str, list[Any]]:
     """Stage name -> DVC's status entries (why it would rerun it now), for every stale stage
     (fresh ones absent). One `dvc status` for the whole pipeline: DVC parses dvc.yaml and
     dvc.lock once, where a call per stage parses them again for each."""
-    with source_endpoint(repo):
-        status = repo.status()
+    status = repo.status()
     return {name: changes for name, changes in status.items() if changes}
 
 
 def stale_reason(repo: Any, stage: str) -> list[Any] | None:
     """DVC's status entries for `stage` now, or None when it is fresh."""
-    with source_endpoint(repo):
-        status = repo.status(targets=[stage])
+    status = repo.status(targets=[stage])
     return status.get(stage) or None
 
 
 def record_stage(repo: Any, stage: str) -> None:
     """Write the stage's current deps, params and outs into dvc.lock (`dvc commit -f`)."""
-    with source_endpoint(repo):
-        repo.commit(stage, force=True)
+    repo.commit(stage, force=True)
 
 
 def pipeline_status(root: Path | str) -> dict[str, str | None]:
@@ -274,3 +293,13 @@ def exclude_unhashable(root: Path, source: str) -> None:
     new = kept + ("\n" if kept and not kept.endswith("\n") and block else "") + block
     if new != text:
         path.write_text(new, encoding="utf-8")
+
+
+
+def refresh_source_listing(repo: Any, params: Params) -> None:
+    """Write ingest's listing of `ingest.source` (what DVC hashes for ingest and evaluate in
+    place of the folder) before DVC is asked what is stale, and record the DVC stage
+    `source` that owns it, so that `dvc status` and `dvc repro` agree afterwards."""
+    changed = write_source_listing(Path(repo.root_dir), params)
+    if changed or stale_reason(repo, SOURCE_STAGE) is not None:
+        record_stage(repo, SOURCE_STAGE)

@@ -12,13 +12,14 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.states import Failed, State
 from prefect.tasks import exponential_backoff
 
 from flows.artifacts import publish_summary
@@ -27,6 +28,7 @@ from flows.dvc_bridge import (
     explain_stale,
     hold_repo,
     record_stage,
+    refresh_source_listing,
     stale_reason,
     stale_stages,
 )
@@ -35,10 +37,12 @@ from tasks.core.catalog import MANIFEST
 from tasks.core.config import Params, load_params
 from tasks.core.io import read_manifest
 from tasks.core.lock import workspace_lock
-from tasks.core.params_file import write_overrides
+from tasks.core.params_file import provisional_overrides
 from tasks.core.registry import STAGE_NAMES, STAGES, get_stage
 from tasks.core.shards import run_cluster
 from tasks.encoders.model import check_params_against_model
+from tasks.storage.locations import check_locations
+from tasks.storage.published import workspace_damage
 from tasks.storage.s3 import is_s3
 
 
@@ -95,7 +99,7 @@ def check_before_running(root: Path, params: Params) -> None:
     index factory (parsed by FAISS; its nlist against the vector count of the previous run,
     when there is one; otherwise nlist is checked by the index stage, which fails before
     evaluate and publish)."""
-    from tasks.index import check_factory  # noqa: PLC0415  (faiss is slow to import)
+    from tasks.indexing.factory import check_factory  # noqa: PLC0415  (faiss is slow to import)
 
     dim = check_params_against_model(params)
     dedup = get_stage("dedup").out_dir(params, root)
@@ -149,14 +153,15 @@ def stage_row(stage: str, out_dir: Path, reason: str, seconds: float | None,
             "rows": manifest.get("rows", {})}
 
 
-def run_stages(repo: Any, root: Path, params: Params, force: bool,
-               checked: bool) -> list[dict[str, Any]]:
+def run_stages(repo: Any, root: Path, params: Params, force: bool, checked: bool,
+               started: Callable[[], None] = lambda: None) -> list[dict[str, Any]]:
     """Run the stale stages in order, recording each in dvc.lock; one row per stage.
 
     DVC is asked once for every stage; once a stage has run, each later stage is asked again,
     since the outputs it depends on may have changed. `checked`: the params have had the
     model cross-check; otherwise it runs before the first stage does (it loads the tokenizer,
-    which a run that skips everything does not need).
+    which a run that skips everything does not need). `started()` is called just before
+    the first stage runs.
     """
     log = get_run_logger()
     rows: list[dict[str, Any]] = []
@@ -165,31 +170,57 @@ def run_stages(repo: Any, root: Path, params: Params, force: bool,
     for spec in STAGES:
         changes = None if force else (
             stale_reason(repo, spec.name) if ran_any else stale.get(spec.name))
+        repair = (workspace_damage(root, params) if spec.name == "publish" and not force
+                  and changes is None else None)
         out_dir = spec.out_dir(params, root)
-        if not force and changes is None:
+        if not force and changes is None and repair is None:
             skip_stage(spec.name)
             rows.append(stage_row(spec.name, out_dir, "fresh", None))
             continue
         if not checked:
             check_before_running(root, params)
             checked = True
-        reason, why = (("forced", "forced") if force else
+        reason, why = (("forced", "forced") if force else (repair, repair) if repair else
                        explain_stale(root, spec.name, changes))
         log.info("%s: running (%s)", spec.name, reason)
-        started = time.perf_counter()
+        started()
+        begun = time.perf_counter()
         STAGE_TASKS[spec.name].with_options(
             timeout_seconds=stage_timeout(params, spec.name),
             **network_retries(params, spec.name))(root=str(root))
         record_stage(repo, spec.name)
         ran_any = True
-        rows.append(stage_row(spec.name, out_dir, reason, time.perf_counter() - started, why))
+        rows.append(stage_row(spec.name, out_dir, reason, time.perf_counter() - begun, why))
     return rows
+
+
+SETTINGS_ERROR = "settings: "
+
+
+class SaidOnce(logging.Filter):
+    """Prefect's engine logs a failed flow run's exception with its traceback once the flow
+    has returned; a settings error was said in one line already."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        err = record.exc_info[1] if record.exc_info else None
+        return err is None or not str(err).startswith(SETTINGS_ERROR)
+
+
+def run_settings(root: Path, requested: dict[str, Any]) -> tuple[dict[str, Any], Params]:
+    """The overrides that differ from params.yaml and the params they give, checked before
+    anything is written (ValueError names the key and what is allowed)."""
+    dotted = changed_only(root / "params.yaml", requested)
+    params = load_params(root / "params.yaml", dotted)
+    check_locations(params, root)
+    if dotted:
+        check_before_running(root, params)  # before params.yaml changes
+    return dotted, params
 
 
 @flow(name="embedpipe", log_prints=False, validate_parameters=True)
 def pipeline(root: str = ".", overrides: RunOverrides | None = None,
              set_params: dict[str, Any] | None = None, force: bool = False,
-             on_busy: Literal["wait", "fail"] | None = None) -> dict[str, Any]:
+             on_busy: Literal["wait", "fail"] | None = None) -> dict[str, Any] | State:
     """Run the stale stages of the embedpipe pipeline in a workspace.
 
     Args:
@@ -201,11 +232,13 @@ def pipeline(root: str = ".", overrides: RunOverrides | None = None,
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     root_path = Path(root).resolve()
-    dotted = changed_only(root_path / "params.yaml",
-                          {**to_dotted(overrides), **(set_params or {})})
-    params = load_params(root_path / "params.yaml", dotted)
-    if dotted:
-        check_before_running(root_path, params)  # before params.yaml changes
+    try:
+        dotted, params = run_settings(root_path, {**to_dotted(overrides),
+                                                  **(set_params or {})})
+    except ValueError as err:  # the person's settings, not a bug: one line, no traceback
+        get_run_logger().error("%s%s", SETTINGS_ERROR, err)
+        logging.getLogger("prefect.flow_runs").addFilter(SaidOnce())
+        return Failed(message=f"{SETTINGS_ERROR}{err}")
     busy = on_busy or params.run.on_busy
     for name in ("prefect.flow_runs", "prefect.task_runs"):  # the stages' run loggers
         logging.getLogger(name).setLevel(params.run.log_level)
@@ -214,9 +247,11 @@ def pipeline(root: str = ".", overrides: RunOverrides | None = None,
             root_path, "embedpipe flow", busy, params.run.lock_wait_s,
             run_id=str(flow_run.id)) as dead_runs:
         mark_crashed(dead_runs)
-        write_overrides(root_path / "params.yaml", dotted)
-        with run_cluster(params.run):
-            rows = run_stages(repo, root_path, params, force, checked=bool(dotted))
+        refresh_source_listing(repo, params)
+        with provisional_overrides(root_path / "params.yaml", dotted) as keep, run_cluster(
+                params.run):
+            rows = run_stages(repo, root_path, params, force, checked=bool(dotted),
+                              started=keep)
     summary = {"stages": rows, "overrides": dotted,
                "params": params.model_dump(mode="json")}
     publish_summary(root_path, params, summary)

@@ -24,6 +24,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 START_TIMEOUT_S = 60.0
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def _api_configured(cwd: Path) -> bool:
@@ -55,11 +56,29 @@ def _launch(port: int) -> subprocess.Popen:
     app_dir = Path(find_spec("prefect").origin).parents[1]
     env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
            "PREFECT__SERVER_FINAL": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--app-dir", str(app_dir), "--factory",
-         "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "error", "--lifespan", "on"],
-        env=env, stdin=subprocess.DEVNULL)
+    # Its own session: Ctrl-C, or a SIGTERM to the run's process group (docker, systemd,
+    # Kubernetes), must leave it up until the run has recorded how it ended.
+    server = ["-m", "uvicorn", "--app-dir", str(app_dir), "--factory",
+              "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port",
+              str(port), "--log-level", "error", "--lifespan", "on"]
+    return subprocess.Popen([sys.executable, *_die_with_parent(os.getpid()), *server], env=env,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+# Run first in the server's process, then replaced by the server itself (same pid): the
+# kernel sends it SIGTERM when the run's process dies however it dies (SIGKILL included),
+# since its own session no longer shares the run's signals.
+_ARM_PARENT_DEATH = (
+    "import ctypes, os, signal, sys\n"
+    f"ctypes.CDLL(None).prctl({PR_SET_PDEATHSIG}, signal.SIGTERM)\n"
+    "if os.getppid() != int(sys.argv[1]): os._exit(1)  # the run died before the line above\n"
+    "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])")
+
+
+def _die_with_parent(parent: int) -> list[str]:
+    """Interpreter arguments that arm the parent-death signal before the server starts;
+    none off Linux (no prctl), where the run's exit handler alone stops the server."""
+    return ["-c", _ARM_PARENT_DEATH, str(parent)] if sys.platform.startswith("linux") else []
 
 
 def wait_until_healthy(url: str, process: subprocess.Popen) -> None:

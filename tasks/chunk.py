@@ -17,9 +17,8 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import CHUNKS, CLEAN_DOCS
 from tasks.core.config import ChunkConfig, EncodeConfig
-from tasks.core.fingerprint import stage_fingerprint
 from tasks.core.progress import task_logger
-from tasks.core.runtime import main, start_stage
+from tasks.core.runtime import StageRun, main, start_stage
 from tasks.documents.sentences import sentence_starts
 from tasks.documents.token_counts import Tokens
 from tasks.encoders.model import check_chunk_fits, load_tokenizer, tokenizer_identity
@@ -252,12 +251,11 @@ def chunk_shard(docs: pa.Table, cfg: ChunkConfig, budget: int, enc: EncodeConfig
                                                                             enc.revision))
 
 
-def chunk_fingerprint(cfg: ChunkConfig, enc: EncodeConfig, inputs: dict[str, str],
-                      budget: int) -> tuple[str, dict[str, Any]]:
-    """The stage fingerprint (config, the tokenizer's files, the budget) and the model facts."""
-    model = tokenizer_identity(enc)  # not the runtime: a server is never asked here
-    extra = {"tokenizer": model["files_sha256"], "budget": budget}
-    return stage_fingerprint("chunk", cfg, inputs, extra), model
+def chunk_fingerprint(run: StageRun, budget: int) -> tuple[str, dict[str, Any]]:
+    """The stage fingerprint (declared params, the tokenizer's files, the budget) and the
+    model facts."""
+    model = tokenizer_identity(run.params.encode)  # not the runtime: no server is asked here
+    return run.fingerprint(tokenizer_sha256=model["files_sha256"], budget=budget), model
 
 
 @task(name="chunk", cache_policy=NO_CACHE)
@@ -268,7 +266,7 @@ def chunk_task(root: str = ".") -> str:
     cfg, enc = run.params.chunk, run.params.encode
     check_chunk_fits(enc, cfg.max_tokens)
     budget = cfg.max_tokens
-    fp, model = chunk_fingerprint(cfg, enc, run.input_fingerprints, budget)
+    fp, model = chunk_fingerprint(run, budget)
     changes = run.changes(CHUNKS, "chunk_id", "text")
     n_docs = 0
     with run.output(fp, cfg) as out:

@@ -14,60 +14,64 @@ from typing import Any
 
 import ftfy
 import pyarrow as pa
-from bs4 import BeautifulSoup, NavigableString, Tag
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import CLEAN_DOCS, CLEAN_REJECTS, INGEST_DOCS
 from tasks.core.config import CleanConfig
-from tasks.core.fingerprint import stage_fingerprint
 from tasks.core.progress import task_logger
 from tasks.core.runtime import main, start_stage
+from tasks.documents.html import html_to_text
+from tasks.documents.sentences import import_spacy
 
-_BLOCK_TAGS = ("p", "div", "section", "article", "header", "footer", "main", "aside",
-               "blockquote", "pre", "ul", "ol", "table", "h1", "h2", "h3", "h4", "h5",
-               "h6", "br", "hr", "dl", "dt", "dd", "figure", "figcaption", "nav")
-_CONTAINER_TAGS = ("ul", "ol", "dl", "table", "thead", "tbody", "tfoot", "tr", "html", "body")
-MAX_HTML_DEPTH = 256  # deeper pages are flattened to their strings (see html_to_text)
-_DROP_TAGS = ("script", "style", "noscript", "template", "svg", "head", "iframe")
+# a line of printable ASCII, tabs and no '&' is one ftfy leaves as it is: never handed to it
+_NOT_PLAIN_ASCII = re.compile(r"[^\t\n\x20-\x25\x27-\x7e]")
 
 
-def html_to_text(html: str) -> tuple[str | None, str]:
-    """(title, text) of an HTML page: headings, list items and table rows become lines."""
-    soup = BeautifulSoup(html, "lxml")
-    title = soup.title.get_text(" ", strip=True) if soup.title else None
-    for tag in soup(_DROP_TAGS):
-        tag.decompose()
-    if nesting_depth(soup, MAX_HTML_DEPTH) > MAX_HTML_DEPTH:
-        # each insertion below walks a tag's descendants: quadratic on deep trees (313 s for
-        # 50,000 nested <div>s); such pages get one line per string instead
-        return title or None, normalize_whitespace(soup.get_text("\n"))
-    for s in soup.find_all(string=True):
-        if not s.strip() and s.parent is not None and s.parent.name in _CONTAINER_TAGS:
-            s.extract()  # indentation between list items, rows and cells
-        elif s.find_parent("pre") is None:
-            s.replace_with(re.sub(r"\s+", " ", str(s)))
-    for tr in soup.find_all("tr"):
-        cells = [c.get_text(" ", strip=True) for c in tr.find_all(["th", "td"])]
-        tr.replace_with(NavigableString("\n" + " | ".join(cells)))
-    for li in soup.find_all("li"):
-        li.insert(0, NavigableString("\n- "))
-    for tag in soup.find_all(_BLOCK_TAGS):
-        tag.insert_before(NavigableString("\n\n"))
-        tag.insert_after(NavigableString("\n\n"))
-    return title or None, normalize_whitespace(soup.get_text())
+@lru_cache(maxsize=1)
+def _ftfy_acts_on() -> re.Pattern[str]:
+    """The characters one of ftfy's character fixes changes (its own tables): C1 and other
+    controls, ligatures, full/half width forms, curly quotes, line breaks, surrogates."""
+    from ftfy import chardata  # noqa: PLC0415
+
+    codes = {*chardata.LIGATURES, *chardata.WIDTH_MAP, *chardata.CONTROL_CHARS,
+             *range(0x80, 0xA0), 0x0D, 0x1B, 0x2028, 0x2029}
+    quotes = chardata.SINGLE_QUOTE_RE.pattern[1:-1] + chardata.DOUBLE_QUOTE_RE.pattern[1:-1]
+    return re.compile("[" + "".join(re.escape(chr(c)) for c in sorted(codes)) + quotes
+                      + "\ud800-\udfff]")
 
 
-def nesting_depth(soup: Any, stop: int) -> int:
-    """How deeply tags nest (counted without recursion), or `stop + 1` once it is passed."""
-    deepest, stack = 0, [(soup, 0)]
-    while stack:
-        node, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if deepest > stop:
-            return stop + 1
-        stack += [(c, depth + 1) for c in getattr(node, "contents", ()) if isinstance(c, Tag)]
-    return deepest
+def _ftfy_keeps(line: str, unescape_html: bool) -> bool:
+    """True when `ftfy.fix_text` would return `line` unchanged: no character a fix acts on,
+    no mojibake by ftfy's own test, NFC already, and no entity to decode."""
+    from ftfy.badness import is_bad  # noqa: PLC0415
+
+    return not ((unescape_html and "&" in line) or _ftfy_acts_on().search(line)
+                or is_bad(line)) and unicodedata.is_normalized("NFC", line)
+
+
+def repair_unicode(text: str, unescape_html: bool | str = "auto") -> str:
+    """`ftfy.fix_text(text, normalization="NFC")`, line by line as ftfy works, with the lines
+    it would leave unchanged passed over: the same text, several times faster."""
+    config = ftfy.TextFixerConfig(normalization="NFC", unescape_html=unescape_html)
+    first_lt = text.find("<") if unescape_html == "auto" else -1
+    out, pos = [], 0
+    while found := _NOT_PLAIN_ASCII.search(text, pos):
+        start = text.rfind("\n", pos, found.start()) + 1 or pos
+        end = text.find("\n", found.start()) + 1 or len(text)
+        if end - start > config.max_decode_length:
+            return ftfy.fix_text(text, config)  # ftfy cuts such a line where it likes
+        if unescape_html == "auto" and -1 < first_lt < end:
+            config = config._replace(unescape_html=False)  # as ftfy: once a "<" is seen
+        line = text[start:end]
+        if not _ftfy_keeps(line, bool(config.unescape_html)):
+            out += [text[pos:start], ftfy.fix_text(line, config)]
+            pos = end
+        else:
+            out.append(text[pos:end])
+            pos = end
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def normalize_whitespace(text: str, keep_indent: bool = False) -> str:
@@ -97,9 +101,7 @@ def strip_code_comments(code: str, filename: str) -> str:
 
 @lru_cache(maxsize=1)
 def _nlp(mode: str) -> Any:
-    import spacy  # noqa: PLC0415
-
-    nlp = spacy.blank("en")
+    nlp = import_spacy().blank("en")
     if mode == "lemmatize":
         nlp.add_pipe("lemmatizer", config={"mode": "lookup"})
         nlp.initialize()
@@ -122,21 +124,27 @@ def normalize_words(text: str, mode: str) -> str:
 def clean_text(text: str, fmt: str, source: str, cfg: CleanConfig) -> tuple[str | None, str]:
     """(title found in the text, cleaned text) for one document of format `fmt`."""
     title = None
-    if cfg.fix_unicode:
-        text = ftfy.fix_text(text, normalization="NFC")
-    else:
-        text = unicodedata.normalize("NFC", text)
-    if fmt == "html":
-        title, text = html_to_text(text)
+    if fmt == "html":  # repaired after extraction: the text is a fraction of the markup
+        title, text = html_to_text(text, cfg.html_main_content)
+        # the parser decoded the entities: an "&amp;" still in the text is meant
+        title = _repair(title, cfg, unescape_html=False) if title else None
+        text = _repair(text, cfg, unescape_html=False)
     elif fmt == "code":
+        text = _repair(text, cfg, unescape_html="auto")
         if cfg.strip_code_comments:
             text = strip_code_comments(text, Path(source).name)
         text = normalize_whitespace(text, keep_indent=True)
     else:
-        text = normalize_whitespace(text)
+        text = normalize_whitespace(_repair(text, cfg, unescape_html="auto"))
     if cfg.lowercase:
         text = text.lower()
     return title, normalize_words(text, cfg.normalize_words)
+
+
+def _repair(text: str, cfg: CleanConfig, unescape_html: bool | str) -> str:
+    if cfg.fix_unicode:
+        return repair_unicode(text, unescape_html)
+    return unicodedata.normalize("NFC", text)
 
 
 def clean_documents(docs: pa.Table, cfg: CleanConfig) -> tuple[pa.Table, pa.Table]:
@@ -163,7 +171,7 @@ def clean_task(root: str = ".") -> str:
     `run.dask.shard_rows` on Dask), written in input order."""
     run = start_stage("clean", root)
     cfg = run.params.clean
-    fp = stage_fingerprint("clean", cfg, run.input_fingerprints)
+    fp = run.fingerprint()
     changes = run.changes(CLEAN_DOCS, "doc_id", "text")
     with run.output(fp, cfg) as out:
         kept, dropped = out.open_table(CLEAN_DOCS), out.open_table(CLEAN_REJECTS)

@@ -6,48 +6,72 @@ Invariant: every input chunk is kept or dropped with the kept chunk standing for
 (which the index carries, so search still reaches it). Of a duplicate group the chunk with
 the shortest source path is kept, then the lexicographically first, then the first in corpus
 order (`keep_order`); the choice only moves when that member changes or goes. Rows stay in
-corpus order. Memory is O(n*d), never O(n^2).
+corpus order. Memory is O(n*d), never O(n^2); on Dask (`tasks.duplicates.sharded`) the
+driver holds O(n) row numbers and digests, the workers compare cells, same output bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import faiss
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import CHUNKS, DROPPED, KEPT, REDUCED, VECTOR_COLUMN
 from tasks.core.config import DedupConfig
-from tasks.core.fingerprint import sha256_text, stage_fingerprint
+from tasks.core.io import StageOutput, open_parquet
 from tasks.core.progress import Progress, task_logger
-from tasks.core.runtime import main, start_stage
-from tasks.core.vectors import (
-    MIN_POINTS_PER_LIST,
-    arrow_to_vectors,
-    max_lists,
-    sample_rows,
-    vectors_to_arrow,
+from tasks.core.runtime import StageRun, main, start_stage
+from tasks.core.shards import Executor, map_ordered, open_executor, shard_rows
+from tasks.core.vectors import arrow_to_vectors
+from tasks.duplicates.cells import (
+    assign_cells,
+    cell_count,
+    pairs_in_cells,
+    train_cells,
+    training_rows,
+    unique_pairs,
 )
+from tasks.duplicates.sharded import near_order_scratch, sharded_ivf_pairs
 
 _QUERY_BATCH = 4096
-_ASSIGN_BATCH = 65_536
-_BLOCK_ELEMS = 1 << 22  # similarity floats per matrix product (16 MB)
 
 
-def text_key(text: str) -> str:
-    """Hash of the text with case, Unicode form and whitespace normalised away."""
-    return sha256_text(re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip().casefold())
+def _normalised(text: str) -> str:
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip().casefold()
+
+
+def text_digests(texts: list[str]) -> np.ndarray:
+    """sha256 of each text with case, Unicode form and whitespace normalised away, as 32
+    raw bytes (`S32`): ~32 B a row however long the text."""
+    return np.array([hashlib.sha256(_normalised(t).encode("utf-8")).digest() for t in texts],
+                    dtype="S32")
+
+
+def shard_digests(shard: pa.Table) -> np.ndarray:
+    """On a worker (or here): `text_digests` of one shard's `text` column."""
+    return text_digests(shard.column("text").to_pylist())
+
+
+def first_of_keys(keys: np.ndarray) -> np.ndarray:
+    """For each row, the index of the first row with the same key (self if none)."""
+    if not len(keys):
+        return np.zeros(0, dtype="int64")
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return first[inverse.ravel()].astype("int64")
 
 
 def exact_duplicates(texts: list[str]) -> np.ndarray:
     """For each row, the index of the first row with the same normalised text (self if none)."""
-    first: dict[str, int] = {}
-    return np.array([first.setdefault(text_key(t), i) for i, t in enumerate(texts)],
-                    dtype="int64")
+    return first_of_keys(text_digests(texts))
 
 
 def _flat_pairs(x: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -65,76 +89,19 @@ def _flat_pairs(x: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray
     return np.concatenate(src), np.concatenate(dst), np.concatenate(sim).astype("float32")
 
 
-def _cells(x: np.ndarray, cfg: DedupConfig) -> np.ndarray:
-    """k-means cells (FAISS, on a sample) and each row's `nprobe` nearest: (n, nprobe) int64.
-
-    ~2 sqrt(n) cells: the per-cell products cost ~n^2 nprobe d / nlist, assigning costs
-    n nlist d and k-means ~400 nlist^2 d, so their sum is smallest near there.
-    """
-    n, d = x.shape
-    nlist = max(1, min(int(2 * np.sqrt(n)), max_lists(n)))
-    xt = x[sample_rows(n, nlist * MIN_POINTS_PER_LIST, cfg.seed)]
-    kmeans = faiss.Kmeans(d, nlist, niter=10, spherical=True, seed=cfg.seed)
-    kmeans.train(xt)
-    quantizer = faiss.IndexFlatIP(d)
-    quantizer.add(kmeans.centroids)
-    nprobe = min(cfg.nprobe, nlist)
-    cells = np.empty((n, nprobe), dtype="int64")
-    for start in range(0, n, _ASSIGN_BATCH):
-        cells[start:start + _ASSIGN_BATCH] = quantizer.search(x[start:start + _ASSIGN_BATCH],
-                                                              nprobe)[1]
-    return cells
-
-
-def _groups(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions sorted by label and where each label's run starts (CSR layout)."""
-    order = np.argsort(labels, kind="stable")
-    return order, np.searchsorted(labels[order], np.arange(labels.max() + 2))
-
-
-def _cell_pairs(x: np.ndarray, members: np.ndarray, probers: np.ndarray, threshold: float
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(prober, member, similarity) at or above threshold, prober != member; blocks of
-    probers keep the similarity matrix under _BLOCK_ELEMS floats."""
-    xm = x[members].T
-    src, dst, sim = [], [], []
-    step = max(1, _BLOCK_ELEMS // len(members))
-    for start in range(0, len(probers), step):
-        q = probers[start:start + step]
-        s = x[q] @ xm
-        qi, mi = np.nonzero(s >= threshold)
-        src.append(q[qi])
-        dst.append(members[mi])
-        sim.append(s[qi, mi])
-    i, j, s = np.concatenate(src), np.concatenate(dst), np.concatenate(sim)
-    other = i != j
-    return i[other], j[other], s[other]
-
-
 def _ivf_pairs(x: np.ndarray, cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """SemDeDup-style: each row lives in its nearest k-means cell and is compared with the
-    rows living in its `nprobe` nearest cells, one matrix product per cell (BLAS).
+    """SemDeDup-style, in one process (`tasks.duplicates.cells`): cells trained on a
+    sample, each row compared with the rows living in its `nprobe` nearest cells.
 
     A pair is found when either row's nearest cells hold the other.
     """
     n = len(x)
-    cells = _cells(x, cfg)
-    by_home, home_ptr = _groups(cells[:, 0])
-    by_probe, probe_ptr = _groups(cells.ravel())
-    by_probe //= cells.shape[1]  # flat position -> row
-    keys, sims = [np.zeros(0, "int64")], [np.zeros(0, "float32")]
+    nlist = cell_count(n)
+    centroids = train_cells(x[training_rows(n, cfg.seed)], nlist, cfg.seed)
+    cells = assign_cells(x, centroids, min(cfg.nprobe, nlist))
     with Progress("dedup", n, "chunks") as bar:
-        for c in range(len(home_ptr) - 1):
-            members = by_home[home_ptr[c]:home_ptr[c + 1]]
-            if len(members):
-                i, j, s = _cell_pairs(x, members, by_probe[probe_ptr[c]:probe_ptr[c + 1]],
-                                      cfg.threshold)
-                keys.append(np.minimum(i, j) * n + np.maximum(i, j))
-                sims.append(s)
-                bar.advance(len(members))
-    # a pair can be found from both rows: keep one (an int64 key per pair, n < 3e9)
-    key, first = np.unique(np.concatenate(keys), return_index=True)
-    return key // n, key % n, np.concatenate(sims)[first].astype("float32")
+        keys, sims = pairs_in_cells(x, cells, 0, nlist, cfg.threshold, bar.advance)
+    return unique_pairs(keys, sims, n)
 
 
 def near_duplicate_pairs(x: np.ndarray, cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray,
@@ -170,45 +137,62 @@ def choose_kept(n: int, i: np.ndarray, j: np.ndarray, sim: np.ndarray
     return keep, drops
 
 
-def dedup_vectors(x: np.ndarray, texts: list[str], cfg: DedupConfig
-                  ) -> tuple[np.ndarray, list[tuple[int, int, float, str]]]:
-    """Keep mask over rows and the (dropped, kept, similarity, kind) audit list."""
-    n = len(x)
+Drops = list[tuple[int, int, float, str]]
+NearPairs = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def dedup_rows(n: int, keys: np.ndarray | None, near_pairs: NearPairs, cfg: DedupConfig
+               ) -> tuple[np.ndarray, Drops]:
+    """Keep mask over `n` rows and the (dropped, kept, similarity, kind) audit list.
+
+    `keys` are the rows' text digests (None: no exact pass); `near_pairs(rows)` gives the
+    (i, j, similarity) pairs among the rows still kept (`rows`, ascending) as positions in
+    `rows`: in this process or on the cluster, the decisions are taken here, in row order.
+    """
     keep = np.ones(n, dtype=bool)
-    drops: list[tuple[int, int, float, str]] = []
-    if cfg.exact:
-        first = exact_duplicates(texts)
+    drops: Drops = []
+    if cfg.exact and keys is not None:
+        first = first_of_keys(keys)
         for row in np.flatnonzero(first != np.arange(n)):
             keep[row] = False
             drops.append((int(row), int(first[row]), 1.0, "exact"))
     if cfg.near and keep.sum() > 1:
         rows = np.flatnonzero(keep)
-        i, j, sim = near_duplicate_pairs(x if len(rows) == n else x[rows], cfg)
+        i, j, sim = near_pairs(rows)
         sub_keep, near = choose_kept(len(rows), i, j, sim)
         keep[rows[~sub_keep]] = False
         drops += [(int(rows[a]), int(rows[b]), s, "near") for a, b, s in near]
     return keep, drops
 
 
-def keep_order(sources: list[str]) -> np.ndarray:
+def dedup_vectors(x: np.ndarray, texts: list[str], cfg: DedupConfig
+                  ) -> tuple[np.ndarray, Drops]:
+    """Keep mask over rows and the (dropped, kept, similarity, kind) audit list."""
+    return dedup_rows(len(x), text_digests(texts) if cfg.exact else None,
+                      lambda rows: near_duplicate_pairs(x if len(rows) == len(x) else x[rows],
+                                                        cfg), cfg)
+
+
+def keep_order(sources: list[str] | pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Rows in the order they claim to be kept: shortest source path first (an original
     before its `-copy`, `-v2` or `/archive/` twin), then lexicographic, then corpus order
-    (records in file order, chunks in text order)."""
-    return np.array(sorted(range(len(sources)), key=lambda r: (len(sources[r]), sources[r], r)),
-                    dtype="int64")
+    (records in file order, chunks in text order). Sorted by Arrow: code points counted,
+    UTF-8 bytes compared (the order of code points), a few bytes a row at 10M rows."""
+    src = pa.array(sources, pa.string()) if isinstance(sources, list) else sources
+    table = pa.table({"len": pc.utf8_length(src), "source": src,
+                      "row": pa.array(np.arange(len(src), dtype="int64"))})
+    keys = [("len", "ascending"), ("source", "ascending"), ("row", "ascending")]
+    return pc.sort_indices(table, sort_keys=keys).to_numpy().astype("int64")
 
 
-def dedup_by_priority(x: np.ndarray, texts: list[str], order: np.ndarray, cfg: DedupConfig
-                      ) -> tuple[np.ndarray, list[tuple[int, int, float, str]]]:
-    """`dedup_vectors` with rows taken in `order` (the first of a group in it is kept);
-    the keep mask and the audit are in the input's row numbers."""
-    keep, drops = dedup_vectors(np.ascontiguousarray(x[order]), [texts[i] for i in order], cfg)
-    out = np.zeros(len(x), dtype=bool)
+def to_rows(order: np.ndarray, keep: np.ndarray, drops: Drops) -> tuple[np.ndarray, Drops]:
+    """A keep mask and audit over rows taken in `order`, back in the input's row numbers."""
+    out = np.zeros(len(order), dtype=bool)
     out[order] = keep
     return out, [(int(order[a]), int(order[b]), s, k) for a, b, s, k in drops]
 
 
-def group_of(drops: list[tuple[int, int, float, str]]) -> dict[int, int]:
+def group_of(drops: Drops) -> dict[int, int]:
     """Dropped row -> the kept row standing for its duplicate group.
 
     A row dropped as an exact copy of a row that the near pass drops in turn belongs to the
@@ -224,31 +208,112 @@ def group_of(drops: list[tuple[int, int, float, str]]) -> dict[int, int]:
     return out
 
 
-def dedup_tables(chunks: pa.Table, x: np.ndarray, keep: np.ndarray,
-                 drops: list[tuple[int, int, float, str]]) -> tuple[pa.Table, pa.Table]:
-    """The kept rows (chunk columns + vector) and the audit table, in row order. Only the
-    dropped rows are taken from the chunk table (Arrow `take`), never whole columns."""
-    kept = chunks.select([c for c in KEPT.columns if c != VECTOR_COLUMN]).filter(pa.array(keep))
-    kept = kept.append_column(VECTOR_COLUMN, vectors_to_arrow(x[keep]))
+def kept_batch(chunks: pa.Table, vectors: pa.Table, keep: np.ndarray) -> pa.Table:
+    """One batch of kept rows: the chunk columns and the vector, as stored (no float copy)."""
+    mask = pa.array(keep)
+    kept = chunks.select([c for c in KEPT.columns if c != VECTOR_COLUMN]).filter(mask)
+    return kept.append_column(VECTOR_COLUMN, vectors.column(VECTOR_COLUMN).filter(mask))
+
+
+def dropped_table(ids: pa.ChunkedArray, dropped_rows: pa.Table, drops: Drops) -> pa.Table:
+    """The audit table in dropped-row order; `dropped_rows` are the chunk rows of
+    `sorted(drops)` (doc_id, source, text), `ids` every row's chunk_id."""
     audit, group = sorted(drops), group_of(drops)
-    dropped_rows = chunks.take(pa.array([a for a, _, _, _ in audit], pa.int64()))
-    ids = chunks.column("chunk_id")
-    dropped = pa.table({
-        "dropped_chunk_id": dropped_rows.column("chunk_id"),
+    return pa.table({
+        "dropped_chunk_id": ids.take(pa.array([a for a, _, _, _ in audit], pa.int64())),
         "kept_chunk_id": ids.take(pa.array([b for _, b, _, _ in audit], pa.int64())),
         "similarity": pa.array([s for _, _, s, _ in audit], pa.float32()),
         "kind": pa.array([k for _, _, _, k in audit], pa.string()),
         **{c: dropped_rows.column(c) for c in ("doc_id", "source")},
         "group_chunk_id": ids.take(pa.array([group[a] for a, _, _, _ in audit], pa.int64())),
-        "text": dropped_rows.column("text")}, schema=DROPPED.schema())
-    return kept, dropped
+        "text": dropped_rows.column("text")}, schema=DROPPED.schema()).combine_chunks()
 
 
-def dedup_counts(keep: np.ndarray, drops: list[tuple[int, int, float, str]]) -> dict[str, int]:
+def dedup_counts(keep: np.ndarray, drops: Drops) -> dict[str, int]:
     """Rows in, kept, and dropped by kind."""
     return {"in": len(keep), "kept": int(keep.sum()),
             "exact": sum(d[3] == "exact" for d in drops),
             "near": sum(d[3] == "near" for d in drops)}
+
+
+def aligned(chunks: Iterator[pa.Table], vectors: Iterator[pa.Table]
+            ) -> Iterator[tuple[pa.Table, pa.Table]]:
+    """Batches of two files of the same rows, cut to the same row ranges (each file is read
+    in batches of its own width)."""
+    buffer: pa.Table | None = None
+    for batch in chunks:
+        parts = [] if buffer is None or not buffer.num_rows else [buffer]
+        have = sum(p.num_rows for p in parts)
+        while have < batch.num_rows:
+            part = next(vectors)
+            parts.append(part)
+            have += part.num_rows
+        joined = pa.concat_tables(parts)
+        yield batch, joined.slice(0, batch.num_rows)
+        buffer = joined.slice(batch.num_rows)
+
+
+def near_pairs_in_process(run: StageRun, order: np.ndarray, cfg: DedupConfig) -> NearPairs:
+    """Near pairs with every vector in this process's memory (`run.executor: local`)."""
+    def near(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x = arrow_to_vectors(run.read(REDUCED, [VECTOR_COLUMN]).column(VECTOR_COLUMN))
+        return near_duplicate_pairs(x[order[rows]], cfg)
+
+    return near
+
+
+def near_pairs_sharded(executor: Executor, path: Path, order: np.ndarray, cfg: DedupConfig,
+                       where: Path) -> NearPairs:
+    """Near pairs found by cell on the workers (`tasks.duplicates.sharded`), who read the
+    vector file at `path` by row groups: the driver holds row numbers, never the vectors."""
+    def near(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        with near_order_scratch(executor, path, order[rows], len(order), cfg.seed,
+                                where) as (scratch, xt):
+            if scratch.m < cfg.exact_search_below:  # small: exact search here, as locally
+                return _flat_pairs(np.load(scratch.vectors), cfg.threshold)
+            return sharded_ivf_pairs(executor, scratch, xt, cfg.nprobe, cfg.threshold,
+                                     cfg.seed)
+
+    return near
+
+
+def decide(run: StageRun, executor: Executor, order: np.ndarray, cfg: DedupConfig
+           ) -> tuple[np.ndarray, Drops]:
+    """Keep mask and audit in the input's row numbers, rows taken in `order`; text digests
+    and (on Dask) the near pass run on the executor."""
+    keys = None
+    if cfg.exact:
+        shards = run.batches(CHUNKS, ["text"], shard_rows(run.params.run))
+        keys = np.concatenate([np.zeros(0, "S32"), *map_ordered(executor, shard_digests,
+                                                                 shards)])[order]
+    near = (near_pairs_in_process(run, order, cfg) if executor.client is None else
+            near_pairs_sharded(executor, run.input_path(REDUCED), order, cfg,
+                               run.out_dir.parent))
+    return to_rows(order, *dedup_rows(len(order), keys, near, cfg))
+
+
+def write_outputs(out: StageOutput, run: StageRun, keep: np.ndarray, drops: Drops,
+                  ids: pa.ChunkedArray) -> None:
+    """Stream the kept rows and collect the dropped ones, batch by batch, in row order."""
+    writer = out.open_table(KEPT, KEPT.schema(_dimension(run)))
+    dropped = np.array(sorted(a for a, _, _, _ in drops), dtype="int64")
+    parts, start = [], 0
+    batches = aligned(run.batches(CHUNKS, list(KEPT.columns[:-1])),
+                      run.batches(REDUCED, [VECTOR_COLUMN]))
+    for chunks, vectors in batches:
+        stop = start + chunks.num_rows
+        writer.write(kept_batch(chunks, vectors, keep[start:stop]))
+        here = dropped[np.searchsorted(dropped, start):np.searchsorted(dropped, stop)]
+        parts.append(chunks.select(["doc_id", "source", "text"]).take(here - start))
+        start = stop
+    rows = pa.concat_tables(parts) if parts else pa.table(
+        {c: pa.array([], pa.string()) for c in ("doc_id", "source", "text")})
+    out.write_table(DROPPED, dropped_table(ids, rows, drops))
+
+
+def _dimension(run: StageRun) -> int:
+    with open_parquet(run.input_dirs["reduce"], REDUCED, run.inputs["reduce"]) as pf:
+        return pf.schema_arrow.field(VECTOR_COLUMN).type.list_size
 
 
 @task(name="dedup", cache_policy=NO_CACHE)
@@ -256,20 +321,17 @@ def dedup_task(root: str = ".") -> str:
     """Drop exact and near-duplicate chunks; write the kept rows and the audit table."""
     run = start_stage("dedup", root)
     cfg = run.params.dedup
-    vec, chunks = run.read(REDUCED), run.read(CHUNKS)
-    if vec.column("chunk_id") != chunks.column("chunk_id"):
+    meta = run.read(CHUNKS, ["chunk_id", "source"])
+    if run.read(REDUCED, ["chunk_id"]).column("chunk_id") != meta.column("chunk_id"):
         raise ValueError("dedup: reduce vectors and chunk rows are not the same chunk_ids")
-    x = arrow_to_vectors(vec.column(VECTOR_COLUMN))
-    keep, drops = dedup_by_priority(x, chunks.column("text").to_pylist(),
-                                    keep_order(chunks.column("source").to_pylist()), cfg)
-    kept, dropped = dedup_tables(chunks, x, keep, drops)
+    with open_executor(run.params.run) as executor:
+        keep, drops = decide(run, executor, keep_order(meta.column("source")), cfg)
     counts = dedup_counts(keep, drops)
-    fp = stage_fingerprint("dedup", cfg, run.input_fingerprints)
+    fp = run.fingerprint()
     with run.output(fp, cfg) as out:
-        out.write_table(KEPT, kept)
-        out.write_table(DROPPED, dropped)
+        write_outputs(out, run, keep, drops, meta.column("chunk_id"))
         out.record(model=run.inputs["reduce"]["model"], space=run.inputs["reduce"]["space"],
-                   rows=counts)
+                   rows=counts, unit_vectors=run.inputs["reduce"].get("unit_vectors", False))
     task_logger().info("dedup: %d chunks -> %d kept (%d exact, %d near dropped) in %.1f s",
                        counts["in"], counts["kept"], counts["exact"], counts["near"],
                        run.seconds)

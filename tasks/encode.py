@@ -18,12 +18,11 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import CHUNKS, ENCODED, VECTOR_COLUMN
 from tasks.core.config import EncodeConfig
-from tasks.core.fingerprint import stage_fingerprint
 from tasks.core.io import StageOutput
 from tasks.core.progress import Progress, task_logger
 from tasks.core.runtime import main, shard_observer, start_stage
 from tasks.core.shards import Executor, Observer, map_ordered, open_executor
-from tasks.core.vectors import vectors_to_arrow
+from tasks.core.vectors import vector_problem, vectors_to_arrow
 from tasks.encoders import vector_cache
 from tasks.encoders.device import runtime_for
 from tasks.encoders.loading import encoder_for
@@ -141,6 +140,10 @@ def encode_with_cache(encode: Encoder, d: int, texts: list[str], cfg: EncodeConf
     missing = [k for k, hit in zip(unique, found, strict=True) if not hit]
     if missing:
         xm = encode([text_of[k] for k in missing], on_block)
+        problem = vector_problem(xm, cfg.normalize)
+        if problem:  # never into the cache or the output
+            raise ValueError(f"encode: the encoder ({cfg.model}) returned unusable vectors: "
+                             f"{problem} of the {len(missing)} texts it was given")
         xu[~found] = xm
         if cache is not None:
             vector_cache.append(cache, space, missing, xm)
@@ -216,13 +219,18 @@ def encode_windows(encode: Encoder, d: int, windows: Iterable[pa.Table], cfg: En
         yield vectors_table(chunks.column("chunk_id"), x, keys), counts
 
 
-def vector_store(shared: Path, out: StageOutput, cfg: EncodeConfig) -> Path:
-    """The vector cache: the shared one, or (`encode.cache: false`) a run-local one inside the
+def vector_store(shared: Path, out: StageOutput, cfg: EncodeConfig, space: str, d: int
+                 ) -> Path:
+    """The vector cache: the shared one, its shards of `space` checked first (a shard that
+    fails its checksum or holds a bad vector is named in the log, recorded and dropped, so
+    its texts are encoded again), or (`encode.cache: false`) a run-local one inside the
     output being written, so a text repeated in a later window is looked up rather than
     encoded again, and vectors never pile up in memory."""
     if not cfg.cache:
         return out.path(".run-vectors")
     vector_cache.remove_leftovers(shared)
+    dropped = vector_cache.verify(shared, space, d, cfg.normalize)
+    out.record(cache_dropped={p.name: why for p, why in dropped})
     return shared
 
 
@@ -232,13 +240,12 @@ def encode_task(root: str = ".") -> str:
     run = start_stage("encode", root)
     cfg, model_info, _ = chosen_space(run.params.encode, run.input_dirs["finetune"])
     d, space = model_info["dim"], model_info["fingerprint"]
-    fp = stage_fingerprint("encode", run.params.encode, run.input_fingerprints,
-                           {"model": model_info})
+    fp = run.fingerprint(model=model_info)
     counts = dict.fromkeys(COUNTS, 0)
     with open_executor(run.params.run) as ex, run.output(fp, run.params.encode) as out:
         encode = (local_encoder(cfg) if ex.client is None
                   else dask_encoder(ex, cfg, d, shard_observer("encode")))
-        cache = vector_store(run.root / run.params.paths.vector_cache, out, cfg)
+        cache = vector_store(run.root / run.params.paths.vector_cache, out, cfg, space, d)
         writer = out.open_table(ENCODED, ENCODED.schema(d))
         windows = run.batches(CHUNKS, ["chunk_id", "text"], batch_rows=window_rows(cfg))
         with Progress("encode", run.count(CHUNKS), "chunks") as bar:
@@ -249,7 +256,7 @@ def encode_task(root: str = ".") -> str:
         if not cfg.cache:
             shutil.rmtree(cache, ignore_errors=True)
         out.record(model=model_info, device=runtime_for(cfg).device, space=space, rows=counts,
-                   dim=d, executor=run.params.run.executor)
+                   dim=d, executor=run.params.run.executor, unit_vectors=cfg.normalize)
     task_logger().info("encode: %d chunks, %d encoded, %d reused from cache in %.1f s",
                        counts["chunks"], counts["encoded"], counts["reused"], run.seconds)
     return str(run.out_dir)

@@ -32,22 +32,23 @@ from tasks.core.catalog import (
     PROBE_QUERIES,
     VECTOR_COLUMN,
 )
-from tasks.core.config import EvaluateConfig, Params
-from tasks.core.fingerprint import stage_fingerprint
+from tasks.core.config import SEARCH_MODES, EvaluateConfig, Params
 from tasks.core.io import write_json_atomic
 from tasks.core.lineage import lineage_chain
 from tasks.core.progress import Progress, task_logger
-from tasks.core.runtime import main, start_stage
+from tasks.core.runtime import StageRun, main, start_stage
 from tasks.core.vectors import arrow_to_vectors, sample_rows
 from tasks.evaluation import metrics as names
-from tasks.evaluation.beir import find_beir_sets, read_beir
+from tasks.evaluation.beir import find_beir_sets, labels_digest, read_beir
 from tasks.evaluation.health import nearest_neighbour_similarity, space_health
 from tasks.evaluation.metrics import doc_rankings, retrieval_metrics
 from tasks.evaluation.plots import plot_histogram, plot_map, plot_sweep
 from tasks.evaluation.runs import append_run, run_record
+from tasks.indexing.recall import RecallProbe, set_search_param, sweep_search_param
+from tasks.query.fusion_choice import candidate_plans, pick
 from tasks.query.probes import probe_queries
-from tasks.query.recall import RecallProbe, sweep_search_param
-from tasks.query.search import MODES, IndexFolder, load_index_folder, set_search_param
+from tasks.query.search import IndexFolder, load_index_folder
+from tasks.query.weights import BUCKETS, query_bucket
 from tasks.storage.s3 import is_s3
 
 DOC_DEPTH = 100
@@ -73,42 +74,96 @@ def variant(mode: str, expand: bool) -> str:
 
 
 def headline_variant(folder: IndexFolder) -> str:
-    """The variant users get from this folder: its search mode and expansion setting."""
-    return variant(folder.search.mode, folder.search.expand_duplicates != "off")
+    """The variant users get from this folder: its search mode (as chosen at build under
+    `fusion: auto`) and expansion setting."""
+    return variant(folder.plan.mode, folder.search.expand_duplicates != "off")
+
+
+def mode_runs(folder: IndexFolder, texts: list[str], qids: list[str], xq: np.ndarray,
+              plans: list[tuple[str, dict[str, Any]]] | None = None
+              ) -> dict[str, dict[str, dict[str, float]]]:
+    """Per variant, each query's document ranking: every search mode with and without
+    expansion (or, given `plans`, each named set of `rank` arguments, expanded)."""
+    depth = min(folder.index.ntotal, 3 * DOC_DEPTH)
+    row_docs = {expand: row_documents(folder, expand) for expand in (True, False)}
+    out = {}
+    for name, args in plans or [(m, {"mode": m}) for m in SEARCH_MODES]:
+        scores, ids = folder.rank(texts, depth, xq=xq, **args)
+        for expand, docs in row_docs.items():
+            if plans is None or expand:
+                ranked = doc_rankings(scores, ids, docs, DOC_DEPTH)
+                out[name if plans else variant(name, expand)] = dict(zip(qids, ranked,
+                                                                         strict=True))
+    return out
+
+
+def bucket_metrics(texts: list[str], qids: list[str], qrels: dict[str, dict[str, int]],
+                   runs: dict[str, dict[str, dict[str, float]]]
+                   ) -> dict[str, dict[str, dict[str, float]]]:
+    """Per variant (expanded ones) and query style (`query_bucket`: question, keywords,
+    identifier), the averaged metrics of `names.LABELED_AVERAGED` and the query count."""
+    bucket_of = {q: query_bucket(t) for q, t in zip(qids, texts, strict=True)}
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name, run in runs.items():
+        if name.endswith("_no_expansion"):
+            continue
+        for bucket in BUCKETS:
+            mine = {q: r for q, r in qrels.items() if bucket_of.get(q) == bucket}
+            if mine:
+                m = retrieval_metrics(mine, {q: run[q] for q in mine})
+                out.setdefault(name, {})[bucket] = {
+                    **{k: m[k] for k in names.LABELED_AVERAGED}, "queries": len(mine)}
+    return out
 
 
 def query_set_metrics(folder: IndexFolder, texts: list[str], qrels: dict[str, dict[str, int]],
                       qids: list[str], xq: np.ndarray | None = None
-                      ) -> dict[str, dict[str, float]]:
-    """Retrieval metrics of one query set in every search mode, with and without expansion.
+                      ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """Retrieval metrics of one query set in every search mode, with and without expansion,
+    and per query style (`bucket_metrics`).
 
     Queries are embedded once (`xq`, when the caller has them already) and ranked in each
     mode through the index's own query path.
     """
     if not texts:
-        return {}
-    depth = min(folder.index.ntotal, 3 * DOC_DEPTH)
-    xq = folder.encode_queries(texts) if xq is None else xq
-    row_docs = {expand: row_documents(folder, expand) for expand in (True, False)}
-    out = {}
-    for mode in MODES:
-        scores, ids = folder.rank(texts, depth, mode, xq=xq)
-        for expand, docs in row_docs.items():
-            ranked = doc_rankings(scores, ids, docs, DOC_DEPTH)
-            out[variant(mode, expand)] = retrieval_metrics(
-                qrels, dict(zip(qids, ranked, strict=True)))
-    return out
+        return {}, {}
+    runs = mode_runs(folder, texts, qids, folder.encode_queries(texts) if xq is None else xq)
+    return ({name: retrieval_metrics(qrels, run) for name, run in runs.items()},
+            bucket_metrics(texts, qids, qrels, runs))
 
 
-def labeled_metrics(folder: IndexFolder, source: Path) -> dict[str, dict[str, Any]]:
-    """Per BEIR dataset found under the ingest source: its query count and its metrics in
-    every variant (`query_set_metrics`)."""
+def labeled_choice(folder: IndexFolder, texts: list[str], qrels: dict[str, dict[str, int]],
+                   qids: list[str], seed: int) -> dict[str, Any]:
+    """Labels outrank probes: the search the labelled queries pick, on a seeded half of
+    them with the index's guard (`fusion_choice.pick`), reported on the other half."""
+    order = np.random.default_rng(seed).permutation(len(qids))
+    halves = {"selection": sorted(qids[i] for i in order[: (len(qids) + 1) // 2]),
+              "held_out": sorted(qids[i] for i in order[(len(qids) + 1) // 2:])}
+    plans = [(name, {"mode": p.mode, "fusion": p.fusion, "alpha": p.alpha,
+                     "weighting": p.weighting}) for name, p in candidate_plans(folder.search)]
+    runs = mode_runs(folder, texts, qids, folder.encode_queries(texts), plans)
+    table = {name: {half: retrieval_metrics({q: qrels[q] for q in ids},
+                                            {q: run[q] for q in ids})
+                    for half, ids in halves.items()} for name, run in runs.items()}
+    winner, why = pick(table, folder.search.fusion_margin)
+    return {"winner": winner, "reason": why, "probe_winner": (folder.card.get(
+        "search_choice") or {}).get("winner"), "held_out": table[winner]["held_out"],
+        "candidates": table}
+
+
+def labeled_metrics(folder: IndexFolder, source: Path, seed: int = 0
+                    ) -> dict[str, dict[str, Any]]:
+    """Per BEIR dataset found under the ingest source: its query count, its metrics in
+    every variant and per query style (`query_set_metrics`), and the search its labels
+    pick (`labeled_choice`)."""
     out = {}
     for rel, _, queries, qrels in find_beir_sets(source):
         texts, rels = read_beir(rel, queries, qrels)
         qids = sorted(texts)
-        out[rel] = {"queries": len(qids),
-                    "variants": query_set_metrics(folder, [texts[q] for q in qids], rels, qids)}
+        variants, buckets = query_set_metrics(folder, [texts[q] for q in qids], rels, qids)
+        out[rel] = {"queries": len(qids), "variants": variants, "buckets": buckets,
+                    "choice": labeled_choice(folder, [texts[q] for q in qids], rels, qids,
+                                             seed) if folder.lexical is not None else None}
     return out
 
 
@@ -172,23 +227,25 @@ def _index_quality(folder: IndexFolder, x: np.ndarray, xq: np.ndarray,
 
 def retrieval_quality(folder: IndexFolder, probes: list[tuple[str, str]], xq: np.ndarray,
                       params: Params, root: Path) -> dict[str, Any]:
-    """Label-free probe (`probes`, embedded as `xq`) and BEIR metrics in every variant; the
-    headline keys are those of the variant users get."""
+    """Label-free probe (`probes`, embedded as `xq`) and BEIR metrics in every variant and
+    per query style; the headline keys are those of the variant users get."""
     qids = [f"p{i}" for i in range(len(probes))]
-    probe = query_set_metrics(folder, [q for q, _ in probes],
-                              {q: {doc: 1} for q, (_, doc) in zip(qids, probes, strict=True)},
-                              qids, xq)
+    probe, buckets = query_set_metrics(
+        folder, [q for q, _ in probes],
+        {q: {doc: 1} for q, (_, doc) in zip(qids, probes, strict=True)}, qids, xq)
     labeled = {} if is_s3(params.ingest.source) else labeled_metrics(
-        folder, root / params.ingest.source)
+        folder, root / params.ingest.source, params.evaluate.seed)
     modes, headline = mode_table(probe, labeled), headline_variant(folder)
     metrics: dict[str, Any] = {"probe_queries": len(probes), "modes": modes,
-                               "search_mode": headline}
+                               "search_mode": headline, "search": folder.plan.describe(),
+                               "buckets": {"probe": buckets} | {
+                                   rel: s["buckets"] for rel, s in labeled.items()}}
     metrics |= modes.get(headline, {})
     metrics[names.DENSE_PROBE_RECALL_AT_10] = modes.get("dense", {}).get(
         names.PROBE_RECALL_AT_10)
     if labeled:
-        metrics["labeled"] = {rel: {**s["variants"][headline], "queries": s["queries"]}
-                              for rel, s in labeled.items()}
+        metrics["labeled"] = {rel: {**s["variants"][headline], "queries": s["queries"],
+                                    "choice": s["choice"]} for rel, s in labeled.items()}
     return metrics
 
 
@@ -265,6 +322,12 @@ def doc_metadata(docs: pa.Table) -> dict[str, dict[str, Any]]:
                     map(json.loads, docs.column("metadata").to_pylist()), strict=True))
 
 
+def labels_of(run: StageRun) -> str | None:
+    """The digest of the BEIR labels read beside the corpus (None on S3: none are read)."""
+    source = run.params.ingest.source
+    return None if is_s3(source) else labels_digest(run.root / source)
+
+
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(root: str = ".") -> str:
     """Evaluate vectors and index, write metrics and plots, then apply the quality gate."""
@@ -273,7 +336,7 @@ def evaluate_task(root: str = ".") -> str:
     folder = load_index_folder(run.input_dirs["index"])
     vectors, chunks = run.read(KEPT), run.read(CHUNKS)
     doc_meta = doc_metadata(run.read(INGEST_DOCS, ["doc_id", "metadata"]))
-    fp = stage_fingerprint("evaluate", cfg, run.input_fingerprints)
+    fp = run.fingerprint(labels_sha256=labels_of(run))
     with run.output(fp, cfg) as out:
         out.path(PLOTS_DIR).mkdir()
         measured, probes = evaluate_all(folder, vectors, chunks, doc_meta, run.params,

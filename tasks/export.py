@@ -19,8 +19,6 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import EXPORTED, INDEX_MEMBERS, KEPT
 from tasks.core.config import ExportConfig
-from tasks.core.fingerprint import stage_fingerprint
-from tasks.core.io import read_table
 from tasks.core.progress import task_logger
 from tasks.core.runtime import StageRun, main, start_stage
 from tasks.evaluation.metrics import check_gate
@@ -78,11 +76,10 @@ def export_task(root: str = ".") -> str:
     run = start_stage("export", root)
     cfg = run.params.export
     check_gate(run.inputs["evaluate"], "export", "every store is")
-    fp = stage_fingerprint("export", cfg, run.input_fingerprints)
+    fp = run.fingerprint()
     targets: dict[str, Any] = {}
     if cfg.lancedb.uri or cfg.postgres.dsn_env:
-        kept = read_table(run.input_dirs["dedup"], KEPT, run.inputs["dedup"])
-        members = read_table(run.input_dirs["index"], INDEX_MEMBERS, run.inputs["index"])
+        kept, members = run.read(KEPT), run.read(INDEX_MEMBERS)
         rows = export_rows(kept, members, run.inputs["index"]["fingerprint"])
         targets = sync_targets(rows, cfg, run)
     with run.output(fp, cfg) as out:

@@ -28,11 +28,11 @@ from tasks.core.catalog import (
     FINETUNE_TRAINED,
     TUNED_MODEL_PREFIX,
 )
-from tasks.core.config import EncodeConfig, FinetuneConfig, Params
-from tasks.core.fingerprint import sha256_file, sha256_text, stage_fingerprint
+from tasks.core.config import EncodeConfig, FinetuneConfig
+from tasks.core.fingerprint import sha256_file, sha256_text
 from tasks.core.io import StageOutput
 from tasks.core.progress import task_logger
-from tasks.core.registry import get_stage
+from tasks.core.registry import declared_params
 from tasks.core.runtime import StageRun, main, start_stage
 from tasks.encoders.device import runtime_for
 from tasks.encoders.model import (
@@ -48,8 +48,6 @@ from tasks.tuning.reuse import chunk_keys, keep_previous, previous_training
 from tasks.tuning.train import train_model, training_dataset
 from tasks.tuning.user_pairs import read_user_pairs
 
-# The params the stage reads besides its own group, as the registry declares them.
-BASE_KEYS = tuple(k for k in get_stage("finetune").params if k != "finetune")
 TUNED_SUFFIX = "+finetune"
 
 
@@ -71,23 +69,17 @@ def pairs_digest(path: Path | None) -> str | None:
                                  for p in files))
 
 
-def declared(params: Params) -> dict[str, Any]:
-    """The params that decide the output: the finetune group and `BASE_KEYS`; only
-    `enabled` while off, so a setting of a stage that does not train moves nothing."""
-    raw = params.model_dump(mode="json")
-    if not params.finetune.enabled:
-        return {"finetune.enabled": False}
-    out: dict[str, Any] = {"finetune": raw["finetune"]}
-    for key in BASE_KEYS:
-        group, name = key.split(".")
-        out[key] = raw[group][name]
-    return out
-
-
 def finetune_fingerprint(run: StageRun, facts: dict[str, Any]) -> str:
-    """The stage's fingerprint: declared params, the chunk fingerprint, the facts (base
-    model, user pairs). The one place it is computed (the registry's declaration will)."""
-    return stage_fingerprint("finetune", declared(run.params), run.input_fingerprints, facts)
+    """The stage's fingerprint: what the registry declares for it (the finetune group, the
+    base model's keys, dedup.threshold, the chunk fingerprint) and its facts (the base
+    model's identity, the user's pairs' digest). The one place it is computed."""
+    return run.fingerprint(**facts)
+
+
+def decided_by(run: StageRun, facts: dict[str, Any]) -> dict[str, Any]:
+    """What a manifest records as deciding this output (`decided_by`), to compare a previous
+    training's against."""
+    return {"params": declared_params("finetune", run.params), "facts": facts}
 
 
 def torch_encoder(folder: Path, enc: EncodeConfig, device: str) -> Encode:
@@ -201,7 +193,7 @@ def train_or_keep(run: StageRun, out: StageOutput, facts: dict[str, Any]) -> dic
     check_trainable(enc)
     chunks = run.read(CHUNKS)
     keys = chunk_keys(chunks)
-    prev = previous_training(run.out_dir, declared(run.params), facts, keys, cfg.retrain_churn)
+    prev = previous_training(run.out_dir, decided_by(run, facts), keys, cfg.retrain_churn)
     if prev is not None:
         return keep_previous(run.out_dir, out, *prev)
     device = "cuda" if runtime_for(enc).device == "cuda" else "cpu"
@@ -217,7 +209,7 @@ def finetune_task(root: str = ".") -> str:
     cfg, enc = run.params.finetune, run.params.encode
     user = run.root / cfg.pairs if cfg.enabled and cfg.pairs else None
     facts = {"base_model": base_identity(enc), "user_pairs_sha256": pairs_digest(user)}
-    with run.output(finetune_fingerprint(run, facts), declared(run.params)) as out:
+    with run.output(finetune_fingerprint(run, facts), cfg) as out:
         if not cfg.enabled:
             out.write_json(FINETUNE_CHOICE, {"use": "base", "base": facts["base_model"],
                                              "reason": "finetune.enabled is false",
@@ -226,8 +218,7 @@ def finetune_task(root: str = ".") -> str:
         else:
             card = train_or_keep(run, out, facts)
             out.record(use=card["gate"]["use"], pairs=card["kinds"], steps=card["steps"],
-                       gate=card["gate"], scores=card["scores"], facts=facts,
-                       kept=card.get("kept"))
+                       gate=card["gate"], scores=card["scores"], kept=card.get("kept"))
     choice = "base model" if not cfg.enabled else card["gate"]["use"] + " model"
     reason = "finetune.enabled is false" if not cfg.enabled else card["gate"]["reason"]
     if cfg.enabled and card.get("kept"):

@@ -17,17 +17,13 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import INGEST_DOCS, INGEST_REJECTS
 from tasks.core.config import IngestConfig
-from tasks.core.fingerprint import canonical_json, sha256_text, stage_fingerprint
+from tasks.core.fingerprint import canonical_json, sha256_text
 from tasks.core.io import RowBatches
-from tasks.core.progress import task_logger
-from tasks.core.runtime import main, start_stage
+from tasks.core.progress import Progress, counted, task_logger
+from tasks.core.runtime import StageRun, main, start_stage
 from tasks.documents.decoding import iter_file
 from tasks.documents.sources import SourceFile, source_files
 from tasks.storage.s3 import is_s3
-
-# Where the files come from does not change the documents: fingerprints leave it out, and
-# the corpus digest (relative paths + content) stands for the input.
-LOCATION_KEYS = {"source", "s3_endpoint_url", "s3_region", "s3_max_attempts"}
 
 
 def corpus_digest(file_hashes: dict[str, str]) -> str:
@@ -35,10 +31,10 @@ def corpus_digest(file_hashes: dict[str, str]) -> str:
     return sha256_text(canonical_json(sorted(file_hashes.items())))
 
 
-def ingest_fingerprint(cfg: IngestConfig, file_hashes: dict[str, str]) -> str:
-    """The stage fingerprint: config (location aside) and the corpus digest."""
-    return stage_fingerprint("ingest", cfg.model_dump(mode="json", exclude=LOCATION_KEYS), {},
-                             {"corpus_sha256": corpus_digest(file_hashes)})
+def ingest_fingerprint(run: StageRun, file_hashes: dict[str, str]) -> str:
+    """The stage fingerprint: its declared params (where the files come from aside: the
+    registry lists the location keys as neutral) and the corpus digest."""
+    return run.fingerprint(corpus_sha256=corpus_digest(file_hashes))
 
 
 def readable_hashes(files: Iterable[SourceFile]) -> dict[str, str]:
@@ -85,16 +81,18 @@ def ingest_task(root: str = ".") -> str:
     files = source_files(cfg, run.root)
     # Local files are hashed up front, so the tables are stamped as they are written; S3
     # objects are read once, so their tables are restamped once the last one is hashed.
-    fp = None if is_s3(cfg.source) else ingest_fingerprint(cfg, readable_hashes(files))
+    fp = None if is_s3(cfg.source) else ingest_fingerprint(run, readable_hashes(files))
     changes = run.changes(INGEST_DOCS, "doc_id", "text")
     with run.output(fp, cfg) as out:
         docs = RowBatches(out.open_table(INGEST_DOCS), changes.update)
         rejects = RowBatches(out.open_table(INGEST_REJECTS))
-        for is_doc, row in ingest_rows(files, cfg, tally):
-            (docs if is_doc else rejects).add(row)
+        with Progress("ingest", len(files) if isinstance(files, list) else 0,
+                      "files") as bar:
+            for is_doc, row in ingest_rows(counted(files, bar), cfg, tally):
+                (docs if is_doc else rejects).add(row)
         docs.flush()
         rejects.flush()
-        out.set_fingerprint(ingest_fingerprint(cfg, tally.hashes))
+        out.set_fingerprint(ingest_fingerprint(run, tally.hashes))
         out.record(**tally.facts(docs.count, rejects.count), changes=changes.counts())
     task_logger().info("ingest: %d files -> %d documents, %d rejected in %.1f s",
                        len(tally.hashes) + tally.unreadable, docs.count, rejects.count,

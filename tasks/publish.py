@@ -16,17 +16,11 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import RECEIPT
 from tasks.core.config import PublishConfig
-from tasks.core.fingerprint import stage_fingerprint
 from tasks.core.progress import task_logger
 from tasks.core.runtime import main, start_stage
 from tasks.evaluation.metrics import check_gate
 from tasks.storage import s3
-from tasks.storage.published import publish_folder, publish_to_s3
-
-
-def version_name(index_manifest: dict[str, Any]) -> str:
-    """Published folder name: the index fingerprint (same index, same name)."""
-    return f"index-{index_manifest['fingerprint'][:16]}"
+from tasks.storage.published import publish_folder, publish_to_s3, version_name
 
 
 def publish_index(index_dir: Path, cfg: PublishConfig, root: Path, version: str,
@@ -51,7 +45,7 @@ def publish_task(root: str = ".") -> str:
                "evaluate_fingerprint": run.inputs["evaluate"]["fingerprint"],
                "model": model["name"], "model_fingerprint": model["fingerprint"]}
     target, final = publish_index(run.input_dirs["index"], cfg, run.root, version, pointer)
-    fp = stage_fingerprint("publish", cfg, run.input_fingerprints)
+    fp = run.fingerprint()
     with run.output(fp, cfg) as out:
         out.write_json(RECEIPT, {"target": target, "version": version,
                                  "model": model["name"]})

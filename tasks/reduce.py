@@ -15,10 +15,10 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import ENCODED, REDUCED, TRANSFORM, VECTOR_COLUMN
 from tasks.core.config import ReduceConfig
-from tasks.core.fingerprint import sha256_text, stage_fingerprint
+from tasks.core.fingerprint import sha256_text
 from tasks.core.progress import task_logger
 from tasks.core.runtime import main, start_stage
-from tasks.core.vectors import arrow_to_vectors, vectors_to_arrow
+from tasks.core.vectors import vectors_to_arrow
 from tasks.query.transform import VectorTransform, fit_transform
 
 
@@ -45,15 +45,16 @@ def reduce_task(root: str = ".") -> str:
     """PCA / whitening / L2 over the encoded vectors."""
     run = start_stage("reduce", root)
     cfg = run.params.reduce
-    table = run.read(ENCODED)
-    x = arrow_to_vectors(table.column(VECTOR_COLUMN))
+    table, x = run.read_vectors(ENCODED)
     y, transform = reduce_vectors(x, cfg)
-    fp = stage_fingerprint("reduce", cfg, run.input_fingerprints)
+    fp = run.fingerprint()
     with run.output(fp, cfg) as out:
         out.write_table(REDUCED, pa.table({"chunk_id": table.column("chunk_id"),
                                            VECTOR_COLUMN: vectors_to_arrow(y)}))
         transform.save(out.path(TRANSFORM))
-        out.record(**reduce_facts(run.inputs["encode"], transform, len(y)))
+        out.record(**reduce_facts(run.inputs["encode"], transform, len(y)),
+                   unit_vectors=cfg.l2_normalize or (cfg.pca_dims is None and bool(
+                       run.inputs["encode"].get("unit_vectors"))))
     task_logger().info("reduce: %d x %d -> %d x %d in %.1f s", *x.shape, *y.shape,
                        run.seconds)
     return str(run.out_dir)

@@ -110,3 +110,28 @@ def embeddings_server(tmp_path_factory):
     proc.terminate()
     proc.wait(timeout=30)
     log.close()
+
+
+def _unreported(obj):
+    """A JSON value less the keys that report on one build (`catalog.REPORTED_KEYS`)."""
+    from tasks.core.catalog import REPORTED_KEYS
+
+    if isinstance(obj, dict):
+        return {k: _unreported(v) for k, v in obj.items() if k not in REPORTED_KEYS}
+    if isinstance(obj, list):
+        return [_unreported(v) for v in obj]
+    return obj
+
+
+def stage_outputs(data: Path) -> dict[str, dict]:
+    """Stage -> its fingerprint and each output file's content (sha256; a JSON file parsed,
+    less the keys that report on one build): what two builds of the same content share."""
+    import json
+
+    out = {}
+    for path in sorted(Path(data).glob("[0-9][0-9]_*/_manifest.json")):
+        m = json.loads(path.read_text())
+        out[m["stage"]] = {"fingerprint": m["fingerprint"], **{
+            f: _unreported(json.loads((path.parent / f).read_text())) if f.endswith(".json")
+            else h for f, h in m["files"].items()}}
+    return out

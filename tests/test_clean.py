@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tasks.clean import (
     clean_documents,
@@ -65,13 +67,49 @@ def test_record_title_prefixed_and_short_docs_rejected():
                                     "reason": "4 chars after cleaning (clean.min_chars=20)"}]
 
 
-def test_deeply_nested_html_is_flattened_not_walked_quadratically():
-    from bs4 import BeautifulSoup
+def test_html_code_keeps_its_indentation_and_the_doctype_is_not_text():
+    page = "<!DOCTYPE html><p>Run:</p><pre>def f():\n    return  1</pre><!-- note -->"
+    assert html_to_text(page) == (None, "Run:\n\ndef f():\n    return  1")
 
-    from tasks.clean import MAX_HTML_DEPTH, nesting_depth
 
-    deep = "<div>" * 50_000 + "<p>deep text</p><p>second</p>" + "</div>" * 50_000
-    title, text = html_to_text(f"<html><title>T</title><body>{deep}</body></html>")
-    assert (title, text) == ("T", "deep text\nsecond")
-    assert nesting_depth(BeautifulSoup(deep, "lxml"), MAX_HTML_DEPTH) == MAX_HTML_DEPTH + 1
-    assert nesting_depth(BeautifulSoup("<ul><li><b>x</b></li></ul>", "lxml"), 99) == 5
+def test_html_main_content_is_opt_in():
+    page = ("<title>T</title><nav>Home | Next</nav><div class=sphinxsidebar>Previous topic</div>"
+            "<h1>Kelp</h1><p>Kelp forests grow fast.</p><footer>(c) 2026</footer>")
+    assert clean_text(page, "html", "a.html", CFG)[1].startswith("Home | Next")
+    main = CFG.model_copy(update={"html_main_content": True})
+    assert clean_text(page, "html", "a.html", main) == ("T", "Kelp\n\nKelp forests grow fast.")
+
+
+REPAIRS = [
+    "cafÃ© donâ€™t", "plain ascii only", "a &amp; b\nline two &lt;x&gt;", "<b>&amp;</b>\n&amp;",
+    "first &amp;\nthen < here\nthen &amp; again", "ctrl\x01\x7f\x1b[31mred\x1b[0m\r\nnext\rx",
+    "ｆｕｌｌ ｗｉｄｔｈ\u2028sep\u0085nl", "ﬁ ligature “quotes” é" * 3, "\n\n\xa0\n",
+    "x" * 50 + "\n" + "Ã©" * 10 + "\n" + "y" * 50, "",
+]
+
+
+def test_unicode_repair_is_ftfy_line_by_line():
+    import ftfy
+
+    from tasks.clean import repair_unicode
+
+    for text in REPAIRS:
+        for unescape in ("auto", False, True):
+            want = ftfy.fix_text(text, normalization="NFC", unescape_html=unescape)
+            assert repair_unicode(text, unescape) == want, (text, unescape)
+
+
+PIECES = [*"ab <&;\n\r\t\x00\x1b\x7fÃ©â€™\u00a0ﬁｆ\u2028\ud800é¶—中\u0301\x85", "&amp;", "&lt;",
+          "Ã\xa9", "\r\n", "â€œquotedâ€\x9d", "“curly”"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=40).map("".join),
+       st.sampled_from(["auto", False]))
+def test_unicode_repair_matches_ftfy_on_any_text(text, unescape):
+    import ftfy
+
+    from tasks.clean import repair_unicode
+
+    want = ftfy.fix_text(text, normalization="NFC", unescape_html=unescape)
+    assert repair_unicode(text, unescape) == want

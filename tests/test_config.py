@@ -66,7 +66,7 @@ def test_unknown_key_lists_the_keys_its_group_accepts():
 
 def test_factory_checked_against_faiss_and_the_previous_corpus():
     from tasks.core.config import IndexConfig
-    from tasks.index import check_factory
+    from tasks.indexing.factory import check_factory
 
     check_factory(IndexConfig(factory="IVF{nlist},PQ16"), 384)
     with pytest.raises(ValueError, match=r"index\.factory: FAISS cannot build 'NotAFactory' "

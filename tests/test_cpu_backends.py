@@ -124,3 +124,19 @@ def test_an_export_that_strays_is_refused():
     assert verify(good, encoder_for(TORCH), "onnx")["min_cosine"] >= 0.95
     with pytest.raises(ValueError, match="the onnx export strays from the PyTorch model"):
         verify(wrong, encoder_for(TORCH), "onnx")
+
+
+def test_openvino_requests_stay_within_their_token_budget(sample_chunks):
+    from tasks.encoders.openvino import TOKENS_PER_REQUEST
+
+    enc = encoder_for(OV_INT8)
+    texts = list(dict.fromkeys(sample_chunks))[:200]
+    ids = enc.tokenizer(texts, truncation="longest_first", max_length=enc.max_seq_length,
+                        return_attention_mask=False)["input_ids"]
+    order = np.argsort([-len(t) for t in ids], kind="stable")
+    batches = list(enc._batches(ids, order, 32))
+    assert np.array_equal(np.concatenate([rows for rows, _ in batches]), order)
+    widths = [enc._width(len(ids[rows[0]])) for rows, _ in batches]
+    assert all(cap * w <= TOKENS_PER_REQUEST and len(rows) <= cap <= 32
+               for (rows, cap), w in zip(batches, widths, strict=True))
+    assert max(widths) > TOKENS_PER_REQUEST // 32  # the budget did cut some batches

@@ -127,6 +127,8 @@ def test_impossible_override_ends_failed_before_any_stage(served):
             flow_run_id=LogFilterFlowRunId(any_=[run.id])))
     assert not tasks and logs
     assert any("reduce.pca_dims: 999 exceeds" in entry.message for entry in logs)
+    assert "reduce.pca_dims: 999 exceeds" in run.state.message
+    assert not [e.message for e in logs if "Traceback" in e.message]  # one line, not pages
     assert (ws / "params.yaml").read_text() == before
 
 

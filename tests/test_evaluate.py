@@ -43,6 +43,10 @@ def test_tiny_labelled_corpus_metrics(tmp_path):
     run_stages(ws, STAGE_NAMES[:-1])
     metrics = json.loads((ws / "metrics.json").read_text())
     labeled = metrics["labeled"]["corpus.jsonl"]
+    choice = labeled.pop("choice")  # labels outrank probes: picked on half, shown on the rest
+    assert choice["winner"] in choice["candidates"] and choice["held_out"]["ndcg_at_10"] == 1.0
+    buckets = metrics["buckets"]["corpus.jsonl"]["dense"]
+    assert (buckets["question"]["queries"], buckets["keywords"]["queries"]) == (2, 1)
     # Each query's one relevant document is ranked first: every measure is exactly 1.
     assert labeled == {"recall_at_1": 1.0, "recall_at_5": 1.0, "recall_at_10": 1.0,
                        "recall_at_100": 1.0, "mrr_at_10": 1.0, "ndcg_at_10": 1.0, "queries": 3}

@@ -141,18 +141,20 @@ def test_user_pairs_errors_name_the_line(tmp_path):
     assert read_jsonl_pairs(path).to_pylist()[0]["kind"] == "user"
 
 
-def _fingerprint(params, chunk_fp="c1", facts=None):
-    from tasks.core.runtime import StageRun
-    from tasks.finetune import finetune_fingerprint
+BASE = {"base_model": {"files_sha256": "x"}, "user_pairs_sha256": None}
 
-    run = StageRun("finetune", Path("."), params, Path("."), {"chunk": {"fingerprint": chunk_fp}},
-                   {})
-    return finetune_fingerprint(run, facts or {"base_model": {"files_sha256": "x"}})
+
+def _fingerprint(params, chunk_fp="c1", facts=None):
+    from tasks.core.registry import fingerprint
+
+    return fingerprint("finetune", params, {"chunk": chunk_fp}, facts or BASE)
 
 
 def test_fingerprint_moves_with_its_params_and_inputs_and_nothing_else():
     from tasks.core.config import parse_params
-    from tasks.finetune import BASE_KEYS
+    from tasks.core.registry import get_stage
+
+    base_keys = [k for k in get_stage("finetune").params if k != "finetune"]
 
     on = {"finetune": {"enabled": True}}
     fp = _fingerprint(parse_params(on))
@@ -167,7 +169,7 @@ def test_fingerprint_moves_with_its_params_and_inputs_and_nothing_else():
     base_values = {"encode.model": "/some/model", "encode.revision": "r1",
                    "encode.max_seq_length": 128, "encode.passage_prefix": "p: ",
                    "encode.query_prefix": "q: ", "dedup.threshold": 0.9}
-    assert set(base_values) == set(BASE_KEYS)
+    assert set(base_values) == set(base_keys)
     for key, value in base_values.items():
         group, name = key.split(".")
         assert _fingerprint(parse_params(on | {group: {name: value}})) != fp, key
@@ -175,9 +177,9 @@ def test_fingerprint_moves_with_its_params_and_inputs_and_nothing_else():
                       {"encode": {"batch_size": 8}}, {"search": {"mode": "dense"}}):
         assert _fingerprint(parse_params(on | unrelated)) == fp
     assert _fingerprint(parse_params(on), chunk_fp="c2") != fp
-    assert _fingerprint(parse_params(on), facts={"base_model": {"files_sha256": "y"}}) != fp
-    off = _fingerprint(parse_params({}))
-    assert off == _fingerprint(parse_params({"finetune": {"max_steps": 9}}))  # off: inert
+    assert _fingerprint(parse_params(on), facts=BASE | {"base_model": {"files_sha256": "y"}}
+                        ) != fp
+    assert _fingerprint(parse_params(on), facts=BASE | {"user_pairs_sha256": "p"}) != fp
 
 
 # --- real training: a few steps on the sample corpus ---------------------------------

@@ -166,6 +166,28 @@ def test_batch_search_bad_line_is_named(families, tmp_path, content, message):
     assert proc.returncode == 2 and message in proc.stderr and "q.jsonl" in proc.stderr
 
 
+def test_batch_search_bad_lines_are_named_and_good_lines_answered(families, tmp_path):
+    """On main one bad line refused the whole file, and invalid UTF-8 named neither the
+    file nor the line."""
+    base, _ = families
+    path = tmp_path / "q.jsonl"
+    path.write_bytes(b'{"query": "libfoo"}\n{not json\n{"query": "caf\xe9"}\n'
+                     b'{"query": "neutron star"}\n')
+    for level in ("chunk", "doc"):
+        proc = subprocess.run([str(Path(sys.executable).parent / "embedpipe"), "search",
+                               "--queries", str(path), "--index", str(base / "ws/data/07_index"),
+                               "--level", level], cwd=base, env=env_with_venv(),
+                              capture_output=True, timeout=300, check=False)
+        out = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+        assert proc.returncode == 2, proc.stderr
+        assert [r["line"] for r in out] == [1, 2, 3, 4]
+        assert [r.get("query") for r in out] == ["libfoo", None, None, "neutron star"]
+        assert out[0]["hits"] and out[3]["hits"]
+        assert f"{path}: line 2: invalid JSON" in out[1]["error"]
+        stderr = proc.stderr.decode()
+        assert f"{path}: line 3: not valid UTF-8" in stderr and "2 of 4 query lines" in stderr
+
+
 def test_deleting_a_kept_member_hands_its_group_to_another(families, tmp_path):
     base, _ = families
     corpus = tmp_path / "corpus"

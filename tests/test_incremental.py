@@ -15,9 +15,12 @@ import pytest
 
 from tasks.core.config import IndexConfig
 from tasks.core.registry import STAGE_NAMES
-from tasks.index import build_index, plan_update, resolve_factory, tune_search_param, update_index
-from tasks.query.ids import IdMap
-from tasks.query.recall import recall_at_k
+from tasks.indexing.build import build_index, update_index
+from tasks.indexing.factory import resolve_factory
+from tasks.indexing.ids import IdMap
+from tasks.indexing.recall import recall_at_k
+from tasks.indexing.tuning import tune_search_param
+from tasks.indexing.updates import plan_update
 from tests.test_index import clustered
 from tests.workspace import env_with_venv, make_workspace, run_stages
 
@@ -132,7 +135,7 @@ def test_only_changed_chunks_are_encoded(changed_ws):
 
 
 def test_index_holds_exactly_the_current_chunks(changed_ws):
-    from tasks.query.ids import chunk_int_ids
+    from tasks.indexing.ids import chunk_int_ids
     from tasks.query.search import load_index_folder
 
     ws, _, _ = changed_ws
@@ -153,7 +156,7 @@ def test_touching_files_encodes_nothing(changed_ws):
     for path in (ws / "data/sample").rglob("*"):
         os.utime(path)
     assert "Running stage" not in dvc_repro(ws)
-    run_stages(ws, ("ingest", "clean", "chunk", "encode"))  # forced: still nothing to encode
+    run_stages(ws, ("ingest", "clean", "chunk", "finetune", "encode"))  # forced: nothing new
     assert manifest(ws, "04_encode")["rows"]["encoded"] == 0
 
 

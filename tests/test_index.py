@@ -2,18 +2,17 @@ from __future__ import annotations
 
 import faiss
 import numpy as np
+import pyarrow as pa
 import pytest
 
+from tasks.core.catalog import VECTOR_COLUMN
 from tasks.core.config import IndexConfig
-from tasks.index import (
-    auto_nlist,
-    build_index,
-    fill_index,
-    resolve_factory,
-    train_index,
-    tune_search_param,
-)
-from tasks.query.recall import recall_at_k
+from tasks.core.vectors import vectors_to_arrow
+from tasks.indexing.build import build_index, fill_index, train_index
+from tasks.indexing.factory import auto_factory, auto_nlist, resolve_factory
+from tasks.indexing.recall import recall_at_k, set_search_param
+from tasks.indexing.tuning import tune_search_param
+from tasks.indexing.updates import apply_plan, index_rows, plan_update
 
 
 def clustered(n: int, d: int = 32, k: int = 64, seed: int = 0) -> np.ndarray:
@@ -25,10 +24,23 @@ def clustered(n: int, d: int = 32, k: int = 64, seed: int = 0) -> np.ndarray:
 
 def test_auto_picks_flat_when_small_and_ivf_when_large():
     cfg = IndexConfig()
-    assert resolve_factory(cfg, 500, exact_ms=0.2) == ("Flat", None)
-    factory, nlist = resolve_factory(cfg, 1_000_000, exact_ms=60.0)
+    assert resolve_factory(cfg, 500, 384) == ("Flat", None)
+    assert resolve_factory(cfg, 15_000, 384) == ("Flat", None)  # ~2.9 ms by the cost model
+    factory, nlist = resolve_factory(cfg, 1_000_000, 384)
     assert factory == f"IVF{nlist},Flat" and 4 * 1000 <= nlist <= 16 * 1000
     assert auto_nlist(1000) == 25  # capped so each list has >= 39 training points
+
+
+def test_auto_rule_is_a_function_of_n_d_and_params_only():
+    factory, why = auto_factory(IndexConfig(max_query_ms=1.0), 15_000, 384)
+    assert factory == "IVF{nlist},Flat" and "over index.max_query_ms=1.0" in why
+    # memory: 100k x 384 float32 is 146 MB; 20 MB leaves 209 bytes a vector -> 192 codes
+    factory, why = auto_factory(IndexConfig(max_memory_mb=20), 100_000, 384)
+    assert factory == "IVF{nlist},PQ192" and "index.max_memory_mb=20" in why
+    with pytest.raises(ValueError, match="index.max_memory_mb"):
+        auto_factory(IndexConfig(max_memory_mb=0.01), 100_000, 384)
+    with pytest.raises(ValueError, match="needs the vectors' dimension"):
+        resolve_factory(IndexConfig(), 100)
 
 
 def test_ivf_recall_at_chosen_nprobe_on_held_out_queries():
@@ -80,3 +92,45 @@ def test_train_then_fill_is_build_with_ids():
     assert index.ntotal == again.ntotal == len(x)
     assert (index.search(x[:50], 5)[1] == again.search(x[:50], 5)[1]).all()
     assert np.isin(index.search(x[:50], 5)[1], ids).all()
+
+
+def _rows(x: np.ndarray, n_ids: int) -> pa.Table:
+    ids = [f"doc:{i:04d}" for i in range(n_ids)]
+    return pa.table({"chunk_id": ids, "text": [f"text {i}" for i in range(n_ids)],
+                     VECTOR_COLUMN: vectors_to_arrow(x)})
+
+
+@pytest.mark.parametrize("factory", ["auto", "IVF{nlist},Flat"])
+def test_update_with_a_changed_vector_gives_what_a_rebuild_gives(factory):
+    """Row 4 of issue 29: the same ids and texts with one vector changed (a repaired cache)
+    must reach the index; an update used to compare texts only and keep the old vector."""
+    cfg = IndexConfig(factory=factory, nprobe=8 if factory != "auto" else "auto")
+    x0 = clustered(3000, seed=7)
+    x1 = x0.copy()
+    x1[[5, 77, 1500]] = clustered(3, seed=8)  # same ids, same texts, other vectors
+    before, after = index_rows(_rows(x0, 3000)), index_rows(_rows(x1, 3000))
+    built = apply_plan(plan_update(None, {}, before[1], before[2], "s", cfg), None, None,
+                       before[0], before[1], cfg)
+    prev = {"space": "s", "config": cfg.model_dump(mode="json"),
+            "card": built.card_facts(plan_update(None, {}, before[1], before[2], "s", cfg), x0)
+            | {"factory": built.factory, "nlist": built.nlist}}
+    plan = plan_update(prev, dict(zip(before[1].tolist(), before[2], strict=True)), after[1],
+                       after[2], "s", cfg)
+    assert plan.mode == "incremental" and sorted(plan.add_rows.tolist()) == [5, 77, 1500]
+    updated = apply_plan(plan, prev, built.index, after[0], after[1], cfg)
+    # a rebuild over the same vectors: the same trained cells for IVF (the update keeps its
+    # quantizer until retrain_growth), a fresh exact index for Flat
+    trained = faiss.clone_index(faiss.downcast_index(built.index)) if built.nlist else None
+    if trained is not None:
+        trained.reset()
+        rebuilt = fill_index(trained, after[0], after[1])
+    else:
+        rebuilt = build_index(after[0], built.factory, cfg, after[1])
+    for index in (updated.index, rebuilt):
+        set_search_param(index, "nprobe" if built.nlist else None, 8)
+    xq = x1[[5, 77, 1500, 10, 20]]
+    s_up, i_up = updated.index.search(xq, 10)
+    s_re, i_re = rebuilt.search(xq, 10)
+    np.testing.assert_array_equal(i_up, i_re)
+    np.testing.assert_allclose(s_up, s_re, rtol=1e-6)
+    assert i_up[0, 0] == after[1][5]  # the changed vector is found as itself

@@ -2,8 +2,9 @@
 
 Typed params (`config`), the ordered stage registry and the catalog of stage files
 (`registry`, `catalog`), config hashes (`fingerprint`), stamped Parquet outputs swapped in
-atomically (`io`), vector storage conventions (`vectors`), the stage runner (`runtime`), the
-workspace lock (`lock`) and lineage between outputs (`lineage`).
+atomically (`io`), folders checked against their manifests (`integrity`), vector storage
+conventions (`vectors`), the stage runner (`runtime`), the workspace lock (`lock`) and
+lineage between outputs (`lineage`).
 
 Imports: nothing else from `tasks` (third-party libraries only).
 """

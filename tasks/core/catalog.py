@@ -14,6 +14,15 @@ import pyarrow as pa
 MANIFEST = "_manifest.json"
 VECTOR_COLUMN = "vector"
 METRICS_FILE = "metrics.json"  # the workspace-level copy `dvc metrics show` reads
+# JSON keys of a stage's files that report on one build (this machine's timings, the date,
+# the checkout's commit): never used to decide anything, and left out when two builds'
+# outputs are compared for identity.
+REPORTED_KEYS = frozenset({
+    "exact_ms_per_query", "lexical_seconds", "ms_per_query", "index_ms_per_query",
+    "step_seconds", "created_utc", "code",
+})
+# Under paths.data: ingest's listing of ingest.source, the file DVC hashes in its place
+SOURCE_LISTING = "source-listing.jsonl"
 
 
 @dataclass(frozen=True)
@@ -76,7 +85,11 @@ DROPPED = StageFile("dedup", "dropped.parquet", (
     ("dropped_chunk_id", _S), ("kept_chunk_id", _S), ("similarity", _F32), ("kind", _S),
     ("doc_id", _S), ("source", _S), ("group_chunk_id", _S), ("text", _S)))
 INDEX = StageFile("index", "index.faiss")
-INDEX_CHUNKS = StageFile("index", "chunks.parquet", (*_CHUNK_TEXT, ("int_id", _I64)))
+# An index too large for memory keeps its inverted lists here, beside index.faiss, which names
+# it by base name; readers memory-map it (tasks.indexing.ondisk.read_index_file).
+INDEX_IVFDATA = StageFile("index", "index.ivfdata")
+INDEX_CHUNKS = StageFile("index", "chunks.parquet", (*_CHUNK_TEXT, ("int_id", _I64),
+                                                    ("vector_sha256", _S)))
 INDEX_TRANSFORM = StageFile("index", TRANSFORM.name)
 INDEX_MODEL = StageFile("index", "model.json")
 INDEX_CARD = StageFile("index", "card.json")

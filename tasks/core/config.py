@@ -10,7 +10,7 @@ import copy
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
@@ -56,7 +56,8 @@ class DaskConfig(_Config):
     connect_timeout_s: Annotated[float, Field(gt=0)] = Field(
         10.0, description="How long to wait for `address` to answer.")
     shard_rows: Annotated[int, Field(ge=1)] = Field(
-        2048, description="Records per shard sent to a worker (clean, chunk, encode, index).")
+        2048, description="Records per shard sent to a worker (clean, chunk, encode, index, "
+        "dedup's text keys).")
     max_in_flight: Annotated[int, Field(ge=1)] | None = Field(
         None, description="Shards submitted and not yet written (driver memory); null: 2 per "
         "worker thread.")
@@ -87,7 +88,9 @@ class RunConfig(_Config):
     )
     executor: Literal["local", "dask"] = Field(
         "local", description="local: shards run in this process; dask: on a Dask cluster "
-        "(clean, chunk, encode and the index's adds). Outputs are the same either way.")
+        "(clean, chunk, encode, dedup by k-means cell and the index's adds; dedup and an "
+        "on-disk index need paths.data on storage the workers share). Outputs are the same "
+        "either way.")
     dask: DaskConfig = Field(DaskConfig(), description="The Dask cluster when executor is dask.")
 
     @model_validator(mode="after")
@@ -170,6 +173,9 @@ class CleanConfig(_Config):
         "none", description="spaCy lookup lemmatizer or Snowball stemmer."
     )
     strip_code_comments: bool = Field(False, description="Drop comments from source code.")
+    html_main_content: bool = Field(
+        False, description="HTML: keep the page's main content only (navigation, menus, "
+        "sidebars and footers out).")
     min_chars: Annotated[int, Field(ge=1)] = Field(
         20, description="Documents shorter than this after cleaning are rejected."
     )
@@ -382,8 +388,9 @@ class IndexConfig(_Config):
     factory: str = Field(
         "auto",
         description="FAISS factory string ('IVF{nlist},Flat', 'IVF{nlist},PQ16', 'HNSW32', "
-        "'Flat') or 'auto': exact (Flat) while its measured latency stays within "
-        "max_query_ms, else IVF-Flat tuned to target_recall.",
+        "'Flat') or 'auto': exact (Flat) while a cost model of n and d (never a timing) "
+        "keeps one query within max_query_ms, else IVF-Flat tuned to target_recall; "
+        "IVF-PQ when float vectors exceed max_memory_mb.",
     )
     nlist: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
         "auto", description="IVF lists; auto: about 4 sqrt(n), at least 39 training points each.")
@@ -394,7 +401,11 @@ class IndexConfig(_Config):
     )
     max_query_ms: Annotated[float, Field(gt=0.0)] = Field(
         5.0, description="factory 'auto': the exact index is kept while one query (batch of "
-        "one, this machine) takes at most this many milliseconds.")
+        "one) is estimated at most this many milliseconds: n x d values scanned at a fixed "
+        "rate (tasks.indexing.factory.SCAN_VALUES_PER_MS), the same on every machine and load.")
+    max_memory_mb: Annotated[float, Field(gt=0.0)] | None = Field(
+        None, description="factory 'auto': when n x d float32 vectors exceed this (MB), "
+        "IVF-PQ with the longest codes that fit; null: no bound.")
     train_sample: Annotated[int, Field(ge=1000)] = Field(
         200_000, description="Vectors the index is trained on (a seeded sample).")
     tune_queries: Annotated[int, Field(ge=10)] = Field(
@@ -407,6 +418,13 @@ class IndexConfig(_Config):
         "mean", description="Document vectors beside the chunk index (`search --level doc`): "
         "the normalised mean of a document's chunk vectors, token-weighted, or none.")
     seed: int = Field(0, description="Seed of every sample and of k-means.")
+    on_disk: Literal["auto"] | bool = Field(
+        "auto", description="IVF inverted lists in index.ivfdata beside index.faiss, filled "
+        "in shards, merged on disk and memory-mapped at query time: true, false, or auto "
+        "(past memory_budget_mb). Other index types stay in memory.")
+    memory_budget_mb: Annotated[float, Field(gt=0)] = Field(
+        4096, description="on_disk auto: lists (codes + 8-byte ids) larger than this go on "
+        "disk.")
 
     @model_validator(mode="after")
     def _check(self) -> IndexConfig:
@@ -449,18 +467,49 @@ class EvaluateConfig(_Config):
     seed: int = Field(0, description="Seed of every sample and of k-means.")
 
 
-class SearchConfig(_Config):
-    """How queries are answered: dense, lexical (BM25) or both fused by reciprocal rank."""
+# The search modes and fusions, spelled once: the config, the query side and the CLI use these.
+SearchMode = Literal["dense", "lexical", "hybrid"]
+Fusion = Literal["auto", "rrf", "convex"]
+ScoreNorm = Literal["minmax", "zscore"]
+SEARCH_MODES: tuple[str, ...] = get_args(SearchMode)
+FUSIONS: tuple[str, ...] = get_args(Fusion)
+SCORE_NORMS: tuple[str, ...] = get_args(ScoreNorm)
 
-    mode: Literal["dense", "lexical", "hybrid"] = Field(
-        "hybrid", description="dense (FAISS), lexical (BM25) or hybrid (reciprocal rank "
-        "fusion of both).")
+
+class SearchConfig(_Config):
+    """How queries are answered: dense, lexical (BM25) or both fused (rank or score fusion)."""
+
+    mode: SearchMode = Field(
+        "hybrid", description="dense (FAISS), lexical (BM25) or hybrid (both, fused as "
+        "`fusion` says).")
+    fusion: Fusion = Field(
+        "auto", description="hybrid: auto (chosen at index build on label-free probes of the "
+        "corpus: rrf or convex at one of `alphas`, or one side alone where it beats them by "
+        "`fusion_margin`), rrf (reciprocal rank) or convex (alpha x dense + (1 - alpha) x "
+        "lexical, scores normalised per query).")
+    alpha: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.5, description="fusion convex: the dense side's weight (1: dense alone).")
+    alphas: tuple[Annotated[float, Field(gt=0.0, lt=1.0)], ...] = Field(
+        (0.3, 0.5, 0.7, 0.85), min_length=1,
+        description="fusion auto: the convex weights tried on the probes.")
+    normalization: ScoreNorm = Field(
+        "minmax", description="How each side's candidate scores are put on one scale before "
+        "convex fusion: minmax (0..1) or zscore (mean 0, sd 1).")
+    query_weighting: bool = Field(
+        True, description="Move each query's fusion weight by its own evidence (identifier "
+        "tokens, rare terms, a standout BM25 top hit: more lexical; a plain-words question: "
+        "more dense).")
+    probes: Annotated[int, Field(ge=20, le=5000)] = Field(
+        200, description="fusion auto: label-free probe queries scored at index build.")
+    fusion_margin: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.01, description="fusion auto: one side alone is used only when its probe nDCG@10 "
+        "beats the best fusion's by this much; else the fusion is.")
     rrf_k: Annotated[int, Field(ge=1)] = Field(
         60, description="Reciprocal rank fusion constant: score = weight / (rrf_k + rank).")
     dense_weight: Annotated[float, Field(ge=0.0)] = Field(
-        1.0, description="Weight of the dense ranking in hybrid fusion.")
+        1.0, description="Weight of the dense ranking in rrf fusion.")
     lexical_weight: Annotated[float, Field(ge=0.0)] = Field(
-        1.0, description="Weight of the BM25 ranking in hybrid fusion.")
+        1.0, description="Weight of the BM25 ranking in rrf fusion.")
     candidates: Annotated[int, Field(ge=1, le=10_000)] = Field(
         100, description="Top hits taken from each side before fusion.")
     expand_duplicates: Literal["group", "rows", "off"] = Field(

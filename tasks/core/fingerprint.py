@@ -38,19 +38,20 @@ def sha256_file(path: Path, block: int = 1 << 20) -> str:
 
 def stage_fingerprint(
     stage: str,
-    config: BaseModel | dict[str, Any],
+    params: BaseModel | dict[str, Any],
     inputs: dict[str, str],
-    extra: dict[str, Any] | None = None,
+    facts: dict[str, Any] | None = None,
 ) -> str:
-    """Fingerprint of one stage output.
+    """Fingerprint of one stage output; stages call `registry.fingerprint`, which passes
+    exactly what the registry declares.
 
     Args:
         stage: stage name.
-        config: the stage's validated config.
+        params: the params that decide the output.
         inputs: upstream stage name -> that output's fingerprint.
-        extra: anything else that decides the output (model fingerprint, corpus digest).
+        facts: anything else that decides the output (model fingerprint, corpus digest).
     """
-    payload = {"stage": stage, "config": config, "inputs": inputs, "extra": extra or {}}
-    if isinstance(config, BaseModel):
-        payload["config"] = config.model_dump(mode="json")
+    if isinstance(params, BaseModel):
+        params = params.model_dump(mode="json")
+    payload = {"stage": stage, "params": params, "inputs": inputs, "facts": facts or {}}
     return sha256_text(canonical_json(payload))

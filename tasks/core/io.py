@@ -6,6 +6,7 @@ the folder replaces the old one in one rename. Readers check the stamps they rel
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
@@ -109,7 +110,11 @@ class TableWriter:
     def _flush(self) -> None:
         if self._pending_rows:
             group = pa.concat_tables(self._pending)
-            self._writer.write_table(group, row_group_size=group.num_rows)
+            try:
+                self._writer.write_table(group, row_group_size=group.num_rows)
+            except OSError as err:
+                raise_disk_full_at(err, self.path)
+                raise
         self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
 
     def close(self) -> None:
@@ -118,6 +123,17 @@ class TableWriter:
             self._flush()
             self._writer.close()
             self._writer = None
+
+    def discard(self) -> None:
+        """Drop the pending rows and let go of the file, writing nothing more: after a
+        failed write (a full disk) a flush would fail again and hide the first error."""
+        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.close()
+            except OSError:  # the footer cannot be written either; the file is dropped
+                pass
 
 
 class StageOutput:
@@ -146,9 +162,18 @@ class StageOutput:
 
     def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
                  tb: TracebackType | None) -> None:
-        """Any exception in the block drops the temporary folder; the old output stays."""
-        if kind is not None:
-            self.abort()
+        """Any exception in the block drops the temporary folder; the old output stays. A
+        full disk is said in so many words, with the folder that was being written."""
+        if kind is None:
+            return
+        self.abort()
+        full = disk_full(err)
+        if full is not None:
+            raise RuntimeError(
+                f"disk full (ENOSPC) while stage {self.stage!r} wrote "
+                f"{full.filename or self.tmp_dir}: free space on that filesystem and rerun; "
+                f"the previous output in {self.out_dir} is kept and its temporary folder "
+                "removed") from err
 
     def record(self, **facts: Any) -> None:
         """Facts for the manifest (counts, rejects, the model...), written at commit."""
@@ -230,14 +255,13 @@ class StageOutput:
         if self.fingerprint is None:
             raise ValueError(f"stage {self.stage!r}: commit needs the fingerprint")
         self._close_writers()
-        files = {
-            p.name: sha256_file(p) for p in sorted(self.tmp_dir.iterdir()) if p.is_file()
-        }
+        paths = [p for p in sorted(self.tmp_dir.iterdir()) if p.is_file()]
         full = {
             "stage": self.stage,
             "fingerprint": self.fingerprint,
             **manifest,
-            "files": files,
+            "files": {p.name: sha256_file(p) for p in paths},
+            "sizes": {p.name: p.stat().st_size for p in paths},
             "versions": library_versions(),
         }
         self.write_json(MANIFEST, full)
@@ -251,9 +275,29 @@ class StageOutput:
     def abort(self) -> None:
         """Drop the temporary folder (the previous output stays as it was)."""
         for writer in self._writers.values():
-            writer.close()
+            writer.discard()
         self._writers = {}
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+
+def raise_disk_full_at(err: OSError, path: Path) -> None:
+    """Raise a full disk met while writing `path` as ENOSPC naming `path` (pyarrow's own
+    error names no file); return for any other error, for the caller to re-raise."""
+    if disk_full(err) is not None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from err
+
+
+def disk_full(err: BaseException | None) -> OSError | None:
+    """The 'no space left' error (ENOSPC, or EDQUOT: a quota) in `err` or its causes, or
+    None. pyarrow raises it as a plain OSError whose errno is unset, its message kept."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and (err.errno in (errno.ENOSPC, errno.EDQUOT)
+                                         or "No space left on device" in str(err)):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def read_manifest(out_dir: Path, stage: str | None = None) -> dict[str, Any]:
@@ -268,6 +312,20 @@ def read_manifest(out_dir: Path, stage: str | None = None) -> dict[str, Any]:
             f"{path}: expected output of stage {stage!r}, found {manifest.get('stage')!r}"
         )
     return manifest
+
+
+def check_file(path: Path, manifest: dict[str, Any]) -> None:
+    """Refuse a stage file whose bytes are not those its manifest recorded (sha256): a
+    flipped byte, a truncation or a file another run left."""
+    want = manifest.get("files", {}).get(path.name)
+    if want is None:
+        raise ValueError(f"{path}: not listed in its stage's manifest; rerun stage "
+                         f"{manifest.get('stage')!r}")
+    if not path.is_file() or sha256_file(path) != want:
+        what = "missing" if not path.is_file() else "does not match its manifest's sha256"
+        raise ValueError(f"{path}: {what} (damaged or changed since stage "
+                         f"{manifest.get('stage')!r} wrote it); rerun that stage, e.g. "
+                         f"`embedpipe run --force` or `embedpipe stage {manifest.get('stage')}`")
 
 
 def file_name(name: str | StageFile) -> str:

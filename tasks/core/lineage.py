@@ -10,7 +10,7 @@ from typing import Any
 from tasks.core.config import Params
 from tasks.core.fingerprint import sha256_file, sha256_text
 from tasks.core.io import library_versions, read_manifest
-from tasks.core.registry import STAGE_NAMES, get_stage
+from tasks.core.registry import STAGE_NAMES, deciding_params, get_stage
 
 
 def lineage_chain(root: Path, params: Params, start: str) -> list[dict[str, Any]]:
@@ -52,7 +52,11 @@ def code_version(root: Path) -> dict[str, str | None]:
 
 def index_metadata(run: Any, fingerprint: str, model: dict[str, Any],
                    card: dict[str, Any]) -> dict[str, Any]:
-    """metadata.json beside the index: model, vectors, preprocessing, corpus, params, code."""
+    """metadata.json beside the index: model, vectors, preprocessing, corpus, params, code.
+
+    The corpus is named by its digest and the params less the neutral keys (where the corpus
+    lay, how the run ran): the folder's bytes depend on what decides it, and on the report
+    keys (`catalog.REPORTED_KEYS`: the date, the code's commit) only."""
     chain = {m["stage"]: m for m in lineage_chain(run.root, run.params, "dedup")}
     return {
         "index_fingerprint": fingerprint,
@@ -63,11 +67,10 @@ def index_metadata(run: Any, fingerprint: str, model: dict[str, Any],
         "vector_space": model.get("space"),
         "dim": card["d"],
         "preprocessing": {s: chain[s]["config"] for s in ("clean", "chunk", "reduce", "dedup")},
-        "corpus": {"source": chain["ingest"]["config"]["source"],
-                   "sha256": chain["ingest"]["corpus_sha256"],
+        "corpus": {"sha256": chain["ingest"]["corpus_sha256"],
                    "files": chain["ingest"]["input_files"], "rows": chain["ingest"]["rows"]},
         "lineage": run.lineage(fingerprint),
-        "params": run.params.model_dump(mode="json"),
+        "params": deciding_params(run.params),
         "code": code_version(run.root),
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
     }

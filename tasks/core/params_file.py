@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +122,28 @@ def write_overrides(path: Path, overrides: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+@contextmanager
+def provisional_overrides(path: Path, overrides: dict[str, Any]) -> Iterator[Callable[[], None]]:
+    """Write `overrides` into params.yaml for the block, which calls the yielded `keep()`
+    once its first stage starts. A block that fails before then puts the file's bytes back
+    as they were, so a run that never got to a stage leaves no bad value behind for every
+    later plain run to fail on; from its first stage on, the params are the run's."""
+    path = Path(path)
+    before = path.read_bytes() if overrides else None
+    kept = False
+
+    def keep() -> None:
+        nonlocal kept
+        kept = True
+
+    write_overrides(path, overrides)
+    try:
+        yield keep
+    except BaseException:
+        if before is not None and not kept:
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            tmp.write_bytes(before)
+            os.replace(tmp, path)
+        raise

@@ -2,7 +2,9 @@
 
 The flow iterates it; `dvc.yaml` is generated from it (`embedpipe dvc-yaml`), and a test
 holds the committed `dvc.yaml` to it. A stage's code deps are read from its imports, so
-DVC calls a stage stale whenever any module it runs has changed.
+DVC calls a stage stale whenever any module it runs has changed. The same declaration
+decides a stage's fingerprint (`fingerprint`): its params (less the keys listed in
+`NEUTRAL_KEYS`), its inputs' fingerprints and the facts it declares; nothing else.
 """
 
 from __future__ import annotations
@@ -15,13 +17,19 @@ from typing import Any
 
 from tasks.core import catalog
 from tasks.core.catalog import METRICS_FILE
+from tasks.core.fingerprint import stage_fingerprint
 
 TASKS_DIR = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
 class StageSpec:
-    """One pipeline stage as DVC and the flow see it."""
+    """One pipeline stage as DVC and the flow see it.
+
+    `params` are params.yaml groups or dotted keys; `facts` name what else decides the
+    output that only the stage can find out (the corpus digest, the model's identity), which
+    it hands to `fingerprint` under exactly these names.
+    """
 
     name: str
     folder: str
@@ -29,6 +37,7 @@ class StageSpec:
     params: tuple[str, ...] = ()
     extra_deps: tuple[str, ...] = ()
     extra_outs: tuple[str, ...] = ()
+    facts: tuple[str, ...] = ()
 
     @property
     def module(self) -> str:
@@ -38,6 +47,14 @@ class StageSpec:
         """The output folder under `params.paths.data` of the workspace `root`."""
         return Path(root) / params.paths.data / self.folder
 
+
+# DVC depends on ingest's listing of ingest.source, never on the folder itself (DVC's hashing
+# stops on a symlink loop or a name that is not UTF-8). The listing is the one out of the DVC
+# stage `source` (not a pipeline stage: no params, no fingerprint), written by the flow before
+# it asks DVC and by `dvc repro` when missing.
+SOURCE_STAGE = "source"
+SOURCE_MODULE = "tasks/documents/listing.py"
+SOURCE_DEP = f"{{data}}/{catalog.SOURCE_LISTING}"
 
 _MODEL_KEYS = (
     "encode.model", "encode.revision", "encode.max_seq_length", "encode.passage_prefix",
@@ -51,22 +68,40 @@ _FINETUNE_KEYS = (
 )
 
 STAGES: tuple[StageSpec, ...] = (
-    StageSpec("ingest", "01_ingest", (), ("ingest",), extra_deps=("${ingest.source}",)),
+    StageSpec("ingest", "01_ingest", (), ("ingest",), extra_deps=(SOURCE_DEP,),
+              facts=("corpus_sha256",)),
     StageSpec("clean", "02_clean", ("ingest",), ("clean",)),
-    StageSpec("chunk", "03_chunk", ("clean",), ("chunk", *_MODEL_KEYS)),
-    StageSpec("finetune", "03_finetune", ("chunk",), ("finetune", *_FINETUNE_KEYS)),
+    StageSpec("chunk", "03_chunk", ("clean",), ("chunk", *_MODEL_KEYS),
+              facts=("tokenizer_sha256", "budget")),
+    StageSpec("finetune", "03_finetune", ("chunk",), ("finetune", *_FINETUNE_KEYS),
+              facts=("base_model", "user_pairs_sha256")),
     StageSpec("encode", "04_encode", ("chunk", "finetune"), ("encode",),
-              extra_outs=("${paths.vector_cache}",)),
+              extra_outs=("${paths.vector_cache}",), facts=("model",)),
     StageSpec("reduce", "05_reduce", ("encode",), ("reduce",)),
     StageSpec("dedup", "06_dedup", ("reduce", "chunk"), ("dedup",)),
     StageSpec("index", "07_index", ("dedup", "reduce", "chunk", "finetune"),
               ("index", "search")),
     StageSpec("evaluate", "08_evaluate", ("index", "dedup", "chunk", "ingest"), ("evaluate",),
-              extra_deps=("${ingest.source}",)),
+              extra_deps=(SOURCE_DEP,), facts=("labels_sha256",)),
     StageSpec("publish", "09_publish", ("index", "evaluate"), ("publish",)),
     StageSpec("export", "10_export", ("index", "dedup", "evaluate"), ("export",)),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
+
+# The keys that cannot change any output, each with why: left out of every fingerprint
+# (DVC may still rerun a stage on them). tests/test_fingerprint.py changes every other key
+# and sees its stages' fingerprints move, and runs the pipeline with each of these changed
+# and finds the same outputs.
+NEUTRAL_KEYS: dict[str, str] = {
+    "paths": "where outputs, the vector cache and the run registry live, not what they hold",
+    "run": "how and when a run executes (timeouts, log level, schedule, locking, executor): "
+           "outputs are the same in one process and on Dask",
+    "ingest.source": "a location: the corpus digest (relative paths and contents) stands "
+                     "for what it holds",
+    "ingest.s3_endpoint_url": "where the S3 corpus is served from; the digest stands for it",
+    "ingest.s3_region": "where the S3 corpus is served from; the digest stands for it",
+    "ingest.s3_max_attempts": "retries of a read, not what is read",
+}
 
 
 def get_stage(name: str) -> StageSpec:
@@ -75,6 +110,57 @@ def get_stage(name: str) -> StageSpec:
         if spec.name == name:
             return spec
     raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(STAGE_NAMES)}")
+
+
+def is_neutral(key: str) -> bool:
+    """Whether the dotted `key` (or a group above it) is listed in `NEUTRAL_KEYS`."""
+    parts = key.split(".")
+    return any(".".join(parts[:i]) in NEUTRAL_KEYS for i in range(1, len(parts) + 1))
+
+
+def _deciding(value: Any, key: str) -> Any:
+    """`value` of the params `key` with the neutral keys below it left out."""
+    if not isinstance(value, dict):
+        return value
+    return {k: _deciding(v, f"{key}.{k}") for k, v in value.items()
+            if not is_neutral(f"{key}.{k}")}
+
+
+def deciding_params(params: Any) -> dict[str, Any]:
+    """Every params group less `NEUTRAL_KEYS`: what a record of the settings behind an
+    output (the index's metadata.json) holds, so where and how a run ran never changes it."""
+    raw = params.model_dump(mode="json") if hasattr(params, "model_dump") else params
+    return {g: _deciding(v, g) for g, v in raw.items() if not is_neutral(g)}
+
+
+def declared_params(name: str, params: Any) -> dict[str, Any]:
+    """The values of the params stage `name` declares (the ones `dvc.yaml` lists), less
+    `NEUTRAL_KEYS`: dotted key or group -> value. `params` is a `Params` or its JSON dump."""
+    raw = params.model_dump(mode="json") if hasattr(params, "model_dump") else params
+    out: dict[str, Any] = {}
+    for key in get_stage(name).params:
+        if is_neutral(key):
+            continue
+        value = raw
+        for part in key.split("."):
+            value = value[part]
+        out[key] = _deciding(value, key)
+    return out
+
+
+def fingerprint(name: str, params: Any, inputs: dict[str, str], facts: dict[str, Any]
+                ) -> str:
+    """Stage `name`'s fingerprint from what the registry declares for it: its params
+    (`declared_params`), its inputs' fingerprints and its facts (exactly the names it
+    declares: ValueError on one missing or undeclared)."""
+    spec = get_stage(name)
+    if set(inputs) != set(spec.inputs):
+        raise ValueError(f"stage {name!r}: fingerprint of inputs {sorted(inputs)}, but the "
+                         f"registry declares {sorted(spec.inputs)}")
+    if set(facts) != set(spec.facts):
+        raise ValueError(f"stage {name!r}: facts {sorted(facts)} given, the registry declares "
+                         f"{sorted(spec.facts)}; declare what decides an output in STAGES")
+    return stage_fingerprint(name, declared_params(name, params), inputs, facts)
 
 
 def downstream_of(name: str) -> tuple[str, ...]:
@@ -106,19 +192,30 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
-@cache
-def module_deps(stage: str) -> tuple[str, ...]:
-    """The stage module and every `tasks` module it imports, transitively (repo paths)."""
-    root = TASKS_DIR / f"{get_stage(stage).name}.py"
-    seen, todo = {root}, [root]
+def _import_closure(start: Path) -> tuple[str, ...]:
+    """`start` and every `tasks` module it imports, transitively (repo paths, `start` first)."""
+    seen, todo = {start}, [start]
     while todo:
         for module in _imports(todo.pop()):
             path = _module_file(module)
             if path is not None and path not in seen:
                 seen.add(path)
                 todo.append(path)
-    rel = sorted(p.relative_to(TASKS_DIR.parent).as_posix() for p in seen - {root})
-    return (get_stage(stage).module, *rel)
+    rel = sorted(p.relative_to(TASKS_DIR.parent).as_posix() for p in seen - {start})
+    return (start.relative_to(TASKS_DIR.parent).as_posix(), *rel)
+
+
+@cache
+def module_deps(stage: str) -> tuple[str, ...]:
+    """The stage module and every `tasks` module it imports, transitively (repo paths)."""
+    return _import_closure(TASKS_DIR / f"{get_stage(stage).name}.py")
+
+
+def _source_stage(data_dir: str) -> dict:
+    """The DVC stage that writes the listing of ingest.source (see SOURCE_STAGE)."""
+    return {"cmd": f"python -m {SOURCE_MODULE.removesuffix('.py').replace('/', '.')}",
+            "deps": list(_import_closure(TASKS_DIR.parent / SOURCE_MODULE)),
+            "outs": [{SOURCE_DEP.format(data=data_dir): {"cache": False}}]}
 
 
 def dvc_plots(data_dir: str = "data") -> list[str]:
@@ -128,10 +225,10 @@ def dvc_plots(data_dir: str = "data") -> list[str]:
 
 def dvc_stages(data_dir: str = "data") -> dict:
     """The `stages:` mapping of dvc.yaml, derived from STAGES and the stages' imports."""
-    out: dict = {}
+    out: dict = {SOURCE_STAGE: _source_stage(data_dir)}
     for spec in STAGES:
         deps = [f"{data_dir}/{get_stage(i).folder}" for i in spec.inputs]
-        deps += [*spec.extra_deps, *module_deps(spec.name)]
+        deps += [*(d.format(data=data_dir) for d in spec.extra_deps), *module_deps(spec.name)]
         entry: dict = {
             "cmd": f"python -m tasks.{spec.name}",
             "deps": deps,

@@ -18,15 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from tasks.core import io
-from tasks.core.catalog import StageFile
+from tasks.core.catalog import VECTOR_COLUMN, StageFile
 from tasks.core.config import Params, load_params
 from tasks.core.lock import workspace_lock
 from tasks.core.progress import Progress
-from tasks.core.registry import get_stage
+from tasks.core.registry import declared_params, fingerprint, get_stage
 from tasks.core.shards import Observer, map_ordered, open_executor, shard_rows
+from tasks.core.vectors import checked_vectors
+
+PROGRESS_STEPS = 20  # in-process shards per stage input, each a step of its bar
+MIN_SHARD_ROWS = 16
 
 
 def shard_observer(stage: str) -> Observer | None:
@@ -59,6 +64,8 @@ class StageRun:
     inputs: dict[str, dict[str, Any]]
     input_dirs: dict[str, Path]
     started: float = field(default_factory=time.perf_counter)
+    facts: dict[str, Any] = field(default_factory=dict)
+    verified: set[Path] = field(default_factory=set)
 
     @property
     def seconds(self) -> float:
@@ -69,18 +76,39 @@ class StageRun:
     def input_fingerprints(self) -> dict[str, str]:
         return {k: m["fingerprint"] for k, m in self.inputs.items()}
 
+    def fingerprint(self, **facts: Any) -> str:
+        """This stage's fingerprint: what the registry declares for it (its params, inputs
+        and the `facts` it names), nothing passed beside it."""
+        self.facts = facts
+        return fingerprint(self.name, self.params, self.input_fingerprints, facts)
+
     def input_path(self, entry: StageFile) -> Path:
-        """Where an upstream stage's file lies."""
-        return self.input_dirs[entry.stage] / entry.name
+        """Where an upstream stage's file lies, its bytes checked against the sha256 its
+        stage's manifest recorded (once a run: `io.check_file`)."""
+        path = self.input_dirs[entry.stage] / entry.name
+        if path not in self.verified:
+            io.check_file(path, self.inputs[entry.stage])
+            self.verified.add(path)
+        return path
 
     def read(self, entry: StageFile, columns: list[str] | None = None) -> pa.Table:
-        """An upstream table, whole and stamp-checked."""
+        """An upstream table, whole, checksum- and stamp-checked."""
+        self.input_path(entry)
         table = io.read_table(self.input_dirs[entry.stage], entry, self.inputs[entry.stage])
         return table if columns is None else table.select(columns)
 
+    def read_vectors(self, entry: StageFile) -> tuple[pa.Table, np.ndarray]:
+        """An upstream vector table and its vectors, refused when one is not finite or, where
+        its stage normalised them (its manifest's `unit_vectors`), not of length 1."""
+        table = self.read(entry)
+        where = f"{self.input_path(entry)} (stage {self.name}'s input)"
+        unit = bool(self.inputs[entry.stage].get("unit_vectors", False))
+        return table, checked_vectors(table.column(VECTOR_COLUMN), where, unit)
+
     def batches(self, entry: StageFile, columns: list[str] | None = None,
                 batch_rows: int | None = None) -> Iterator[pa.Table]:
-        """An upstream table batch by batch (`io.iter_batches`)."""
+        """An upstream table batch by batch (`io.iter_batches`), its checksum checked first."""
+        self.input_path(entry)
         return io.iter_batches(self.input_dirs[entry.stage], entry, self.inputs[entry.stage],
                                columns, batch_rows)
 
@@ -90,14 +118,15 @@ class StageRun:
         executor `run.executor` names (`tasks.core.shards`), with the rows done shown as
         the stage's progress."""
         sizes: deque[int] = deque()
+        total = self.count(entry)
+        rows = shard_rows(self.params.run) or progress_rows(total)
 
         def shards() -> Iterator[pa.Table]:
-            for shard in self.batches(entry, columns, shard_rows(self.params.run)):
+            for shard in self.batches(entry, columns, rows):
                 sizes.append(shard.num_rows)
                 yield shard
 
-        with open_executor(self.params.run) as ex, Progress(self.name, self.count(entry),
-                                                            unit) as bar:
+        with open_executor(self.params.run) as ex, Progress(self.name, total, unit) as bar:
             observe = shard_observer(self.name) if ex.client is not None else None
             for result in map_ordered(ex, fn, shards(), *args, observe=observe):
                 bar.advance(sizes.popleft())
@@ -105,6 +134,7 @@ class StageRun:
 
     def count(self, entry: StageFile) -> int:
         """Rows of an upstream table, from its footer."""
+        self.input_path(entry)
         return io.count_rows(self.input_dirs[entry.stage], entry, self.inputs[entry.stage])
 
     def changes(self, entry: StageFile, id_col: str, text_col: str) -> io.ChangeCounter:
@@ -134,9 +164,19 @@ class StageRun:
             "inputs": self.input_fingerprints,
             "lineage": self.lineage(fingerprint),
             "config": cfg,
+            "decided_by": {"params": declared_params(self.name, self.params),
+                           "facts": self.facts},
             "seconds": round(time.perf_counter() - self.started, 3),
             **extra,
         }
+
+
+def progress_rows(total: int) -> int:
+    """Rows per in-process shard: about `PROGRESS_STEPS` shards of the input, so the bar
+    moves (with a rate and an ETA) even on a corpus of one reader batch; at least
+    `MIN_SHARD_ROWS`, so per-shard overhead stays small, at most `io.BATCH_ROWS`. Outputs
+    do not depend on it: writers cut their own row groups."""
+    return max(MIN_SHARD_ROWS, min(io.BATCH_ROWS, -(-total // PROGRESS_STEPS)))
 
 
 def start_stage(name: str, root: str | Path = ".") -> StageRun:

@@ -4,8 +4,10 @@
 `distributed.Client` to `run.dask.address`, to the cluster the Prefect flow started for the run
 (`EMBEDPIPE_DASK_ADDRESS`), or else to a LocalCluster of its own. `map_ordered` sends shards out
 with at most `max_in_flight` outstanding and yields results in input order, so the driver's
-memory stays flat and outputs are written exactly as in one process. Shard data travels
-through Dask (pickled Arrow tables): workers need no shared filesystem.
+memory stays flat and outputs are written exactly as in one process. Shard data of clean,
+chunk and encode travels through Dask (pickled Arrow tables): those need no shared
+filesystem. Dedup (`tasks.duplicates.sharded`) and an on-disk index (`tasks.indexing.ondisk`)
+have their workers read and write files by path under `paths.data`: that storage is shared.
 """
 
 from __future__ import annotations

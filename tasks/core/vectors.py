@@ -39,3 +39,35 @@ def sample_rows(n: int, size: int, seed: int) -> np.ndarray:
 def max_lists(n: int) -> int:
     """The most k-means lists `n` training points support (`MIN_POINTS_PER_LIST` each)."""
     return n // MIN_POINTS_PER_LIST
+
+
+# How far a normalised vector's length may stray from 1: fp16 and int8 encoders round, a
+# flipped byte in a stored float does far worse (norm 1.295, 1e38, NaN).
+UNIT_NORM_TOLERANCE = 1e-2
+
+
+def vector_problem(x: np.ndarray, unit: bool) -> str | None:
+    """Why the rows of `x` cannot be used (the first bad row: a NaN or infinite value, or a
+    length other than 1 when `unit`), or None when they can."""
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        return f"row {row} holds a NaN or infinite value ({(~finite).sum()} rows in all)"
+    if unit and len(x):
+        norms = np.linalg.norm(x.astype("float64"), axis=1)
+        off = np.abs(norms - 1.0) > UNIT_NORM_TOLERANCE
+        if off.any():
+            row = int(np.flatnonzero(off)[0])
+            return (f"row {row} has length {norms[row]:.4g}, expected 1 (normalised vectors; "
+                    f"{off.sum()} rows off)")
+    return None
+
+
+def checked_vectors(column: pa.ChunkedArray | pa.Array, where: str, unit: bool) -> np.ndarray:
+    """`arrow_to_vectors`, refused (ValueError naming `where` and the row) when a vector is
+    not finite or, for normalised vectors (`unit`), not of length 1."""
+    x = arrow_to_vectors(column)
+    problem = vector_problem(x, unit)
+    if problem:
+        raise ValueError(f"{where}: {problem}; rerun the stage that wrote it")
+    return x

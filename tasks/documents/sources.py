@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import io
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -47,18 +48,31 @@ class SourceFile(NamedTuple):
     facts: dict[str, Any] | None = None
 
 
-def _entries(folder: Path) -> dict[str, Path]:
+def _rel_name(path: Path, folder: Path) -> str:
+    """`path` relative to `folder`, POSIX, a name that is not UTF-8 kept visible as
+    backslash escapes."""
+    rel = path.relative_to(folder).as_posix()
+    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _entries(folder: Path, unlisted: dict[str, str] | None = None) -> dict[str, Path]:
     """Relative name -> path of every file and every symbolic link under `folder`; real
-    folders are walked, linked ones never (so a link loop cannot trap the walk). A name that
-    is not UTF-8 keeps its bytes visible as backslash escapes."""
+    folders are walked, linked ones never (so a link loop cannot trap the walk). A folder
+    that cannot be listed (no permission) goes into `unlisted` with the reason, when given,
+    so that its loss is a reject, not a silence."""
+
+    def note(err: OSError) -> None:
+        if unlisted is not None and err.filename is not None:
+            rel = _rel_name(Path(err.filename), folder)
+            unlisted[rel] = f"folder cannot be listed ({err.strerror}): its files are not read"
+
     out = {}
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=note, followlinks=False):
         for name in [*filenames, *dirnames]:
             path = Path(dirpath) / name
             if name in dirnames and not path.is_symlink():
                 continue
-            rel = path.relative_to(folder).as_posix()
-            out[rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")] = path
+            out[_rel_name(path, folder)] = path
     return out
 
 
@@ -92,15 +106,28 @@ def unreadable_entries(folder: Path) -> list[Path]:
 def _local_files(folder: Path, cfg: IngestConfig) -> Iterator[SourceFile]:
     if not folder.is_dir():
         raise ValueError(f"ingest.source: {folder} is not a folder")
-    root, entries = folder.resolve(), _entries(folder)
+    unlisted: dict[str, str] = {}
+    root, entries = folder.resolve(), _entries(folder, unlisted)
+    for rel in sorted(r for r in unlisted if not _excluded(r, cfg)):
+        yield SourceFile(rel, unlisted[rel])
     for rel in select_paths(list(entries), cfg):
         path = entries[rel]
         reason = unreadable_reason(path, root)
         if reason is not None:
             yield SourceFile(rel, reason)
             continue
-        yield SourceFile(rel, lambda p=path: open(p, "rb"), path.stat().st_size,
-                         sha256_file(path))
+        try:
+            digest = sha256_file(path)
+        except OSError as err:  # no permission, an I/O error: a reject, not a dead run
+            yield SourceFile(rel, f"file cannot be read ({err.strerror})")
+            continue
+        yield SourceFile(rel, lambda p=path: open(p, "rb"), path.stat().st_size, digest)
+
+
+def _excluded(rel_folder: str, cfg: IngestConfig) -> bool:
+    """Whether the exclude globs drop everything under a folder (e.g. `**/.*/**`)."""
+    return any(_glob_match(f"{rel_folder}/x", g) or _glob_match(rel_folder, g)
+               for g in cfg.exclude)
 
 
 def _s3_objects(url: str, cfg: IngestConfig) -> Iterator[SourceFile]:
@@ -138,3 +165,44 @@ def source_files(cfg: IngestConfig, root: Path) -> list[SourceFile] | Iterator[S
     if s3.is_s3(cfg.source):
         return _s3_objects(cfg.source, cfg)
     return list(_local_files((root / cfg.source).resolve(), cfg))
+
+
+def _entry_row(rel: str, path: Path) -> dict[str, Any]:
+    """What the listing says of one local entry, from `lstat` alone: nothing is opened and
+    no link followed."""
+    try:
+        st = path.lstat()
+    except OSError as err:
+        return {"path": rel, "error": err.strerror}
+    kind = ("link" if stat.S_ISLNK(st.st_mode) else "file" if stat.S_ISREG(st.st_mode)
+            else "fifo" if stat.S_ISFIFO(st.st_mode) else "other")
+    row: dict[str, Any] = {"path": rel, "kind": kind, "size": st.st_size,
+                           "mtime_ns": st.st_mtime_ns}
+    if kind == "link":
+        row["target"] = os.fsdecode(os.readlink(path)).encode(
+            "utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return row
+
+
+def source_listing(cfg: IngestConfig, root: Path) -> list[dict[str, Any]]:
+    """What DVC compares for `ingest.source` in place of hashing it: one row per entry
+    of a local folder, selected or not (evaluate reads BEIR queries and qrels beside the
+    documents), from ingest's own walker (path, kind, size, mtime; a link's target; a
+    folder that cannot be listed), or one per object of an S3 prefix (key, size, ETag).
+
+    DVC's own hashing stops a run on a symlink loop or a name that is not UTF-8, and would
+    read what links point to outside the folder; this never opens a file.
+    """
+    if s3.is_s3(cfg.source):
+        bucket, prefix = s3.parse_s3_url(cfg.source)
+        client = s3.make_client(s3.S3Settings(cfg.s3_endpoint_url, cfg.s3_region,
+                                              cfg.s3_max_attempts))
+        return [{"path": o["key"], "size": o["size"], "etag": o["etag"]}
+                for o in sorted(s3.list_objects(client, bucket, prefix), key=lambda o: o["key"])]
+    folder = (root / cfg.source).resolve()
+    if not folder.is_dir():
+        raise ValueError(f"ingest.source: {folder} is not a folder")
+    unlisted: dict[str, str] = {}
+    rows = [_entry_row(rel, path) for rel, path in _entries(folder, unlisted).items()]
+    rows += [{"path": rel, "error": why} for rel, why in unlisted.items()]
+    return sorted(rows, key=lambda r: r["path"])

@@ -57,9 +57,10 @@ def load_encoder(name: str, revision: str | None, max_seq_length: int, runtime: 
     else:
         from tasks.encoders.onnx import load_onnx_encoder as load  # noqa: PLC0415
     folder = resolve_model_path(name, revision)
+    # the PyTorch reference checks a new export once: loaded uncached, so it is freed after
     return load(folder, files_digest(folder), runtime.precision, max_seq_length,
                 load_tokenizer(name, revision),
-                lambda: load_torch_encoder(name, revision, "cpu", max_seq_length))
+                lambda: load_torch_encoder.__wrapped__(name, revision, "cpu", max_seq_length))
 
 
 @lru_cache(maxsize=4)

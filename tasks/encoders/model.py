@@ -289,10 +289,18 @@ def token_counter(name: str, revision: str | None, max_seq_length: int
 
 @lru_cache(maxsize=4)
 def load_tokenizer(name: str, revision: str | None = None) -> Any:
-    """The encoder's own fast tokenizer (offsets are needed to cut text exactly)."""
-    from transformers import AutoTokenizer  # noqa: PLC0415
+    """The encoder's own fast tokenizer (offsets are needed to cut text exactly): the class
+    its `tokenizer_config.json` names, which AutoTokenizer would pick, loaded without
+    AutoTokenizer, whose module imports torch (230 MB of RSS, a second) for model configs."""
+    import transformers  # noqa: PLC0415
 
-    tok = AutoTokenizer.from_pretrained(str(resolve_model_path(name, revision)), use_fast=True)
+    folder = resolve_model_path(name, revision)
+    config = folder / "tokenizer_config.json"
+    named = (json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class") or ""
+             if config.is_file() else "")
+    cls = (getattr(transformers, f"{named}Fast", None) or getattr(transformers, named, None)
+           if named else None)
+    tok = (cls or transformers.AutoTokenizer).from_pretrained(str(folder), use_fast=True)
     if not tok.is_fast:
         raise ValueError(f"encode.model: {name!r} has no fast tokenizer; offsets need one")
     return tok

@@ -1,14 +1,19 @@
 """Content-addressed vector store: (embedding space, sha256 of the exact model input) -> vector.
 
-Layout: `<cache>/<space>/part-<digest>.parquet`, columns `key` (hex sha256 of prefix + text)
+Layout: `<cache>/<space>/part-<sha256>.parquet`, columns `key` (hex sha256 of prefix + text)
 and `vector` (`fixed_size_list<float32>[d]`). A space is the model fingerprint (files, length,
 normalisation, prefixes), so a model change can never return another space's vectors.
 Shards are only ever added (append-friendly, DVC-friendly) until `gc` rewrites them.
+A shard's name is the sha256 of its bytes: `verify` checks it, and that every vector is
+finite (and of length 1 where normalised), before a run uses the space; a shard that fails
+is named in the log and deleted, so its texts are encoded again, never used.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,11 +25,13 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from tasks.core.catalog import VECTOR_COLUMN
-from tasks.core.fingerprint import sha256_text
-from tasks.core.io import pid_alive
-from tasks.core.vectors import arrow_to_vectors, vectors_to_arrow
+from tasks.core.fingerprint import sha256_file, sha256_text
+from tasks.core.io import pid_alive, raise_disk_full_at
+from tasks.core.vectors import arrow_to_vectors, vector_problem, vectors_to_arrow
 
 ROW_GROUP_ROWS = 8192  # a lookup reads the vectors of whole row groups that hold a hit
+SHARD_NAME = re.compile(r"part-([0-9a-f]{64})\.parquet")
+log = logging.getLogger(__name__)
 
 
 def text_keys(texts: Iterable[str], prefix: str) -> list[str]:
@@ -76,12 +83,62 @@ def append(cache: Path, space: str, keys: list[str], x: np.ndarray) -> Path | No
         return None
     folder = _space_dir(cache, space)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"part-{sha256_text(''.join(sorted(keys)))[:24]}.parquet"
-    tmp = folder / f".{path.name}.tmp-{os.getpid()}"
-    pq.write_table(pa.table({"key": keys, VECTOR_COLUMN: vectors_to_arrow(x)}), tmp,
-                   compression="zstd", row_group_size=ROW_GROUP_ROWS)
-    os.replace(tmp, path)
+    tmp = folder / f".part-{sha256_text(''.join(sorted(keys)))[:24]}.parquet.tmp-{os.getpid()}"
+    try:
+        pq.write_table(pa.table({"key": keys, VECTOR_COLUMN: vectors_to_arrow(x)}), tmp,
+                       compression="zstd", row_group_size=ROW_GROUP_ROWS)
+        path = folder / f"part-{sha256_file(tmp)}.parquet"  # the name is the checksum
+        os.replace(tmp, path)
+    except OSError as err:  # a full disk: no half-written shard stays, the file is named
+        tmp.unlink(missing_ok=True)
+        raise_disk_full_at(err, tmp)
+        raise
+    except BaseException:  # an interrupt: no half-written shard stays
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def shard_problem(shard: Path, d: int | None, unit: bool) -> str | None:
+    """Why a shard cannot be used (its bytes are not those its name's checksum names, it
+    cannot be read, a vector is not finite or, when `unit`, not of length 1, or vectors are
+    not `d`-d), or None."""
+    name = SHARD_NAME.fullmatch(shard.name)
+    if name is None:
+        return "no checksum in its name (written before shards carried one)"
+    if sha256_file(shard) != name.group(1):
+        return "its bytes do not match the checksum in its name (corrupted)"
+    try:
+        with pq.ParquetFile(shard) as pf:
+            for i in range(pf.num_row_groups):
+                x = arrow_to_vectors(pf.read_row_group(i, columns=[VECTOR_COLUMN]).column(0))
+                if d is not None and x.shape[1] != d:
+                    return f"its vectors are {x.shape[1]}-d, the model gives {d}-d"
+                problem = vector_problem(x, unit)
+                if problem:
+                    return f"row group {i}: {problem}"
+    except (OSError, pa.ArrowException, TypeError) as err:
+        return f"unreadable ({err})"
+    return None
+
+
+def verify(cache: Path, space: str | None = None, d: int | None = None, unit: bool = False,
+           drop: bool = True) -> list[tuple[Path, str]]:
+    """Check every shard of `space` (of every space when None): (shard, why) for each that
+    fails `shard_problem`, each logged by name and, with `drop`, deleted so that its texts
+    are encoded again."""
+    folders = [_space_dir(cache, space)] if space else sorted(
+        p for p in Path(cache).iterdir() if p.is_dir())
+    bad = []
+    for shard in sorted(s for f in folders if f.is_dir() for s in f.glob("part-*.parquet")):
+        problem = shard_problem(shard, d, unit)
+        if problem:
+            log.warning("vector cache: %s %s; %s", shard, problem,
+                        "dropped, its texts are encoded again" if drop else "not used")
+            bad.append((shard, problem))
+            if drop:
+                shard.unlink(missing_ok=True)
+    return bad
 
 
 def remove_leftovers(cache: Path) -> int:
@@ -97,12 +154,14 @@ def remove_leftovers(cache: Path) -> int:
 
 
 def gc(cache: Path, keep: dict[str, set[str]]) -> dict[str, int]:
-    """Keep only `keep[space]` keys; drop other spaces and leftovers of killed writers.
-    Returns rows kept and dropped."""
+    """Keep only `keep[space]` keys; drop other spaces, leftovers of killed writers and
+    shards that fail `verify`. Returns rows kept and dropped."""
     remove_leftovers(cache)
     kept = dropped = 0
     wanted = {space[:32]: keys for space, keys in keep.items()}
     for folder in sorted(p for p in Path(cache).iterdir() if p.is_dir()):
+        if folder.name in wanted:  # never carry a damaged shard's rows into a new one
+            verify(cache, folder.name)
         shards = sorted(folder.glob("part-*.parquet"))
         if folder.name not in wanted:
             dropped += sum(pq.read_metadata(s).num_rows for s in shards)

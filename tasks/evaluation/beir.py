@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tasks.core.fingerprint import canonical_json, sha256_file, sha256_text
 from tasks.documents.decoding import make_doc_id
 
 
@@ -19,6 +20,14 @@ def find_beir_sets(source: Path) -> list[tuple[str, Path, Path, Path]]:
         if corpus.is_file() and qrels:
             found.append((corpus.relative_to(source).as_posix(), corpus, queries, qrels[0]))
     return found
+
+
+def labels_digest(source: Path) -> str:
+    """One hash over the BEIR queries and qrels files `find_beir_sets` reads under `source`
+    (relative path, content sha256): the labels that decide the evaluation."""
+    files = sorted({p for _, _, queries, qrels in find_beir_sets(source) for p in (queries, qrels)})
+    return sha256_text(canonical_json([(p.relative_to(source).as_posix(), sha256_file(p))
+                                       for p in files]))
 
 
 def read_beir(rel_corpus: str, queries: Path, qrels: Path

@@ -2,8 +2,8 @@
 
 `search`: an index folder loaded whole, and its chain (model, prefix, transform, FAISS
 search parameter) applied to queries. `transform`: the PCA / whitening / L2 transform.
-`ids`: stable FAISS ids of chunks and the id -> row map. `recall`: recall@k against exact
-search and the sweep of nprobe / efSearch. `probes`: label-free query-like probes.
+`probes`: label-free query-like probes. FAISS ids, recall against exact search and the
+search-parameter sweep live in `tasks.indexing`.
 
-Imports: `tasks.core`, `tasks.encoders`, `tasks.documents`.
+Imports: `tasks.core`, `tasks.encoders`, `tasks.documents`, `tasks.indexing`.
 """

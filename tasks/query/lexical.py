@@ -136,27 +136,59 @@ class LexicalIndex:
             scores[q, :len(top)] = [sc for _, sc in top]
         return scores, rows
 
+    def doc_freqs(self, tokens: list[str]) -> np.ndarray:
+        """How many lexical documents hold each token (0 for a token not in the index)."""
+        vocab, indptr = self.index.vocab_dict, self.index.scores["indptr"]
+        ids = [vocab.get(t) for t in tokens]
+        return np.array([0 if i is None else int(indptr[i + 1] - indptr[i]) for i in ids],
+                        dtype="int64")
 
-def fuse_rrf(ranked: list[tuple[np.ndarray, float]], rrf_k: int, k: int
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """Reciprocal rank fusion: each row scores sum(weight / (rrf_k + rank)) over the lists
-    that hold it (rank from 1); ties go to the smaller row number, so results are stable.
+    def idf(self, tokens: list[str]) -> np.ndarray:
+        """BM25 (Lucene) idf of each token over the lexical documents; 0 where absent."""
+        df = self.doc_freqs(tokens)
+        idf = np.log(1.0 + (self.docs - df + 0.5) / (df + 0.5))
+        return np.where(df > 0, idf, 0.0)
 
-    Args:
-        ranked: (rows (nq, n) with -1 for none, weight) per retrieval side.
-        rrf_k: the fusion constant (60 in the original paper).
-        k: rows kept per query.
-    """
-    nq = ranked[0][0].shape[0]
-    scores = np.zeros((nq, k), dtype="float32")
-    rows = np.full((nq, k), -1, dtype="int64")
-    for q in range(nq):
-        fused: dict[int, float] = {}
-        for side, weight in ranked:
-            for rank, row in enumerate(side[q].tolist(), 1):
-                if row >= 0:
-                    fused[row] = fused.get(row, 0.0) + weight / (rrf_k + rank)
-        best = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:k]
-        rows[q, :len(best)] = [r for r, _ in best]
-        scores[q, :len(best)] = [s for _, s in best]
-    return scores, rows
+    def stored_score(self, token: str, doc: int) -> float:
+        """The index's BM25 contribution of `token` to lexical document `doc` (0 if none)."""
+        t = self.index.vocab_dict.get(token)
+        if t is None:
+            return 0.0
+        indptr, scores = self.index.scores["indptr"], self.index.scores
+        lo, hi = int(indptr[t]), int(indptr[t + 1])
+        at = np.flatnonzero(scores["indices"][lo:hi] == doc)
+        return float(scores["data"][lo + at[0]]) if len(at) else 0.0
+
+    def masked_score(self, query: list[str], doc: int, original: list[str],
+                     masked: list[str]) -> float:
+        """The BM25 score `query` would give lexical document `doc` had its tokens been
+        `masked` instead of `original`, under the same idf and average length.
+
+        The document's length normalisation is read back from a score the index stored for
+        it (BM25: s = idf tf / (tf + k1 norm), norm = 1 - b + b len / avgdl), so the average
+        length, which bm25s does not keep, is not needed: the masked norm is
+        1 - b + (norm - 1 + b) len' / len.
+        """
+        if not original or not query:
+            return 0.0
+        tf_orig = _counts(original)
+        probe = original[0]
+        s0, idf0 = self.stored_score(probe, doc), float(self.idf([probe])[0])
+        k1, b = self.cfg.bm25_k1, self.cfg.bm25_b
+        if s0 <= 0 or idf0 <= 0:
+            return 0.0
+        tf0 = tf_orig[probe]
+        norm = (tf0 * idf0 / s0 - tf0) / k1
+        norm_m = 1.0 - b + (norm - 1.0 + b) * len(masked) / len(original)
+        tf = _counts(masked)
+        idf = self.idf(query)
+        return float(sum(i * tf[t] / (tf[t] + k1 * norm_m) for t, i in zip(query, idf,
+                                                                          strict=True)
+                         if tf.get(t) and i > 0))
+
+
+def _counts(tokens: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t in tokens:
+        out[t] = out.get(t, 0) + 1
+    return out

@@ -2,7 +2,9 @@
 
 dense: query -> prefix -> encoder -> transform (PCA, whitening, L2) -> FAISS with the tuned
 search parameter -> rows of chunks.parquet. lexical: query -> tokens -> BM25. hybrid: both
-sides' top candidates fused by reciprocal rank. Each hit carries the chunks deduplicated onto
+sides' top candidates fused (tasks/query/fusion.py) as the index chose at build
+(tasks/query/fusion_choice.py) or the params say, each query's weight moved by its own
+evidence (tasks/query/weights.py). Each hit carries the chunks deduplicated onto
 it (its group), so dedup shrinks the index, never what a query can reach.
 """
 
@@ -29,17 +31,15 @@ from tasks.core.catalog import (
 )
 from tasks.core.config import EncodeConfig, SearchConfig
 from tasks.encoders.tuned import model_folder, tuned_config
-from tasks.query.ids import IdMap
-from tasks.query.lexical import LexicalIndex, fuse_rrf
+from tasks.indexing.ids import IdMap
+from tasks.indexing.ondisk import read_index_file
+from tasks.indexing.recall import set_search_param
+from tasks.query.fusion import SearchPlan, fuse_plan, resolve_plan
+from tasks.query.lexical import LexicalIndex
 from tasks.query.transform import VectorTransform
+from tasks.query.weights import query_alphas
 
-MODES = ("dense", "lexical", "hybrid")
-
-
-def set_search_param(index: faiss.Index, name: str | None, value: int | None) -> None:
-    """Set nprobe / efSearch through FAISS's ParameterSpace (works on wrapped indexes too)."""
-    if name is not None and value is not None:
-        faiss.ParameterSpace().set_index_parameter(index, name, value)
+CARD_CHOICE = "search_choice"  # the index card's key for the fusion chosen at build
 
 
 def query_encode_config(model: dict[str, Any], models: Path | None = None) -> EncodeConfig:
@@ -66,10 +66,11 @@ def query_encode_config(model: dict[str, Any], models: Path | None = None) -> En
     return tuned_config(cfg, model_folder(model["tuned"], models))
 
 
-def encode_queries(model: dict[str, Any], transform: VectorTransform, texts: list[str],
-                   where: str = "index", models: Path | None = None) -> np.ndarray:
-    """Embed query texts exactly as the index expects: model, query prefix, transform; a
-    tuned model is read from its folder in `models`.
+def encode_texts(model: dict[str, Any], transform: VectorTransform, texts: list[str],
+                 where: str = "index", side: int = 1, models: Path | None = None
+                 ) -> np.ndarray:
+    """Embed texts exactly as the index expects: model, prefix (`side` 1: the query prefix,
+    0: the passage prefix), transform; a tuned model is read from its folder in `models`.
 
     Raises ValueError when the model found here is not the one `model` was stamped with.
     """
@@ -85,10 +86,22 @@ def encode_queries(model: dict[str, Any], transform: VectorTransform, texts: lis
         )
     if not texts:
         return np.zeros((0, transform.d_out), dtype="float32")
-    x = encoder_for(cfg).encode([prefixes(cfg)[1] + t for t in texts],
+    x = encoder_for(cfg).encode([prefixes(cfg)[side] + t for t in texts],
                                 normalize_embeddings=cfg.normalize, convert_to_numpy=True,
                                 show_progress_bar=False)
     return transform.apply(np.asarray(x, dtype="float32"))
+
+
+def encode_queries(model: dict[str, Any], transform: VectorTransform, texts: list[str],
+                   where: str = "index", models: Path | None = None) -> np.ndarray:
+    """Queries embedded as the index expects them (`encode_texts` with the query prefix)."""
+    return encode_texts(model, transform, texts, where, side=1, models=models)
+
+
+def encode_passages(model: dict[str, Any], transform: VectorTransform, texts: list[str],
+                    where: str = "index", models: Path | None = None) -> np.ndarray:
+    """Passages embedded as the encode stage embeds chunks (with the passage prefix)."""
+    return encode_texts(model, transform, texts, where, side=0, models=models)
 
 
 def lexical_rows(members: pa.Table, row: dict[str, int]) -> np.ndarray:
@@ -138,40 +151,60 @@ class IndexFolder:
         return encode_queries(self.model, self.transform, texts, where=str(self.path),
                               models=self.path)
 
+    @property
+    def plan(self) -> SearchPlan:
+        """The plan `embedpipe search` runs with by default (see `resolve_plan`)."""
+        return resolve_plan(self.search, self.card.get(CARD_CHOICE))
+
     def rank(self, queries: list[str], depth: int, mode: str | None = None,
-             xq: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, chunk rows), (nq, depth), -1 past the end, in `mode` (default: the
-        folder's). A query with no lexical match (only stopwords, say) is answered dense.
-        `xq`: the queries already embedded (`encode_queries`), to rank in several modes."""
-        mode = mode or self.search.mode
-        if mode not in MODES:
-            raise ValueError(f"search mode {mode!r}: expected one of {', '.join(MODES)}")
+             xq: np.ndarray | None = None, fusion: str | None = None,
+             alpha: float | None = None, weighting: bool | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, chunk rows), (nq, depth), -1 past the end, as `resolve_plan` says from
+        the arguments and the folder's settings. A query with no lexical match (only
+        stopwords, say) is answered dense. `xq`: the queries already embedded
+        (`encode_queries`), to rank in several modes."""
+        plan = resolve_plan(self.search, self.card.get(CARD_CHOICE), mode, fusion, alpha,
+                            weighting)
         depth = min(depth, self.index.ntotal)
-        if mode == "dense" or self.lexical is None or not queries:
+        if plan.mode == "dense" or self.lexical is None or not queries:
             return self.search_vectors(self._embedded(queries, xq), depth)
         wide = max(depth, self.search.candidates)
-        lex_scores, lex_rows = self.lexical.search(queries, wide)
-        if mode == "lexical":
-            scores, rows = lex_scores[:, :depth].copy(), lex_rows[:, :depth].copy()
+        lexical = self.lexical.search(queries, wide)
+        if plan.mode == "lexical":
+            scores, rows = lexical[0][:, :depth].copy(), lexical[1][:, :depth].copy()
             empty = np.flatnonzero(rows[:, 0] < 0)
             if len(empty):
                 xe = (self.encode_queries([queries[i] for i in empty]) if xq is None
                       else xq[empty])
                 scores[empty], rows[empty] = self.search_vectors(xe, depth)
             return scores, rows
-        _, dense_rows = self.search_vectors(self._embedded(queries, xq), wide)
-        return fuse_rrf([(dense_rows, self.search.dense_weight),
-                         (lex_rows, self.search.lexical_weight)], self.search.rrf_k, depth)
+        dense = self.search_vectors(self._embedded(queries, xq), wide)
+        return fuse_plan(plan, dense, lexical, self.plan_alphas(plan, queries, lexical[0]),
+                         self.search, depth)
+
+    def plan_alphas(self, plan: SearchPlan, queries: list[str], lex_scores: np.ndarray
+                    ) -> np.ndarray:
+        """Each query's dense weight under `plan`: its alpha, moved by the query's own
+        evidence when the plan weights per query."""
+        alpha = float(plan.alpha if plan.alpha is not None else 0.5)
+        if not plan.weighting or self.lexical is None:
+            return np.full(len(queries), alpha)
+        tokens = self.lexical.tokens(queries)
+        return query_alphas(queries, tokens, [self.lexical.doc_freqs(t) for t in tokens],
+                            self.lexical.docs, lex_scores, alpha)
 
     def _embedded(self, queries: list[str], xq: np.ndarray | None) -> np.ndarray:
         return self.encode_queries(queries) if xq is None else xq
 
     def search_text(self, queries: list[str], k: int = 5, mode: str | None = None,
-                    expand: str | None = None) -> list[list[dict[str, Any]]]:
-        """Top-k chunk rows (with `score`) for each query text; `expand` (default: the
-        folder's `expand_duplicates`) adds each hit's group as `members` or as rows."""
+                    expand: str | None = None, fusion: str | None = None,
+                    alpha: float | None = None) -> list[list[dict[str, Any]]]:
+        """Top-k chunk rows (with `score`) for each query text, ranked as `rank` says;
+        `expand` (default: the folder's `expand_duplicates`) adds each hit's group as
+        `members` or as rows."""
         expand = expand or self.search.expand_duplicates
-        scores, ids = self.rank(queries, k, mode)
+        scores, ids = self.rank(queries, k, mode, fusion=fusion, alpha=alpha)
         hit_rows = sorted({int(i) for i in ids.ravel() if i >= 0})  # not the whole table
         rows = dict(zip(hit_rows, self.chunks.take(pa.array(hit_rows, pa.int64())).to_pylist(),
                         strict=True))
@@ -192,17 +225,45 @@ class IndexFolder:
         return out
 
 
-def load_index_folder(path: Path | str) -> IndexFolder:
-    """Load an index folder written by the index stage; ValueError names what is missing."""
+REPAIR = ("A published version is written again from the workspace's index by `embedpipe "
+          "stage publish` (or `embedpipe run`); the workspace's own index folder by `embedpipe "
+          "stage index`.")
+
+
+def check_index_folder(path: Path, fast: bool = True) -> None:
+    """Refuse a folder whose files are not those its manifest lists (sizes always, sha256
+    once per change: `tasks.core.integrity`), naming the file and the fix."""
+    from tasks.core.config import cache_root  # noqa: PLC0415
+    from tasks.core.integrity import folder_problems  # noqa: PLC0415
+
+    problems = folder_problems(path, cache_root() / "verified", fast)
+    if problems:
+        raise ValueError("; ".join(f"{path / name}: {why}" for name, why in problems)
+                         + f". The folder is not used. {REPAIR}")
+
+
+def load_index_folder(path: Path | str, verify: bool = True, fast: bool = True
+                      ) -> IndexFolder:
+    """Load an index folder written by the index stage, checked first against its manifest
+    (`check_index_folder`; `fast=False` hashes every file); ValueError names what is missing
+    or damaged and the fix."""
     path = Path(path)
     missing = [f.name for f in (INDEX, INDEX_CHUNKS, INDEX_MODEL, INDEX_CARD, INDEX_TRANSFORM,
                                 INDEX_SEARCH, INDEX_MEMBERS) if not (path / f.name).is_file()]
     if missing:
         raise ValueError(f"{path}: not an index folder (missing {', '.join(missing)}); "
                          "run the pipeline first")
-    index = faiss.read_index(str(path / INDEX.name))
+    if verify:
+        check_index_folder(path, fast)
+    index = read_index_file(path / INDEX.name)  # on-disk lists: memory-mapped
     card = json.loads((path / INDEX_CARD.name).read_text(encoding="utf-8"))
     set_search_param(index, card.get("search_param"), card.get("search_value"))
+    return assemble_folder(path, index, card)
+
+
+def assemble_folder(path: Path, index: faiss.Index, card: dict[str, Any]) -> IndexFolder:
+    """An index folder from its FAISS index and card (in memory: the index stage uses this
+    before the card is written) and its other files under `path`."""
     chunks = pq.read_table(path / INDEX_CHUNKS.name)
     if chunks.num_rows != index.ntotal:
         raise ValueError(f"{path}: {chunks.num_rows} chunk rows for {index.ntotal} vectors")
@@ -215,3 +276,16 @@ def load_index_folder(path: Path | str) -> IndexFolder:
         IdMap(chunks.column("int_id").to_numpy()), search, group_members(members, row),
         LexicalIndex.load(path, search, lexical_rows(members, row)) if index.ntotal
         else None)
+
+
+def search_summary(path: Path) -> str | None:
+    """One line: how the index folder at `path` answers queries by default and, when it was
+    chosen at build, why; None when there is no index there."""
+    if not (path / INDEX_CARD.name).is_file() or not (path / INDEX_SEARCH.name).is_file():
+        return None
+    card = json.loads((path / INDEX_CARD.name).read_text(encoding="utf-8"))
+    cfg = SearchConfig.model_validate_json((path / INDEX_SEARCH.name).read_text("utf-8"))
+    choice = card.get(CARD_CHOICE)
+    line = f"search: {resolve_plan(cfg, choice).describe()}"
+    return line + (f" (chosen on {choice['probes']} probes: {choice['reason']})" if choice
+                   else " (as search params fix it)")

@@ -30,18 +30,17 @@ def churn(before: set[str], now: set[str]) -> float:
     return len(before ^ now) / max(len(before), 1)
 
 
-def previous_training(out_dir: Path, config: Any, facts: dict[str, Any], keys: list[str],
+def previous_training(out_dir: Path, decided_by: dict[str, Any], keys: list[str],
                       limit: float) -> tuple[dict[str, Any], float] | None:
     """(the previous manifest, churn) when the previous output was trained with the same
-    params (`config`) and base model (`facts`) on chunks that changed by at most `limit`
-    since; else None."""
+    params and base model (its manifest's `decided_by`) on chunks that changed by at most
+    `limit` since; else None."""
     try:
         prev = read_manifest(out_dir, "finetune")
     except ValueError:
         return None
     trained = out_dir / FINETUNE_TRAINED.name
-    if (prev.get("config") != config or prev.get("facts") != facts or "gate" not in prev
-            or not trained.is_file()):
+    if prev.get("decided_by") != decided_by or "gate" not in prev or not trained.is_file():
         return None
     share = churn(set(pq.read_table(trained).column("text_key").to_pylist()), set(keys))
     return (prev, share) if share <= limit else None

@@ -3,6 +3,8 @@ flow, each `dvc repro` stage command) when this folder is on PYTHONPATH.
 
 - `EMBEDPIPE_CRASH_LOG`: a file each point reached is appended to, one `<stage> <point>` line.
 - `EMBEDPIPE_CRASH_AT`: `<stage> <point>`: SIGKILL this process's whole group on reaching it.
+- `EMBEDPIPE_CRASH_SIGNAL`: another signal to send instead (`SIGTERM`, `SIGINT`); the time it
+  is sent (`time.time()`) is appended to the log as `<stage> <point> sent <time>`.
 
 Points, counted per stage within one process:
 - `write N`: the Nth table batch or file a stage writes into its temporary output folder;
@@ -19,6 +21,7 @@ import os
 import re
 import signal
 import sys
+import time
 from pathlib import Path
 
 _LOG = os.environ.get("EMBEDPIPE_CRASH_LOG")
@@ -37,7 +40,11 @@ def reached(stage: str, kind: str, counted: bool = True) -> None:
         with open(_LOG, "a", encoding="utf-8") as f:
             f.write(point + "\n")
     if point == _AT:
-        os.killpg(os.getpgid(0), signal.SIGKILL)
+        signum = getattr(signal, os.environ.get("EMBEDPIPE_CRASH_SIGNAL", "SIGKILL"))
+        if _LOG:
+            with open(_LOG, "a", encoding="utf-8") as f:
+                f.write(f"{point} sent {time.time()}\n")
+        os.killpg(os.getpgid(0), signum)
 
 
 _real_replace = os.replace

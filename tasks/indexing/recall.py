@@ -15,8 +15,13 @@ import numpy as np
 
 from tasks.core.progress import Progress
 from tasks.core.vectors import sample_rows
-from tasks.query.ids import IdMap
-from tasks.query.search import set_search_param
+from tasks.indexing.ids import IdMap
+
+
+def set_search_param(index: faiss.Index, name: str | None, value: int | None) -> None:
+    """Set nprobe / efSearch through FAISS's ParameterSpace (works on wrapped indexes too)."""
+    if name is not None and value is not None:
+        faiss.ParameterSpace().set_index_parameter(index, name, value)
 
 
 def recall_at_k(found: Sequence[np.ndarray], truth: Sequence[np.ndarray]) -> float:

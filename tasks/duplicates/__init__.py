@@ -1,0 +1,8 @@
+"""Near-duplicate search in k-means cells.
+
+`cells`: the cell math in one process (train on a sample, assign, compare a cell's members
+with the rows probing it). `sharded`: the same search split by cell over an executor, the
+workers reading the vectors by path, so one process and a Dask cluster find the same pairs.
+
+Imports: `tasks.core`.
+"""

@@ -1,0 +1,356 @@
+"""Choosing the search at index build, without labels: dense, lexical, or a fusion.
+
+Probes are query-like texts drawn from a seeded sample of the corpus's documents, each aimed
+at its own document: a question-shaped sentence where the document has one, a heading or
+title, or a plain sentence (inverse cloze), in turn. A probe copied out of a chunk is a
+perfect BM25 match (and a near one for the dense side) for that chunk, so it is taken OUT of
+its document first: every chunk of the document holding the probe text is scored as if that
+occurrence were not there (other mentions of its words stay, as in a real document). No
+second index is built: the target chunks' dense scores come from their masked text encoded
+as passages are, their BM25 scores from the masked tokens under the index's own idf and
+length normalisation (`LexicalIndex.masked_score`); every other chunk keeps the score the
+real index gives it. Probe texts come only from chunks dedup left alone, and never from a
+text a merged duplicate also holds (its twin elsewhere cannot be masked).
+
+Each candidate (dense, lexical, reciprocal rank fusion, convex fusion at each of
+`search.alphas`) ranks the probes through the query side's own fusion code; the probes are
+split in two halves by a seeded shuffle. The best fusion and the best single side are picked
+on the first half and judged on both: the side alone is used where it beats the fusion by
+`search.fusion_margin` in nDCG@10, else the fusion is (`pick` says why this way round).
+Deterministic: seeded samples, no clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from tasks.core.config import SearchConfig
+from tasks.query.fusion import Ranked, SearchPlan, fuse_plan
+from tasks.query.lexical import tokenize
+from tasks.query.search import IndexFolder, encode_passages
+from tasks.query.weights import identifier_share
+
+log = logging.getLogger(__name__)
+
+KINDS = ("question", "heading", "cloze")
+MIN_WORDS, MAX_WORDS = 4, 40  # a probe sentence's length: query-like, not a passage
+MIN_PER_HALF = 10  # fewer probes than this in a half: too few to choose on
+DEPTH = 10
+# Probes need query-sized pieces, not exact sentence boundaries: a light split (no spaCy to
+# load at index build) after sentence-final marks followed by a space and a capital or digit.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(]?[A-Z0-9])")
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$")
+# A line of its own in clean text (HTML headings become such lines): capitalised, 2+ words,
+# no sentence or clause end.
+_HEADING_LINE = re.compile(r"^[A-Z][^.!?:;,]*\s\S*[^.!?:;,\s]$")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A probe query, the document it is aimed at, and the text of each of that document's
+    chunks (by index row) with the probe text taken out."""
+
+    query: str
+    doc_id: str
+    kind: str
+    masked: dict[int, str] = field(default_factory=dict)
+    text: str = ""  # as found in the document (a markdown heading with its marks)
+
+
+def doc_pieces(texts: list[str], title: str | None) -> dict[str, list[str]]:
+    """A document's probe texts by kind: question-shaped sentences, headings (the title when
+    it has 2+ words or is an identifier, markdown heading lines and heading-like lines:
+    capitalised, 2-10 words, no final punctuation, a line of their own), and other
+    sentences of `MIN_WORDS`..`MAX_WORDS` words."""
+    out: dict[str, list[str]] = {k: [] for k in KINDS}
+    if title and (len(title.split()) >= 2 or identifier_share(title) > 0):
+        out["heading"].append(title.strip())
+    for text in texts:
+        own_lines = {ln.strip() for ln in text.split("\n")}
+        for piece in _SENTENCE_END.split(text):
+            for raw in piece.split("\n"):
+                line = raw.strip()
+                heading = _HEADING.match(line)
+                if heading and len(heading.group(1).split()) >= 2 or _HEADING_LINE.match(
+                        line) and line in own_lines and len(line.split()) <= 10:
+                    out["heading"].append(line)
+                elif MIN_WORDS <= len(line.split()) <= MAX_WORDS and not line.startswith("#"):
+                    out["question" if line.endswith("?") else "cloze"].append(line)
+    return {k: list(dict.fromkeys(v)) for k, v in out.items()}
+
+
+def probe_for(doc_id: str, rows: list[int], texts: list[str], title: str | None,
+              turn: int, rng: np.random.Generator, elsewhere: tuple[str, ...] = ()
+              ) -> Probe | None:
+    """One probe of the document from its chunks `texts` (index `rows`; kind
+    `KINDS[turn % 3]` where it has one, else the next kind it has), taken out of each chunk
+    holding it (once: other mentions stay, as they would in a real document); None when
+    it has none, a chunk would be left empty, or the text is also in `elsewhere` (chunks
+    of the document that dedup merged, whose twins cannot be masked)."""
+    pieces = doc_pieces(texts, title)
+    for kind in KINDS[turn % 3:] + KINDS[:turn % 3]:
+        if pieces[kind]:
+            text = pieces[kind][int(rng.integers(len(pieces[kind])))]
+            break
+    else:
+        return None
+    masked = {r: t.replace(text, " ", 1) for r, t in zip(rows, texts, strict=True)
+              if text in t}
+    if any(not m.strip() for m in masked.values()) or any(text in t for t in elsewhere):
+        return None
+    query = _HEADING.sub(r"\1", text) if kind == "heading" else text
+    return Probe(query, doc_id, kind, masked, text)
+
+
+def probe_set(folder: IndexFolder, n: int, seed: int,
+              member_text: dict[str, str] | None = None) -> list[Probe]:
+    """Up to `n` probes, one per document of a seeded sample (`candidate_probes`), without
+    those whose text another document also holds word for word (a boilerplate line aims
+    at no document): found among the top BM25 hits of the probe text itself."""
+    found = candidate_probes(folder, 2 * n, seed, member_text)
+    if not found:
+        return []
+    texts = folder.chunks.column("text").to_pylist()
+    row_docs = _row_docs(folder)
+    _, rows = folder.lexical.search([p.text for p in found], 20)
+    out = [p for p, hits in zip(found, rows.tolist(), strict=True)
+           if not any(r >= 0 and p.doc_id not in row_docs[r] and p.text in texts[r]
+                      for r in hits)]
+    return out[:n]
+
+
+def candidate_probes(folder: IndexFolder, n: int, seed: int,
+                     member_text: dict[str, str] | None) -> list[Probe]:
+    """Up to `n` probes (`probe_for`), one per document of a seeded sample, from the
+    document's chunks; a chunk standing for a duplicate group only when its members' texts
+    (`member_text`: chunk_id -> text) are known, to keep the probe text out of them; a
+    title only where no other document has it."""
+    chunks = folder.chunks.select(["doc_id", "title", "text"]).to_pylist()
+    rows_of: dict[str, list[int]] = {}
+    merged: dict[str, set[int]] = {}  # doc -> rows standing for its merged chunks
+    for row, c in enumerate(chunks):
+        rows_of.setdefault(c["doc_id"], []).append(row)
+        for m in folder.members[row]:
+            merged.setdefault(m["doc_id"], set()).add(row)
+    titles = Counter(chunks[rows[0]]["title"] for rows in rows_of.values())
+    docs, rng, out = sorted(rows_of), np.random.default_rng(seed), []
+    for i in rng.permutation(len(docs)):
+        rows = [r for r in rows_of[docs[i]] if member_text is not None or not folder.members[r]]
+        grouped = (merged.get(docs[i], set()) | set(rows_of[docs[i]])) - set(rows)
+        elsewhere = [chunks[r]["text"] for r in sorted(grouped)] + [
+            member_text[m["chunk_id"]] for r in rows for m in folder.members[r]]
+        title = chunks[rows_of[docs[i]][0]]["title"]  # one shared by several aims at none
+        probe = probe_for(docs[i], rows, [chunks[r]["text"] for r in rows],
+                          title if titles[title] == 1 else None, len(out), rng,
+                          tuple(elsewhere)) if rows else None
+        if probe is not None:
+            out.append(probe)
+        if len(out) >= n:
+            break
+    return out
+
+
+def _row_docs(folder: IndexFolder) -> list[set[str]]:
+    """Per index row, the documents it stands for: its own and its group members'."""
+    return [{d} | {m["doc_id"] for m in ms} for d, ms in zip(
+        folder.chunks.column("doc_id").to_pylist(), folder.members, strict=True)]
+
+
+def _replace(scores: np.ndarray, rows: np.ndarray, masked: dict[int, Any],
+             new: dict[int, float]) -> None:
+    """Take the `masked` rows out of one candidate list (best first) and put them back with
+    their scores `new` (a row absent from `new` no longer matches), in place: the list a
+    second index over the masked texts would give."""
+    keep = [(s, r) for s, r in zip(scores.tolist(), rows.tolist(), strict=True)
+            if r >= 0 and r not in masked]
+    merged = sorted(keep + [(s, r) for r, s in new.items()], key=lambda x: (-x[0], x[1]))
+    merged = merged[:len(rows)]
+    scores[:] = 0.0
+    rows[:] = -1
+    scores[:len(merged)] = [s for s, _ in merged]
+    rows[:len(merged)] = [r for _, r in merged]
+
+
+def masked_dense(folder: IndexFolder, probes: list[Probe], xq: np.ndarray, wide: int
+                 ) -> Ranked:
+    """Dense candidates of the probes with each target chunk scored on its masked text."""
+    scores, rows = folder.search_vectors(xq, wide)
+    scores, rows = scores.astype("float32").copy(), rows.copy()
+    texts = [t for p in probes for t in p.masked.values()]
+    xm = encode_passages(folder.model, folder.transform, texts, where=str(folder.path),
+                         models=folder.path)
+    at = 0
+    for q, p in enumerate(probes):
+        new = {r: float(xm[at + j] @ xq[q]) for j, r in enumerate(p.masked)}
+        at += len(p.masked)
+        _replace(scores[q], rows[q], p.masked, new)
+    return scores, rows
+
+
+def masked_lexical(folder: IndexFolder, probes: list[Probe], wide: int) -> Ranked:
+    """BM25 candidates of the probes with each target chunk scored on its masked tokens
+    (row r's own lexical document is r; a group's members, which do not hold the probe
+    text, keep their scores: the row scores the best of them)."""
+    lex = folder.lexical
+    scores, rows = lex.search([p.query for p in probes], wide)
+    cfg = lex.cfg
+    texts = folder.chunks.column("text")
+    for q, p in enumerate(probes):
+        tokens = tokenize(p.query, cfg.stopwords, cfg.stemmer)
+        new = {}
+        for r, text in p.masked.items():
+            s = lex.masked_score(tokens, r, tokenize(texts[r].as_py(), cfg.stopwords,
+                                                     cfg.stemmer),
+                                 tokenize(text, cfg.stopwords, cfg.stemmer))
+            if folder.members[r]:
+                s = max(s, _member_score(lex, tokens, r))
+            if s > 0:
+                new[r] = s
+        _replace(scores[q], rows[q], p.masked, new)
+    return scores, rows
+
+
+def _member_score(lex: Any, tokens: list[str], row: int) -> float:
+    """The best BM25 score of `tokens` over the lexical documents of `row`'s group members."""
+    known = [t for t in tokens if t in lex.index.vocab_dict]
+    docs = np.flatnonzero(lex.row_of == row)
+    docs = docs[docs != row]
+    if not known or not len(docs):
+        return 0.0
+    return float(lex.index.get_scores(known)[docs].max())
+
+
+def candidate_plans(cfg: SearchConfig) -> list[tuple[str, SearchPlan]]:
+    """The searches the probes compare: each side alone, reciprocal rank fusion, and convex
+    fusion at each of `cfg.alphas` (weighted per query when `cfg.query_weighting`)."""
+    w = cfg.query_weighting
+    total = cfg.dense_weight + cfg.lexical_weight
+    plans = [("dense", SearchPlan("dense")), ("lexical", SearchPlan("lexical")),
+             ("rrf", SearchPlan("hybrid", "rrf", cfg.dense_weight / total if total else 0.5,
+                                w))]
+    plans += [(f"convex@{a:g}", SearchPlan("hybrid", "convex", a, w)) for a in cfg.alphas]
+    return plans
+
+
+def doc_ranks(rows: np.ndarray, row_docs: list[set[str]], probes: list[Probe]
+              ) -> np.ndarray:
+    """Per probe, the rank (from 1) of the first row in `rows` standing for its document
+    (its own, or a chunk dedup merged into it, as search expands groups); 0 if absent."""
+    out = np.zeros(len(probes), dtype="int64")
+    for q, p in enumerate(probes):
+        for rank, r in enumerate(rows[q, :DEPTH].tolist(), 1):
+            if r >= 0 and p.doc_id in row_docs[r]:
+                out[q] = rank
+                break
+    return out
+
+
+def probe_metrics(ranks: np.ndarray) -> dict[str, float]:
+    """nDCG@10 (one relevant document: 1 / log2(1 + rank)), hit@1 and hit@10."""
+    if not len(ranks):
+        return {"ndcg_at_10": 0.0, "hit_at_1": 0.0, "hit_at_10": 0.0}
+    gain = np.where(ranks > 0, 1.0 / np.log2(1.0 + np.maximum(ranks, 1)), 0.0)
+    return {"ndcg_at_10": round(float(gain.mean()), 4),
+            "hit_at_1": round(float((ranks == 1).mean()), 4),
+            "hit_at_10": round(float((ranks > 0).mean()), 4)}
+
+
+def rank_candidates(folder: IndexFolder, probes: list[Probe], dense: Ranked,
+                    lexical: Ranked) -> dict[str, np.ndarray]:
+    """Each candidate plan's document rank per probe, from the masked candidate lists."""
+    queries = [p.query for p in probes]
+    row_docs = _row_docs(folder)
+    out = {}
+    for name, plan in candidate_plans(folder.search):
+        if plan.mode == "dense":
+            rows = dense[1]
+        elif plan.mode == "lexical":
+            rows = lexical[1]
+        else:
+            alphas = folder.plan_alphas(plan, queries, lexical[0])
+            rows = fuse_plan(plan, dense, lexical, alphas, folder.search, DEPTH)[1]
+        out[name] = doc_ranks(rows, row_docs, probes)
+    return out
+
+
+def pick(table: dict[str, dict[str, dict[str, float]]], margin: float) -> tuple[str, str]:
+    """(winner, why) from each candidate's metrics on the `selection` and `held_out` halves:
+    the best single side and the best fusion are picked on the selection half, then judged
+    on both halves (the mean of their nDCG@10): that side alone where it beats the fusion
+    by `margin`, else the fusion.
+
+    Why this way round: probe differences come out compressed against real queries' (on
+    the families corpus a fusion 2.7 nDCG points behind BM25 on probes was 9 hit@10 points
+    behind on the real queries; on the man pages, even on probes, it was 4 points ahead),
+    and a side alone is what loses most where the other side holds the answer."""
+    def ndcg(name: str, half: str) -> float:
+        return table[name][half]["ndcg_at_10"]
+
+    def both(name: str) -> float:
+        return (ndcg(name, "selection") + ndcg(name, "held_out")) / 2
+
+    single = max(("dense", "lexical"), key=lambda n: (ndcg(n, "selection"), n == "dense"))
+    fused = [n for n in table if n not in ("dense", "lexical")]
+    best = max(fused, key=lambda n: ndcg(n, "selection"))  # the first of equals: stable
+    lead = both(single) - both(best)
+    facts = (f"{best} nDCG@10 {both(best):.4f} vs {single} {both(single):.4f} on the probes "
+             f"(selection {ndcg(best, 'selection'):.4f} vs {ndcg(single, 'selection'):.4f}, "
+             f"held-out {ndcg(best, 'held_out'):.4f} vs {ndcg(single, 'held_out'):.4f})")
+    if lead >= margin:
+        return single, f"{facts}: {single} alone (ahead by {lead:.4f} >= margin {margin})"
+    return best, f"{facts}: fused ({single} alone not ahead by the margin {margin})"
+
+
+def _halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded split of `n` probes into a selection half and a held-out half."""
+    order = np.random.default_rng(seed + 1).permutation(n)
+    return np.sort(order[: (n + 1) // 2]), np.sort(order[(n + 1) // 2:])
+
+
+def choose_search(folder: IndexFolder, seed: int, dropped: pa.Table | None = None
+                  ) -> dict[str, Any] | None:
+    """The search the folder answers with under `search.fusion: auto` (mode, fusion,
+    alpha, weighting), with every candidate's probe metrics and why the winner won; None
+    when the params fix the search (mode not hybrid, or fusion not auto) or there is no
+    lexical index. `dropped` (dedup's dropped rows, with their text) lets probes come from
+    chunks standing for a duplicate group too."""
+    cfg = folder.search
+    if cfg.mode != "hybrid" or cfg.fusion != "auto" or folder.lexical is None:
+        return None
+    started = time.perf_counter()
+    member_text = None if dropped is None else dict(zip(
+        dropped.column("dropped_chunk_id").to_pylist(), dropped.column("text").to_pylist(),
+        strict=True))
+    probes = probe_set(folder, cfg.probes, seed, member_text)
+    sel, held = _halves(len(probes), seed)
+    if len(held) < MIN_PER_HALF:
+        return {"mode": "hybrid", "fusion": "rrf", "alpha": None, "probes": len(probes),
+                "reason": f"{len(probes)} probes: too few to choose on; reciprocal rank "
+                "fusion, the fixed default", "candidates": {}}
+    wide = max(DEPTH, cfg.candidates)
+    xq = folder.encode_queries([p.query for p in probes])
+    ranks = rank_candidates(folder, probes, masked_dense(folder, probes, xq, wide),
+                            masked_lexical(folder, probes, wide))
+    table = {name: {"selection": probe_metrics(r[sel]), "held_out": probe_metrics(r[held]),
+                    "by_kind": {k: probe_metrics(r[[i for i, p in enumerate(probes)
+                                                    if p.kind == k]])["hit_at_10"]
+                                for k in KINDS}}
+             for name, r in ranks.items()}
+    winner, why = pick(table, cfg.fusion_margin)
+    plans = dict(candidate_plans(cfg))
+    fused = max((n for n in table if plans[n].mode == "hybrid"),
+                key=lambda n: table[n]["selection"]["ndcg_at_10"])
+    log.info("search choice: %s (%s)", winner, why)
+    return {"mode": plans[winner].mode, "fusion": plans[fused].fusion,
+            "alpha": plans[fused].alpha, "weighting": cfg.query_weighting,
+            "winner": winner, "reason": why, "probes": len(probes),
+            "probe_kinds": {k: sum(p.kind == k for p in probes) for k in KINDS},
+            "seconds": round(time.perf_counter() - started, 3), "candidates": table}

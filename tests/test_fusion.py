@@ -1,0 +1,209 @@
+"""Fusion math, per-query weights, the guard and probe masking, on tiny inline data; one test
+through the real index on the sample corpus (the card records the choice, search uses it)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from tasks.core.config import SearchConfig
+from tasks.query.fusion import (
+    SearchPlan,
+    fuse_convex,
+    fuse_rrf,
+    normalize_scores,
+    resolve_plan,
+)
+from tasks.query.fusion_choice import doc_pieces, pick, probe_for, probe_metrics
+from tasks.query.weights import (
+    LIMITS,
+    identifier_share,
+    is_plain_question,
+    rarity,
+    shifted_alpha,
+    standout,
+)
+
+R = np.array
+
+
+def test_minmax_and_zscore_over_valid_entries_only():
+    s = R([[3.0, 1.0, 2.0, 99.0], [5.0, 5.0, 0.0, 0.0]])
+    valid = R([[True, True, True, False], [True, True, False, False]])
+    mm = normalize_scores(s, valid, "minmax")
+    assert mm[0].tolist() == [1.0, 0.0, 0.5, 0.0]
+    assert mm[1].tolist() == [1.0, 1.0, 0.0, 0.0]  # all equal: each at the top
+    z = normalize_scores(s, valid, "zscore")
+    assert z[0, :3] == pytest.approx([1.2247449, -1.2247449, 0.0])
+    assert z[1].tolist() == [0.0, 0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="minmax or zscore"):
+        normalize_scores(s, valid, "rank")
+
+
+def test_convex_alpha_ends_reproduce_each_side_and_both_sides_count():
+    dense = (R([[0.9, 0.8, 0.7]]), R([[1, 2, 3]]))
+    lexical = (R([[10.0, 6.0, 2.0]]), R([[3, 4, 2]]))
+    assert fuse_convex(dense, lexical, 1.0, "minmax", 3)[1][0].tolist()[:1] == [1]
+    assert fuse_convex(dense, lexical, 0.0, "minmax", 3)[1][0].tolist()[:1] == [3]
+    scores, rows = fuse_convex(dense, lexical, 0.5, "minmax", 4)
+    # row 2: dense 0.5, lexical 0 -> 0.25; row 3: dense 0, lexical 1 -> 0.5;
+    # row 1: dense 1 -> 0.5 (tie with 3: smaller row first); row 4: lexical 0.5 -> 0.25
+    assert rows[0].tolist() == [1, 3, 2, 4]
+    assert scores[0].tolist() == pytest.approx([0.5, 0.5, 0.25, 0.25])
+
+
+def test_convex_per_query_alpha_and_empty_sides():
+    dense = (R([[0.9, 0.1], [0.0, 0.0]]), R([[1, 2], [-1, -1]]))
+    lexical = (R([[1.0, 9.0], [4.0, 2.0]]), R([[1, 2], [5, 6]]))
+    _, rows = fuse_convex(dense, lexical, R([0.9, 0.1]), "minmax", 2)
+    assert rows[0].tolist() == [1, 2]  # mostly dense
+    assert rows[1].tolist() == [5, 6]  # nothing dense: the lexical order
+    _, rows = fuse_convex(dense, lexical, R([0.1, 0.1]), "minmax", 2)
+    assert rows[0].tolist() == [2, 1]
+
+
+def test_rrf_hand_computed_and_per_query_weights():
+    a, b = R([[1, 2, -1]]), R([[2, 3, -1]])
+    scores, rows = fuse_rrf([(a, 1.0), (b, 1.0)], 60, 3)
+    assert rows[0].tolist() == [2, 1, 3]
+    assert scores[0, 0] == pytest.approx(1 / 62 + 1 / 61)
+    _, rows = fuse_rrf([(a, R([0.0])), (b, R([1.0]))], 60, 3)
+    assert rows[0].tolist()[:2] == [2, 3]
+
+
+def test_resolve_plan_reads_the_card_choice():
+    cfg = SearchConfig()
+    choice = {"mode": "dense", "fusion": "convex", "alpha": 0.7}
+    assert resolve_plan(cfg, choice) == SearchPlan("dense")
+    asked = resolve_plan(cfg, choice, mode="hybrid")
+    assert (asked.fusion, asked.alpha) == ("convex", 0.7)
+    assert resolve_plan(cfg, None).fusion == "rrf"  # a card from before the choice
+    fixed = resolve_plan(SearchConfig(fusion="convex", alpha=0.3), choice)
+    assert (fixed.mode, fixed.fusion, fixed.alpha) == ("hybrid", "convex", 0.3)
+    assert resolve_plan(cfg, choice, mode="lexical") == SearchPlan("lexical")
+    with pytest.raises(ValueError, match="expected one of dense, lexical, hybrid"):
+        resolve_plan(cfg, choice, mode="sparse")
+
+
+def _table(sel: dict[str, float], held: dict[str, float]) -> dict:
+    return {n: {"selection": {"ndcg_at_10": sel[n]}, "held_out": {"ndcg_at_10": held[n]}}
+            for n in sel}
+
+
+def test_guard_keeps_one_side_only_when_it_wins_by_the_margin():
+    base = {"dense": 0.60, "lexical": 0.40}
+    win = _table(base | {"rrf": 0.63, "convex@0.5": 0.65}, base | {"rrf": 0.6, "convex@0.5": 0.62})
+    assert pick(win, 0.01)[0] == "convex@0.5"  # picked on the selection half
+    even = _table(base | {"rrf": 0.605, "convex@0.5": 0.595},
+                  base | {"rrf": 0.58, "convex@0.5": 0.7})
+    assert pick(even, 0.01)[0] == "rrf"  # dense ahead by 0.0075 over both halves: fused
+    lex = {"dense": 0.3, "lexical": 0.8}
+    winner, why = pick(_table(lex | {"rrf": 0.79}, lex | {"rrf": 0.78}), 0.01)
+    assert winner == "lexical" and "ahead by 0.0150" in why
+    assert pick(_table(lex | {"rrf": 0.79}, lex | {"rrf": 0.8}), 0.01)[0] == "rrf"
+
+
+def test_probe_metrics_from_ranks():
+    m = probe_metrics(R([1, 3, 0, 2]))
+    assert m["hit_at_1"] == 0.25 and m["hit_at_10"] == 0.75
+    assert m["ndcg_at_10"] == pytest.approx((1 + 0.5 + 1 / np.log2(3)) / 4, abs=1e-4)
+
+
+@pytest.mark.parametrize(("query", "share"), [
+    ("libzorvex-dev", 0.5), ("x86_64 getAddrInfo", 1.0), ("malloc() --verbose", 1.0),
+    ("how do I bake bread", 0.0), ("openssl 3.0.2 release notes", 0.5)])
+def test_identifier_share(query, share):
+    assert identifier_share(query) == share
+
+
+def test_plain_question_and_evidence_signals():
+    assert is_plain_question("How do I proof dough?") == 1.0
+    assert is_plain_question("why does libfoo-dev fail") == 0.5
+    assert is_plain_question("proof dough yeast") == 0.0
+    assert rarity(R([1, 500]), 1000) == 1.0  # a term in one document of 1000
+    assert rarity(R([400]), 1000) == 0.0
+    assert rarity(R([0]), 1000) == 0.0
+    assert standout(R([10.0, 2.0, 1.0])) == 1.0
+    assert standout(R([10.0, 9.0])) == pytest.approx(0.2)
+    assert standout(R([0.0, 0.0])) == 0.0
+
+
+def test_shifted_alpha_is_monotone_and_bounded():
+    assert shifted_alpha(0.5, 0.0) == pytest.approx(0.5)
+    assert shifted_alpha(0.5, 1.0) > 0.5 > shifted_alpha(0.5, -1.0)
+    assert shifted_alpha(0.99, 10.0) == LIMITS[1] and shifted_alpha(0.01, -10) == LIMITS[0]
+
+
+def test_probe_text_is_taken_out_of_every_chunk_holding_it():
+    texts = ["# Proofing bread dough\nLet the dough rise in a warm place for an hour. "
+             "How long should dough rest?", "How long should dough rest? Longer when cold."]
+    pieces = doc_pieces(texts, "Bread")
+    assert pieces["question"] == ["How long should dough rest?"]
+    assert pieces["heading"] == ["# Proofing bread dough"]
+    assert "Let the dough rise in a warm place for an hour." in pieces["cloze"]
+    probe = probe_for("d1", [4, 5], texts, None, 0, np.random.default_rng(0))
+    assert probe.kind == "question" and probe.query == "How long should dough rest?"
+    assert set(probe.masked) == {4, 5}
+    assert all(probe.query not in t for t in probe.masked.values())
+    heading = probe_for("d1", [4, 5], texts, None, 1, np.random.default_rng(0))
+    assert heading.query == "Proofing bread dough" and set(heading.masked) == {4}
+    assert probe_for("d2", [1], ["too short"], None, 0, np.random.default_rng(0)) is None
+
+
+def test_masked_bm25_score_matches_the_index_and_drops_removed_terms(tmp_path):
+    from tasks.query.lexical import LexicalIndex, build_lexical, save_lexical, tokenize
+
+    cfg = SearchConfig()
+    texts = ["volcanic ash and lava flows from the crater", "bread dough rises with yeast",
+             "lava lamps are decorative", "the crater lake is cold and deep"]
+    save_lexical(build_lexical(texts, cfg), tmp_path)
+    lex = LexicalIndex.load(tmp_path, cfg, np.arange(len(texts)))
+    query = tokenize("lava crater")
+    scores, rows = lex.search(["lava crater"], 4)
+    for s, r in zip(scores[0], rows[0], strict=True):
+        tokens = tokenize(texts[r])
+        assert lex.masked_score(query, int(r), tokens, tokens) == pytest.approx(float(s),
+                                                                                rel=1e-5)
+    masked = tokenize("volcanic ash and flows from the")
+    assert lex.masked_score(query, 0, tokenize(texts[0]), masked) == 0.0
+    partly = tokenize("volcanic ash and lava flows")
+    assert 0 < lex.masked_score(query, 0, tokenize(texts[0]), partly) < float(scores[0, 0])
+
+
+@pytest.fixture(scope="module")
+def sample_index(tmp_path_factory):
+    from tasks.core.params_file import write_overrides
+    from tests.conftest import REPO, run_stages
+
+    ws = tmp_path_factory.mktemp("fusion_ws")
+    shutil.copy(REPO / "params.yaml", ws / "params.yaml")
+    write_overrides(ws / "params.yaml", {"ingest.source": str(REPO / "data/sample"),
+                                         "encode.device": "cpu"})
+    run_stages(ws, ("ingest", "clean", "chunk", "finetune", "encode", "reduce", "dedup", "index"))
+    return ws / "data/07_index"
+
+
+@pytest.mark.slow
+def test_index_card_records_the_choice_and_search_uses_it(sample_index):
+    from tasks.query.search import load_index_folder
+
+    card = json.loads((sample_index / "card.json").read_text())
+    choice = card["search_choice"]
+    assert choice["probes"] >= 2 * 10 and set(choice["candidates"]) >= {
+        "dense", "lexical", "rrf", "convex@0.5"}
+    assert choice["winner"] in choice["candidates"] and choice["reason"]
+    for metrics in choice["candidates"].values():
+        assert set(metrics["selection"]) == {"ndcg_at_10", "hit_at_1", "hit_at_10"}
+    folder = load_index_folder(sample_index)
+    assert folder.plan.mode == choice["mode"]
+    queries = ["How do volcanoes form?", "sourdough starter", "compound interest"]
+    default = folder.rank(queries, 10)
+    chosen = folder.rank(queries, 10, mode=choice["mode"], fusion=choice["fusion"],
+                         alpha=choice["alpha"])
+    assert (default[1] == chosen[1]).all()
+    hybrid = folder.rank(queries, 10, mode="hybrid")
+    assert (hybrid[1] == folder.rank(queries, 10, mode="hybrid", fusion=choice["fusion"],
+                                     alpha=choice["alpha"])[1]).all()
