@@ -128,6 +128,9 @@ def test_gate_keeps_base_unless_tuned_beats_it_by_min_gain_labels_first():
     assert d["use"] == "tuned" and d["gain"] == pytest.approx(0.10)
     assert decide({"all": base["all"]}, {"all": better_probes["all"]}, "ndcg_at_10",
                   0.2)["use"] == "base"
+    worse = {"all": {"ndcg_at_10": 0.69}}
+    assert decide({"all": base["all"]}, worse, "ndcg_at_10", -0.05)["use"] == "tuned"
+    assert decide({"all": base["all"]}, worse, "ndcg_at_10", -0.005)["use"] == "base"
     same = decide(base, base, "ndcg_at_10", 0.0)
     assert same["use"] == "base" and "0.5000" in same["reason"] and same["group"] == "labeled"
 

@@ -243,7 +243,8 @@ class FinetuneConfig(_Config):
         20.0, description="Training stops after this long (the card says when it did).")
     min_gain: Annotated[float, Field(ge=-1.0, le=1.0)] = Field(
         0.005, description="The tuned model is used only if it beats the base by this much "
-        "on gate_metric over the held-out documents.")
+        "on gate_metric over the held-out documents (negative: also when at most this much "
+        "worse, to keep a tuned model for study).")
     gate_metric: Literal["recall_at_1", "recall_at_10", "ndcg_at_10"] = Field(
         "ndcg_at_10", description="The held-out metric the gate compares.")
     gate_queries: Annotated[int, Field(ge=10)] = Field(

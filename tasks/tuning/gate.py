@@ -116,7 +116,8 @@ def decide(base: dict[str, dict[str, float]], tuned: dict[str, dict[str, float]]
                 "reason": "no held-out probe to judge the tuned model on"}
     b, t = base[group][metric], tuned[group][metric]
     gain = round(t - b, 6)
-    use = "tuned" if gain > 0 and gain >= min_gain else "base"
+    # a model no better than the base is not used, unless a negative min_gain says so
+    use = "tuned" if gain >= min_gain and (gain > 0 or min_gain < 0) else "base"
     verdict = "beats" if use == "tuned" else "does not beat"
     return {"use": use, "group": group, "metric": metric, "base": b, "tuned": t,
             "gain": gain, "min_gain": min_gain,
