@@ -13,9 +13,14 @@ file and end with the keep mask and the audit of `tasks.dedup.dedup_rows` (near 
 - dask: `tasks.dedup.near_pairs_sharded` with a LocalCluster of `--workers` processes x 1
   thread (equal cores); the driver holds row numbers, the training sample and the pairs.
 Each side runs in its own process (peak RSS per side, `ru_maxrss`); worker memory is sampled
-from /proc every 0.2 s: VmHWM counts the scratch file's pages a worker has mapped (shared
-page cache, not its own), RssAnon its own memory. Writes
+from /proc every 0.2 s: VmHWM counts the scratch file's pages a worker has mapped (shared page
+cache, not its own), RssAnon its own memory. Writes
 benchmarks/out/dedup_dask-<dim>-nprobe<k>.json/.md.
+
+    nice -n 10 python -m benchmarks.dedup_dask --cpu-in-one-thread --sizes 200000
+
+compares the CPU seconds of both paths on one thread in one process instead (their work,
+whatever the machine's load); writes benchmarks/out/dedup_cpu-<n>x<dim>.json.
 """
 
 from __future__ import annotations
@@ -98,7 +103,8 @@ def read_matrix(path: Path) -> np.ndarray:
 
 
 def run_local(path: Path, n: int, cfg: Any) -> tuple[dict[str, Any], Any]:
-    from tasks.dedup import dedup_rows, near_duplicate_pairs
+    from tasks.dedup import dedup_rows
+    from tasks.duplicates.pairs import near_duplicate_pairs
 
     started, cpu0 = time.perf_counter(), _cpu_s()
     x = read_matrix(path)
@@ -175,6 +181,37 @@ def side_main(args: argparse.Namespace) -> None:
     Path(args.result + ".json").write_text(json.dumps(out))
 
 
+def cpu_in_one_thread(path: Path, n: int, nprobe: int, threshold: float, repeats: int = 2
+                      ) -> dict[str, Any]:
+    """CPU seconds of today's method and of the sharded path (on the in-process executor),
+    both on one thread in this process: their work, whatever the machine's load."""
+    import tempfile
+
+    import faiss
+    from threadpoolctl import threadpool_limits
+
+    from tasks.core.config import DedupConfig
+    from tasks.core.shards import Executor
+    from tasks.dedup import near_pairs_sharded
+    from tasks.duplicates.pairs import near_duplicate_pairs
+
+    cfg = DedupConfig(threshold=threshold, exact=False, nprobe=nprobe)
+    faiss.omp_set_num_threads(1)
+    out: dict[str, Any] = {"n": n, "one_process_cpu_s": [], "sharded_cpu_s": []}
+    with threadpool_limits(1):
+        for _ in range(repeats):
+            cpu = _cpu_s()
+            a = near_duplicate_pairs(read_matrix(path), cfg)
+            out["one_process_cpu_s"].append(round(_cpu_s() - cpu, 2))
+            cpu = _cpu_s()
+            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+                near = near_pairs_sharded(Executor(), path, np.arange(n), cfg, Path(tmp))
+                b = near(np.arange(n))
+            out["sharded_cpu_s"].append(round(_cpu_s() - cpu, 2))
+    out["same_pairs"] = all(np.array_equal(u, v) for u, v in zip(a, b, strict=True))
+    return out
+
+
 def run_side(side: str, n: int, file: Path, args: argparse.Namespace) -> dict[str, Any]:
     """One side in a child process (its own peak RSS); its result or how it failed."""
     result = str(args.out / f".dedup_dask-{side}-{n}-{args.nprobe}")
@@ -245,6 +282,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--file", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--write", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--cpu-in-one-thread", action="store_true",
+                        help="only compare the CPU seconds of both paths on one thread, in "
+                        "this process, at the first size")
     return parser.parse_args()
 
 
@@ -260,6 +300,15 @@ def main() -> None:
         return
     args.data.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.cpu_in_one_thread:
+        n = int(args.sizes.split(",")[0])
+        file = args.data / f"vectors-{n}x{args.dim}-{args.seed}.parquet"
+        if not file.exists():
+            write_vectors(file, n, args.dim, args.seed, args.threshold, args.row_group)
+        result = cpu_in_one_thread(file, n, args.nprobe, args.threshold)
+        (args.out / f"dedup_cpu-{n}x{args.dim}.json").write_text(json.dumps(result))
+        print(json.dumps(result))
+        return
     report: dict[str, Any] = {"cpu": cpu_label(), "load_avg_start": os.getloadavg(),
                               "config": {k: v for k, v in vars(args).items()
                                          if k in ("dim", "seed", "threshold", "workers",

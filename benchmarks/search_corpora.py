@@ -7,6 +7,7 @@ fetched with `apt-get download`) and the generated families corpus
 (benchmarks/families.py). Each is built ingest -> index with the project's params.
 
     python -m benchmarks.search_corpora [--families 300 --filler 600] [--corpora ...]
+        [--keep DIR] [--set search.normalization=zscore ...]
 
 Reports hit@1, hit@10 and nDCG@10 (the target document's first chunk or duplicate-group
 member in the ranking) per corpus, query kind and variant; the probe choice the index made;
@@ -39,12 +40,12 @@ def variants() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     fixed = {"query_weighting": False}
     out = [("dense", {"mode": "dense"}, {}), ("lexical", {"mode": "lexical"}, {}),
            ("rrf", {"mode": "hybrid", "fusion": "rrf"}, fixed)]
-    out += [(f"convex@{a:g} minmax", {"mode": "hybrid", "fusion": "convex", "alpha": a},
-             fixed) for a in ALPHAS]
-    out += [(f"convex@{a:g} zscore", {"mode": "hybrid", "fusion": "convex", "alpha": a},
-             fixed | {"normalization": "zscore"}) for a in ALPHAS]
-    out += [("convex@0.5 minmax, per-query weights",
-             {"mode": "hybrid", "fusion": "convex", "alpha": 0.5}, {"query_weighting": True})]
+    for norm in ("minmax", "zscore"):
+        out += [(f"convex@{a:g} {norm}", {"mode": "hybrid", "fusion": "convex", "alpha": a},
+                 fixed | {"normalization": norm}) for a in ALPHAS]
+    out += [("convex@0.5 zscore, per-query weights",
+             {"mode": "hybrid", "fusion": "convex", "alpha": 0.5},
+             {"query_weighting": True, "normalization": "zscore"})]
     out += [("default, fixed weights", {}, fixed), ("default", {}, {})]
     return out
 
@@ -87,23 +88,28 @@ def score_variants(folder: Any, queries: list[dict[str, str]]) -> dict[str, Any]
     return out
 
 
-def latency_ms(folder: Any, queries: list[str], mode: str | None) -> float:
-    """p50 milliseconds of one query end to end (embed, search, fuse), one at a time."""
-    folder.search_text(queries[:1], k=10, mode=mode)
-    times = []
+def latency_ms(folder: Any, queries: list[str]) -> dict[str, float]:
+    """p50 milliseconds of one query end to end (embed, search, fuse), one at a time, dense
+    alone and the default taking turns query by query, so both see the same machine load."""
+    times: dict[str, list[float]] = {"dense": [], "default": []}
+    folder.search_text(queries[:1], k=10, mode="dense")
+    folder.search_text(queries[:1], k=10)
     for q in queries:
-        started = time.perf_counter()
-        folder.search_text([q], k=10, mode=mode)
-        times.append(1e3 * (time.perf_counter() - started))
-    return round(statistics.median(times), 3)
+        for name, mode in (("dense", "dense"), ("default", None)):
+            started = time.perf_counter()
+            folder.search_text([q], k=10, mode=mode)
+            times[name].append(1e3 * (time.perf_counter() - started))
+    return {name: round(statistics.median(t), 3) for name, t in times.items()}
 
 
-def run_corpus(ws: Path, corpus: Path, queries_path: Path) -> dict[str, Any]:
-    """Build one corpus's index with the project's params and score every variant."""
+def run_corpus(ws: Path, corpus: Path, queries_path: Path, overrides: dict[str, Any]
+               ) -> dict[str, Any]:
+    """Build one corpus's index with the project's params (and `overrides`) and score every
+    variant."""
     from tasks.query.search import load_index_folder, search_summary
 
     shutil.rmtree(ws, ignore_errors=True)  # a kept build is redone; its vector cache is kept
-    seconds = build(ws, corpus, ws.parent / f"{ws.name}-cache", {})
+    seconds = build(ws, corpus, ws.parent / f"{ws.name}-cache", overrides)
     folder = load_index_folder(ws / "data/07_index")
     queries = [json.loads(x) for x in queries_path.read_text().splitlines()]
     choice = folder.card.get("search_choice") or {}
@@ -113,16 +119,16 @@ def run_corpus(ws: Path, corpus: Path, queries_path: Path) -> dict[str, Any]:
             "kinds": {k: sum(q["kind"] == k for q in queries)
                       for k in sorted({q["kind"] for q in queries})},
             "seconds": seconds, "choice": {k: choice.get(k) for k in (
-                "winner", "mode", "fusion", "alpha", "probes", "probe_kinds", "seconds",
+                "winner", "mode", "fusion", "alpha", "probes", "probe_kinds", "probe_seconds",
                 "reason")}, "summary": search_summary(ws / "data/07_index"),
-            "probe_share_of_index": round((choice.get("seconds") or 0) / seconds["index"], 4),
+            "probe_share_of_index": round((choice.get("probe_seconds") or 0)
+                                          / seconds["index"], 4),
             "quality": score_variants(folder, queries),
-            "latency_p50_ms": {"dense": latency_ms(folder, sample, "dense"),
-                               "default": latency_ms(folder, sample, None)}}
+            "latency_p50_ms": latency_ms(folder, sample)}
 
 
-def run(corpora: list[str], families: int, filler: int, seed: int, keep: Path | None
-        ) -> dict[str, Any]:
+def run(corpora: list[str], families: int, filler: int, seed: int, keep: Path | None,
+        overrides: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="embedpipe-corpora-") as tmp:
         base = keep or Path(tmp)
         sets: dict[str, tuple[Path, Path]] = {}
@@ -133,9 +139,9 @@ def run(corpora: list[str], families: int, filler: int, seed: int, keep: Path | 
         if "families" in corpora:
             generate(base / "families", families, filler, REPO / "data/sample", seed)
             sets["families"] = (base / "families/corpus", base / "families/queries.jsonl")
-        results = {name: run_corpus(base / "ws" / name, corpus, queries)
+        results = {name: run_corpus(base / "ws" / name, corpus, queries, overrides)
                    for name, (corpus, queries) in sets.items()}
-    return {"corpora": results, "cpu": cpu_label()}
+    return {"corpora": results, "overrides": overrides, "cpu": cpu_label()}
 
 
 def verdict(r: dict[str, Any]) -> str:
@@ -148,12 +154,13 @@ def verdict(r: dict[str, Any]) -> str:
     return (f"default vs best single side ({best}): hit@10 {d10:+.1f} points, hit@1 "
             f"{d1:+.1f} points; query p50 default {lat['default']} ms vs dense "
             f"{lat['dense']} ms ({lat['default'] / lat['dense']:.2f}x); probe scoring "
-            f"{r['choice']['seconds']} s = {r['probe_share_of_index']:.1%} of the index stage "
-            f"({r['seconds']['index']} s)")
+            f"{r['choice']['probe_seconds']} s = {r['probe_share_of_index']:.1%} of the index "
+            f"stage ({r['seconds']['index']} s)")
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = [f"search quality by corpus and query style; {report['cpu']}"]
+    lines = [f"search quality by corpus and query style; {report['cpu']}; params overridden: "
+             f"{report.get('overrides') or 'none'}"]
     for name, r in report["corpora"].items():
         kinds = list(r["kinds"])
         counts = ", ".join(f"{k} {n}" for k, n in r["kinds"].items())
@@ -182,9 +189,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", type=Path, help="build here and keep it (default: a "
                         "temporary folder)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a params override for every build, e.g. search.alpha=0.7")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/out")
     args = parser.parse_args()
-    report = run(args.corpora, args.families, args.filler, args.seed, args.keep)
+    from tasks.core.config import parse_override
+
+    report = run(args.corpora, args.families, args.filler, args.seed, args.keep,
+                 dict(parse_override(s) for s in args.set))
     save(args.out, "search_corpora", report, markdown(report))
 
 

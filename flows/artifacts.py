@@ -14,6 +14,7 @@ from tasks.core.config import Params
 from tasks.core.registry import get_stage
 from tasks.evaluation.metrics import HEADLINE
 from tasks.query.search import search_summary
+from tasks.query.weights import BUCKETS
 
 SUMMARY_KEY = "embedpipe-summary"
 PLOTS_KEY = "embedpipe-plots"
@@ -62,6 +63,7 @@ def summary_markdown(root: Path, params: Params, summary: dict[str, Any]) -> str
         lines += [f"| {k} | {metrics[k]:.4f} |" for k in HEADLINE
                   if isinstance(metrics.get(k), float)]
         lines += [f"| quality gate | {'passed' if metrics['gate']['passed'] else 'FAILED'} |"]
+        lines += bucket_markdown(metrics.get("buckets", {}))
     ran = [r for r in summary["stages"] if r["ran"]]
     if ran:
         lines += ["", "## Why each stage ran (DVC)", ""]
@@ -69,6 +71,24 @@ def summary_markdown(root: Path, params: Params, summary: dict[str, Any]) -> str
     lines += ["", "## Overrides applied to params.yaml", "",
               "```json", json.dumps(summary["overrides"], indent=2), "```"]
     return "\n".join(lines)
+
+
+def bucket_markdown(buckets: dict[str, dict[str, dict[str, dict[str, float]]]]
+                    ) -> list[str]:
+    """recall@10 per search mode and query style (question, keywords, identifier), one table
+    per query set (the label-free probe, each BEIR set), the query count in the header."""
+    out = []
+    for qset, modes in buckets.items():
+        first = next(iter(modes.values()), {})
+        styles = [b for b in BUCKETS if b in first]
+        if not styles:
+            continue
+        out += ["", f"recall@10 by query style: {qset} queries", "",
+                "| mode | " + " | ".join(f"{b} ({first[b]['queries']})" for b in styles)
+                + " |", "|---|" + "---|" * len(styles)]
+        out += [f"| {mode} | " + " | ".join(f"{m[b]['recall_at_10']:.4f}" for b in styles)
+                + " |" for mode, m in modes.items()]
+    return out
 
 
 def plots_markdown(plots_dir: Path) -> str | None:

@@ -50,7 +50,7 @@ class StageTasks(Mapping[str, Any]):
     """Stage name -> its Prefect task, imported on first use.
 
     A run whose stages are all fresh then never imports faiss, scikit-learn, SciPy, pandas,
-    BeautifulSoup or ftfy: importing every stage module up front cost seconds on each
+    selectolax or ftfy: importing every stage module up front cost seconds on each
     `embedpipe run` (torch and transformers are imported lazily by the stages themselves).
     """
 

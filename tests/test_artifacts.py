@@ -33,3 +33,17 @@ def test_summary_names_exact_search_instead_of_a_dash(tmp_path):
     text = summary_markdown(tmp_path, params, {"stages": ROWS, "overrides": {}})
     assert "Flat (IndexIDMap2), 10 x 4, exact search, 1,234 bytes" in text
     assert "=–" not in text and "=-" not in text
+
+
+def test_summary_shows_recall_by_query_style():
+    from flows.artifacts import bucket_markdown
+
+    cell = {"recall_at_10": 0.5, "mrr_at_10": 0.4, "ndcg_at_10": 0.45}
+    buckets = {"probe": {"dense": {"question": cell | {"queries": 3},
+                                   "keywords": cell | {"queries": 7}},
+                         "lexical": {"question": cell | {"queries": 3},
+                                     "keywords": cell | {"recall_at_10": 0.9, "queries": 7}}}}
+    lines = bucket_markdown(buckets)
+    assert "| mode | question (3) | keywords (7) |" in lines
+    assert "| lexical | 0.5000 | 0.9000 |" in lines
+    assert bucket_markdown({"probe": {}}) == []

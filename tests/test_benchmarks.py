@@ -43,3 +43,22 @@ def test_search_quality_harness_compares_configurations(tmp_path):
     assert set(flat) == {"all", "identifier", "own", "shared"}
     assert default["identifier"] >= flat["identifier"]
     assert report["chunks"] > report["indexed"] and report["latency_p50_ms"]["hybrid"] > 0
+
+
+def test_html_clean_queries_come_from_headings_and_find_their_pages():
+    from benchmarks.html_clean import retrieval, structure_queries
+    from tasks.documents.html import html_to_text
+
+    topics = {"kelp": "Kelp forests grow fast in cold water",
+              "urchin": "Sea urchins graze the kelp holdfast",
+              "otter": "Sea otters eat urchins and float on their backs"}
+    pages = [(f"{name}.html", f"<nav><a>Home</a></nav><h1>All about {name} life</h1>"
+              f"<h2>Where {name} colonies thrive</h2><p>{text}. " * 3 + "</p><h2>Notes</h2>")
+             for name, text in topics.items()]
+    queries = structure_queries(pages, per_kind=10, seed=0)
+    # "Notes" is on every page and one word: never a query
+    assert {q["query"] for q in queries} == {f"All about {n} life" for n in topics} | {
+        f"Where {n} colonies thrive" for n in topics}
+    scores = retrieval(pages, [html_to_text(h)[1] for _, h in pages], queries)
+    assert scores["pages_kept"] == 3 and scores["all"]["recall_at_1"] == 1.0
+    assert scores["all"]["mrr_at_10"] == 1.0 and scores["title"]["queries"] == 3

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from tasks.core.config import DedupConfig
-from tasks.dedup import choose_kept, dedup_vectors, exact_duplicates
+from tasks.dedup import choose_kept, dedup_vectors
+from tasks.duplicates.pairs import exact_duplicates
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

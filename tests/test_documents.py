@@ -83,3 +83,25 @@ def test_token_weighted_document_vectors(built, tmp_path):
         assert any(float(np.abs(got[d] - plain[d]).max()) > 1e-4 for d in got)
     finally:
         write_overrides(built / "params.yaml", {"index.doc_vectors": "mean"})
+
+
+def test_sentences_and_the_tokenizer_load_without_torch():
+    """A CPU build never runs torch: spaCy (through thinc) and AutoTokenizer used to import
+    it anyway, 230 MB of RSS in every chunk and encode process."""
+    from tests.conftest import REPO
+
+    code = ("import sys\n"
+            "from tasks.core.config import EncodeConfig\n"
+            "from tasks.documents.sentences import sentence_starts, sentencizer\n"
+            "from tasks.encoders.model import load_tokenizer\n"
+            "tok = load_tokenizer(EncodeConfig().model)\n"
+            "assert [s.text for s in sentencizer()('One here. Two there.').sents] == "
+            "['One here.', 'Two there.']\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n"
+            "assert tok('a b')['input_ids'][0] == tok.cls_token_id\n"
+            "import torch\n"  # and it still imports when a stage does need it
+            "print(type(tok).__name__)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env_with_venv(),
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "BertTokenizer"  # the class AutoTokenizer gives

@@ -13,7 +13,8 @@ from tasks.core.catalog import VECTOR_COLUMN
 from tasks.core.config import DedupConfig
 from tasks.core.shards import Executor
 from tasks.core.vectors import vectors_to_arrow
-from tasks.dedup import first_of_keys, keep_order, near_duplicate_pairs, text_digests
+from tasks.dedup import keep_order
+from tasks.duplicates.pairs import first_of_keys, near_duplicate_pairs, text_digests
 from tasks.duplicates.sharded import near_order_scratch, sharded_ivf_pairs
 
 

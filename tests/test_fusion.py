@@ -188,7 +188,7 @@ def sample_index(tmp_path_factory):
 
 @pytest.mark.slow
 def test_index_card_records_the_choice_and_search_uses_it(sample_index):
-    from tasks.query.search import load_index_folder
+    from tasks.query.search import load_index_folder, search_summary
 
     card = json.loads((sample_index / "card.json").read_text())
     choice = card["search_choice"]
@@ -199,6 +199,8 @@ def test_index_card_records_the_choice_and_search_uses_it(sample_index):
         assert set(metrics["selection"]) == {"ndcg_at_10", "hit_at_1", "hit_at_10"}
     folder = load_index_folder(sample_index)
     assert folder.plan.mode == choice["mode"]
+    line = search_summary(sample_index)  # what `embedpipe status` and the run summary say
+    assert line.startswith(f"search: {folder.plan.describe()} (chosen on {choice['probes']}")
     queries = ["How do volcanoes form?", "sourdough starter", "compound interest"]
     default = folder.rank(queries, 10)
     chosen = folder.rank(queries, 10, mode=choice["mode"], fusion=choice["fusion"],

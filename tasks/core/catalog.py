@@ -19,7 +19,7 @@ METRICS_FILE = "metrics.json"  # the workspace-level copy `dvc metrics show` rea
 # outputs are compared for identity.
 REPORTED_KEYS = frozenset({
     "exact_ms_per_query", "lexical_seconds", "ms_per_query", "index_ms_per_query",
-    "step_seconds", "created_utc", "code",
+    "step_seconds", "created_utc", "code", "probe_seconds",
 })
 # Under paths.data: ingest's listing of ingest.source, the file DVC hashes in its place
 SOURCE_LISTING = "source-listing.jsonl"

@@ -494,8 +494,9 @@ class SearchConfig(_Config):
         (0.3, 0.5, 0.7, 0.85), min_length=1,
         description="fusion auto: the convex weights tried on the probes.")
     normalization: ScoreNorm = Field(
-        "minmax", description="How each side's candidate scores are put on one scale before "
-        "convex fusion: minmax (0..1) or zscore (mean 0, sd 1).")
+        "zscore", description="How each side's candidate scores are put on one scale before "
+        "convex fusion: zscore (mean 0, sd 1) or minmax (0..1); docs/search-quality.md "
+        "compares them.")
     query_weighting: bool = Field(
         True, description="Move each query's fusion weight by its own evidence (identifier "
         "tokens, rare terms, a standout BM25 top hit: more lexical; a plain-words question: "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
@@ -23,6 +24,7 @@ _SPACE = re.compile(r"\s")
 _ODD_SPACE = re.compile(r"[^\S \t\n\r\x0b\x0c]")  # whitespace outside ASCII's six
 _RUN_END = re.compile(r"\S*")
 _KNOWN_RUNS = 200_000  # distinct runs remembered before the memo starts over
+_SPACY_IMPORT = threading.Lock()
 
 
 def import_spacy() -> Any:
@@ -33,16 +35,18 @@ def import_spacy() -> Any:
     pipeline. A `None` in `sys.modules` makes that optional import fail as if torch were
     absent, for the moment spaCy is imported; torch imports normally afterwards.
     """
-    if "torch" in sys.modules:
-        import spacy  # noqa: PLC0415
+    with _SPACY_IMPORT:  # shards on threads may ask at once
+        if "torch" in sys.modules:
+            import spacy  # noqa: PLC0415
 
+            return spacy
+        sys.modules["torch"] = None  # type: ignore[assignment]
+        try:
+            import spacy  # noqa: PLC0415
+        finally:
+            if sys.modules.get("torch", 0) is None:
+                del sys.modules["torch"]
         return spacy
-    sys.modules["torch"] = None  # type: ignore[assignment]
-    try:
-        import spacy  # noqa: PLC0415
-    finally:
-        del sys.modules["torch"]
-    return spacy
 
 
 @lru_cache(maxsize=1)

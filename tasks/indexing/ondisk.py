@@ -137,11 +137,25 @@ def scratch_dir(where: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def merge_shards(parts: list[str], trained: str, lists: str) -> str:
+    """On a worker (or here): the shard files' lists merged, in order, into the file `lists`
+    (shard files memory-mapped, lists appended: no list is held in memory); returns the path
+    of the merged index file written beside `lists`, which names it by base name."""
+    index = faiss.read_index(trained)
+    merge_ondisk(index, parts, lists)
+    invlists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists)
+    invlists.filename = os.path.basename(lists)
+    out = lists + ".index"
+    faiss.write_index(index, out)
+    return out
+
+
 def build_on_disk(
     executor: Executor, trained: faiss.Index, shards: Iterator[Shard], lists: Path, where: Path
 ) -> faiss.Index:
     """`trained` (empty) with every shard added on the executor and the inverted lists
-    merged on disk into the file `lists`; the driver holds the quantizer, never the lists."""
+    merged on disk into the file `lists`, the merge itself run on the executor too: the
+    driver holds the quantizer and maps the lists read-only, never loads them."""
     if trained.ntotal:
         raise ValueError(
             f"index: an on-disk build starts from an empty trained index, "
@@ -151,8 +165,9 @@ def build_on_disk(
         path = str(tmp / "trained.index")
         faiss.write_index(trained, path)
         parts = list(map_ordered(executor, fill_shard, enumerate(shards), path, str(tmp)))
-        index = faiss.read_index(path)
-        merge_ondisk(index, parts, str(lists))  # shard files memory-mapped, lists appended
+        merged = next(map_ordered(executor, merge_shards, [parts], path, str(lists)))
+    index = faiss.read_index(merged, faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY)
+    os.remove(merged)
     return index
 
 

@@ -353,4 +353,4 @@ def choose_search(folder: IndexFolder, seed: int, dropped: pa.Table | None = Non
             "alpha": plans[fused].alpha, "weighting": cfg.query_weighting,
             "winner": winner, "reason": why, "probes": len(probes),
             "probe_kinds": {k: sum(p.kind == k for p in probes) for k in KINDS},
-            "seconds": round(time.perf_counter() - started, 3), "candidates": table}
+            "probe_seconds": round(time.perf_counter() - started, 3), "candidates": table}
