@@ -33,7 +33,8 @@ from typing import Any
 from benchmarks.report import cpu_label, save
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("ingest", "clean", "chunk", "encode", "reduce", "dedup", "index", "evaluate")
+STAGES = ("ingest", "clean", "chunk", "finetune", "encode", "reduce", "dedup", "index",
+          "evaluate")
 
 
 def _status_mb(key: str) -> float:

@@ -201,7 +201,8 @@ def run_embedpipe(corpus: Path, threshold: float, share: Path, device: str) -> d
             "ingest.source": str(corpus), "reduce.pca_dims": PCA_DIMS,
             "dedup.threshold": threshold, "encode.cache": False, "encode.device": device,
             **({"encode.batch_size": CUDA_BATCH} if device == "cuda" else {})})
-        for name in ("ingest", "clean", "chunk", "encode", "reduce", "dedup", "index"):
+        for name in ("ingest", "clean", "chunk", "finetune", "encode", "reduce", "dedup",
+                     "index"):
             t.stage(name, lambda n=name: STAGE_TASKS[n].fn(root=str(ws)))
             manifest = json.loads((ws / "data" / next((ws / "data").glob(f"0*_{name}")).name
                                    / "_manifest.json").read_text())

@@ -24,7 +24,7 @@ from benchmarks.families import generate
 from benchmarks.report import cpu_label, save
 
 REPO = Path(__file__).resolve().parents[1]
-BUILD = ("ingest", "clean", "chunk", "encode", "reduce", "dedup", "index")
+BUILD = ("ingest", "clean", "chunk", "finetune", "encode", "reduce", "dedup", "index")
 
 
 def build(ws: Path, corpus: Path, cache: Path, overrides: dict[str, Any]) -> dict[str, float]:

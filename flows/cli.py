@@ -230,6 +230,9 @@ def cmd_lineage(args: argparse.Namespace) -> int:
         print(f"{m['stage']:<9} {m['fingerprint'][:16]}  from {ups}\n          {rows}")
         if m["stage"] == "encode":
             print(f"          model {m['model']['name']} ({m['model']['fingerprint'][:12]})")
+        if m["stage"] == "finetune" and "gate" in m:  # the tuned model's origin
+            print(f"          {m['steps']} steps on pairs {m['pairs']}, base "
+                  f"{m['decided_by']['params']['encode.model']}: {m['gate']['reason']}")
         if m["stage"] == "ingest":
             print(f"          corpus sha256 {m['corpus_sha256'][:16]}, "
                   f"{m['input_files']} files from {m['config']['source']}")

@@ -26,7 +26,8 @@ from tasks.core.vectors import vector_problem, vectors_to_arrow
 from tasks.encoders import vector_cache
 from tasks.encoders.device import runtime_for
 from tasks.encoders.loading import encoder_for
-from tasks.encoders.model import model_fingerprint, prefixes
+from tasks.encoders.model import prefixes
+from tasks.encoders.tuned import chosen_space
 from tasks.encoders.vector_cache import text_keys
 
 # Batches per block, the unit an encoder is called with, in one process or as a Dask shard's
@@ -237,12 +238,11 @@ def vector_store(shared: Path, out: StageOutput, cfg: EncodeConfig, space: str, 
 def encode_task(root: str = ".") -> str:
     """Embed every chunk with the configured encoder, window by window (`window_rows`)."""
     run = start_stage("encode", root)
-    cfg = run.params.encode
-    model_info = model_fingerprint(cfg)
+    cfg, model_info, _ = chosen_space(run.params.encode, run.input_dirs["finetune"])
     d, space = model_info["dim"], model_info["fingerprint"]
     fp = run.fingerprint(model=model_info)
     counts = dict.fromkeys(COUNTS, 0)
-    with open_executor(run.params.run) as ex, run.output(fp, cfg) as out:
+    with open_executor(run.params.run) as ex, run.output(fp, run.params.encode) as out:
         encode = (local_encoder(cfg) if ex.client is None
                   else dask_encoder(ex, cfg, d, shard_observer("encode")))
         cache = vector_store(run.root / run.params.paths.vector_cache, out, cfg, space, d)

@@ -46,7 +46,7 @@ from tasks.core.lineage import index_metadata
 from tasks.core.progress import task_logger
 from tasks.core.runtime import StageRun, main, start_stage
 from tasks.core.vectors import vectors_to_arrow
-from tasks.encoders.model import model_fingerprint
+from tasks.encoders.tuned import carry_model, chosen_space
 from tasks.indexing.build import Fill, fill_for
 from tasks.indexing.folder import check_space, group_members, indexed_chunks
 from tasks.indexing.ondisk import lists_file, write_index_file
@@ -68,10 +68,11 @@ from tasks.query.transform import VectorTransform
 
 
 def probe_vectors(table: pa.Table, model: dict[str, Any], transform: VectorTransform,
-                  cfg: IndexConfig) -> np.ndarray:
-    """Query-like probes (titles, sentences) embedded as queries are, for tuning."""
+                  cfg: IndexConfig, models: Path) -> np.ndarray:
+    """Query-like probes (titles, sentences) embedded as queries are, for tuning; a tuned
+    model's folder is found in `models`."""
     texts = [q for q, _ in probe_queries(table, cfg.tune_queries, cfg.seed)]
-    return encode_queries(model, transform, texts, where="index")
+    return encode_queries(model, transform, texts, where="index", models=models)
 
 
 def _previous(out_dir: Path) -> tuple[dict | None, faiss.Index | None, dict[int, str]]:
@@ -107,11 +108,12 @@ def update_or_build(out_dir: Path, rows: tuple[np.ndarray, np.ndarray, list[str]
 
 
 def write_index_folder(out: StageOutput, built: BuiltIndex, table: pa.Table,
-                       int_ids: np.ndarray, inputs: tuple[Path, pa.Table],
+                       int_ids: np.ndarray, inputs: tuple[Path, pa.Table, Path],
                        model: dict[str, Any], search: SearchConfig, seed: int = 0
                        ) -> dict[str, Any]:
     """The FAISS index, the id -> chunk table, the transform (`inputs[0]`), the duplicate
-    groups (from the dedup audit `inputs[1]`), the model, the search settings and the
+    groups (from the dedup audit `inputs[1]`), the model (a tuned one's folder too, from
+    the finetune output `inputs[2]`: what a query needs), the search settings and the
     lexical index; returns the sizes and the search chosen on probes (seeded by `seed`,
     tasks/query/fusion_choice.py) for the card."""
     lists = lists_file(built.index)
@@ -122,6 +124,7 @@ def write_index_folder(out: StageOutput, built: BuiltIndex, table: pa.Table,
     shutil.copyfile(inputs[0], out.path(INDEX_TRANSFORM))
     out.write_table(INDEX_MEMBERS, group_members(inputs[1]))
     out.write_json(INDEX_MODEL, model)
+    carry_model(model.get("tuned"), inputs[2], out.tmp_dir)
     out.write_json(INDEX_SEARCH, search.model_dump(mode="json"))
     started = time.perf_counter()
     if table.num_rows:  # every chunk, kept ones then group members: no token is deduplicated
@@ -168,20 +171,21 @@ def index_task(root: str = ".") -> str:
     """Build (or update in place), tune and write the FAISS index folder."""
     run = start_stage("index", root)
     cfg, dedup = run.params.index, run.inputs["dedup"]
-    check_space(dedup, run.inputs["reduce"], model_fingerprint(run.params.encode),
-                run.input_dirs["dedup"])
+    _, want, _ = chosen_space(run.params.encode, run.input_dirs["finetune"])
+    check_space(dedup, run.inputs["reduce"], want, run.input_dirs["dedup"])
     table, x = run.read_vectors(KEPT)  # finite, and unit length where normalised
     x, int_ids, keys = index_rows(table, x)
     probes = cache(lambda: probe_vectors(table, dedup["model"], VectorTransform.load(
-        run.input_path(TRANSFORM)), cfg))
+        run.input_path(TRANSFORM)), cfg, run.input_dirs["finetune"]))
     built, plan = update_or_build(run.out_dir, (x, int_ids, keys), dedup["space"], cfg,
                                   fill_for(run.params.run, cfg, run.out_dir))
     param, value, sweep = choose_search_param(built, x, int_ids, cfg, probes)
     fp, model = run.fingerprint(), dedup["model"] | {"space": dedup["space"]}
     with run.output(fp, cfg) as out:
         dropped = run.read(DROPPED)
-        sizes = write_index_folder(out, built, table, int_ids, (
-            run.input_path(TRANSFORM), dropped), model, run.params.search, cfg.seed)
+        sizes = write_index_folder(out, built, table, int_ids, (run.input_path(TRANSFORM),
+                                   dropped, run.input_dirs["finetune"]), model,
+                                   run.params.search, cfg.seed)
         card = index_card(built.index, built.factory, built.nlist, param, value, sweep, cfg,
                           **sizes, **built.card_facts(plan, x))
         out.write_json(INDEX_CARD, card)

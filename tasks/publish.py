@@ -40,12 +40,15 @@ def publish_task(root: str = ".") -> str:
     cfg = run.params.publish
     check_gate(run.inputs["evaluate"], "publish", "the published index is")
     version = version_name(run.inputs["index"])
+    model = run.inputs["index"]["model"]  # the model queries must use: base or tuned
     pointer = {"index_fingerprint": run.inputs["index"]["fingerprint"],
-               "evaluate_fingerprint": run.inputs["evaluate"]["fingerprint"]}
+               "evaluate_fingerprint": run.inputs["evaluate"]["fingerprint"],
+               "model": model["name"], "model_fingerprint": model["fingerprint"]}
     target, final = publish_index(run.input_dirs["index"], cfg, run.root, version, pointer)
     fp = run.fingerprint()
     with run.output(fp, cfg) as out:
-        out.write_json(RECEIPT, {"target": target, "version": version})
+        out.write_json(RECEIPT, {"target": target, "version": version,
+                                 "model": model["name"]})
         out.record(published=final, rows={})
     task_logger().info("publish: %s -> %s in %.1f s", run.input_dirs["index"], final,
                        run.seconds)

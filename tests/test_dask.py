@@ -17,7 +17,7 @@ import pytest
 
 from tests.workspace import REPO, env_with_venv, free_port, make_workspace, run_stages
 
-BUILD = ("ingest", "clean", "chunk", "encode", "reduce", "dedup", "index")
+BUILD = ("ingest", "clean", "chunk", "finetune", "encode", "reduce", "dedup", "index")
 # IVF with a fixed nprobe: the index's adds are sharded too, and nothing depends on timing.
 COMMON = {"index.factory": "IVF{nlist},Flat", "index.nprobe": 4, "encode.device": "cpu"}
 DASK = {"run.executor": "dask", "run.dask.workers": 2, "run.dask.shard_rows": 40}
@@ -88,7 +88,7 @@ def test_worker_killed_during_encode_is_retried_output_identical(local_ws, clust
     c, client = cluster
     ws = workspace(tmp_path / "ws", {**DASK, "run.dask.address": c.scheduler_address,
                                      "run.dask.shard_rows": 20})
-    run_stages(ws, ("ingest", "clean", "chunk"))
+    run_stages(ws, ("ingest", "clean", "chunk", "finetune"))
     before = client.run(os.getpid)
     killed: list[int] = []
 

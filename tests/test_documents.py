@@ -15,7 +15,7 @@ import pytest
 from tasks.core.vectors import arrow_to_vectors
 from tests.workspace import env_with_venv, make_workspace, run_stages
 
-UP_TO_INDEX = ("ingest", "clean", "chunk", "encode", "reduce", "dedup", "index")
+UP_TO_INDEX = ("ingest", "clean", "chunk", "finetune", "encode", "reduce", "dedup", "index")
 
 
 @pytest.fixture(scope="module")

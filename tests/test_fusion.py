@@ -182,7 +182,7 @@ def sample_index(tmp_path_factory):
     shutil.copy(REPO / "params.yaml", ws / "params.yaml")
     write_overrides(ws / "params.yaml", {"ingest.source": str(REPO / "data/sample"),
                                          "encode.device": "cpu"})
-    run_stages(ws, ("ingest", "clean", "chunk", "encode", "reduce", "dedup", "index"))
+    run_stages(ws, ("ingest", "clean", "chunk", "finetune", "encode", "reduce", "dedup", "index"))
     return ws / "data/07_index"
 
 

@@ -15,7 +15,7 @@ import pytest
 from benchmarks.families import generate
 from tests.workspace import REPO, env_with_venv, run_stages
 
-BUILD = ("ingest", "clean", "chunk", "encode", "reduce", "dedup", "index")
+BUILD = ("ingest", "clean", "chunk", "finetune", "encode", "reduce", "dedup", "index")
 
 
 def build(ws: Path, corpus: Path, cache: Path) -> None:

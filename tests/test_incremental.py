@@ -156,7 +156,7 @@ def test_touching_files_encodes_nothing(changed_ws):
     for path in (ws / "data/sample").rglob("*"):
         os.utime(path)
     assert "Running stage" not in dvc_repro(ws)
-    run_stages(ws, ("ingest", "clean", "chunk", "encode"))  # forced: still nothing to encode
+    run_stages(ws, ("ingest", "clean", "chunk", "finetune", "encode"))  # forced: nothing new
     assert manifest(ws, "04_encode")["rows"]["encoded"] == 0
 
 

@@ -127,7 +127,7 @@ def test_index_stage_on_disk_locally_and_on_dask_searches_like_in_memory(tmp_pat
             "paths.vector_cache": str(tmp_path / "cache"),
         },
     )
-    run_stages(base, ("ingest", "clean", "chunk", "encode", "reduce", "dedup"))
+    run_stages(base, ("ingest", "clean", "chunk", "finetune", "encode", "reduce", "dedup"))
     runs = {
         "memory": {"index.on_disk": False},
         "disk": {"index.on_disk": True},

@@ -195,7 +195,7 @@ def test_a_wrong_answer_is_refused(embeddings_server, rewrite, refusal):
 def chunked(tmp_path_factory):
     """A workspace with the sample ingested, cleaned and chunked."""
     ws = make_workspace(tmp_path_factory.mktemp("openai_ws"))
-    run_stages(ws, ("ingest", "clean", "chunk"))
+    run_stages(ws, ("ingest", "clean", "chunk", "finetune"))
     return ws
 
 

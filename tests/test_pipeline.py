@@ -40,8 +40,8 @@ def flow_ws(tmp_path_factory, prefect_server):
 def test_first_run_runs_every_stage(flow_ws):
     ws, summary = flow_ws
     assert [s["stage"] for s in summary["stages"] if s["ran"]] == [
-        "ingest", "clean", "chunk", "encode", "reduce", "dedup", "index", "evaluate", "publish",
-        "export"]
+        "ingest", "clean", "chunk", "finetune", "encode", "reduce", "dedup", "index", "evaluate",
+        "publish", "export"]
     rows = {s["stage"]: s["rows"] for s in summary["stages"]}
     assert rows["ingest"]["rejects"] >= 6  # the planted bad files
     assert rows["dedup"]["exact"] >= 3 and rows["dedup"]["near"] >= 3

@@ -29,7 +29,7 @@ AWS_ENV = {"AWS_ACCESS_KEY_ID": "AKIAEMBEDPIPETEST", "AWS_SECRET_ACCESS_KEY": SE
            "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
            "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required"}
-UP_TO_INDEX = ("ingest", "clean", "chunk", "encode", "reduce", "dedup", "index")
+UP_TO_INDEX = ("ingest", "clean", "chunk", "finetune", "encode", "reduce", "dedup", "index")
 QUERIES = ["how a collapsed star becomes a neutron star", "keeping a sourdough starter fed",
            "corals expelling algae when the ocean warms", "pyroclastic flows"]
 

@@ -20,7 +20,7 @@ from tasks.core.params_file import write_overrides
 from tasks.documents import decoding as ingest
 from tests.workspace import REPO, run_stages
 
-STAGES = ("ingest", "clean", "chunk", "encode")
+STAGES = ("ingest", "clean", "chunk", "finetune", "encode")
 OUTPUTS = ("01_ingest/docs.parquet", "01_ingest/rejects.parquet", "02_clean/docs.parquet",
            "02_clean/rejects.parquet", "03_chunk/chunks.parquet", "04_encode/vectors.parquet")
 SENTENCES = [

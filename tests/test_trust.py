@@ -16,7 +16,7 @@ import pytest
 from tasks.core.params_file import write_overrides
 from tests.conftest import make_workspace, run_stages, stage_outputs
 
-UP_TO_DEDUP = ("ingest", "clean", "chunk", "encode", "reduce", "dedup")
+UP_TO_DEDUP = ("ingest", "clean", "chunk", "finetune", "encode", "reduce", "dedup")
 
 
 @pytest.fixture(scope="module")

@@ -64,6 +64,16 @@ CLEAN_REJECTS = StageFile("clean", "rejects.parquet", (
 CHUNKS = StageFile("chunk", "chunks.parquet", (
     ("chunk_id", _S), ("doc_id", _S), ("chunk_index", _I32), ("source", _S), ("title", _S),
     ("text", _S), ("char_start", _I64), ("char_end", _I64), ("n_tokens", _I32)))
+# finetune: which model encode uses (base or tuned, and why), the training card, the pairs
+# trained on; a tuned model is a sentence-transformers folder `model-<files digest>`.
+FINETUNE_CHOICE = StageFile("finetune", "model.json")
+FINETUNE_CARD = StageFile("finetune", "card.json")
+FINETUNE_PAIRS = StageFile("finetune", "pairs.parquet", (
+    ("anchor", _S), ("positive", _S), ("kind", _S), ("doc_id", _S), ("chunk_id", _S),
+    ("negative", _S)))
+# the chunk texts (sha256) the last training saw: the churn since is measured against them
+FINETUNE_TRAINED = StageFile("finetune", "trained_chunks.parquet", (("text_key", _S),))
+TUNED_MODEL_PREFIX = "model-"
 ENCODED = StageFile("encode", "vectors.parquet", (("chunk_id", _S), ("text_key", _S)),
                     vectors=True)
 REDUCED = StageFile("reduce", "vectors.parquet", (("chunk_id", _S),), vectors=True)

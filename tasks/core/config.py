@@ -207,6 +207,58 @@ class ChunkConfig(_Config):
         return self
 
 
+class FinetuneConfig(_Config):
+    """The optional, gated fine-tune of encode.model on the corpus (no labels needed)."""
+
+    enabled: bool = Field(False, description="Fine-tune encode.model on the corpus; off: "
+                          "encode uses encode.model as it is.")
+    pairs: str | None = Field(
+        None, description="The user's own pairs besides the mined ones: a JSONL of "
+        "{query, positive} or a BEIR folder (queries.jsonl, qrels/train.tsv beside an "
+        "ingested corpus.jsonl), relative to the workspace.")
+    kinds: tuple[Literal["cloze", "heading", "neighbour"], ...] = Field(
+        ("cloze", "heading", "neighbour"), description="Pair kinds mined from the chunks: "
+        "a sentence -> its chunk without it, a heading -> its section, a chunk -> the next.")
+    holdout: Annotated[float, Field(gt=0.0, lt=0.9)] = Field(
+        0.2, description="Share of documents never trained on; the gate scores on them.")
+    max_pairs: Annotated[int, Field(ge=16)] = Field(
+        20000, description="Mined pairs at most (a seeded sample).")
+    cloze_keep: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.1, description="Share of cloze pairs whose positive keeps the sentence.")
+    negatives: Literal["none", "bm25", "dense", "both"] = Field(
+        "bm25", description="Hard negatives per pair: BM25 and/or the base model's nearest "
+        "chunks, never from the positive's document or duplicate group.")
+    loss: Literal["cached_mnrl", "gist"] = Field(
+        "cached_mnrl", description="cached_mnrl: in-batch negatives (GradCache); gist: the "
+        "frozen base model drops in-batch false negatives.")
+    batch_size: Annotated[int, Field(ge=2, le=4096)] = Field(
+        32, description="Pairs per step (the in-batch negatives of each pair).")
+    learning_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
+        2e-5, description="AdamW's peak learning rate (after a 10% warm-up).")
+    max_seq_length: Annotated[int, Field(ge=16)] = Field(
+        128, description="Tokens per text while training (the saved model keeps its own).")
+    max_steps: Annotated[int, Field(ge=1)] = Field(
+        300, description="Optimizer steps at most (one epoch of the pairs at most).")
+    max_minutes: Annotated[float, Field(gt=0.0)] = Field(
+        20.0, description="Training stops after this long (the card says when it did).")
+    min_gain: Annotated[float, Field(ge=-1.0, le=1.0)] = Field(
+        0.005, description="The tuned model is used only if it beats the base by this much "
+        "on gate_metric over the held-out documents (negative: also when at most this much "
+        "worse, to keep a tuned model for study).")
+    gate_metric: Literal["recall_at_1", "recall_at_10", "ndcg_at_10"] = Field(
+        "ndcg_at_10", description="The held-out metric the gate compares.")
+    gate_queries: Annotated[int, Field(ge=10)] = Field(
+        1000, description="Held-out probes the gate scores at most.")
+    gate_chunks: Annotated[int, Field(ge=100)] = Field(
+        10000, description="Chunks the gate's probes are searched in: every held-out chunk, "
+        "then a seeded sample of the others.")
+    retrain_churn: Annotated[float, Field(ge=0.0)] = Field(
+        0.2, description="Train again once chunks added + changed + removed since the last "
+        "training exceed this share of the chunks it saw; below it the model and its gate "
+        "verdict are kept (0: train again on any change).")
+    seed: int = Field(0, description="Seed of the split, the pairs, the negatives, training.")
+
+
 EXPORTED_BACKENDS = ("openvino", "onnx")  # run an export of the model on the CPU
 
 
@@ -531,6 +583,7 @@ class Params(_Config):
     ingest: IngestConfig = IngestConfig()
     clean: CleanConfig = CleanConfig()
     chunk: ChunkConfig = ChunkConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
     encode: EncodeConfig = EncodeConfig()
     reduce: ReduceConfig = ReduceConfig()
     dedup: DedupConfig = DedupConfig()

@@ -62,7 +62,7 @@ def index_metadata(run: Any, fingerprint: str, model: dict[str, Any],
         "index_fingerprint": fingerprint,
         "embedding_model": {k: model.get(k) for k in (
             "name", "revision", "fingerprint", "files_sha256", "dim", "max_seq_length",
-            "normalize", "passage_prefix", "query_prefix")},
+            "normalize", "passage_prefix", "query_prefix", "tuned")},
         "vector_fingerprint": run.inputs["dedup"]["fingerprint"],
         "vector_space": model.get("space"),
         "dim": card["d"],

@@ -60,17 +60,27 @@ _MODEL_KEYS = (
     "encode.model", "encode.revision", "encode.max_seq_length", "encode.passage_prefix",
 )
 
+# finetune reads the base model and how it reads text, and dedup's rule for a duplicate
+# (never a hard negative of its twin).
+_FINETUNE_KEYS = (
+    "encode.model", "encode.revision", "encode.max_seq_length", "encode.passage_prefix",
+    "encode.query_prefix", "dedup.threshold",
+)
+
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("ingest", "01_ingest", (), ("ingest",), extra_deps=(SOURCE_DEP,),
               facts=("corpus_sha256",)),
     StageSpec("clean", "02_clean", ("ingest",), ("clean",)),
     StageSpec("chunk", "03_chunk", ("clean",), ("chunk", *_MODEL_KEYS),
               facts=("tokenizer_sha256", "budget")),
-    StageSpec("encode", "04_encode", ("chunk",), ("encode",),
+    StageSpec("finetune", "03_finetune", ("chunk",), ("finetune", *_FINETUNE_KEYS),
+              facts=("base_model", "user_pairs_sha256")),
+    StageSpec("encode", "04_encode", ("chunk", "finetune"), ("encode",),
               extra_outs=("${paths.vector_cache}",), facts=("model",)),
     StageSpec("reduce", "05_reduce", ("encode",), ("reduce",)),
     StageSpec("dedup", "06_dedup", ("reduce", "chunk"), ("dedup",)),
-    StageSpec("index", "07_index", ("dedup", "reduce", "chunk"), ("index", "search")),
+    StageSpec("index", "07_index", ("dedup", "reduce", "chunk", "finetune"),
+              ("index", "search")),
     StageSpec("evaluate", "08_evaluate", ("index", "dedup", "chunk", "ingest"), ("evaluate",),
               extra_deps=(SOURCE_DEP,), facts=("labels_sha256",)),
     StageSpec("publish", "09_publish", ("index", "evaluate"), ("publish",)),

@@ -107,7 +107,11 @@ def read_model_config(folder: Path) -> ModelConfig:
     own configs of a model folder."""
     st_cfg = _read_json(folder / "sentence_bert_config.json")
     hf_cfg = _read_json(folder / "config.json")
-    max_len = st_cfg.get("max_seq_length") or hf_cfg.get("max_position_embeddings") or 512
+    # sentence-transformers >= 6 saves the limit as the tokenizer's model_max_length
+    saved = _read_json(folder / "tokenizer_config.json").get("model_max_length")
+    saved = saved if isinstance(saved, int) and saved < 1_000_000 else None  # "no limit"
+    max_len = (st_cfg.get("max_seq_length") or saved or hf_cfg.get("max_position_embeddings")
+               or 512)
     dim = hf_cfg.get("hidden_size") or hf_cfg.get("d_model")
     kinds, pooling = [], "none"
     for module in _read_json(folder / "modules.json") or []:
@@ -195,17 +199,22 @@ def prefixes(cfg: EncodeConfig) -> tuple[str, str]:
             prompts.get("query", "") if cfg.query_prefix is None else cfg.query_prefix)
 
 
-def model_fingerprint(cfg: EncodeConfig) -> dict[str, Any]:
+def model_fingerprint(cfg: EncodeConfig, tuned: dict[str, Any] | None = None
+                      ) -> dict[str, Any]:
     """What decides the embedding space: files, length, prefixes, normalisation, backend and
     precision (int8 or bf16 vectors differ from fp32 ones); for backend openai the server
     (host, path, served model) and the dimension it returns, not the local weights' numbers.
 
     For backend openai, `client` (beside the fingerprint, not in it) names the key's
-    environment variable, so the query side asks the same server the same way."""
+    environment variable, so the query side asks the same server the same way.
+
+    `tuned`: a fine-tuned model's identity (`tasks.encoders.tuned`): its name stands for
+    the folder path `cfg.model` (which differs between a workspace and an index folder) and
+    its base, pairs and params are part of the fingerprint."""
     folder = resolve_model_path(cfg.model, cfg.revision)
     passage, query = prefixes(cfg)
     info = {
-        "name": cfg.model,
+        "name": cfg.model if tuned is None else tuned["name"],
         "revision": cfg.revision,
         "files_sha256": files_digest(folder),  # for openai: the local tokenizer's identity
         "dim": output_dim(cfg),
@@ -217,6 +226,8 @@ def model_fingerprint(cfg: EncodeConfig) -> dict[str, Any]:
     runtime = runtime_for(cfg)  # device is not part of the space; backend and precision are
     info |= {"backend": runtime.backend, "precision": runtime.precision,
              "numerics": numerics(runtime.backend, cfg)}
+    if tuned is not None:
+        info["tuned"] = tuned
     info["fingerprint"] = sha256_text(canonical_json(info))
     if runtime.backend == "openai":
         info["client"] = {"api_key_env": cfg.api_key_env}

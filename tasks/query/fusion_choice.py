@@ -185,7 +185,8 @@ def masked_dense(folder: IndexFolder, probes: list[Probe], xq: np.ndarray, wide:
     scores, rows = folder.search_vectors(xq, wide)
     scores, rows = scores.astype("float32").copy(), rows.copy()
     texts = [t for p in probes for t in p.masked.values()]
-    xm = encode_passages(folder.model, folder.transform, texts, where=str(folder.path))
+    xm = encode_passages(folder.model, folder.transform, texts, where=str(folder.path),
+                         models=folder.path)
     at = 0
     for q, p in enumerate(probes):
         new = {r: float(xm[at + j] @ xq[q]) for j, r in enumerate(p.masked)}

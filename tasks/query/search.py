@@ -30,6 +30,7 @@ from tasks.core.catalog import (
     INDEX_TRANSFORM,
 )
 from tasks.core.config import EncodeConfig, SearchConfig
+from tasks.encoders.tuned import model_folder, tuned_config
 from tasks.indexing.ids import IdMap
 from tasks.indexing.ondisk import read_index_file
 from tasks.indexing.recall import set_search_param
@@ -41,11 +42,11 @@ from tasks.query.weights import query_alphas
 CARD_CHOICE = "search_choice"  # the index card's key for the fusion chosen at build
 
 
-def query_encode_config(model: dict[str, Any]) -> EncodeConfig:
+def query_encode_config(model: dict[str, Any], models: Path | None = None) -> EncodeConfig:
     """The encode config that reproduces a stamped model fingerprint (`model`): the same
     backend and precision (an index built with torch fp32 is queried with torch fp32, not
     this machine's default), for backend openai the same server, served model and key
-    variable."""
+    variable; a tuned model read from its folder in `models` (the index folder)."""
     api: dict[str, Any] = {}
     if model.get("backend") in ("torch", "onnx"):  # the numbers the index was built with
         api = {"backend": model["backend"], "precision": model["precision"]}
@@ -54,24 +55,30 @@ def query_encode_config(model: dict[str, Any]) -> EncodeConfig:
         api = {"backend": "openai", "api_base_url": where["api_host"] + where["api_path"],
                "api_model": where["served_model"],
                "api_key_env": model.get("client", {}).get("api_key_env", "OPENAI_API_KEY")}
-    return EncodeConfig(model=model["name"], revision=model["revision"],
-                        normalize=model["normalize"], query_prefix=model["query_prefix"],
-                        passage_prefix=model["passage_prefix"],
-                        max_seq_length=model["max_seq_length"], **api)
+    cfg = EncodeConfig(model=model["name"], revision=model["revision"],
+                       normalize=model["normalize"], query_prefix=model["query_prefix"],
+                       passage_prefix=model["passage_prefix"],
+                       max_seq_length=model["max_seq_length"], **api)
+    if model.get("tuned") is None:
+        return cfg
+    if models is None:
+        raise ValueError(f"model {model['name']} is a tuned model: its folder is needed")
+    return tuned_config(cfg, model_folder(model["tuned"], models))
 
 
 def encode_texts(model: dict[str, Any], transform: VectorTransform, texts: list[str],
-                 where: str = "index", side: int = 1) -> np.ndarray:
+                 where: str = "index", side: int = 1, models: Path | None = None
+                 ) -> np.ndarray:
     """Embed texts exactly as the index expects: model, prefix (`side` 1: the query prefix,
-    0: the passage prefix), transform.
+    0: the passage prefix), transform; a tuned model is read from its folder in `models`.
 
     Raises ValueError when the model found here is not the one `model` was stamped with.
     """
     from tasks.encoders.loading import encoder_for  # noqa: PLC0415
     from tasks.encoders.model import model_fingerprint, prefixes  # noqa: PLC0415
 
-    cfg = query_encode_config(model)
-    now = model_fingerprint(cfg)["fingerprint"]
+    cfg = query_encode_config(model, models)
+    now = model_fingerprint(cfg, model.get("tuned"))["fingerprint"]
     if now != model["fingerprint"]:
         raise ValueError(
             f"{where}: built with model {model['name']} fingerprint {model['fingerprint'][:12]}"
@@ -86,15 +93,15 @@ def encode_texts(model: dict[str, Any], transform: VectorTransform, texts: list[
 
 
 def encode_queries(model: dict[str, Any], transform: VectorTransform, texts: list[str],
-                   where: str = "index") -> np.ndarray:
+                   where: str = "index", models: Path | None = None) -> np.ndarray:
     """Queries embedded as the index expects them (`encode_texts` with the query prefix)."""
-    return encode_texts(model, transform, texts, where, side=1)
+    return encode_texts(model, transform, texts, where, side=1, models=models)
 
 
 def encode_passages(model: dict[str, Any], transform: VectorTransform, texts: list[str],
-                    where: str = "index") -> np.ndarray:
+                    where: str = "index", models: Path | None = None) -> np.ndarray:
     """Passages embedded as the encode stage embeds chunks (with the passage prefix)."""
-    return encode_texts(model, transform, texts, where, side=0)
+    return encode_texts(model, transform, texts, where, side=0, models=models)
 
 
 def lexical_rows(members: pa.Table, row: dict[str, int]) -> np.ndarray:
@@ -141,7 +148,8 @@ class IndexFolder:
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         """Queries embedded with the index's own model, prefix and transform."""
-        return encode_queries(self.model, self.transform, texts, where=str(self.path))
+        return encode_queries(self.model, self.transform, texts, where=str(self.path),
+                              models=self.path)
 
     @property
     def plan(self) -> SearchPlan:

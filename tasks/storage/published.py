@@ -141,9 +141,10 @@ def publish_to_s3(index_dir: Path, url: str, version: str, pointer: dict[str, An
     """
     bucket, prefix = s3.parse_s3_url(url)
     base = f"{prefix}/{version}" if prefix else version
-    for path in sorted(index_dir.iterdir()):
+    for path in sorted(index_dir.rglob("*")):  # a tuned model's folder too
         if path.is_file():
-            client.upload_file(str(path), bucket, f"{base}/{path.name}")
+            client.upload_file(str(path), bucket,
+                               f"{base}/{path.relative_to(index_dir).as_posix()}")
     if before_pointer is not None:
         before_pointer()
     body = json.dumps({"version": version, **pointer}, sort_keys=True).encode()
@@ -169,6 +170,10 @@ def fetch_published(url: str, client: Any, cache_dir: Path) -> Path:
     tmp.mkdir(parents=True)
     base = f"{prefix}/{version}" if prefix else version
     for obj in s3.list_objects(client, bucket, base):
-        client.download_file(bucket, obj["key"], str(tmp / obj["key"].rsplit("/", 1)[-1]))
+        rel = obj["key"][len(base) + 1:]
+        if (why := s3.unsafe_key_reason(rel)) is not None:
+            raise ValueError(f"{url}: object {obj['key']!r}: {why}")
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        client.download_file(bucket, obj["key"], str(tmp / rel))
     os.replace(tmp, local)
     return local

@@ -1,0 +1,344 @@
+"""finetune: pairs without labels, hard negatives, the gate, the stage's fingerprint, and a
+tuned model (really trained, a few steps on the sample corpus) served end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tasks.core.config import FinetuneConfig
+from tasks.tuning.gate import decide, gate_set
+from tasks.tuning.negatives import mine_negatives
+from tasks.tuning.pairs import (
+    MiningSettings,
+    cloze_pair,
+    heading_pairs,
+    mine_pairs,
+    split_documents,
+)
+from tasks.tuning.user_pairs import read_jsonl_pairs
+from tests.workspace import env_with_venv, make_workspace, run_stages
+
+ALL_KINDS = ("cloze", "heading", "neighbour")
+CASTLES = ("Castles in Wales\n\nEdward the First built a ring of stone castles across north "
+           "Wales after the conquest of 1283. Caernarfon and Conwy were raised in a few "
+           "years by thousands of workers. Their walls still stand beside the sea today.")
+ORBITS = ("Orbits of the Moon\n\nThe Moon keeps one face toward the Earth because tidal "
+          "forces locked its rotation long ago. Its orbit slowly widens by a few centimetres "
+          "each year. Laser reflectors left by astronauts measure that distance precisely.")
+BREAD = ("Sourdough bread rises with wild yeast and lactic bacteria kept in a starter. A "
+         "starter is fed flour and water every day at room temperature. The dough ferments "
+         "for many hours, which gives the crumb its sour taste and open holes.")
+
+
+def chunk_table(docs: dict[str, list[str]]) -> pa.Table:
+    rows = [{"chunk_id": f"{d}:{i}", "doc_id": d, "chunk_index": i, "title": None, "text": t}
+            for d, texts in docs.items() for i, t in enumerate(texts)]
+    return pa.Table.from_pylist(rows)
+
+
+def test_split_is_seeded_and_a_document_keeps_its_side_as_the_corpus_grows():
+    ids = [f"doc-{i}" for i in range(2000)]
+    train, held = split_documents(ids[:1000], 0.2, seed=0)
+    assert 150 < len(held) < 250 and not train & held
+    _, held_more = split_documents(ids, 0.2, seed=0)
+    assert held_more & set(ids[:1000]) == held  # added documents move no old one
+    assert split_documents(ids[:1000], 0.2, seed=1)[1] != held
+
+
+def test_cloze_removes_its_sentence_or_keeps_it_at_the_keep_rate():
+    rng = np.random.default_rng(0)
+    sentence, rest = cloze_pair(ORBITS, rng, keep=0.0)
+    assert sentence in ORBITS and sentence not in rest and len(rest) < len(ORBITS)
+    sentence, whole = cloze_pair(ORBITS, np.random.default_rng(0), keep=1.0)
+    assert sentence in whole and whole == ORBITS.strip()
+    assert cloze_pair("One short sentence only here.", rng, 0.0) is None
+
+
+def test_headings_are_short_standalone_lines_not_code():
+    pairs = heading_pairs(CASTLES, None)
+    assert pairs == [("Castles in Wales", CASTLES.split("\n\n", 1)[1])]
+    assert heading_pairs("x = compute(a, b)\n\n" + BREAD, None) == []
+    assert heading_pairs(BREAD, "Sourdough at Home")[0][0] == "Sourdough at Home"
+
+
+def test_pairs_come_only_from_training_documents_with_their_kinds():
+    chunks = chunk_table({"a": [CASTLES, BREAD], "b": [ORBITS], "c": [BREAD + " More."]})
+    pairs = mine_pairs(chunks, {"a", "b"}, MiningSettings(ALL_KINDS, 0.0, 100, 0))
+    assert set(pairs.column("doc_id").to_pylist()) == {"a", "b"}
+    assert set(pairs.column("kind").to_pylist()) == set(ALL_KINDS)
+    neighbour = pairs.filter(pa.compute.equal(pairs["kind"], "neighbour")).to_pylist()
+    assert neighbour == [{"anchor": CASTLES, "positive": BREAD, "kind": "neighbour",
+                          "doc_id": "a", "chunk_id": "a:1"}]
+    capped = mine_pairs(chunks, {"a", "b"}, MiningSettings(ALL_KINDS, 0.0, 2, 0))
+    assert capped.num_rows == 2
+    assert mine_pairs(chunks, {"a", "b"}, MiningSettings(("cloze",), 0.0, 100, 0)).column(
+        "kind").to_pylist() == ["cloze"] * 3
+
+
+def test_negatives_never_from_the_positives_document_or_duplicate_group():
+    pairs = pa.Table.from_pylist([
+        {"anchor": "wild yeast starter for sourdough", "positive": BREAD, "kind": "cloze",
+         "doc_id": "a", "chunk_id": "a:0"}])
+    pool = chunk_table({"a": [BREAD], "b": [BREAD.upper()], "c": [ORBITS], "d": [CASTLES],
+                        "e": ["A starter of wild yeast needs flour and water and sourdough."]})
+    negatives, counts = mine_negatives(pairs, pool, "bm25", seed=0, threshold=0.95)
+    assert negatives == ["A starter of wild yeast needs flour and water and sourdough."]
+    assert counts == {"with_negative": 1, "without_negative": 0}
+
+
+def test_negatives_skip_near_duplicates_by_the_base_models_cosine(encoder):
+    pairs = pa.Table.from_pylist([{"anchor": "wild yeast starter", "positive": BREAD,
+                                   "kind": "cloze", "doc_id": "a", "chunk_id": "a:0"}])
+    near = BREAD.replace("many hours", "many long hours")  # another doc, same passage
+    pool = chunk_table({"b": [near], "c": [ORBITS]})
+
+    def encode(texts, as_queries):
+        return encoder.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+
+    def drawn(threshold):
+        return {mine_negatives(pairs, pool, "dense", seed, threshold, encode)[0][0]
+                for seed in range(8)}
+
+    assert drawn(0.95) == {ORBITS}
+    assert drawn(1.01) == {ORBITS, near}  # drawn too, once it no longer counts as a twin
+
+
+def test_gate_probes_only_held_out_documents_and_hides_their_text():
+    chunks = chunk_table({"a": [CASTLES], "b": [ORBITS], "c": [BREAD]})
+    gate = gate_set(chunks, {"b"}, n_queries=10, max_chunks=2, seed=0)
+    assert list(gate.qrels.values()) == [{"b": 1}]
+    (probe,) = gate.queries.values()
+    assert probe in ORBITS and len(gate.texts) == 2 and "b" in gate.docs
+    assert probe not in gate.texts[gate.docs.index("b")]
+
+
+def test_gate_keeps_base_unless_tuned_beats_it_by_min_gain_labels_first():
+    base = {"all": {"ndcg_at_10": 0.70}, "labeled": {"ndcg_at_10": 0.50}}
+    better_probes = {"all": {"ndcg_at_10": 0.80}, "labeled": {"ndcg_at_10": 0.49}}
+    assert decide(base, better_probes, "ndcg_at_10", 0.01)["use"] == "base"
+    d = decide({"all": base["all"]}, {"all": better_probes["all"]}, "ndcg_at_10", 0.01)
+    assert d["use"] == "tuned" and d["gain"] == pytest.approx(0.10)
+    assert decide({"all": base["all"]}, {"all": better_probes["all"]}, "ndcg_at_10",
+                  0.2)["use"] == "base"
+    worse = {"all": {"ndcg_at_10": 0.69}}
+    assert decide({"all": base["all"]}, worse, "ndcg_at_10", -0.05)["use"] == "tuned"
+    assert decide({"all": base["all"]}, worse, "ndcg_at_10", -0.005)["use"] == "base"
+    same = decide(base, base, "ndcg_at_10", 0.0)
+    assert same["use"] == "base" and "0.5000" in same["reason"] and same["group"] == "labeled"
+
+
+def test_user_pairs_errors_name_the_line(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"query": "q", "positive": "p"}\n\n{"query": "q2"}\n')
+    with pytest.raises(ValueError, match=r"pairs.jsonl: line 3: .*'positive'"):
+        read_jsonl_pairs(path)
+    path.write_text('{"query": "q", "positive": "p"}\n')
+    assert read_jsonl_pairs(path).to_pylist()[0]["kind"] == "user"
+
+
+BASE = {"base_model": {"files_sha256": "x"}, "user_pairs_sha256": None}
+
+
+def _fingerprint(params, chunk_fp="c1", facts=None):
+    from tasks.core.registry import fingerprint
+
+    return fingerprint("finetune", params, {"chunk": chunk_fp}, facts or BASE)
+
+
+def test_fingerprint_moves_with_its_params_and_inputs_and_nothing_else():
+    from tasks.core.config import parse_params
+    from tasks.core.registry import get_stage
+
+    base_keys = [k for k in get_stage("finetune").params if k != "finetune"]
+
+    on = {"finetune": {"enabled": True}}
+    fp = _fingerprint(parse_params(on))
+    changed = {"pairs": "p.jsonl", "kinds": ["cloze"], "holdout": 0.3, "max_pairs": 99,
+               "cloze_keep": 0.5, "negatives": "both", "loss": "gist", "batch_size": 16,
+               "learning_rate": 1e-4, "max_seq_length": 64, "max_steps": 7, "max_minutes": 1.0,
+               "min_gain": 0.1, "gate_metric": "recall_at_1", "gate_queries": 11,
+               "gate_chunks": 101, "retrain_churn": 0.5, "seed": 3}
+    assert set(changed) == set(FinetuneConfig.model_fields) - {"enabled"}
+    for key, value in changed.items():
+        assert _fingerprint(parse_params({"finetune": {"enabled": True, key: value}})) != fp
+    base_values = {"encode.model": "/some/model", "encode.revision": "r1",
+                   "encode.max_seq_length": 128, "encode.passage_prefix": "p: ",
+                   "encode.query_prefix": "q: ", "dedup.threshold": 0.9}
+    assert set(base_values) == set(base_keys)
+    for key, value in base_values.items():
+        group, name = key.split(".")
+        assert _fingerprint(parse_params(on | {group: {name: value}})) != fp, key
+    for unrelated in ({"index": {"seed": 5}}, {"run": {"log_level": "DEBUG"}},
+                      {"encode": {"batch_size": 8}}, {"search": {"mode": "dense"}}):
+        assert _fingerprint(parse_params(on | unrelated)) == fp
+    assert _fingerprint(parse_params(on), chunk_fp="c2") != fp
+    assert _fingerprint(parse_params(on), facts=BASE | {"base_model": {"files_sha256": "y"}}
+                        ) != fp
+    assert _fingerprint(parse_params(on), facts=BASE | {"user_pairs_sha256": "p"}) != fp
+
+
+# --- real training: a few steps on the sample corpus ---------------------------------
+
+@pytest.fixture(scope="module")
+def sample_chunks(tmp_path_factory):
+    ws = make_workspace(tmp_path_factory.mktemp("ft") / "ws")
+    run_stages(ws, ["ingest", "clean", "chunk"])
+    return pq.read_table(ws / "data/03_chunk/chunks.parquet")
+
+
+@pytest.mark.slow
+def test_gate_keeps_the_base_model_when_the_tuned_one_is_worse(sample_chunks, tmp_path):
+    from tasks.core.config import DEFAULT_MODEL, EncodeConfig
+    from tasks.encoders.model import resolve_model_path
+    from tasks.finetune import torch_encoder
+    from tasks.tuning.gate import score_model
+    from tasks.tuning.train import train_model, training_dataset
+
+    cfg = FinetuneConfig(enabled=True, batch_size=8, max_steps=4, learning_rate=1e-3,
+                         max_seq_length=48, negatives="none")
+    train, held = split_documents(sample_chunks.column("doc_id").to_pylist(), 0.2, 0)
+    pairs = mine_pairs(sample_chunks, train, MiningSettings(("cloze",), 0.0, 64, 0))
+    rng = np.random.default_rng(0)  # shuffled positives: pairs that teach nonsense
+    shuffled = pairs.set_column(1, "positive", pairs["positive"].take(
+        rng.permutation(pairs.num_rows)))
+    result = train_model(resolve_model_path(DEFAULT_MODEL), training_dataset(
+        shuffled, None, ("", "")), cfg, "cpu", tmp_path / "bad")
+    assert result.steps == 4 and result.losses
+    gate = gate_set(sample_chunks, held, 40, 200, 0)
+    enc = EncodeConfig(device="cpu", batch_size=64)
+    base = score_model(torch_encoder(resolve_model_path(DEFAULT_MODEL), enc, "cpu"), gate)
+    worse = score_model(torch_encoder(tmp_path / "bad", enc, "cpu"), gate)
+    assert worse["all"]["ndcg_at_10"] < base["all"]["ndcg_at_10"]
+    decision = decide(base, worse, "ndcg_at_10", 0.0)
+    assert decision["use"] == "base" and "does not beat" in decision["reason"]
+
+
+@pytest.fixture(scope="module")
+def tuned_workspace(tmp_path_factory):
+    """The whole pipeline on the sample with a (briefly) tuned model forced through the gate
+    (min_gain -1), published to a folder."""
+    from tasks.core.params_file import write_overrides
+
+    ws = make_workspace(tmp_path_factory.mktemp("tuned") / "ws")
+    write_overrides(ws / "params.yaml", {
+        "finetune.enabled": True, "finetune.max_steps": 2, "finetune.batch_size": 8,
+        "finetune.max_seq_length": 48, "finetune.min_gain": -1.0, "finetune.gate_queries": 20,
+        "finetune.gate_chunks": 100, "publish.target": "published",
+        "evaluate.plot_sample": 50, "evaluate.health_sample": 50})  # the tuned model is tested
+    run_stages(ws)
+    return ws
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # the module's pipeline run (training included) is set up here
+def test_a_tuned_model_is_served_end_to_end(tuned_workspace):
+    ws = tuned_workspace
+    choice = json.loads((ws / "data/03_finetune/model.json").read_text())
+    assert choice["use"] == "tuned"
+    folder = choice["tuned"]["folder"]
+    model = json.loads((ws / "data/07_index/model.json").read_text())
+    assert model["name"].endswith("+finetune") and model["tuned"]["folder"] == folder
+    assert (ws / "data/07_index" / folder / "modules.json").is_file()
+    encode = json.loads((ws / "data/04_encode/_manifest.json").read_text())
+    assert encode["model"]["fingerprint"] == model["fingerprint"]
+    assert encode["model"]["tuned"]["base_files_sha256"] == choice["base"]["files_sha256"]
+    pointer = json.loads((ws / "published/CURRENT").read_text())
+    assert pointer["model"] == model["name"]
+    assert pointer["model_fingerprint"] == model["fingerprint"]
+    published = sorted((ws / "published").glob("index-*"))
+    for index in (ws / "data/07_index", published[-1]):
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "embedpipe"), "--root", str(ws), "search",
+             "how a collapsed star becomes a neutron star", "--index", str(index), "-k", "3",
+             "--format", "jsonl", "--mode", "dense"],
+            env=env_with_venv(), capture_output=True, text=True, timeout=600, check=False)
+        assert done.returncode == 0, done.stderr
+        hits = json.loads(done.stdout)
+        assert hits[0]["source"].startswith("astronomy/")
+    lineage = subprocess.run([str(Path(sys.executable).parent / "embedpipe"), "--root",
+                              str(ws), "lineage"], env=env_with_venv(), capture_output=True,
+                             text=True, timeout=300, check=True).stdout
+    assert "2 steps on pairs" in lineage and "+finetune" in lineage
+
+
+@pytest.mark.slow
+def test_search_refuses_an_index_whose_tuned_model_is_missing(tuned_workspace, tmp_path):
+    import shutil
+
+    from tasks.query.search import load_index_folder
+
+    copy = tmp_path / "index"
+    shutil.copytree(tuned_workspace / "data/07_index", copy)
+    folder = json.loads((copy / "model.json").read_text())["tuned"]["folder"]
+    shutil.rmtree(copy / folder)
+    with pytest.raises(ValueError, match="tuned model .* is not here"):
+        load_index_folder(copy).encode_queries(["a query"])
+
+
+@pytest.mark.slow
+def test_onnx_int8_export_and_its_torch_check_work_on_the_tuned_model(tuned_workspace):
+    from tasks.core.config import EncodeConfig
+    from tasks.encoders.loading import encoder_for
+    from tasks.encoders.tuned import chosen_model
+
+    cfg, tuned = chosen_model(EncodeConfig(device="cpu", backend="onnx", precision="int8"),
+                              tuned_workspace / "data/03_finetune")
+    assert tuned is not None
+    x = encoder_for(cfg).encode(["a neutron star"], normalize_embeddings=True)
+    assert x.shape == (1, 384) and abs(float(np.linalg.norm(x)) - 1) < 1e-3
+
+
+def test_churn_counts_added_changed_and_removed_texts():
+    from tasks.tuning.reuse import churn
+
+    before = {"a", "b", "c", "d"}
+    assert churn(before, before) == 0.0
+    assert churn(before, {"a", "b", "c", "d", "e"}) == 0.25  # one added
+    assert churn(before, {"a", "b", "c", "x"}) == 0.5  # one changed: removed and added
+
+
+@pytest.mark.slow
+def test_a_new_document_keeps_the_tuned_model_and_encodes_only_its_chunks(tuned_workspace):
+    """Runs last: it adds a document to the module's workspace."""
+    ws = tuned_workspace
+    card = json.loads((ws / "data/03_finetune/card.json").read_text())
+    (ws / "data/sample/astronomy/pulsar-timing.txt").write_text(
+        "Pulsar Timing\n\nMillisecond pulsars spin hundreds of times a second with a "
+        "stability that rivals atomic clocks. Timing arrays watch dozens of them for the "
+        "slow stretching of spacetime by passing gravitational waves.\n")
+    run_stages(ws, ["ingest", "clean", "chunk", "finetune", "encode"])
+    again = json.loads((ws / "data/03_finetune/card.json").read_text())
+    assert 0 < again["kept"]["churn"] <= 0.2
+    assert again["tuned"]["folder"] == card["tuned"]["folder"] and again["steps"] == 2
+    encode = json.loads((ws / "data/04_encode/_manifest.json").read_text())
+    assert 1 <= encode["rows"]["encoded"] <= 2 and encode["rows"]["reused"] > 400
+
+
+def test_beir_pairs_train_on_training_documents_and_gate_on_held_out_ones(tmp_path):
+    from tasks.documents.decoding import make_doc_id
+    from tasks.tuning.user_pairs import read_user_pairs
+
+    beir = tmp_path / "src/beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text("")  # ingested earlier; only its path names the docs
+    (beir / "queries.jsonl").write_text('{"_id": "q1", "text": "castles of wales"}\n'
+                                        '{"_id": "q2", "text": "tidal locking"}\n')
+    (beir / "qrels/train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n")
+    d1, d2 = make_doc_id("beir/corpus.jsonl", "d1"), make_doc_id("beir/corpus.jsonl", "d2")
+    chunks = chunk_table({d1: [CASTLES], d2: [ORBITS]})
+    pairs, (queries, qrels) = read_user_pairs(beir, tmp_path / "src", chunks, held={d2})
+    assert pairs.to_pylist() == [{"anchor": "castles of wales", "positive": CASTLES,
+                                  "kind": "labeled", "doc_id": d1, "chunk_id": f"{d1}:0"}]
+    assert queries == {"q2": "tidal locking"} and qrels == {"q2": {d2: 1}}
+    (beir / "qrels/train.tsv").unlink()
+    (beir / "qrels/test.tsv").write_text("q1\td1\t1\n")  # evaluate's: never trained on
+    with pytest.raises(ValueError, match="qrels/train.tsv or qrels/dev.tsv"):
+        read_user_pairs(beir, tmp_path / "src", chunks, held=set())
