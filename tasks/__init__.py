@@ -1,7 +1,7 @@
 """embedpipe's stages and the packages they share.
 
-Top level: the ten stage modules, in pipeline order ingest, clean, chunk, encode, reduce,
-dedup, index, evaluate, publish, export (the order lives in `tasks.core.registry`). A stage never
+Top level: the eleven stage modules, in pipeline order ingest, clean, chunk, finetune, encode,
+reduce, dedup, index, evaluate, publish, export (the order lives in `tasks.core.registry`). A stage never
 imports another stage; what two stages share lives in a package below:
 
 - `core`: params, the stage registry and file catalog, stamped outputs, the stage runner.
