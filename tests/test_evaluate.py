@@ -76,8 +76,8 @@ def test_metadata_and_lineage_reach_ingest(sample_ws):
     assert meta["lineage"]["ingest"] == ingest["fingerprint"]
     assert meta["embedding_model"]["name"] == "sentence-transformers/all-MiniLM-L6-v2"
     chain = lineage_chain(sample_ws, load_params(sample_ws / "params.yaml"), "index")
-    assert [m["stage"] for m in chain] == ["index", "dedup", "reduce", "encode", "chunk",
-                                           "clean", "ingest"]
+    assert [m["stage"] for m in chain] == ["index", "dedup", "reduce", "encode", "finetune",
+                                           "chunk", "clean", "ingest"]
 
 
 def test_random_vectors_trip_the_gate_and_keep_the_published_index(sample_ws):
