@@ -3,6 +3,7 @@ run that fails before its first stage leaves params.yaml byte-for-byte as it was
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -63,10 +64,14 @@ def test_flow_with_bad_override_leaves_params_yaml(tmp_path, prefect_server):
 
     ws = make_workspace(tmp_path / "ws")
     before = (ws / "params.yaml").read_bytes()
-    with pytest.raises(ValueError, match=r"ingest\.source: '/nonexistent' does not exist"):
-        pipeline(root=str(ws), set_params={"ingest.source": "/nonexistent"})
-    with pytest.raises(ValueError, match=r"publish\.target: '\.\./x' leads outside"):
-        pipeline(root=str(ws), overrides={"publish": {"target": "../x"}})
+    # a settings error ends the flow run Failed with one line (no traceback), nothing written
+    state = pipeline(root=str(ws), set_params={"ingest.source": "/nonexistent"},
+                     return_state=True)
+    assert state.is_failed()
+    assert re.search(r"^settings: ingest\.source: '/nonexistent' does not exist", state.message)
+    state = pipeline(root=str(ws), overrides={"publish": {"target": "../x"}}, return_state=True)
+    assert state.is_failed()
+    assert re.search(r"^settings: publish\.target: '\.\./x' leads outside", state.message)
     assert (ws / "params.yaml").read_bytes() == before
 
 
