@@ -133,8 +133,9 @@ def test_invalid_override_fails_before_any_stage(flow_ws):
 
     ws, _ = flow_ws
     params_before = (ws / "params.yaml").read_text()
-    with pytest.raises(ValueError, match=r"reduce\.pca_dims: 999 exceeds the model's dimension"):
-        pipeline(root=str(ws), set_params={"reduce.pca_dims": 999})
+    state = pipeline(root=str(ws), set_params={"reduce.pca_dims": 999}, return_state=True)
+    assert state.is_failed()  # one line, the run Failed before any stage
+    assert "settings: reduce.pca_dims: 999 exceeds the model's dimension" in state.message
     with pytest.raises(Exception, match=r"reduce\.pca_dims"):
         pipeline(root=str(ws), overrides={"reduce": {"pca_dims": 0}})
     assert (ws / "params.yaml").read_text() == params_before
