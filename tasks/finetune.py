@@ -223,7 +223,7 @@ def finetune_task(root: str = ".") -> str:
     reason = "finetune.enabled is false" if not cfg.enabled else card["gate"]["reason"]
     if cfg.enabled and card.get("kept"):
         reason = f"kept from the last training (churn {card['kept']['churn']:.3f}): {reason}"
-    task_logger().info("finetune: encode uses the %s: %s (%.1f s)", choice, reason,
+    task_logger().info("finetune: encode uses the %s (%s) in %.1f s", choice, reason,
                        run.seconds)
     return str(run.out_dir)
 
