@@ -1,8 +1,8 @@
 """embedpipe's stages and the packages they share.
 
 Top level: the eleven stage modules, in pipeline order ingest, clean, chunk, finetune, encode,
-reduce, dedup, index, evaluate, publish, export (the order lives in `tasks.core.registry`). A stage never
-imports another stage; what two stages share lives in a package below:
+reduce, dedup, index, evaluate, publish, export (the order lives in `tasks.core.registry`). A
+stage never imports another stage; what two stages share lives in a package below:
 
 - `core`: params, the stage registry and file catalog, stamped outputs, the stage runner.
 - `documents`: where files come from, decoding them into documents, sentence boundaries.
