@@ -19,7 +19,10 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import pyarrow.parquet as pq
 
 from tasks.core.config import RunConfig
 
@@ -140,3 +143,19 @@ def _result(future: Any) -> Any:
             raise  # the stage's own error, from the shard's pure function
         raise RuntimeError(f"dask: shard {future.key} failed ({type(err).__name__}: {err}); "
                            "the stage's previous output is unchanged") from err
+
+
+def row_group_spans(path: Path | str, min_rows: int) -> Iterator[tuple[list[int], int, int]]:
+    """Whole row groups of a Parquet file in runs of at least `min_rows` rows (the last run
+    may hold fewer): (row group numbers, first row, row count), for workers that read their
+    shard of the file by path."""
+    with pq.ParquetFile(path) as pf:
+        sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
+    groups: list[int] = []
+    first = count = 0
+    for g, size in enumerate(sizes):
+        groups.append(g)
+        count += size
+        if count >= min_rows or g == len(sizes) - 1:
+            yield groups, first, count
+            groups, first, count = [], first + count, 0

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from tasks.core.catalog import VECTOR_COLUMN
 from tasks.core.progress import Progress
-from tasks.core.shards import Executor, map_ordered
+from tasks.core.shards import Executor, map_ordered, row_group_spans
 from tasks.core.vectors import arrow_to_vectors
 from tasks.duplicates.cells import (
     ASSIGN_BATCH,
@@ -125,17 +125,9 @@ def copy_shards(
 ) -> Iterator[tuple[str, list[int], np.ndarray, np.ndarray]]:
     """Whole row groups of the vector file, at least COPY_ROWS rows a shard, with the
     scratch position of each row (-1: not compared) and the sample positions among them."""
-    with pq.ParquetFile(path) as pf:
-        sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
-    groups: list[int] = []
-    first = rows = 0
-    for g, size in enumerate(sizes):
-        groups.append(g)
-        rows += size
-        if rows >= COPY_ROWS or g == len(sizes) - 1:
-            pos = positions[first : first + rows]
-            yield str(path), groups, pos, sample[np.isin(sample, pos)]
-            groups, first, rows = [], first + rows, 0
+    for groups, first, rows in row_group_spans(path, COPY_ROWS):
+        pos = positions[first : first + rows]
+        yield str(path), groups, pos, sample[np.isin(sample, pos)]
 
 
 @contextmanager

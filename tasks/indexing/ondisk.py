@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from faiss.contrib.ondisk import merge_ondisk
 
 from tasks.core.catalog import INDEX_IVFDATA, VECTOR_COLUMN
-from tasks.core.shards import Executor, map_ordered
+from tasks.core.shards import Executor, map_ordered, row_group_spans
 from tasks.core.vectors import arrow_to_vectors
 
 ADD_BATCH = 65_536
@@ -109,16 +109,8 @@ def fill_shard(item: tuple[int, Shard], trained: str, scratch: str) -> str:
 def file_shards(path: Path | str, ids: np.ndarray, rows: int) -> Iterator[Shard]:
     """Whole row groups of a Parquet vector file, at least `rows` rows a shard, with their
     ids (`ids[i]` for row i): workers read the vectors themselves."""
-    with pq.ParquetFile(path) as pf:
-        sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
-    groups: list[int] = []
-    first = count = 0
-    for g, size in enumerate(sizes):
-        groups.append(g)
-        count += size
-        if count >= rows or g == len(sizes) - 1:
-            yield str(path), groups, ids[first : first + count]
-            groups, first, count = [], first + count, 0
+    for groups, first, count in row_group_spans(path, rows):
+        yield str(path), groups, ids[first : first + count]
 
 
 def array_shards(x: np.ndarray, ids: np.ndarray, rows: int) -> Iterator[Shard]:
