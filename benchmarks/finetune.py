@@ -19,14 +19,13 @@ import argparse
 import json
 import math
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks.families import generate
-from benchmarks.report import cpu_label, save
+from benchmarks.report import cpu_label, save, timed_stages
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD = ("ingest", "clean", "chunk", "finetune")
@@ -35,7 +34,6 @@ DEPTH = 100  # chunks searched per query before ranking documents
 
 def build(ws: Path, corpus: Path, overrides: dict[str, Any]) -> dict[str, float]:
     """ingest -> finetune in `ws`; seconds per stage."""
-    from flows.pipeline import STAGE_TASKS
     from tasks.core.params_file import write_overrides
 
     ws.mkdir(parents=True)
@@ -43,12 +41,7 @@ def build(ws: Path, corpus: Path, overrides: dict[str, Any]) -> dict[str, float]
     write_overrides(ws / "params.yaml", {"ingest.source": str(corpus), "encode.device": "cpu",
                                          "finetune.enabled": True, "finetune.min_gain": -1.0,
                                          **overrides})
-    seconds = {}
-    for name in BUILD:
-        started = time.perf_counter()
-        STAGE_TASKS[name].fn(root=str(ws))
-        seconds[name] = round(time.perf_counter() - started, 2)
-    return seconds
+    return timed_stages(ws, BUILD)
 
 
 def doc_ranks(encode: Any, texts: list[str], docs: list[str], queries: list[str],

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,3 +26,15 @@ def save(out: Path, name: str, report: dict[str, Any], markdown: str) -> None:
     (out / f"{name}.json").write_text(json.dumps(report, indent=2))
     (out / f"{name}.md").write_text(markdown)
     print(markdown)
+
+
+def timed_stages(ws: Path, names: Iterable[str]) -> dict[str, float]:
+    """Run stages in-process in the workspace `ws`, in order; seconds each."""
+    from flows.pipeline import STAGE_TASKS  # noqa: PLC0415  (Prefect and the stages load slowly)
+
+    seconds = {}
+    for name in names:
+        started = time.perf_counter()
+        STAGE_TASKS[name].fn(root=str(ws))
+        seconds[name] = round(time.perf_counter() - started, 2)
+    return seconds

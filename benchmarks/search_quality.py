@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.families import generate
-from benchmarks.report import cpu_label, save
+from benchmarks.report import cpu_label, save, timed_stages
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD = ("ingest", "clean", "chunk", "finetune", "encode", "reduce", "dedup", "index")
@@ -29,19 +29,13 @@ BUILD = ("ingest", "clean", "chunk", "finetune", "encode", "reduce", "dedup", "i
 
 def build(ws: Path, corpus: Path, cache: Path, overrides: dict[str, Any]) -> dict[str, float]:
     """Run ingest -> index in `ws`; seconds per stage."""
-    from flows.pipeline import STAGE_TASKS
     from tasks.core.params_file import write_overrides
 
     ws.mkdir(parents=True)
     (ws / "params.yaml").write_text((REPO / "params.yaml").read_text())
     write_overrides(ws / "params.yaml", {"ingest.source": str(corpus), "encode.device": "cpu",
                                          "paths.vector_cache": str(cache), **overrides})
-    seconds = {}
-    for name in BUILD:
-        started = time.perf_counter()
-        STAGE_TASKS[name].fn(root=str(ws))
-        seconds[name] = round(time.perf_counter() - started, 2)
-    return seconds
+    return timed_stages(ws, BUILD)
 
 
 def hit_at_10(folder: Any, queries: list[dict[str, str]], mode: str, expand: str
