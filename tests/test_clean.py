@@ -26,7 +26,7 @@ HTML = """<html><head><title>Roses</title><style>p {color: red}</style></head><b
 def test_html_keeps_headings_items_rows_and_drops_scripts():
     title, text = html_to_text(HTML)
     assert title == "Roses"
-    assert text == ("Pruning & care\n\nCut above a bud.\n\n- Gloves\n- Secateurs\n\n"
+    assert text == ("# Pruning & care\n\nCut above a bud.\n\n- Gloves\n- Secateurs\n\n"
                     "Month | Task\nMarch | Prune")
 
 
@@ -77,7 +77,7 @@ def test_html_main_content_is_opt_in():
             "<h1>Kelp</h1><p>Kelp forests grow fast.</p><footer>(c) 2026</footer>")
     assert clean_text(page, "html", "a.html", CFG)[1].startswith("Home | Next")
     main = CFG.model_copy(update={"html_main_content": True})
-    assert clean_text(page, "html", "a.html", main) == ("T", "Kelp\n\nKelp forests grow fast.")
+    assert clean_text(page, "html", "a.html", main) == ("T", "# Kelp\n\nKelp forests grow fast.")
 
 
 REPAIRS = [

@@ -33,16 +33,16 @@ def test_structure_is_kept_lines_blocks_and_code():
     title, text = html_to_text(PAGE)
     assert title == "Kelp forests"
     assert text == (
-        "- index\n- next: Urchins\n\nKelp forests¶\n\nKelp grows up to half a metre a day.\n\n"
+        "- index\n- next: Urchins\n\n# Kelp forests¶\n\nKelp grows up to half a metre a day.\n\n"
         "- Giant kelp\n\n- Macrocystis\n\n- Bull kelp\n\nSite | Depth\nMonterey | 30 m\n\n"
         "for site in sites:\n    print(site)  # one per line\n\nholdfast\n\nthe root-like base"
-        "\n\nPrevious topic\n\nSeagrass\n\n© 2026 Ocean notes")
+        "\n\n### Previous topic\n\nSeagrass\n\n© 2026 Ocean notes")
 
 
 def test_main_content_drops_navigation_sidebars_and_footers():
     title, text = html_to_text(PAGE, main_content=True)
     assert title == "Kelp forests"
-    assert text.startswith("Kelp forests\n\nKelp grows")
+    assert text.startswith("# Kelp forests\n\nKelp grows")
     assert "Urchins" not in text and "Seagrass" not in text and "Ocean notes" not in text
     assert "print(site)" in text and "Monterey | 30 m" in text
 
@@ -51,7 +51,7 @@ def test_main_content_without_a_main_element_keeps_the_body():
     page = ("<div id=nav><a>Home</a></div><div class='menu nav'><div class=nav>x</div></div>"
             "<article><header><h1>Title kept</h1></header><p>Body.</p></article>"
             "<aside>related links</aside>")
-    assert html_to_text(page, main_content=True) == (None, "Title kept\n\nBody.")
+    assert html_to_text(page, main_content=True) == (None, "# Title kept\n\nBody.")
 
 
 def test_broken_markup_still_gives_the_text():

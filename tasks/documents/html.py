@@ -1,5 +1,6 @@
-"""HTML -> text on the lexbor parser (selectolax): headings, paragraphs and blocks apart, list
-items and table rows as lines, code blocks verbatim; optionally the main content only.
+"""HTML -> text on the lexbor parser (selectolax): headings as markdown heading lines (`## `
+for `<h2>`: chunking keeps sections and heading trails from them), paragraphs and blocks apart,
+list items and table rows as lines, code blocks verbatim; optionally the main content only.
 
 The tree is walked once, iteratively (no recursion), in C-backed node steps. A page whose
 markup nests deeper than `MAX_HTML_DEPTH` is never parsed (HTML5 tree building is quadratic in
@@ -17,6 +18,7 @@ from selectolax.lexbor import LexborHTMLParser, LexborNode
 BLOCK_TAGS = frozenset(("p", "div", "section", "article", "header", "footer", "main", "aside",
                         "blockquote", "pre", "ul", "ol", "table", "h1", "h2", "h3", "h4", "h5",
                         "h6", "br", "hr", "dl", "dt", "dd", "figure", "figcaption", "nav"))
+HEADING_TAGS = {f"h{i}": i for i in range(1, 7)}
 # whitespace-only text directly inside these is layout (indentation between items and rows)
 CONTAINER_TAGS = frozenset(("ul", "ol", "dl", "table", "thead", "tbody", "tfoot", "tr",
                             "html", "body"))
@@ -204,4 +206,6 @@ def _enter(node: LexborNode, tag: str, out: _Lines) -> bool:
     if tag == "li":  # an item starts a line, not a block
         out.end_line()
         out.pieces.append("- ")
+    elif tag in HEADING_TAGS:  # a heading line of its own, marked with its level
+        out.pieces.append("#" * HEADING_TAGS[tag] + " ")
     return True
