@@ -1,8 +1,9 @@
 """chunk: cleaned `docs.parquet` -> `chunks.parquet`, passages the encoder sees whole.
 
-Schema out: chunk_id, doc_id, chunk_index, source, title, text, char_start, char_end, n_tokens.
-Invariant: `text == doc.text[char_start:char_end]`; n_tokens (the encoder tokenizer's count,
-special tokens and prefix excluded) never exceeds the budget, which fits max_seq_length.
+Schema out: chunk_id, doc_id, chunk_index, source, title, text, char_start, char_end, n_tokens,
+context. Invariant: `text == doc.text[char_start:char_end]`; n_tokens (the encoder tokenizer's
+count, special tokens and prefix excluded) never exceeds the budget, which leaves room in
+max_seq_length for the context (`chunk.context_tokens`), encoded before the text.
 """
 
 from __future__ import annotations
@@ -19,9 +20,15 @@ from tasks.core.catalog import CHUNKS, CLEAN_DOCS
 from tasks.core.config import ChunkConfig, EncodeConfig
 from tasks.core.progress import task_logger
 from tasks.core.runtime import StageRun, main, start_stage
+from tasks.documents.context import TRAIL_FORMATS, Headings, chunk_context
 from tasks.documents.sentences import sentence_starts
 from tasks.documents.token_counts import Tokens
-from tasks.encoders.model import check_chunk_fits, load_tokenizer, tokenizer_identity
+from tasks.encoders.model import (
+    check_chunk_fits,
+    load_tokenizer,
+    passage_room,
+    tokenizer_identity,
+)
 
 Span = tuple[int, int]
 # Both matched at a line's or unit's start: `pattern.match(text, start, end)`.
@@ -224,10 +231,52 @@ def chunk_text(text: str, fmt: str, cfg: ChunkConfig, budget: int, tokens: Token
     return pack_units(text, split_units(text, code), budget, cfg.overlap_sentences, tokens)
 
 
+def text_budget(cfg: ChunkConfig, room: int) -> int:
+    """Tokens a chunk's text may take: `max_tokens`, less where the model's `room` (its
+    sequence length less special and prefix tokens) would not hold the context too."""
+    if cfg.context == "none":
+        return cfg.max_tokens
+    budget = min(cfg.max_tokens, room - cfg.context_tokens)
+    if budget < 8:
+        raise ValueError(f"chunk.context_tokens: {cfg.context_tokens} leaves {budget} of the "
+                         f"model's {room} tokens for a chunk's text; use <= {room - 8} or "
+                         "chunk.context: none")
+    return budget
+
+
+class ContextFitter:
+    """A context's fit to `limit` tokens of the encoder's tokenizer: `fits` and `cut` (at
+    the last whole token within the limit)."""
+
+    def __init__(self, tokens: Tokens, limit: int) -> None:
+        self.backend, self.limit = tokens.backend, limit
+
+    def fits(self, text: str) -> bool:
+        return len(self.backend.encode(text, add_special_tokens=False).ids) <= self.limit
+
+    def cut(self, text: str) -> str:
+        enc = self.backend.encode(text, add_special_tokens=False)
+        return text if len(enc.ids) <= self.limit else text[:enc.offsets[self.limit - 1][1]]
+
+
+def chunk_contexts(doc: dict[str, Any], spans: list[Span], cfg: ChunkConfig,
+                   fitter: ContextFitter) -> list[str | None]:
+    """Each chunk's context under `chunk.context` (tasks/documents/context.py)."""
+    if cfg.context == "none":
+        return [None] * len(spans)
+    text = doc["text"]
+    headings = (Headings(text) if cfg.context == "headings" and doc["format"] in TRAIL_FORMATS
+                else None)
+    return [chunk_context(doc["title"], headings.trail(a) if headings else [], text[a:b],
+                          fitter.fits, fitter.cut) for a, b in spans]
+
+
 def chunk_documents(docs: pa.Table, cfg: ChunkConfig, budget: int, tokenizer: Any) -> pa.Table:
-    """All chunks of all documents, in document order. A span the encoder's tokenizer reads
-    as nothing (control or zero-width characters only) is not a chunk."""
+    """All chunks of all documents, in document order, with their context. A span the
+    encoder's tokenizer reads as nothing (control or zero-width characters only) is not a
+    chunk."""
     tokens = Tokens(tokenizer)
+    fitter = ContextFitter(tokens, cfg.context_tokens)
     rows = []
     docs_in = docs.select(["doc_id", "source", "format", "title", "text"]).to_pylist()
     for d, enc in zip(docs_in, tokens.read([d["text"] for d in docs_in]), strict=True):
@@ -235,11 +284,12 @@ def chunk_documents(docs: pa.Table, cfg: ChunkConfig, budget: int, tokenizer: An
         spans = chunk_text(d["text"], d["format"], cfg, budget, tokens)
         counts = tokens.span_counts(spans)
         kept = [(span, n) for span, n in zip(spans, counts, strict=True) if n > 0]
-        for i, ((a, b), n) in enumerate(kept):
+        contexts = chunk_contexts(d, [span for span, _ in kept], cfg, fitter)
+        for i, (((a, b), n), context) in enumerate(zip(kept, contexts, strict=True)):
             rows.append({"chunk_id": f"{d['doc_id']}:{i:04d}", "doc_id": d["doc_id"],
                          "chunk_index": i, "source": d["source"], "title": d["title"],
                          "text": d["text"][a:b], "char_start": a, "char_end": b,
-                         "n_tokens": n})
+                         "n_tokens": n, "context": context})
     return pa.Table.from_pylist(rows, schema=CHUNKS.schema())
 
 
@@ -265,7 +315,7 @@ def chunk_task(root: str = ".") -> str:
     run = start_stage("chunk", root)
     cfg, enc = run.params.chunk, run.params.encode
     check_chunk_fits(enc, cfg.max_tokens)
-    budget = cfg.max_tokens
+    budget = text_budget(cfg, passage_room(enc)[0])
     fp, model = chunk_fingerprint(run, budget)
     changes = run.changes(CHUNKS, "chunk_id", "text")
     n_docs = 0

@@ -1,7 +1,8 @@
 """dedup: reduced vectors + chunk texts -> kept `vectors.parquet` + audit `dropped.parquet`.
 
-Schema out: chunk_id, doc_id, source, title, text, vector; dropped: dropped_chunk_id,
-kept_chunk_id, similarity, kind ('exact' | 'near'), doc_id, source, group_chunk_id, text.
+Schema out: chunk_id, doc_id, source, title, text, context, vector; dropped: dropped_chunk_id,
+kept_chunk_id, similarity, kind ('exact' | 'near'), doc_id, source, group_chunk_id, text,
+context.
 Invariant: every input chunk is kept or dropped with the kept chunk standing for its group
 (which the index carries, so search still reaches it). Of a duplicate group the chunk with
 the shortest source path is kept, then the lexicographically first, then the first in corpus
@@ -136,7 +137,7 @@ def kept_batch(chunks: pa.Table, vectors: pa.Table, keep: np.ndarray) -> pa.Tabl
 
 def dropped_table(ids: pa.ChunkedArray, dropped_rows: pa.Table, drops: Drops) -> pa.Table:
     """The audit table in dropped-row order; `dropped_rows` are the chunk rows of
-    `sorted(drops)` (doc_id, source, text), `ids` every row's chunk_id."""
+    `sorted(drops)` (doc_id, source, text, context), `ids` every row's chunk_id."""
     audit, group = sorted(drops), group_of(drops)
     return pa.table({
         "dropped_chunk_id": ids.take(pa.array([a for a, _, _, _ in audit], pa.int64())),
@@ -145,7 +146,8 @@ def dropped_table(ids: pa.ChunkedArray, dropped_rows: pa.Table, drops: Drops) ->
         "kind": pa.array([k for _, _, _, k in audit], pa.string()),
         **{c: dropped_rows.column(c) for c in ("doc_id", "source")},
         "group_chunk_id": ids.take(pa.array([group[a] for a, _, _, _ in audit], pa.int64())),
-        "text": dropped_rows.column("text")}, schema=DROPPED.schema()).combine_chunks()
+        **{c: dropped_rows.column(c) for c in ("text", "context")}},
+        schema=DROPPED.schema()).combine_chunks()
 
 
 def dedup_counts(keep: np.ndarray, drops: Drops) -> dict[str, int]:
@@ -223,10 +225,10 @@ def write_outputs(out: StageOutput, run: StageRun, keep: np.ndarray, drops: Drop
         stop = start + chunks.num_rows
         writer.write(kept_batch(chunks, vectors, keep[start:stop]))
         here = dropped[np.searchsorted(dropped, start):np.searchsorted(dropped, stop)]
-        parts.append(chunks.select(["doc_id", "source", "text"]).take(here - start))
+        parts.append(chunks.select(["doc_id", "source", "text", "context"]).take(here - start))
         start = stop
     rows = pa.concat_tables(parts) if parts else pa.table(
-        {c: pa.array([], pa.string()) for c in ("doc_id", "source", "text")})
+        {c: pa.array([], pa.string()) for c in ("doc_id", "source", "text", "context")})
     out.write_table(DROPPED, dropped_table(ids, rows, drops))
 
 

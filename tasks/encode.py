@@ -23,6 +23,7 @@ from tasks.core.progress import Progress, task_logger
 from tasks.core.runtime import main, shard_observer, start_stage
 from tasks.core.shards import Executor, Observer, map_ordered, open_executor
 from tasks.core.vectors import vector_problem, vectors_to_arrow
+from tasks.documents.context import contextual_texts
 from tasks.encoders import vector_cache
 from tasks.encoders.device import runtime_for
 from tasks.encoders.loading import encoder_for
@@ -203,7 +204,8 @@ def encode_windows(encode: Encoder, d: int, windows: Iterable[pa.Table], cfg: En
                    cache: Path, space: str, total: int,
                    report: Callable[[int, int], None] | None = None
                    ) -> Iterator[tuple[pa.Table, dict[str, int]]]:
-    """The vectors table and counts of each window of chunks (chunk_id, text), in order.
+    """The vectors table and counts of each window of chunks (chunk_id, text, context), in
+    order; each chunk encoded with its context (`with_context`).
 
     A text repeated in a later window is looked up in `cache`, not encoded again.
     """
@@ -211,8 +213,8 @@ def encode_windows(encode: Encoder, d: int, windows: Iterable[pa.Table], cfg: En
     done = 0
     for chunks in windows:
         on_block = _window_progress(report, done, chunks.num_rows, total)
-        x, keys, counts = encode_with_cache(encode, d, chunks.column("text").to_pylist(), cfg,
-                                            cache, space, on_block=on_block, seen=seen)
+        x, keys, counts = encode_with_cache(encode, d, contextual_texts(chunks), cfg, cache,
+                                            space, on_block=on_block, seen=seen)
         done += chunks.num_rows
         if report is not None:  # windows served from the cache encode no block
             report(done, total)
@@ -247,7 +249,8 @@ def encode_task(root: str = ".") -> str:
                   else dask_encoder(ex, cfg, d, shard_observer("encode")))
         cache = vector_store(run.root / run.params.paths.vector_cache, out, cfg, space, d)
         writer = out.open_table(ENCODED, ENCODED.schema(d))
-        windows = run.batches(CHUNKS, ["chunk_id", "text"], batch_rows=window_rows(cfg))
+        windows = run.batches(CHUNKS, ["chunk_id", "text", "context"],
+                              batch_rows=window_rows(cfg))
         with Progress("encode", run.count(CHUNKS), "chunks") as bar:
             for table, window in encode_windows(encode, d, windows, cfg, cache, space,
                                                 bar.total, bar.reach):

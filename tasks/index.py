@@ -46,6 +46,7 @@ from tasks.core.lineage import index_metadata
 from tasks.core.progress import task_logger
 from tasks.core.runtime import StageRun, main, start_stage
 from tasks.core.vectors import vectors_to_arrow
+from tasks.documents.context import contextual_texts
 from tasks.encoders.tuned import carry_model, chosen_space
 from tasks.indexing.build import Fill, fill_for
 from tasks.indexing.folder import check_space, group_members, indexed_chunks
@@ -128,7 +129,7 @@ def write_index_folder(out: StageOutput, built: BuiltIndex, table: pa.Table,
     out.write_json(INDEX_SEARCH, search.model_dump(mode="json"))
     started = time.perf_counter()
     if table.num_rows:  # every chunk, kept ones then group members: no token is deduplicated
-        texts = table.column("text").to_pylist() + inputs[1].column("text").to_pylist()
+        texts = contextual_texts(table) + contextual_texts(inputs[1])
         save_lexical(build_lexical(texts, search), out.tmp_dir)
     lexical_seconds = round(time.perf_counter() - started, 3)
     on_disk = out.path(INDEX_IVFDATA).exists()

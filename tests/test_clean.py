@@ -69,7 +69,7 @@ def test_record_title_prefixed_and_short_docs_rejected():
 
 def test_html_code_keeps_its_indentation_and_the_doctype_is_not_text():
     page = "<!DOCTYPE html><p>Run:</p><pre>def f():\n    return  1</pre><!-- note -->"
-    assert html_to_text(page) == (None, "Run:\n\ndef f():\n    return  1")
+    assert html_to_text(page) == (None, "Run:\n\n```\ndef f():\n    return  1\n```")
 
 
 def test_html_main_content_is_opt_in():

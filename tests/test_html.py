@@ -35,8 +35,8 @@ def test_structure_is_kept_lines_blocks_and_code():
     assert text == (
         "- index\n- next: Urchins\n\n# Kelp forests¶\n\nKelp grows up to half a metre a day.\n\n"
         "- Giant kelp\n\n- Macrocystis\n\n- Bull kelp\n\nSite | Depth\nMonterey | 30 m\n\n"
-        "for site in sites:\n    print(site)  # one per line\n\nholdfast\n\nthe root-like base"
-        "\n\n### Previous topic\n\nSeagrass\n\n© 2026 Ocean notes")
+        "```\nfor site in sites:\n    print(site)  # one per line\n```\n\nholdfast\n\n"
+        "the root-like base\n\n### Previous topic\n\nSeagrass\n\n© 2026 Ocean notes")
 
 
 def test_main_content_drops_navigation_sidebars_and_footers():

@@ -49,7 +49,8 @@ class StageFile:
 
 
 _S, _I32, _I64, _F32 = pa.string(), pa.int32(), pa.int64(), pa.float32()
-_CHUNK_TEXT = (("chunk_id", _S), ("doc_id", _S), ("source", _S), ("title", _S), ("text", _S))
+_CHUNK_TEXT = (("chunk_id", _S), ("doc_id", _S), ("source", _S), ("title", _S), ("text", _S),
+               ("context", _S))
 
 INGEST_DOCS = StageFile("ingest", "docs.parquet", (
     ("doc_id", _S), ("source", _S), ("record_key", _S), ("format", _S), ("title", _S),
@@ -63,7 +64,8 @@ CLEAN_REJECTS = StageFile("clean", "rejects.parquet", (
     ("doc_id", _S), ("source", _S), ("reason", _S)))
 CHUNKS = StageFile("chunk", "chunks.parquet", (
     ("chunk_id", _S), ("doc_id", _S), ("chunk_index", _I32), ("source", _S), ("title", _S),
-    ("text", _S), ("char_start", _I64), ("char_end", _I64), ("n_tokens", _I32)))
+    ("text", _S), ("char_start", _I64), ("char_end", _I64), ("n_tokens", _I32),
+    ("context", _S)))
 # finetune: which model encode uses (base or tuned, and why), the training card, the pairs
 # trained on; a tuned model is a sentence-transformers folder `model-<files digest>`.
 FINETUNE_CHOICE = StageFile("finetune", "model.json")
@@ -83,7 +85,7 @@ KEPT = StageFile("dedup", "vectors.parquet", _CHUNK_TEXT, vectors=True)
 # its whole duplicate group in the index (the same, unless that twin was dropped in turn).
 DROPPED = StageFile("dedup", "dropped.parquet", (
     ("dropped_chunk_id", _S), ("kept_chunk_id", _S), ("similarity", _F32), ("kind", _S),
-    ("doc_id", _S), ("source", _S), ("group_chunk_id", _S), ("text", _S)))
+    ("doc_id", _S), ("source", _S), ("group_chunk_id", _S), ("text", _S), ("context", _S)))
 INDEX = StageFile("index", "index.faiss")
 # An index too large for memory keeps its inverted lists here, beside index.faiss, which names
 # it by base name; readers memory-map it (tasks.indexing.ondisk.read_index_file).

@@ -196,6 +196,14 @@ class ChunkConfig(_Config):
     window_overlap: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
         0.15, description="Overlap ratio between sliding windows."
     )
+    context: Literal["none", "title", "headings"] = Field(
+        "headings", description="What each chunk is encoded and BM25-indexed with before its "
+        "text: none; title: its document's title; headings: the title and the headings the "
+        "chunk sits under (markdown and HTML). The chunk's text and offsets stay the clean "
+        "text's.")
+    context_tokens: Annotated[int, Field(ge=4, le=128)] = Field(
+        32, description="Token budget of a chunk's context (a longer trail loses its middle "
+        "headings); the text's budget is what the model leaves after it, at most max_tokens.")
 
     @model_validator(mode="after")
     def _check(self) -> ChunkConfig:

@@ -1,6 +1,7 @@
 """HTML -> text on the lexbor parser (selectolax): headings as markdown heading lines (`## `
 for `<h2>`: chunking keeps sections and heading trails from them), paragraphs and blocks apart,
-list items and table rows as lines, code blocks verbatim; optionally the main content only.
+list items and table rows as lines, code blocks verbatim in ``` fences; optionally the main
+content only.
 
 The tree is walked once, iteratively (no recursion), in C-backed node steps. A page whose
 markup nests deeper than `MAX_HTML_DEPTH` is never parsed (HTML5 tree building is quadratic in
@@ -156,13 +157,19 @@ class _Lines:
         self.lines.append(line)
 
     def add_verbatim(self, text: str) -> None:
-        """Code: indentation and inner spacing kept, trailing spaces and blank runs dropped."""
+        """Code: a fenced block (``` lines, as in markdown: a `# comment` in it is no
+        heading), indentation and inner spacing kept, trailing spaces and blank runs dropped."""
         self.end_block()
+        if not text.strip():
+            return
+        self.add("```")
         for line in text.replace("\u00a0", " ").split("\n"):
             if line.strip():
                 self.add(line.rstrip())
             else:
                 self.blank = True
+        self.blank = False
+        self.add("```")
         self.blank = True
 
 

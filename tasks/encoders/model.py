@@ -325,13 +325,19 @@ def _specials_and_prefix(cfg: EncodeConfig, folder: Path) -> tuple[int, int]:
             len(tok(prefixes(cfg)[0], add_special_tokens=False)["input_ids"]))
 
 
-def check_chunk_fits(cfg: EncodeConfig, max_tokens: int) -> None:
-    """Check that a chunk of `max_tokens` text tokens, with the prefix and the special tokens,
-    fits the model; ValueError says how many tokens would fit."""
+def passage_room(cfg: EncodeConfig) -> tuple[int, int, int, int]:
+    """(tokens a passage's own text may take, max_seq_length, special tokens, prefix
+    tokens) for the model of `cfg`."""
     folder = resolve_model_path(cfg.model, cfg.revision)
     limit = effective_max_seq_length(cfg, folder)
     specials, prefix = _specials_and_prefix(cfg, folder)
-    room = limit - specials - prefix
+    return limit - specials - prefix, limit, specials, prefix
+
+
+def check_chunk_fits(cfg: EncodeConfig, max_tokens: int) -> None:
+    """Check that a chunk of `max_tokens` text tokens, with the prefix and the special tokens,
+    fits the model; ValueError says how many tokens would fit."""
+    room, limit, specials, prefix = passage_room(cfg)
     if max_tokens > room:
         raise ValueError(
             f"chunk.max_tokens: {max_tokens} does not fit {cfg.model}: max_seq_length {limit} "

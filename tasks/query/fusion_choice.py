@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 from tasks.core.config import SearchConfig
+from tasks.documents.context import SEPARATOR, contextual_texts, with_context
 from tasks.query.fusion import Ranked, SearchPlan, fuse_plan
 from tasks.query.lexical import tokenize
 from tasks.query.search import IndexFolder, encode_passages
@@ -88,13 +89,15 @@ def doc_pieces(texts: list[str], title: str | None) -> dict[str, list[str]]:
 
 
 def probe_for(doc_id: str, rows: list[int], texts: list[str], title: str | None,
-              turn: int, rng: np.random.Generator, elsewhere: tuple[str, ...] = ()
-              ) -> Probe | None:
+              turn: int, rng: np.random.Generator, elsewhere: tuple[str, ...] = (),
+              contexts: list[str | None] | None = None) -> Probe | None:
     """One probe of the document from its chunks `texts` (index `rows`; kind
     `KINDS[turn % 3]` where it has one, else the next kind it has), taken out of each chunk
-    holding it (once: other mentions stay, as they would in a real document); None when
-    it has none, a chunk would be left empty, or the text is also in `elsewhere` (chunks
-    of the document that dedup merged, whose twins cannot be masked)."""
+    holding it (once: other mentions stay, as they would in a real document) and out of
+    each chunk's context (`contexts`: a heading or title probe is one of its pieces); the
+    masked texts are those the chunks are indexed as (`with_context`). None when it has
+    none, a chunk's text would be left empty, or the text is also in `elsewhere` (chunks of
+    the document that dedup merged, whose twins cannot be masked)."""
     pieces = doc_pieces(texts, title)
     for kind in KINDS[turn % 3:] + KINDS[:turn % 3]:
         if pieces[kind]:
@@ -102,12 +105,26 @@ def probe_for(doc_id: str, rows: list[int], texts: list[str], title: str | None,
             break
     else:
         return None
-    masked = {r: t.replace(text, " ", 1) for r, t in zip(rows, texts, strict=True)
-              if text in t}
-    if any(not m.strip() for m in masked.values()) or any(text in t for t in elsewhere):
-        return None
     query = _HEADING.sub(r"\1", text) if kind == "heading" else text
+    if any(text in e for e in elsewhere):
+        return None
+    masked = {}
+    for r, t, c in zip(rows, texts, contexts or [None] * len(rows), strict=True):
+        kept, ctx = t.replace(text, " ", 1) if text in t else t, _without(c, query)
+        if not kept.strip():
+            return None
+        if kept != t or ctx != c:
+            masked[r] = with_context(ctx, kept)
     return Probe(query, doc_id, kind, masked, text)
+
+
+def _without(context: str | None, piece: str) -> str | None:
+    """`context` without the piece (title or heading) equal to `piece`, if it has one."""
+    if not context:
+        return context
+    parts = context.split(SEPARATOR)
+    rest = [p for p in parts if p != " ".join(piece.split())]
+    return context if len(rest) == len(parts) else SEPARATOR.join(rest) or None
 
 
 def probe_set(folder: IndexFolder, n: int, seed: int,
@@ -133,7 +150,8 @@ def candidate_probes(folder: IndexFolder, n: int, seed: int,
     document's chunks; a chunk standing for a duplicate group only when its members' texts
     (`member_text`: chunk_id -> text) are known, to keep the probe text out of them; a
     title only where no other document has it."""
-    chunks = folder.chunks.select(["doc_id", "title", "text"]).to_pylist()
+    chunks = folder.chunks.select([c for c in ("doc_id", "title", "text", "context")
+                                   if c in folder.chunks.column_names]).to_pylist()
     rows_of: dict[str, list[int]] = {}
     merged: dict[str, set[int]] = {}  # doc -> rows standing for its merged chunks
     for row, c in enumerate(chunks):
@@ -150,7 +168,8 @@ def candidate_probes(folder: IndexFolder, n: int, seed: int,
         title = chunks[rows_of[docs[i]][0]]["title"]  # one shared by several aims at none
         probe = probe_for(docs[i], rows, [chunks[r]["text"] for r in rows],
                           title if titles[title] == 1 else None, len(out), rng,
-                          tuple(elsewhere)) if rows else None
+                          tuple(elsewhere), [chunks[r].get("context") for r in rows]
+                          ) if rows else None
         if probe is not None:
             out.append(probe)
         if len(out) >= n:
@@ -202,13 +221,12 @@ def masked_lexical(folder: IndexFolder, probes: list[Probe], wide: int) -> Ranke
     lex = folder.lexical
     scores, rows = lex.search([p.query for p in probes], wide)
     cfg = lex.cfg
-    texts = folder.chunks.column("text")
+    texts = contextual_texts(folder.chunks)  # as the lexical index holds them
     for q, p in enumerate(probes):
         tokens = tokenize(p.query, cfg.stopwords, cfg.stemmer)
         new = {}
         for r, text in p.masked.items():
-            s = lex.masked_score(tokens, r, tokenize(texts[r].as_py(), cfg.stopwords,
-                                                     cfg.stemmer),
+            s = lex.masked_score(tokens, r, tokenize(texts[r], cfg.stopwords, cfg.stemmer),
                                  tokenize(text, cfg.stopwords, cfg.stemmer))
             if folder.members[r]:
                 s = max(s, _member_score(lex, tokens, r))

@@ -1,0 +1,78 @@
+"""A chunk's context: its document's title and the heading trail above it.
+
+A chunk cut out of a long page often never names what it is about ("Run it with `-v` to see
+why"); the page's title and the headings it sits under do. The chunk's context is encoded
+and BM25-indexed with its text (as LlamaIndex embeds a node's metadata with its text), while
+`text`, `char_start` and `char_end` stay the clean text's own span.
+
+Headings are markdown heading lines (`## Pinning`; clean renders HTML's `<h2>` so), outside
+fenced code blocks, in markdown and HTML documents; other formats get the title alone. A
+piece the chunk's text already starts with is left out (a record's title, which clean puts
+at its first chunk's head), and so is a heading equal to the title.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Callable
+
+import pyarrow as pa
+
+SEPARATOR = " > "  # between the title and the headings of the trail
+TRAIL_FORMATS = ("markdown", "html")
+_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.M)
+_FENCE = re.compile(r"^```.*?(?:^```[^\n]*$|\Z)", re.M | re.S)
+
+
+def with_context(context: str | None, text: str) -> str:
+    """The text a chunk is encoded and BM25-indexed as: its context, a blank line, its text."""
+    return f"{context}\n\n{text}" if context else text
+
+
+def contextual_texts(chunks: pa.Table) -> list[str]:
+    """`with_context` of each row of a table with `text` and (where it has one) `context`."""
+    texts = chunks.column("text").to_pylist()
+    if "context" not in chunks.column_names:
+        return texts
+    return [with_context(c, t) for c, t in zip(chunks.column("context").to_pylist(), texts,
+                                               strict=True)]
+
+
+class Headings:
+    """The heading lines of one document, for the trail above any offset."""
+
+    def __init__(self, text: str) -> None:
+        fences = [(m.start(), m.end()) for m in _FENCE.finditer(text)]
+        found = [m for m in _HEADING.finditer(text)
+                 if not any(a <= m.start() < b for a, b in fences)]
+        self.starts = [m.start() for m in found]
+        self.found = [(len(m.group(1)), " ".join(m.group(2).split())) for m in found]
+
+    def trail(self, offset: int) -> list[str]:
+        """The headings above `offset`, outermost first: the last heading of each level
+        up to it, a heading closing every one of its level and deeper (a chunk that starts
+        with a heading ends its trail with it: `chunk_context` leaves it out)."""
+        stack: list[tuple[int, str]] = []
+        for level, heading in self.found[:bisect.bisect_right(self.starts, offset)]:
+            while stack and stack[-1][0] >= level:
+                stack.pop()
+            stack.append((level, heading))
+        return [h for _, h in stack]
+
+
+def chunk_context(title: str | None, trail: list[str], text: str,
+                  fits: Callable[[str], bool], cut: Callable[[str], str]) -> str | None:
+    """The context of a chunk whose text is `text`: the title and the trail, less the
+    pieces the text starts with and a heading equal to the title; while it does not `fit`
+    the token budget, middle headings go (the outermost, the title, and the innermost, the
+    nearest heading, say most), then the innermost; what is left is `cut` to the budget."""
+    head = text.lstrip("# \t")
+    own = (title or "").strip()
+    pieces = [p for p in [own, *trail] if p and not head.startswith(p)]
+    pieces = [p for i, p in enumerate(pieces) if i == 0 or p != own]
+    if not pieces:
+        return None
+    while len(pieces) > 1 and not fits(SEPARATOR.join(pieces)):
+        pieces.pop(len(pieces) - 2 if len(pieces) > 2 else 1)
+    return cut(SEPARATOR.join(pieces)) or None
