@@ -2,9 +2,10 @@
 each fusion at fixed weights, and the default (the fusion chosen at index build on
 label-free probes, weights moved per query), all through the real query path.
 
-Corpora: `debian-docs` and `manpages` (real public text, benchmarks/debian_corpora.py,
-fetched with `apt-get download`) and the generated families corpus
-(benchmarks/families.py). Each is built ingest -> index with the project's params.
+Corpora: `python-docs`, `debian-docs` and `manpages` (real public text,
+benchmarks/python_docs.py and benchmarks/debian_corpora.py, fetched with `apt-get
+download`) and the generated families corpus (benchmarks/families.py). Each is built
+ingest -> index with the project's params.
 
     python -m benchmarks.search_corpora [--families 300 --filler 600] [--corpora ...]
         [--keep DIR] [--set search.normalization=zscore ...]
@@ -29,10 +30,12 @@ import numpy as np
 
 from benchmarks.debian_corpora import build_all
 from benchmarks.families import generate
+from benchmarks.python_docs import write_python_docs
 from benchmarks.report import cpu_label, save
 from benchmarks.search_quality import REPO, build
 
 ALPHAS = (0.3, 0.5, 0.7, 0.85)
+CORPORA = ("python-docs", "debian-docs", "manpages", "families")
 
 
 def variants() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
@@ -136,6 +139,11 @@ def run(corpora: list[str], families: int, filler: int, seed: int, keep: Path | 
             build_all(base / "debian")
             sets |= {n: (base / "debian" / n / "corpus", base / "debian" / n / "queries.jsonl")
                      for n in ("debian-docs", "manpages") if n in corpora}
+        if "python-docs" in corpora and not (base / "debian/python-docs/queries.jsonl").exists():
+            write_python_docs(base / "debian" / "debs", base / "debian" / "python-docs")
+        if "python-docs" in corpora:
+            sets["python-docs"] = (base / "debian/python-docs/corpus",
+                                   base / "debian/python-docs/queries.jsonl")
         if "families" in corpora:
             generate(base / "families", families, filler, REPO / "data/sample", seed)
             sets["families"] = (base / "families/corpus", base / "families/queries.jsonl")
@@ -182,8 +190,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--corpora", nargs="+", default=["debian-docs", "manpages", "families"],
-                        choices=["debian-docs", "manpages", "families"])
+    parser.add_argument("--corpora", nargs="+", default=list(CORPORA), choices=CORPORA)
     parser.add_argument("--families", type=int, default=300)
     parser.add_argument("--filler", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
