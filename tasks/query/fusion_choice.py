@@ -45,6 +45,9 @@ KINDS = ("question", "heading", "cloze")
 MIN_WORDS, MAX_WORDS = 4, 40  # a probe sentence's length: query-like, not a passage
 MIN_PER_HALF = 10  # fewer probes than this in a half: too few to choose on
 DEPTH = 10
+# chunks a probe may be taken out of: each is encoded again, and a title in the context of
+# every chunk of a long document would cost as many encodes as it has chunks
+MAX_MASKED = 4
 # Probes need query-sized pieces, not exact sentence boundaries: a light split (no spaCy to
 # load at index build) after sentence-final marks followed by a space and a capital or digit.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(]?[A-Z0-9])")
@@ -96,18 +99,25 @@ def probe_for(doc_id: str, rows: list[int], texts: list[str], title: str | None,
     holding it (once: other mentions stay, as they would in a real document) and out of
     each chunk's context (`contexts`: a heading or title probe is one of its pieces); the
     masked texts are those the chunks are indexed as (`with_context`). None when it has
-    none, a chunk's text would be left empty, or the text is also in `elsewhere` (chunks of
-    the document that dedup merged, whose twins cannot be masked)."""
+    none, a chunk's text would be left empty, the text is in more than `MAX_MASKED` chunks,
+    or it is also in `elsewhere` (chunks of the document that dedup merged, whose twins
+    cannot be masked)."""
     pieces = doc_pieces(texts, title)
     for kind in KINDS[turn % 3:] + KINDS[:turn % 3]:
         if pieces[kind]:
             text = pieces[kind][int(rng.integers(len(pieces[kind])))]
-            break
-    else:
-        return None
-    query = _HEADING.sub(r"\1", text) if kind == "heading" else text
-    if any(text in e for e in elsewhere):
-        return None
+            query = _HEADING.sub(r"\1", text) if kind == "heading" else text
+            masked = _masked(rows, texts, contexts, text, query)
+            if masked is not None and not any(text in e for e in elsewhere):
+                return Probe(query, doc_id, kind, masked, text)
+    return None
+
+
+def _masked(rows: list[int], texts: list[str], contexts: list[str | None] | None,
+            text: str, query: str) -> dict[int, str] | None:
+    """Row -> the chunk's indexed text with `text` taken out of it (once) and `query` out of
+    its context; None when a chunk's text would be left empty or more than `MAX_MASKED`
+    chunks change."""
     masked = {}
     for r, t, c in zip(rows, texts, contexts or [None] * len(rows), strict=True):
         kept, ctx = t.replace(text, " ", 1) if text in t else t, _without(c, query)
@@ -115,7 +125,7 @@ def probe_for(doc_id: str, rows: list[int], texts: list[str], title: str | None,
             return None
         if kept != t or ctx != c:
             masked[r] = with_context(ctx, kept)
-    return Probe(query, doc_id, kind, masked, text)
+    return masked if len(masked) <= MAX_MASKED else None
 
 
 def _without(context: str | None, piece: str) -> str | None:
