@@ -171,7 +171,8 @@ def _hit_lines(rank: int, hit: dict[str, Any], width: int) -> str:
         return (f"{rank:>2}. {hit['score']:.3f}  {hit['source']}  "
                 f"(duplicate of {hit['duplicate_of']})")
     snippet = textwrap.shorten(hit["text"].replace("\n", " "), width=width)
-    title = f"  \"{hit['title']}\"" if hit.get("title") else ""
+    where = hit.get("context") or hit.get("title")  # title > headings the chunk sits under
+    title = f"  \"{where}\"" if where else ""
     also = "".join(f"\n    also in {m['source']}" for m in hit.get("members", []))
     return (f"{rank:>2}. {hit['score']:.3f}  {hit['source']}{title}  [{hit['chunk_id']}]\n"
             f"    {snippet}{also}")
