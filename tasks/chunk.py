@@ -20,7 +20,7 @@ from tasks.core.catalog import CHUNKS, CLEAN_DOCS
 from tasks.core.config import ChunkConfig, EncodeConfig
 from tasks.core.progress import task_logger
 from tasks.core.runtime import StageRun, main, start_stage
-from tasks.documents.context import TRAIL_FORMATS, Headings, chunk_context
+from tasks.documents.context import TRAIL_FORMATS, Headings, chunk_context, page_name
 from tasks.documents.sentences import sentence_starts
 from tasks.documents.token_counts import Tokens
 from tasks.encoders.model import (
@@ -267,7 +267,8 @@ def chunk_contexts(doc: dict[str, Any], spans: list[Span], cfg: ChunkConfig,
     text = doc["text"]
     headings = (Headings(text) if cfg.context == "headings" and doc["format"] in TRAIL_FORMATS
                 else None)
-    return [chunk_context(doc["title"], headings.trail(a) if headings else [], text[a:b],
+    name = page_name(doc["title"], headings)
+    return [chunk_context(name, headings.trail(a) if headings else [], text[a:b],
                           fitter.fits, fitter.cut) for a, b in spans]
 
 

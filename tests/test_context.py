@@ -107,3 +107,15 @@ def test_a_heading_probe_is_taken_out_of_the_contexts_too():
     assert probe.masked == {7: "Apt pinning\n\n \n\nDelete the stanza from the file.",
                             8: "Apt pinning\n\nThen run apt update to read the preferences "
                                "again."}
+
+
+def test_a_title_holding_the_first_heading_gives_way_to_it_and_permalinks_go():
+    from tasks.documents.context import page_name
+
+    page = "# json — JSON encoder and decoder¶\n\nIntro.\n\n## Basic Usage¶\n\nDumps."
+    h = Headings(page)
+    assert h.trail(page.index("Dumps")) == ["json — JSON encoder and decoder", "Basic Usage"]
+    assert page_name("json — JSON encoder and decoder — Python 3.11.2 documentation",
+                     h) == "json — JSON encoder and decoder"
+    assert page_name("Debian Reference", h) == "Debian Reference"  # no heading in it
+    assert page_name(None, h) is None and page_name("T", None) == "T"

@@ -6,9 +6,11 @@ and BM25-indexed with its text (as LlamaIndex embeds a node's metadata with its 
 `text`, `char_start` and `char_end` stay the clean text's own span.
 
 Headings are markdown heading lines (`## Pinning`; clean renders HTML's `<h2>` so), outside
-fenced code blocks, in markdown and HTML documents; other formats get the title alone. A
-piece the chunk's text already starts with is left out (a record's title, which clean puts
-at its first chunk's head), and so is a heading equal to the title.
+fenced code blocks, in markdown and HTML documents (their permalink glyph dropped); other
+formats get the title alone. A title that holds the document's first heading gives way to
+it (the site's name in a `<title>` says nothing about a chunk). A piece the chunk's text
+already starts with is left out (a record's title, which clean puts at its first chunk's
+head), and so is a heading equal to the title.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import pyarrow as pa
 SEPARATOR = " > "  # between the title and the headings of the trail
 TRAIL_FORMATS = ("markdown", "html")
 _HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.M)
+# the permalink glyph site generators put after a heading (Sphinx, MkDocs: "Usage¶")
+_LINK_MARK = re.compile(r"\s*[\u00b6\u00a7\U0001f517]+$")
 _FENCE = re.compile(r"^```.*?(?:^```[^\n]*$|\Z)", re.M | re.S)
 
 
@@ -47,7 +51,9 @@ class Headings:
         found = [m for m in _HEADING.finditer(text)
                  if not any(a <= m.start() < b for a, b in fences)]
         self.starts = [m.start() for m in found]
-        self.found = [(len(m.group(1)), " ".join(m.group(2).split())) for m in found]
+        self.found = [(len(m.group(1)), _LINK_MARK.sub("", " ".join(m.group(2).split())))
+                      for m in found]
+        self.first = self.found[0][1] if self.found else ""
 
     def trail(self, offset: int) -> list[str]:
         """The headings above `offset`, outermost first: the last heading of each level
@@ -61,12 +67,22 @@ class Headings:
         return [h for _, h in stack]
 
 
+def page_name(title: str | None, headings: Headings | None) -> str | None:
+    """What names the document in its chunks' context: its first heading where the title
+    holds it (a `<title>` is often the page's heading plus the site's name: "json — JSON
+    encoder and decoder — Python 3.11.2 documentation"), else the title."""
+    own = (title or "").strip()
+    first = headings.first if headings is not None else ""
+    return first if first and first in own else own or None
+
+
 def chunk_context(title: str | None, trail: list[str], text: str,
                   fits: Callable[[str], bool], cut: Callable[[str], str]) -> str | None:
-    """The context of a chunk whose text is `text`: the title and the trail, less the
-    pieces the text starts with and a heading equal to the title; while it does not `fit`
-    the token budget, middle headings go (the outermost, the title, and the innermost, the
-    nearest heading, say most), then the innermost; what is left is `cut` to the budget."""
+    """The context of a chunk whose text is `text`: the title (`page_name`) and the trail,
+    less the pieces the text starts with and a heading equal to the title; while it does
+    not `fit` the token budget, middle headings go (the outermost, the title, and the
+    innermost, the nearest heading, say most), then the innermost; what is left is `cut` to
+    the budget."""
     head = text.lstrip("# \t")
     own = (title or "").strip()
     pieces = [p for p in [own, *trail] if p and not head.startswith(p)]
