@@ -209,3 +209,17 @@ def test_index_card_records_the_choice_and_search_uses_it(sample_index):
     hybrid = folder.rank(queries, 10, mode="hybrid")
     assert (hybrid[1] == folder.rank(queries, 10, mode="hybrid", fusion=choice["fusion"],
                                      alpha=choice["alpha"])[1]).all()
+
+
+def test_a_rare_word_in_a_plain_question_does_not_cancel_the_question():
+    from tasks.query.weights import QueryEvidence
+
+    plain_question = QueryEvidence(identifier=0.0, rare=1.0, standout=0.0, question=1.0)
+    keywords = QueryEvidence(identifier=0.0, rare=1.0, standout=0.0, question=0.0)
+    mixed = QueryEvidence(identifier=0.0, rare=1.0, standout=0.0, question=0.5)
+    assert plain_question.shift == pytest.approx(1.0)  # toward dense in full
+    assert keywords.shift == pytest.approx(-1.0)  # a rare term: toward BM25
+    assert mixed.shift == pytest.approx(0.0)
+    # an identifier or a standout BM25 hit still counts in a question
+    assert QueryEvidence(1.0, 0.0, 0.0, 1.0).shift == pytest.approx(0.0)
+    assert QueryEvidence(0.0, 0.0, 1.0, 1.0).shift == pytest.approx(0.0)

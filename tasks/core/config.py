@@ -197,7 +197,7 @@ class ChunkConfig(_Config):
         0.15, description="Overlap ratio between sliding windows."
     )
     context: Literal["none", "title", "headings"] = Field(
-        "headings", description="What each chunk is encoded and BM25-indexed with before its "
+        "none", description="What each chunk is encoded and BM25-indexed with before its "
         "text: none; title: its document's title; headings: the title and the headings the "
         "chunk sits under (markdown and HTML). The chunk's text and offsets stay the clean "
         "text's.")

@@ -1,10 +1,11 @@
 """Per-query fusion weights: a query's own evidence moves its dense weight.
 
-One sentence: identifier-like tokens, terms rare in the corpus and a BM25 top hit that stands
-out from the rest move a query toward the lexical side; a question in plain words moves it
-toward the dense side. Each signal is a number in 0..1; the question signal less the
-strongest lexical one moves the weight on the logit scale (`STEP` per unit), so a 0.5 weight
-stays within 0.27..0.73 and a query with no signal keeps the weight the index chose.
+One sentence: identifier-like tokens, terms rare in the corpus (outside a question in plain
+words) and a BM25 top hit that stands out from the rest move a query toward the lexical side;
+a question in plain words moves it toward the dense side. Each signal is a number in 0..1;
+the question signal less the strongest lexical one moves the weight on the logit scale
+(`STEP` per unit), so a 0.5 weight stays within 0.27..0.73 and a query with no signal keeps
+the weight the index chose.
 Deterministic and cheap: token rules, document frequencies the BM25 index already holds,
 and the BM25 scores of the query's own candidates.
 """
@@ -44,8 +45,12 @@ class QueryEvidence:
     def shift(self) -> float:
         """Logit shift of the dense weight: + toward dense, - toward lexical. The lexical
         signals are one fact seen three ways (a distinctive term), so the strongest counts,
-        not their sum."""
-        return STEP * (self.question - max(self.identifier, self.rare, self.standout))
+        not their sum. A rare word counts less the more the query is a question in plain
+        words: there it is the question's topic in ordinary words ("How do I make a script
+        executable on Unix?"), not a term to match exactly; identifiers and a standout BM25
+        hit count in full."""
+        rare = self.rare * (1.0 - self.question)
+        return STEP * (self.question - max(self.identifier, rare, self.standout))
 
 
 def identifier_share(query: str) -> float:
