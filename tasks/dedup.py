@@ -22,7 +22,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import CHUNKS, DROPPED, KEPT, REDUCED, VECTOR_COLUMN
-from tasks.core.config import DedupConfig
+from tasks.core.config import DedupConfig, RunConfig
 from tasks.core.io import StageOutput, open_parquet
 from tasks.core.progress import task_logger
 from tasks.core.runtime import StageRun, main, start_stage
@@ -35,7 +35,8 @@ from tasks.duplicates.pairs import (
     shard_digests,
     text_digests,
 )
-from tasks.duplicates.sharded import near_order_scratch, sharded_ivf_pairs
+from tasks.duplicates.sharded import near_order_scratch, scratch_vectors, sharded_ivf_pairs
+from tasks.storage.scratch import open_scratch
 
 
 def choose_kept(n: int, i: np.ndarray, j: np.ndarray, sim: np.ndarray
@@ -182,14 +183,16 @@ def near_pairs_in_process(run: StageRun, order: np.ndarray, cfg: DedupConfig) ->
 
 
 def near_pairs_sharded(executor: Executor, path: Path, order: np.ndarray, cfg: DedupConfig,
-                       where: Path) -> NearPairs:
+                       run_cfg: RunConfig, where: Path) -> NearPairs:
     """Near pairs found by cell on the workers (`tasks.duplicates.sharded`), who read the
-    vector file at `path` by row groups: the driver holds row numbers, never the vectors."""
+    vector file at `path` by row groups (in place, or uploaded once to the S3 scratch
+    `run.dask.scratch`): the driver holds row numbers, never the vectors."""
     def near(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        with near_order_scratch(executor, path, order[rows], len(order), cfg.seed,
-                                where) as (scratch, xt):
+        with open_scratch(executor, run_cfg.dask, where, "dedup") as store:
+            scratch, xt = near_order_scratch(executor, path, order[rows], len(order),
+                                             cfg.seed, store)
             if scratch.m < cfg.exact_search_below:  # small: exact search here, as locally
-                return flat_pairs(np.load(scratch.vectors), cfg.threshold)
+                return flat_pairs(np.array(scratch_vectors(scratch)), cfg.threshold)
             return sharded_ivf_pairs(executor, scratch, xt, cfg.nprobe, cfg.threshold,
                                      cfg.seed)
 
@@ -207,7 +210,7 @@ def decide(run: StageRun, executor: Executor, order: np.ndarray, cfg: DedupConfi
                                                                  shards)])[order]
     near = (near_pairs_in_process(run, order, cfg) if executor.client is None else
             near_pairs_sharded(executor, run.input_path(REDUCED), order, cfg,
-                               run.out_dir.parent))
+                               run.params.run, run.out_dir.parent))
     return to_rows(order, *dedup_rows(len(order), keys, near, cfg))
 
 

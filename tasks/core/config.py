@@ -43,6 +43,19 @@ class PathsConfig(_Config):
         "data/cache/vectors", description="Content-addressed vector store (persistent)."
     )
 
+    @model_validator(mode="after")
+    def _check_local(self) -> PathsConfig:
+        # DVC 3 no longer caches outputs outside the workspace ("cached external outputs"),
+        # and every stage output is a cached DVC out, so they stay on a local filesystem.
+        for key in ("data", "vector_cache", "runs"):
+            if "://" in getattr(self, key):
+                raise ValueError(
+                    f"{key} {getattr(self, key)!r}: stage outputs are DVC-cached outs, which "
+                    "DVC 3 keeps on a local (or mounted) filesystem only; keep paths.data a "
+                    "folder and put the Dask workers' shard files on S3 with "
+                    "run.dask.scratch: s3://bucket/prefix")
+        return self
+
 
 class DaskConfig(_Config):
     """Where sharded stages run when `run.executor` is `dask`."""
@@ -64,6 +77,24 @@ class DaskConfig(_Config):
     retries: Annotated[int, Field(ge=0, le=10)] = Field(
         2, description="Times a shard is retried when it fails (a worker lost mid-shard is "
         "rescheduled by Dask itself).")
+    scratch: str | None = Field(
+        None, description="Where workers exchange shard files (dedup by cell, an on-disk "
+        "index): null: a folder under paths.data, which the workers must see at the same "
+        "path; s3://bucket/prefix: through S3 (the driver uploads a stage's input once, "
+        "workers read it by byte range and put their shards there).")
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint of `scratch` (e.g. http://minio:9000).")
+    s3_region: str | None = Field(None, description="S3 region; null: boto3's default chain.")
+    s3_max_attempts: Annotated[int, Field(ge=1, le=50)] = Field(
+        10, description="Attempts per S3 call (standard retry mode, with backoff).")
+
+    @model_validator(mode="after")
+    def _check_scratch(self) -> DaskConfig:
+        if self.scratch is not None and not re.match(r"s3://[^/]+", self.scratch):
+            raise ValueError(
+                f"scratch {self.scratch!r}: expected null (a folder under paths.data) or "
+                "s3://bucket/prefix")
+        return self
 
 
 class RunConfig(_Config):
