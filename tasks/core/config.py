@@ -14,7 +14,14 @@ from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tasks.core.registry import STAGE_NAMES
 
@@ -43,18 +50,17 @@ class PathsConfig(_Config):
         "data/cache/vectors", description="Content-addressed vector store (persistent)."
     )
 
-    @model_validator(mode="after")
-    def _check_local(self) -> PathsConfig:
+    @field_validator("data", "vector_cache", "runs")
+    @classmethod
+    def _check_local(cls, value: str) -> str:
         # DVC 3 no longer caches outputs outside the workspace ("cached external outputs"),
         # and every stage output is a cached DVC out, so they stay on a local filesystem.
-        for key in ("data", "vector_cache", "runs"):
-            if "://" in getattr(self, key):
-                raise ValueError(
-                    f"{key} {getattr(self, key)!r}: stage outputs are DVC-cached outs, which "
-                    "DVC 3 keeps on a local (or mounted) filesystem only; keep paths.data a "
-                    "folder and put the Dask workers' shard files on S3 with "
-                    "run.dask.scratch: s3://bucket/prefix")
-        return self
+        if "://" in value:
+            raise ValueError(
+                "stage outputs are DVC-cached outs, which DVC 3 keeps on a local (or "
+                "mounted) filesystem only; keep paths a folder and put the Dask workers' "
+                "shard files on S3 with run.dask.scratch: s3://bucket/prefix")
+        return value
 
 
 class DaskConfig(_Config):
@@ -88,13 +94,12 @@ class DaskConfig(_Config):
     s3_max_attempts: Annotated[int, Field(ge=1, le=50)] = Field(
         10, description="Attempts per S3 call (standard retry mode, with backoff).")
 
-    @model_validator(mode="after")
-    def _check_scratch(self) -> DaskConfig:
-        if self.scratch is not None and not re.match(r"s3://[^/]+", self.scratch):
-            raise ValueError(
-                f"scratch {self.scratch!r}: expected null (a folder under paths.data) or "
-                "s3://bucket/prefix")
-        return self
+    @field_validator("scratch")
+    @classmethod
+    def _check_scratch(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"s3://[^/]+", value):
+            raise ValueError("expected null (a folder under paths.data) or s3://bucket/prefix")
+        return value
 
 
 class RunConfig(_Config):
