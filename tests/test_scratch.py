@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -28,7 +29,9 @@ def s3(tmp_path_factory):
     """(endpoint URL, client) of a moto server with the bucket `scratch`."""
     from tasks.storage.s3 import S3Settings, make_client
 
-    with scoped_env(AWS_ENV), moto_server(tmp_path_factory.mktemp("moto")) as url:
+    logs = tmp_path_factory.mktemp("moto")
+    with scoped_env(AWS_ENV), moto_server(logs) as url:
+        os.environ["EMBEDPIPE_TEST_MOTO_LOG"] = str(logs / f"moto-{url.rsplit(':', 1)[1]}.log")
         client = make_client(S3Settings(endpoint_url=url))
         client.create_bucket(Bucket="scratch")
         yield url, client
@@ -174,3 +177,36 @@ def test_s3_stage_outputs_and_bad_scratch_values_are_refused_naming_the_key():
                                          r"s3://bucket/prefix"):
         parse_params({"run": {"dask": {"scratch": "/mnt/shared"}}})
     assert parse_params({"run": {"dask": {"scratch": "s3://b/p"}}}).run.dask.scratch == "s3://b/p"
+
+
+@pytest.mark.slow
+def test_dedup_and_on_disk_index_stages_through_s3_match_one_process(s3, tmp_path):
+    """The dedup (k-means cells) and index (lists on disk) stages on a 2-worker LocalCluster
+    with their shard files on S3: the same fingerprints and file bytes as in one process."""
+    from tasks.core.params_file import write_overrides
+    from tests.test_dask import COMMON, DASK, files
+    from tests.workspace import make_workspace, run_stages
+
+    url, s3_client = s3
+    settings = {**COMMON, "dedup.exact_search_below": 2, "dedup.nprobe": 2,
+                "dedup.threshold": 0.8, "index.on_disk": True}
+    local = make_workspace(tmp_path / "local")
+    write_overrides(local / "params.yaml", {**settings,
+                                            "paths.vector_cache": str(tmp_path / "cache")})
+    run_stages(local, ("ingest", "clean", "chunk", "finetune", "encode", "reduce", "dedup",
+                       "index"))
+    remote = tmp_path / "s3"
+    shutil.copytree(local, remote)
+    shutil.rmtree(remote / "data/06_dedup")
+    shutil.rmtree(remote / "data/07_index")
+    write_overrides(remote / "params.yaml", {**DASK, "run.dask.scratch": "s3://scratch/ws",
+                                             "run.dask.s3_endpoint_url": url})
+    run_stages(remote, ("dedup", "index"))
+    got, want = files(remote), files(local)
+    assert got["dedup"] == want["dedup"] and got["index"] == want["index"]
+    assert "index.ivfdata" in got["index"] and left_in(s3_client) == []
+    log = Path(os.environ["EMBEDPIPE_TEST_MOTO_LOG"]).read_text()
+    for put in ("/scratch/ws/dedup-", "/rows-000000.npz", "/scratch/ws/index-",
+                "/shard-000000.index", "/merged.ivfdata"):
+        assert put in log  # the shard files went through S3
+    assert not list((remote / "data").glob(".*scratch*"))
