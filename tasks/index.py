@@ -184,9 +184,8 @@ def index_task(root: str = ".") -> str:
     x, int_ids, keys = index_rows(table, x)
     probes = cache(lambda: probe_vectors(table, dedup["model"], VectorTransform.load(
         run.input_path(TRANSFORM)), cfg, run.input_dirs["finetune"]))
-    built, plan = update_or_build(run.out_dir, (x, int_ids, keys), dedup["space"], cfg,
-                                  fill_for(run.params.run, cfg, run.out_dir,
-                                           run.input_path(KEPT)))
+    fill = fill_for(run.params.run, cfg, run.out_dir, run.input_path(KEPT))
+    built, plan = update_or_build(run.out_dir, (x, int_ids, keys), dedup["space"], cfg, fill)
     param, value, sweep = choose_search_param(built, x, int_ids, cfg, probes)
     fp, model = run.fingerprint(), dedup["model"] | {"space": dedup["space"]}
     with run.output(fp, cfg) as out:

@@ -205,6 +205,24 @@ def _even_spans(cost: np.ndarray, parts: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
 
 
+def assign_all(executor: Executor, scratch: Scratch, centroids: np.ndarray, nprobe: int
+               ) -> tuple[Scratch, np.ndarray, np.ndarray]:
+    """Every scratch row assigned to its `nprobe` cells on the workers (`assign_span`);
+    the scratch with its cell parts (S3), and per-cell counts of members and probers."""
+    if not scratch.store.on_s3:
+        np.lib.format.open_memmap(os.path.join(scratch.store.root, CELLS), "w+", "int32",
+                                  (scratch.m, nprobe)).flush()
+    step = ASSIGN_BATCH * ASSIGN_BATCHES
+    spans = [(s, min(s + step, scratch.m)) for s in range(0, scratch.m, step)]
+    nlist = len(centroids)
+    home, probe, parts = np.zeros(nlist, "int64"), np.zeros(nlist, "int64"), []
+    for h, p, name in map_ordered(executor, assign_span, spans, scratch, centroids, nprobe):
+        home += h
+        probe += p
+        parts.append(name)
+    return replace(scratch, cell_parts=tuple(p for p in parts if p)), home, probe
+
+
 def sharded_ivf_pairs(
     executor: Executor, scratch: Scratch, xt: np.ndarray, nprobe: int, threshold: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -218,18 +236,7 @@ def sharded_ivf_pairs(
         len(xt),
         time.perf_counter() - started,
     )
-    nprobe = min(nprobe, nlist)
-    if not scratch.store.on_s3:
-        np.lib.format.open_memmap(os.path.join(scratch.store.root, CELLS), "w+", "int32",
-                                  (scratch.m, nprobe)).flush()
-    step = ASSIGN_BATCH * ASSIGN_BATCHES
-    spans = [(s, min(s + step, scratch.m)) for s in range(0, scratch.m, step)]
-    home, probe, parts = np.zeros(nlist, "int64"), np.zeros(nlist, "int64"), []
-    for h, p, name in map_ordered(executor, assign_span, spans, scratch, centroids, nprobe):
-        home += h
-        probe += p
-        parts.append(name)
-    scratch = replace(scratch, cell_parts=tuple(p for p in parts if p))
+    scratch, home, probe = assign_all(executor, scratch, centroids, min(nprobe, nlist))
     log.info("dedup: %d vectors assigned, %.1f s in all", scratch.m, time.perf_counter() - started)
     threads = max(1, executor.in_flight // 2)
     keys, sims = [], []
