@@ -47,10 +47,13 @@ from benchmarks.dedup_dask import REPO, read_matrix, write_vectors
 from benchmarks.report import cpu_label, save
 
 BIN = Path(sys.executable).parent
-S3_ENV = {"AWS_ACCESS_KEY_ID": "AKIABENCH", "AWS_SECRET_ACCESS_KEY": "bench",
-          "AWS_DEFAULT_REGION": "us-east-1",
-          "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
-          "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required"}
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "AKIABENCH",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+    "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
+}
 
 
 class SocketBytes:
@@ -123,16 +126,51 @@ def services(workers: int, log_dir: Path) -> Iterator[tuple[str, str]]:
     s3_port, sched_port = _free_port(), _free_port()
     env = dict(os.environ, **S3_ENV)
     logs = [open(log_dir / f"{n}.log", "w") for n in ("moto", "scheduler", "workers")]  # noqa: SIM115
-    procs = [subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p",
-                               str(s3_port)], stdout=logs[0], stderr=subprocess.STDOUT, env=env)]
+    procs = [
+        subprocess.Popen(
+            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)],
+            stdout=logs[0],
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    ]
     address = f"tcp://127.0.0.1:{sched_port}"
-    procs.append(subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1",
-                                   "--port", str(sched_port), "--no-dashboard"],
-                                  stdout=logs[1], stderr=subprocess.STDOUT, env=env))
-    procs.append(subprocess.Popen([str(BIN / "dask"), "worker", address, "--nworkers",
-                                   str(workers), "--nthreads", "1", "--no-dashboard",
-                                   "--memory-limit", "0"], cwd=REPO, stdout=logs[2],
-                                  stderr=subprocess.STDOUT, env=env))
+    procs.append(
+        subprocess.Popen(
+            [
+                str(BIN / "dask"),
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(sched_port),
+                "--no-dashboard",
+            ],
+            stdout=logs[1],
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    )
+    procs.append(
+        subprocess.Popen(
+            [
+                str(BIN / "dask"),
+                "worker",
+                address,
+                "--nworkers",
+                str(workers),
+                "--nthreads",
+                "1",
+                "--no-dashboard",
+                "--memory-limit",
+                "0",
+            ],
+            cwd=REPO,
+            stdout=logs[2],
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    )
     try:
         _wait_http(f"http://127.0.0.1:{s3_port}")
         yield f"http://127.0.0.1:{s3_port}", address
@@ -147,8 +185,12 @@ def services(workers: int, log_dir: Path) -> Iterator[tuple[str, str]]:
 def run_cfg(address: str, scratch: str | None, endpoint: str) -> Any:
     from tasks.core.config import RunConfig
 
-    return RunConfig.model_validate({"executor": "dask", "dask": {
-        "address": address, "scratch": scratch, "s3_endpoint_url": endpoint}})
+    return RunConfig.model_validate(
+        {
+            "executor": "dask",
+            "dask": {"address": address, "scratch": scratch, "s3_endpoint_url": endpoint},
+        }
+    )
 
 
 def measured(counter: SocketBytes, step: Callable[[], Any]) -> tuple[dict[str, Any], Any]:
@@ -166,8 +208,9 @@ def dedup_side(file: Path, n: int, cfg: Any, run: Any, where: Path) -> Any:
         return near_pairs_sharded(executor, file, np.arange(n), cfg, run, where)(np.arange(n))
 
 
-def index_side(how: str, rows: tuple[np.ndarray, np.ndarray, Path], trained: Any, run: Any,
-               folder: Path) -> str:
+def index_side(
+    how: str, rows: tuple[np.ndarray, np.ndarray, Path], trained: Any, run: Any, folder: Path
+) -> str:
     """Fill `trained` on the cluster `how` says; the lists file's sha256."""
     import faiss
 
@@ -184,11 +227,17 @@ def index_side(how: str, rows: tuple[np.ndarray, np.ndarray, Path], trained: Any
         return hashlib.sha256(faiss.serialize_index(index).tobytes()).hexdigest()
     if how == "arrays":  # the index stage's on-disk fill before shards went by name
         lists.mkdir()
-        with open_executor(run) as executor, open_scratch(executor, run.dask, folder,
-                                                          "index") as store:
-            index = build_on_disk(executor, faiss.clone_index(trained),
-                                  array_shards(x, ids, ONDISK_SHARD_ROWS),
-                                  lists / "index.ivfdata", store)
+        with (
+            open_executor(run) as executor,
+            open_scratch(executor, run.dask, folder, "index") as store,
+        ):
+            index = build_on_disk(
+                executor,
+                faiss.clone_index(trained),
+                array_shards(x, ids, ONDISK_SHARD_ROWS),
+                lists / "index.ivfdata",
+                store,
+            )
     else:  # the index stage's fill now: by path in a shared folder, or through S3
         index = fill_lists_on_disk(run, faiss.clone_index(trained), rows, lists)
     del index
@@ -208,10 +257,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.data.mkdir(parents=True, exist_ok=True)
         write_vectors(file, args.n, args.dim, args.seed, 0.95, 8192)
     work = Path(tempfile.mkdtemp(prefix="driver-bytes-", dir=args.data))
-    report: dict[str, Any] = {"cpu": cpu_label(), "load_avg_start": os.getloadavg(),
-                              "n": args.n, "dim": args.dim, "workers": args.workers,
-                              "vector_file_bytes": file.stat().st_size,
-                              "matrix_bytes": args.n * args.dim * 4, "dedup": {}, "index": {}}
+    report: dict[str, Any] = {
+        "cpu": cpu_label(),
+        "load_avg_start": os.getloadavg(),
+        "n": args.n,
+        "dim": args.dim,
+        "workers": args.workers,
+        "vector_file_bytes": file.stat().st_size,
+        "matrix_bytes": args.n * args.dim * 4,
+        "dedup": {},
+        "index": {},
+    }
     os.environ.update(S3_ENV)
     try:
         with services(args.workers, work) as (endpoint, address):
@@ -220,25 +276,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="scratch")
             counter = SocketBytes(int(endpoint.rsplit(":", 1)[1]))
             counter.install()
-            folder, s3 = (run_cfg(address, None, endpoint),
-                          run_cfg(address, "s3://scratch/bench", endpoint))
+            folder, s3 = (
+                run_cfg(address, None, endpoint),
+                run_cfg(address, "s3://scratch/bench", endpoint),
+            )
             cfg = DedupConfig(threshold=0.95, nprobe=args.nprobe, exact_search_below=1)
             pairs = {}
             for name, rc in (("folder", folder), ("s3", s3)):
                 report["dedup"][name], pairs[name] = measured(
-                    counter, lambda rc=rc: dedup_side(file, args.n, cfg, rc, work))
+                    counter, lambda rc=rc: dedup_side(file, args.n, cfg, rc, work)
+                )
             report["dedup"]["same_pairs"] = all(
-                np.array_equal(a, b) for a, b in zip(pairs["folder"], pairs["s3"], strict=True))
+                np.array_equal(a, b) for a, b in zip(pairs["folder"], pairs["s3"], strict=True)
+            )
             report["dedup"]["pairs"] = len(pairs["folder"][0])
             x = read_matrix(file)
             trained = faiss.index_factory(args.dim, args.factory, faiss.METRIC_INNER_PRODUCT)
             trained.train(x[sample_rows(len(x), args.train_sample, args.seed)])
             rows = (x, np.arange(len(x), dtype="int64"), file)
             digests = {}
-            for name, rc in (("arrays", folder), ("path", folder), ("s3", s3),
-                             ("in-memory", folder)):
+            for name, rc in (
+                ("arrays", folder),
+                ("path", folder),
+                ("s3", s3),
+                ("in-memory", folder),
+            ):
                 report["index"][name], digests[name] = measured(
-                    counter, lambda name=name, rc=rc: index_side(name, rows, trained, rc, work))
+                    counter, lambda name=name, rc=rc: index_side(name, rows, trained, rc, work)
+                )
             report["index"]["same_lists"] = len({digests[k] for k in ("arrays", "path", "s3")}) == 1
             report["index"]["lists_bytes"] = args.n * (args.dim * 4 + 8)
     finally:
@@ -251,31 +316,45 @@ def _mb(row: dict[str, Any], key: str) -> str:
 
 
 def markdown(r: dict[str, Any]) -> str:
-    lines = [f"# Driver network bytes: {r['n']:,} x {r['dim']} vectors, {r['workers']} workers",
-             "", f"{r['cpu']}; load average at start {r['load_avg_start'][0]:.1f}. Vector "
-             f"file {r['vector_file_bytes'] / 1e6:,.1f} MB, matrix {r['matrix_bytes'] / 1e6:,.1f}"
-             " MB.", "", "| step | shards move | driver <-> Dask sent / received MB | "
-             "driver <-> S3 sent / received MB | wall s |", "|---|---|---|---|---|"]
-    what = {("dedup", "folder"): "by path, folder under paths.data",
-            ("dedup", "s3"): "by name, run.dask.scratch on S3",
-            ("index", "arrays"): "as arrays through the driver (before)",
-            ("index", "path"): "by path, folder under paths.data",
-            ("index", "s3"): "by name, run.dask.scratch on S3",
-            ("index", "in-memory"): "IVF in memory on Dask (reference)"}
+    lines = [
+        f"# Driver network bytes: {r['n']:,} x {r['dim']} vectors, {r['workers']} workers",
+        "",
+        f"{r['cpu']}; load average at start {r['load_avg_start'][0]:.1f}. Vector "
+        f"file {r['vector_file_bytes'] / 1e6:,.1f} MB, matrix {r['matrix_bytes'] / 1e6:,.1f}"
+        " MB.",
+        "",
+        "| step | shards move | driver <-> Dask sent / received MB | "
+        "driver <-> S3 sent / received MB | wall s |",
+        "|---|---|---|---|---|",
+    ]
+    what = {
+        ("dedup", "folder"): "by path, folder under paths.data",
+        ("dedup", "s3"): "by name, run.dask.scratch on S3",
+        ("index", "arrays"): "as arrays through the driver (before)",
+        ("index", "path"): "by path, folder under paths.data",
+        ("index", "s3"): "by name, run.dask.scratch on S3",
+        ("index", "in-memory"): "IVF in memory on Dask (reference)",
+    }
     for (step, side), label in what.items():
         row = r[step][side]
-        lines.append(f"| {step} | {label} | {_mb(row, 'dask_sent')} / "
-                     f"{_mb(row, 'dask_received')} | {_mb(row, 's3_sent')} / "
-                     f"{_mb(row, 's3_received')} | {row['seconds']} |")
-    lines += ["", f"Same dedup pairs on both sides: {r['dedup']['same_pairs']} "
-              f"({r['dedup']['pairs']:,} pairs); same lists file bytes: "
-              f"{r['index']['same_lists']}."]
+        lines.append(
+            f"| {step} | {label} | {_mb(row, 'dask_sent')} / "
+            f"{_mb(row, 'dask_received')} | {_mb(row, 's3_sent')} / "
+            f"{_mb(row, 's3_received')} | {row['seconds']} |"
+        )
+    lines += [
+        "",
+        f"Same dedup pairs on both sides: {r['dedup']['same_pairs']} "
+        f"({r['dedup']['pairs']:,} pairs); same lists file bytes: "
+        f"{r['index']['same_lists']}.",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=200_000)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)

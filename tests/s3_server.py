@@ -14,10 +14,13 @@ from pathlib import Path
 
 from tests.workspace import free_port
 
-AWS_ENV = {"AWS_ACCESS_KEY_ID": "AKIAEMBEDPIPETEST", "AWS_SECRET_ACCESS_KEY": "test-secret",
-           "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
-           "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required"}
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "AKIAEMBEDPIPETEST",
+    "AWS_SECRET_ACCESS_KEY": "test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+    "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
+}
 
 
 @contextmanager
@@ -27,9 +30,12 @@ def moto_server(log_dir: Path, enforce_auth: bool = False) -> Iterator[str]:
     port = free_port()
     env = dict(os.environ, **({"INITIAL_NO_AUTH_ACTION_COUNT": "0"} if enforce_auth else {}))
     with open(log_dir / f"moto-{port}.log", "w") as log:
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H",
-                                 "127.0.0.1", "-p", str(port)], stdout=log,
-                                stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             for _ in range(150):

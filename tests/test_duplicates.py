@@ -36,8 +36,15 @@ def vector_file(tmp_path_factory):
     return path, x
 
 
-def sharded(executor: Executor, path, rows: np.ndarray, n: int, cfg: DedupConfig, where,
-            dask: DaskConfig | None = None):
+def sharded(
+    executor: Executor,
+    path,
+    rows: np.ndarray,
+    n: int,
+    cfg: DedupConfig,
+    where,
+    dask: DaskConfig | None = None,
+):
     with open_scratch(executor, dask or DaskConfig(), where, "dedup") as store:
         scratch, xt = near_order_scratch(executor, path, rows, n, cfg.seed, store)
         return sharded_ivf_pairs(executor, scratch, xt, cfg.nprobe, cfg.threshold, cfg.seed)

@@ -34,8 +34,14 @@ print(json.dumps({"errors": errors, "distinct": len(set(loaded))}))
 
 
 def test_four_threads_load_the_encoder_and_tokenizer_at_once_in_a_fresh_process():
-    proc = subprocess.run([sys.executable, "-c", RACE], cwd=REPO, capture_output=True,
-                          text=True, timeout=600, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", RACE],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["errors"] == []

@@ -41,8 +41,12 @@ def s3(tmp_path_factory):
 def client():
     from distributed import Client, LocalCluster
 
-    with (LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                       dashboard_address=None) as cluster, Client(cluster) as c):
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as c,
+    ):
         yield c
 
 
@@ -67,8 +71,9 @@ def test_files_round_trip_by_name_and_parquet_reads_by_range(s3, client, tmp_pat
         with open(staged, "wb") as f:
             np.save(f, np.load(store.fetch("made-here.npy")) * 2)
         store.put(staged, "back.npy")
-        return np.stack(groups.column(VECTOR_COLUMN).to_numpy(zero_copy_only=False)), \
-            np.load(store.fetch("back.npy"))
+        return np.stack(groups.column(VECTOR_COLUMN).to_numpy(zero_copy_only=False)), np.load(
+            store.fetch("back.npy")
+        )
 
     with open_scratch(Executor(client), on_s3(url), tmp_path, "t") as store:
         assert store.on_s3 and store.root.startswith("s3://scratch/runs/t-")
@@ -111,8 +116,7 @@ def test_dedup_by_cell_through_s3_equals_one_process(s3, client, tmp_path):
 
 
 @pytest.mark.parametrize("by_path", [True, False])
-def test_on_disk_index_through_s3_searches_like_one_index_in_memory(s3, client, tmp_path,
-                                                                   by_path):
+def test_on_disk_index_through_s3_searches_like_one_index_in_memory(s3, client, tmp_path, by_path):
     from tasks.indexing.ondisk import (
         build_on_disk,
         file_shards,
@@ -154,9 +158,14 @@ def test_on_disk_index_through_s3_searches_like_one_index_in_memory(s3, client, 
 def test_a_missing_bucket_is_named_on_the_driver(s3, client, tmp_path):
     url, _ = s3
     cfg = DaskConfig(scratch="s3://no-such-bucket/x", s3_endpoint_url=url)
-    with (pytest.raises(ValueError, match=r"run\.dask\.scratch: s3://no-such-bucket/x: "
-                                          r"S3 NoSuchBucket \(HTTP 404\)"),
-          open_scratch(Executor(client), cfg, tmp_path, "dedup")):
+    with (
+        pytest.raises(
+            ValueError,
+            match=r"run\.dask\.scratch: s3://no-such-bucket/x: "
+            r"S3 NoSuchBucket \(HTTP 404\)",
+        ),
+        open_scratch(Executor(client), cfg, tmp_path, "dedup"),
+    ):
         pass
     assert not os.listdir(tmp_path)
 
@@ -164,17 +173,25 @@ def test_a_missing_bucket_is_named_on_the_driver(s3, client, tmp_path):
 def test_refused_credentials_are_named_on_the_driver(client, tmp_path):
     with scoped_env(AWS_ENV), moto_server(tmp_path, enforce_auth=True) as url:
         cfg = DaskConfig(scratch="s3://scratch/x", s3_endpoint_url=url, s3_max_attempts=1)
-        with (pytest.raises(ValueError, match=r"run\.dask\.scratch: s3://scratch/x: S3 "
-                                              r"InvalidAccessKeyId \(HTTP 403\)"),
-              open_scratch(Executor(client), cfg, tmp_path, "index")):
+        with (
+            pytest.raises(
+                ValueError,
+                match=r"run\.dask\.scratch: s3://scratch/x: S3 "
+                r"InvalidAccessKeyId \(HTTP 403\)",
+            ),
+            open_scratch(Executor(client), cfg, tmp_path, "index"),
+        ):
             pass
 
 
 def test_s3_stage_outputs_and_bad_scratch_values_are_refused_naming_the_key():
     with pytest.raises(ValueError, match=r"paths\.data: .*DVC 3 .*run\.dask\.scratch: s3://"):
         parse_params({"paths": {"data": "s3://bucket/data"}})
-    with pytest.raises(ValueError, match=r"run\.dask\.scratch: .*expected null .* or "
-                                         r"s3://bucket/prefix"):
+    with pytest.raises(
+        ValueError,
+        match=r"run\.dask\.scratch: .*expected null .* or "
+        r"s3://bucket/prefix",
+    ):
         parse_params({"run": {"dask": {"scratch": "/mnt/shared"}}})
     assert parse_params({"run": {"dask": {"scratch": "s3://b/p"}}}).run.dask.scratch == "s3://b/p"
 
@@ -188,25 +205,39 @@ def test_dedup_and_on_disk_index_stages_through_s3_match_one_process(s3, tmp_pat
     from tests.workspace import make_workspace, run_stages
 
     url, s3_client = s3
-    settings = {**COMMON, "dedup.exact_search_below": 2, "dedup.nprobe": 2,
-                "dedup.threshold": 0.8, "index.on_disk": True}
+    settings = {
+        **COMMON,
+        "dedup.exact_search_below": 2,
+        "dedup.nprobe": 2,
+        "dedup.threshold": 0.8,
+        "index.on_disk": True,
+    }
     local = make_workspace(tmp_path / "local")
-    write_overrides(local / "params.yaml", {**settings,
-                                            "paths.vector_cache": str(tmp_path / "cache")})
-    run_stages(local, ("ingest", "clean", "chunk", "finetune", "encode", "reduce", "dedup",
-                       "index"))
+    write_overrides(
+        local / "params.yaml", {**settings, "paths.vector_cache": str(tmp_path / "cache")}
+    )
+    run_stages(
+        local, ("ingest", "clean", "chunk", "finetune", "encode", "reduce", "dedup", "index")
+    )
     remote = tmp_path / "s3"
     shutil.copytree(local, remote)
     shutil.rmtree(remote / "data/06_dedup")
     shutil.rmtree(remote / "data/07_index")
-    write_overrides(remote / "params.yaml", {**DASK, "run.dask.scratch": "s3://scratch/ws",
-                                             "run.dask.s3_endpoint_url": url})
+    write_overrides(
+        remote / "params.yaml",
+        {**DASK, "run.dask.scratch": "s3://scratch/ws", "run.dask.s3_endpoint_url": url},
+    )
     run_stages(remote, ("dedup", "index"))
     got, want = files(remote), files(local)
     assert got["dedup"] == want["dedup"] and got["index"] == want["index"]
     assert "index.ivfdata" in got["index"] and left_in(s3_client) == []
     log = Path(os.environ["EMBEDPIPE_TEST_MOTO_LOG"]).read_text()
-    for put in ("/scratch/ws/dedup-", "/rows-000000.npz", "/scratch/ws/index-",
-                "/shard-000000.index", "/merged.ivfdata"):
+    for put in (
+        "/scratch/ws/dedup-",
+        "/rows-000000.npz",
+        "/scratch/ws/index-",
+        "/shard-000000.index",
+        "/merged.ivfdata",
+    ):
         assert put in log  # the shard files went through S3
     assert not list((remote / "data").glob(".*scratch*"))

@@ -82,8 +82,9 @@ def scratch_cells(scratch: Scratch) -> np.ndarray:
 
     def build(path: str) -> None:
         with open(path, "wb") as f:
-            np.save(f, np.concatenate([np.load(scratch.store.fetch(n))
-                                       for n in scratch.cell_parts]))
+            np.save(
+                f, np.concatenate([np.load(scratch.store.fetch(n)) for n in scratch.cell_parts])
+            )
 
     return np.load(scratch.store.derive(CELLS, build), mmap_mode="r")
 
@@ -118,8 +119,9 @@ def copy_rows(
     take = positions >= 0
     name = ""
     if scratch.store.on_s3:
-        name = _put_array(scratch, f"rows-{groups[0]:06d}.npz", positions=positions[take],
-                          x=x[take])
+        name = _put_array(
+            scratch, f"rows-{groups[0]:06d}.npz", positions=positions[take], x=x[take]
+        )
     else:
         out = np.load(scratch.store.fetch(VECTORS), mmap_mode="r+")
         out[positions[take]] = x[take]
@@ -145,16 +147,18 @@ def assign_span(
         out[start:stop] = cells
         out.flush()
     nlist = len(centroids)
-    return (np.bincount(cells[:, 0], minlength=nlist),
-            np.bincount(cells.ravel(), minlength=nlist), name)
+    return (
+        np.bincount(cells[:, 0], minlength=nlist),
+        np.bincount(cells.ravel(), minlength=nlist),
+        name,
+    )
 
 
 def pairs_in_span(
     span: tuple[int, int], scratch: Scratch, threshold: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """On a worker: pair keys and similarities found in cells lo..hi-1, in cell order."""
-    keys, sims = pairs_in_cells(scratch_vectors(scratch), scratch_cells(scratch), *span,
-                                threshold)
+    keys, sims = pairs_in_cells(scratch_vectors(scratch), scratch_cells(scratch), *span, threshold)
     return (
         np.concatenate([np.zeros(0, "int64"), *keys]),
         np.concatenate([np.zeros(0, "float32"), *sims]),
@@ -185,8 +189,9 @@ def near_order_scratch(
     with pq.ParquetFile(path) as pf:
         d = pf.schema_arrow.field(VECTOR_COLUMN).type.list_size
     if not store.on_s3:
-        np.lib.format.open_memmap(os.path.join(store.root, VECTORS), "w+", "float32",
-                                  (m, d)).flush()
+        np.lib.format.open_memmap(
+            os.path.join(store.root, VECTORS), "w+", "float32", (m, d)
+        ).flush()
     xt = np.empty((len(sample), d), dtype="float32")
     started, parts = time.perf_counter(), []
     shards = copy_shards(store.share_input(path), path, positions, sample)
@@ -205,13 +210,15 @@ def _even_spans(cost: np.ndarray, parts: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
 
 
-def assign_all(executor: Executor, scratch: Scratch, centroids: np.ndarray, nprobe: int
-               ) -> tuple[Scratch, np.ndarray, np.ndarray]:
+def assign_all(
+    executor: Executor, scratch: Scratch, centroids: np.ndarray, nprobe: int
+) -> tuple[Scratch, np.ndarray, np.ndarray]:
     """Every scratch row assigned to its `nprobe` cells on the workers (`assign_span`);
     the scratch with its cell parts (S3), and per-cell counts of members and probers."""
     if not scratch.store.on_s3:
-        np.lib.format.open_memmap(os.path.join(scratch.store.root, CELLS), "w+", "int32",
-                                  (scratch.m, nprobe)).flush()
+        np.lib.format.open_memmap(
+            os.path.join(scratch.store.root, CELLS), "w+", "int32", (scratch.m, nprobe)
+        ).flush()
     step = ASSIGN_BATCH * ASSIGN_BATCHES
     spans = [(s, min(s + step, scratch.m)) for s in range(0, scratch.m, step)]
     nlist = len(centroids)

@@ -120,8 +120,7 @@ def array_shards(x: np.ndarray, ids: np.ndarray, rows: int) -> Iterator[Shard]:
         yield x[start : start + rows], ids[start : start + rows]
 
 
-def put_shards(store: SharedScratch, x: np.ndarray, ids: np.ndarray, rows: int
-               ) -> Iterator[Shard]:
+def put_shards(store: SharedScratch, x: np.ndarray, ids: np.ndarray, rows: int) -> Iterator[Shard]:
     """Slices of vectors in memory put in the store as .npy files, one at a time as the
     executor asks for them: the workers fetch them by name."""
     for start in range(0, len(x), rows):
@@ -132,8 +131,9 @@ def put_shards(store: SharedScratch, x: np.ndarray, ids: np.ndarray, rows: int
         yield store.put(staged, name), ids[start : start + rows]
 
 
-def merge_shards(parts: list[str], trained: str, lists_name: str, store: SharedScratch
-                 ) -> tuple[str, str]:
+def merge_shards(
+    parts: list[str], trained: str, lists_name: str, store: SharedScratch
+) -> tuple[str, str]:
     """On a worker (or here): the shard files' lists merged, in order, into one lists file
     (shard files memory-mapped, lists appended: no list is held in memory) and the index
     file that names it by the base name `lists_name`; both put in the store, their names
@@ -149,8 +149,13 @@ def merge_shards(parts: list[str], trained: str, lists_name: str, store: SharedS
     return store.put(staged, MERGED_LISTS), store.put(staged_index, MERGED_INDEX)
 
 
-def build_on_disk(executor: Executor, trained: faiss.Index, shards: Iterator[Shard],
-                  lists: Path, store: SharedScratch) -> faiss.Index:
+def build_on_disk(
+    executor: Executor,
+    trained: faiss.Index,
+    shards: Iterator[Shard],
+    lists: Path,
+    store: SharedScratch,
+) -> faiss.Index:
     """`trained` (empty) with every shard added on the executor and the inverted lists
     merged on disk, the merge itself run on the executor too, into the file `lists` here:
     the driver holds the quantizer and maps the lists read-only, never loads them. Shard
@@ -165,7 +170,8 @@ def build_on_disk(executor: Executor, trained: faiss.Index, shards: Iterator[Sha
     name = store.put(staged, TRAINED)
     parts = list(map_ordered(executor, fill_shard, enumerate(shards), name, store))
     lists_part, index_part = next(
-        map_ordered(executor, merge_shards, [parts], name, lists.name, store))
+        map_ordered(executor, merge_shards, [parts], name, lists.name, store)
+    )
     merged = lists.with_name(f"{lists.name}.index")
     store.take(lists_part, lists)
     store.take(index_part, merged)

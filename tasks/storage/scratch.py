@@ -163,8 +163,9 @@ class S3RangeFile(io.RawIOBase):
         super().__init__()
         self._client, (self._bucket, self._key) = _client(scratch.s3), scratch._key(name)
         try:
-            self.size = int(self._client.head_object(Bucket=self._bucket, Key=self._key)
-                            ["ContentLength"])
+            self.size = int(
+                self._client.head_object(Bucket=self._bucket, Key=self._key)["ContentLength"]
+            )
         except Exception as err:  # noqa: BLE001 - ClientError or BotoCoreError, named below
             raise _s3_error(f"s3://{self._bucket}/{self._key}", err) from None
         self._pos = 0
@@ -187,8 +188,9 @@ class S3RangeFile(io.RawIOBase):
         want = min(len(buffer), self.size - self._pos)
         if want <= 0:
             return 0
-        resp = self._client.get_object(Bucket=self._bucket, Key=self._key,
-                                       Range=f"bytes={self._pos}-{self._pos + want - 1}")
+        resp = self._client.get_object(
+            Bucket=self._bucket, Key=self._key, Range=f"bytes={self._pos}-{self._pos + want - 1}"
+        )
         data = resp["Body"].read()
         memoryview(buffer)[: len(data)] = data
         self._pos += len(data)
@@ -206,8 +208,9 @@ def local_copies(root: str) -> str:
 def forget_local_copies(root: str) -> None:
     """Remove this machine's downloaded copies of the scratch `root` (run on each worker)."""
     digest = hashlib.sha256(root.encode()).hexdigest()[:16]
-    shutil.rmtree(os.path.join(tempfile.gettempdir(), "embedpipe-scratch", digest),
-                  ignore_errors=True)
+    shutil.rmtree(
+        os.path.join(tempfile.gettempdir(), "embedpipe-scratch", digest), ignore_errors=True
+    )
 
 
 def _s3_error(where: str, err: Exception) -> ValueError:
@@ -236,13 +239,16 @@ def _check_writable(client: Any, url: str, bucket: str, key: str) -> None:
 def _remove_prefix(client: Any, bucket: str, prefix: str) -> None:
     keys = [o["key"] for o in list_objects(client, bucket, prefix)]
     for start in range(0, len(keys), 1000):  # DeleteObjects takes 1000 keys a call
-        client.delete_objects(Bucket=bucket, Delete={
-            "Objects": [{"Key": k} for k in keys[start : start + 1000]], "Quiet": True})
+        client.delete_objects(
+            Bucket=bucket,
+            Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]], "Quiet": True},
+        )
 
 
 @contextmanager
-def open_scratch(executor: Executor, cfg: DaskConfig, where: Path, what: str
-                 ) -> Iterator[SharedScratch]:
+def open_scratch(
+    executor: Executor, cfg: DaskConfig, where: Path, what: str
+) -> Iterator[SharedScratch]:
     """`what`'s scratch for the block, removed after it (the workers' copies too): a folder
     under `where` in this process or with no `run.dask.scratch`, else an S3 prefix."""
     if executor.client is None or cfg.scratch is None:
