@@ -155,6 +155,19 @@ def test_on_disk_index_through_s3_searches_like_one_index_in_memory(s3, client, 
     assert np.array_equal(want[1], got[1]) and np.allclose(want[0], got[0])
 
 
+def test_a_failed_stage_still_removes_its_scratch_and_keeps_its_error(s3, client, tmp_path):
+    url, s3_client = s3
+    (tmp_path / "input.bin").write_bytes(b"x" * 1000)
+    with (
+        pytest.raises(RuntimeError, match="the stage's own error"),
+        open_scratch(Executor(client), on_s3(url), tmp_path, "dedup") as store,
+    ):
+        store.share_input(tmp_path / "input.bin")
+        assert left_in(s3_client)
+        raise RuntimeError("the stage's own error")
+    assert left_in(s3_client) == []
+
+
 def test_a_missing_bucket_is_named_on_the_driver(s3, client, tmp_path):
     url, _ = s3
     cfg = DaskConfig(scratch="s3://no-such-bucket/x", s3_endpoint_url=url)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import io
+import logging
 import os
 import shutil
 import tempfile
@@ -39,6 +40,7 @@ from tasks.storage.s3 import (
 )
 
 SCRATCH_KEY = "run.dask.scratch"
+log = logging.getLogger(__name__)
 READ_BUFFER = 8 << 20  # ranged GETs of at least 8 MB: a row group's column chunk in one or few
 _guard = threading.Lock()
 
@@ -166,7 +168,7 @@ class S3RangeFile(io.RawIOBase):
             self.size = int(
                 self._client.head_object(Bucket=self._bucket, Key=self._key)["ContentLength"]
             )
-        except Exception as err:  # noqa: BLE001 - ClientError or BotoCoreError, named below
+        except Exception as err:  # ClientError or BotoCoreError, named below
             raise _s3_error(f"s3://{self._bucket}/{self._key}", err) from None
         self._pos = 0
 
@@ -267,6 +269,24 @@ def open_scratch(
     try:
         yield scratch
     finally:
-        _remove_prefix(client, bucket, prefix)
+        _clean_up(executor, client, scratch)
+
+
+def _clean_up(executor: Executor, client: Any, scratch: SharedScratch) -> None:
+    """Remove the scratch prefix and every machine's copies; what cannot be removed (an S3
+    endpoint or a cluster gone) is logged, never raised over the stage's own outcome."""
+    bucket, prefix = parse_s3_url(scratch.root)
+    forget_local_copies(scratch.root)
+    try:
         executor.client.run(forget_local_copies, scratch.root)
-        forget_local_copies(scratch.root)
+    except Exception as err:  # a lost cluster: its machines' copies are moot
+        log.warning("%s: workers' copies not removed (%s)", SCRATCH_KEY, type(err).__name__)
+    try:
+        _remove_prefix(client, bucket, prefix)
+    except Exception as err:  # botocore's errors; the prefix is named to remove
+        log.warning(
+            "%s: %s left behind (%s); remove it by hand",
+            SCRATCH_KEY,
+            scratch.root,
+            client_error_reason(err),
+        )
