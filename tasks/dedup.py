@@ -35,7 +35,12 @@ from tasks.duplicates.pairs import (
     shard_digests,
     text_digests,
 )
-from tasks.duplicates.sharded import near_order_scratch, scratch_vectors, sharded_ivf_pairs
+from tasks.duplicates.sharded import (
+    digests_by_path,
+    near_order_scratch,
+    scratch_vectors,
+    sharded_ivf_pairs,
+)
 from tasks.storage.scratch import open_scratch
 
 
@@ -199,15 +204,22 @@ def near_pairs_sharded(executor: Executor, path: Path, order: np.ndarray, cfg: D
     return near
 
 
+def text_keys(run: StageRun, executor: Executor) -> np.ndarray:
+    """Text digests of every chunk, in file order: on Dask with the scratch in a folder
+    (`paths.data`, which the workers see), read by path on the workers; else the texts go
+    to the executor in shards (to S3 they would be uploaded whole all the same)."""
+    rows = shard_rows(run.params.run)
+    if executor.client is not None and run.params.run.dask.scratch is None:
+        return digests_by_path(executor, run.input_path(CHUNKS), rows or 1)
+    shards = run.batches(CHUNKS, ["text"], rows)
+    return np.concatenate([np.zeros(0, "S32"), *map_ordered(executor, shard_digests, shards)])
+
+
 def decide(run: StageRun, executor: Executor, order: np.ndarray, cfg: DedupConfig
            ) -> tuple[np.ndarray, Drops]:
     """Keep mask and audit in the input's row numbers, rows taken in `order`; text digests
     and (on Dask) the near pass run on the executor."""
-    keys = None
-    if cfg.exact:
-        shards = run.batches(CHUNKS, ["text"], shard_rows(run.params.run))
-        keys = np.concatenate([np.zeros(0, "S32"), *map_ordered(executor, shard_digests,
-                                                                 shards)])[order]
+    keys = None if not cfg.exact else text_keys(run, executor)[order]
     near = (near_pairs_in_process(run, order, cfg) if executor.client is None else
             near_pairs_sharded(executor, run.input_path(REDUCED), order, cfg,
                                run.params.run, run.out_dir.parent))

@@ -155,6 +155,21 @@ def test_on_disk_index_through_s3_searches_like_one_index_in_memory(s3, client, 
     assert np.array_equal(want[1], got[1]) and np.allclose(want[0], got[0])
 
 
+def test_text_digests_read_by_path_on_the_workers_equal_one_process(client, tmp_path):
+    from tasks.duplicates.pairs import text_digests
+    from tasks.duplicates.sharded import digests_by_path
+
+    texts = [f"Chunk {i % 700}  text\n{'x' * (i % 13)}" for i in range(3000)]
+    path = tmp_path / "chunks.parquet"
+    pq.write_table(pa.table({"text": texts}), path, row_group_size=256)
+    got = digests_by_path(Executor(client, 4), path, 1000)
+    assert got.dtype == "S32" and np.array_equal(got, text_digests(texts))
+    with pytest.raises(ValueError, match="gone.parquet is not visible here"):
+        from tasks.duplicates.sharded import file_digests
+
+        file_digests((str(tmp_path / "gone.parquet"), [0]))
+
+
 def test_a_failed_stage_still_removes_its_scratch_and_keeps_its_error(s3, client, tmp_path):
     url, s3_client = s3
     (tmp_path / "input.bin").write_bytes(b"x" * 1000)

@@ -34,6 +34,7 @@ from tasks.duplicates.cells import (
     training_rows,
     unique_pairs,
 )
+from tasks.duplicates.pairs import text_digests
 from tasks.storage.scratch import SharedScratch
 
 ASSIGN_BATCHES = 4  # ASSIGN_BATCH runs of rows per assignment task
@@ -261,3 +262,20 @@ def sharded_ivf_pairs(
         time.perf_counter() - started,
     )
     return unique_pairs(keys, sims, scratch.m)
+
+
+def file_digests(shard: tuple[str, list[int]]) -> np.ndarray:
+    """On a worker: `text_digests` of the `text` column of row groups `groups` of the
+    Parquet file at `path` (read there, in place)."""
+    path, groups = shard
+    store = SharedScratch(os.path.dirname(path))  # a folder scratch: the path read in place
+    with pq.ParquetFile(store.reader(path)) as pf:
+        return text_digests(pf.read_row_groups(groups, columns=["text"]).column("text").to_pylist())
+
+
+def digests_by_path(executor: Executor, path: Path, rows: int) -> np.ndarray:
+    """`text_digests` of every row of the Parquet file at `path`, in file order, its row
+    groups (at least `rows` rows a shard) read by path on the workers: the driver sends
+    paths and receives 32 B a row, never the texts."""
+    shards = ((str(path.resolve()), groups) for groups, _, _ in row_group_spans(path, rows))
+    return np.concatenate([np.zeros(0, "S32"), *map_ordered(executor, file_digests, shards)])
