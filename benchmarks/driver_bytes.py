@@ -13,6 +13,9 @@ LocalCluster it lives in the driver process, which would count its relaying too.
 
 Sides (each calls the stage code the pipeline calls, on `--n` planted vectors of
 `benchmarks.dedup_dask`):
+- dedup exact pass: the chunk texts shipped to the workers in shards (the stage until now)
+  vs read by path on the workers (`tasks.duplicates.sharded.digests_by_path`), on `--n`
+  seeded texts of `--text-chars` characters;
 - dedup near pass (`tasks.dedup.near_pairs_sharded`): scratch in a folder the workers share
   (the vector file read in place) vs `run.dask.scratch` on S3 (uploaded once, read by range);
 - on-disk index fill of an IVF index trained once: vectors sent to the workers as arrays
@@ -208,6 +211,45 @@ def dedup_side(file: Path, n: int, cfg: Any, run: Any, where: Path) -> Any:
         return near_pairs_sharded(executor, file, np.arange(n), cfg, run, where)(np.arange(n))
 
 
+def write_texts(path: Path, n: int, chars: int, seed: int) -> None:
+    """`n` chunk-like texts of about `chars` characters (seeded words), 8,192 a row group."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    words = np.array([f"w{i}" for i in range(5000)])
+    per = max(1, chars // 6)
+    with pq.ParquetWriter(path, pa.schema([("text", pa.string())])) as writer:
+        for start in range(0, n, 8192):
+            rows = min(8192, n - start)
+            picks = words[rng.integers(0, len(words), (rows, per))]
+            writer.write_table(pa.table({"text": [" ".join(r) for r in picks]}))
+
+
+def exact_side(how: str, path: Path, run: Any) -> np.ndarray:
+    """Text digests on the cluster: texts shipped in shards (the stage until now) or read
+    by path on the workers (`digests_by_path`)."""
+    import pyarrow.parquet as pq
+
+    from tasks.core.shards import map_ordered, open_executor
+    from tasks.duplicates.pairs import shard_digests
+    from tasks.duplicates.sharded import digests_by_path
+
+    with open_executor(run) as executor:
+        if how == "path":
+            return digests_by_path(executor, path, run.dask.shard_rows)
+        with pq.ParquetFile(path) as pf:
+            shards = pf.iter_batches(run.dask.shard_rows, columns=["text"])
+            parts = map_ordered(executor, shard_digests, (pa_table(b) for b in shards))
+            return np.concatenate([np.zeros(0, "S32"), *parts])
+
+
+def pa_table(batch: Any) -> Any:
+    import pyarrow as pa
+
+    return pa.Table.from_batches([batch])
+
+
 def index_side(
     how: str, rows: tuple[np.ndarray, np.ndarray, Path], trained: Any, run: Any, folder: Path
 ) -> str:
@@ -280,6 +322,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 run_cfg(address, None, endpoint),
                 run_cfg(address, "s3://scratch/bench", endpoint),
             )
+            texts = work / "chunks.parquet"
+            write_texts(texts, args.n, args.text_chars, args.seed)
+            report["texts_file_bytes"] = texts.stat().st_size
+            keys = {}
+            for name in ("texts", "path"):
+                report["dedup"][f"exact-{name}"], keys[name] = measured(
+                    counter, lambda name=name: exact_side(name, texts, folder)
+                )
+            report["dedup"]["same_digests"] = bool(np.array_equal(keys["texts"], keys["path"]))
             cfg = DedupConfig(threshold=0.95, nprobe=args.nprobe, exact_search_below=1)
             pairs = {}
             for name, rc in (("folder", folder), ("s3", s3)):
@@ -328,8 +379,10 @@ def markdown(r: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     what = {
-        ("dedup", "folder"): "by path, folder under paths.data",
-        ("dedup", "s3"): "by name, run.dask.scratch on S3",
+        ("dedup", "exact-texts"): "exact pass: texts through the driver (before)",
+        ("dedup", "exact-path"): "exact pass: texts read by path",
+        ("dedup", "folder"): "near pass: by path, folder under paths.data",
+        ("dedup", "s3"): "near pass: by name, run.dask.scratch on S3",
         ("index", "arrays"): "as arrays through the driver (before)",
         ("index", "path"): "by path, folder under paths.data",
         ("index", "s3"): "by name, run.dask.scratch on S3",
@@ -346,7 +399,8 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         f"Same dedup pairs on both sides: {r['dedup']['same_pairs']} "
         f"({r['dedup']['pairs']:,} pairs); same lists file bytes: "
-        f"{r['index']['same_lists']}.",
+        f"{r['index']['same_lists']}; same text digests: {r['dedup']['same_digests']} "
+        f"(texts file {r['texts_file_bytes'] / 1e6:,.1f} MB).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -362,6 +416,7 @@ def main() -> None:
     parser.add_argument("--nprobe", type=int, default=8, help="dedup.nprobe")
     parser.add_argument("--factory", default="IVF1024,Flat")
     parser.add_argument("--train-sample", type=int, default=40_000)
+    parser.add_argument("--text-chars", type=int, default=600, help="characters a chunk text")
     parser.add_argument("--data", type=Path, default=REPO / "benchmarks" / "out" / "data")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
     args = parser.parse_args()
