@@ -88,10 +88,16 @@ class SharedScratch:
             os.replace(staged, self._local(name))
             return name
         try:
-            _client(self.s3).upload_file(staged, *self._key(name))
+            self._upload(staged, name)
         finally:
             os.remove(staged)
         return name
+
+    def _upload(self, path: str, name: str) -> None:
+        try:
+            _client(self.s3).upload_file(path, *self._key(name))
+        except Exception as err:  # botocore raises ClientError and BotoCoreErrors
+            raise _s3_error(f"{self.root}/{name}", err) from None
 
     def share_input(self, path: Path | str) -> str:
         """The name workers read a stage input by: its own path in a folder scratch (read in
@@ -99,7 +105,7 @@ class SharedScratch:
         if not self.on_s3:
             return str(Path(path).resolve())
         name = f"input-{Path(path).name}"
-        _client(self.s3).upload_file(str(path), *self._key(name))
+        self._upload(str(path), name)
         return name
 
     def fetch(self, name: str) -> str:
