@@ -57,9 +57,10 @@ class PathsConfig(_Config):
         # and every stage output is a cached DVC out, so they stay on a local filesystem.
         if "://" in value:
             raise ValueError(
-                "stage outputs are DVC-cached outs, which DVC 3 keeps on a local (or "
-                "mounted) filesystem only; keep paths a folder and put the Dask workers' "
-                "shard files on S3 with run.dask.scratch: s3://bucket/prefix")
+                "expected a local (or mounted) path: stage outputs and the vector cache are "
+                "DVC-cached outs, which DVC 3 keeps on a local filesystem only, and the run "
+                "registry is appended in place; put the Dask workers' shard files on S3 "
+                "with run.dask.scratch: s3://bucket/prefix")
         return value
 
 
