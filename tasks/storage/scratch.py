@@ -75,8 +75,10 @@ class SharedScratch:
         return bucket, f"{prefix}/{name}"
 
     def _local(self, name: str) -> str:
-        # Folder mode: an absolute name (a stage input read in place) stays what it is.
-        return os.path.join(local_copies(self.root) if self.on_s3 else self.root, name)
+        if not self.on_s3:  # an absolute name (a stage input read in place) stays itself
+            return os.path.join(self.root, name)
+        os.makedirs(local_copies(self.root), exist_ok=True)
+        return os.path.join(local_copies(self.root), name)
 
     def staging(self, name: str) -> str:
         """A fresh local path to write the file `name` at before `put`."""
@@ -206,19 +208,15 @@ class S3RangeFile(io.RawIOBase):
 
 
 def local_copies(root: str) -> str:
-    """This machine's folder of downloaded scratch files of the scratch `root`."""
+    """This machine's folder of downloaded scratch files of the scratch `root` (a path; it
+    is made when a file is first written there)."""
     digest = hashlib.sha256(root.encode()).hexdigest()[:16]
-    path = os.path.join(tempfile.gettempdir(), "embedpipe-scratch", digest)
-    os.makedirs(path, exist_ok=True)
-    return path
+    return os.path.join(tempfile.gettempdir(), "embedpipe-scratch", digest)
 
 
 def forget_local_copies(root: str) -> None:
     """Remove this machine's downloaded copies of the scratch `root` (run on each worker)."""
-    digest = hashlib.sha256(root.encode()).hexdigest()[:16]
-    shutil.rmtree(
-        os.path.join(tempfile.gettempdir(), "embedpipe-scratch", digest), ignore_errors=True
-    )
+    shutil.rmtree(local_copies(root), ignore_errors=True)
 
 
 def _s3_error(where: str, err: Exception) -> ValueError:
