@@ -133,6 +133,7 @@ def run_dask(path: Path, n: int, cfg: Any, workers: int, where: Path
              ) -> tuple[dict[str, Any], Any]:
     from distributed import Client, LocalCluster
 
+    from tasks.core.config import RunConfig
     from tasks.core.shards import Executor
     from tasks.dedup import dedup_rows, near_pairs_sharded
 
@@ -145,7 +146,8 @@ def run_dask(path: Path, n: int, cfg: Any, workers: int, where: Path
         sampler.start()
         cpu0 = sum(client.run(_cpu_s).values()) + _cpu_s()
         started = time.perf_counter()
-        near = near_pairs_sharded(Executor(client, 2 * workers), path, np.arange(n), cfg, where)
+        near = near_pairs_sharded(Executor(client, 2 * workers), path, np.arange(n), cfg,
+                                  RunConfig(), where)
         keep, drops = dedup_rows(n, None, near, cfg)
         wall = time.perf_counter() - started
         cpu = sum(client.run(_cpu_s).values()) + _cpu_s() - cpu0

@@ -70,6 +70,7 @@ def build_dask(file: Path, trained: Path, folder: Path, workers: int) -> dict[st
     import pyarrow.parquet as pq
     from distributed import Client, LocalCluster
 
+    from tasks.core.config import DaskConfig
     from tasks.core.shards import Executor
     from tasks.indexing.ondisk import (
         ONDISK_SHARD_ROWS,
@@ -77,6 +78,7 @@ def build_dask(file: Path, trained: Path, folder: Path, workers: int) -> dict[st
         file_shards,
         write_index_file,
     )
+    from tasks.storage.scratch import open_scratch
 
     n = pq.ParquetFile(file).metadata.num_rows
     folder.mkdir(parents=True, exist_ok=True)
@@ -87,8 +89,10 @@ def build_dask(file: Path, trained: Path, folder: Path, workers: int) -> dict[st
         sampler.start()
         started = time.perf_counter()
         shards = file_shards(file, np.arange(n, dtype="int64"), ONDISK_SHARD_ROWS)
-        index = build_on_disk(Executor(client, 2 * workers), faiss.read_index(str(trained)),
-                              shards, folder / "build.ivfdata", folder)
+        executor = Executor(client, 2 * workers)
+        with open_scratch(executor, DaskConfig(), folder, "index") as store:
+            index = build_on_disk(executor, faiss.read_index(str(trained)), shards,
+                                  folder / "build.ivfdata", store)
         write_index_file(index, folder / "index.faiss")
         seconds = time.perf_counter() - started
         sampler.stop.set()

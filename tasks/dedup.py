@@ -23,7 +23,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import CHUNKS, DROPPED, KEPT, REDUCED, VECTOR_COLUMN
-from tasks.core.config import DedupConfig
+from tasks.core.config import DedupConfig, RunConfig
 from tasks.core.io import StageOutput, open_parquet
 from tasks.core.progress import task_logger
 from tasks.core.runtime import StageRun, main, start_stage
@@ -36,7 +36,13 @@ from tasks.duplicates.pairs import (
     shard_digests,
     text_digests,
 )
-from tasks.duplicates.sharded import near_order_scratch, sharded_ivf_pairs
+from tasks.duplicates.sharded import (
+    digests_by_path,
+    near_order_scratch,
+    scratch_vectors,
+    sharded_ivf_pairs,
+)
+from tasks.storage.scratch import open_scratch
 
 
 def choose_kept(n: int, i: np.ndarray, j: np.ndarray, sim: np.ndarray
@@ -184,32 +190,41 @@ def near_pairs_in_process(run: StageRun, order: np.ndarray, cfg: DedupConfig) ->
 
 
 def near_pairs_sharded(executor: Executor, path: Path, order: np.ndarray, cfg: DedupConfig,
-                       where: Path) -> NearPairs:
+                       run_cfg: RunConfig, where: Path) -> NearPairs:
     """Near pairs found by cell on the workers (`tasks.duplicates.sharded`), who read the
-    vector file at `path` by row groups: the driver holds row numbers, never the vectors."""
+    vector file at `path` by row groups (in place, or uploaded once to the S3 scratch
+    `run.dask.scratch`): the driver holds row numbers, never the vectors."""
     def near(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        with near_order_scratch(executor, path, order[rows], len(order), cfg.seed,
-                                where) as (scratch, xt):
+        with open_scratch(executor, run_cfg.dask, where, "dedup") as store:
+            scratch, xt = near_order_scratch(executor, path, order[rows], len(order),
+                                             cfg.seed, store)
             if scratch.m < cfg.exact_search_below:  # small: exact search here, as locally
-                return flat_pairs(np.load(scratch.vectors), cfg.threshold)
+                return flat_pairs(np.array(scratch_vectors(scratch)), cfg.threshold)
             return sharded_ivf_pairs(executor, scratch, xt, cfg.nprobe, cfg.threshold,
                                      cfg.seed)
 
     return near
 
 
+def text_keys(run: StageRun, executor: Executor) -> np.ndarray:
+    """Text digests of every chunk, in file order: on Dask with the scratch in a folder
+    (`paths.data`, which the workers see), read by path on the workers; else the texts go
+    to the executor in shards (to S3 they would be uploaded whole all the same)."""
+    rows = shard_rows(run.params.run)
+    if executor.client is not None and run.params.run.dask.scratch is None:
+        return digests_by_path(executor, run.input_path(CHUNKS), rows or 1)
+    shards = run.batches(CHUNKS, ["text"], rows)
+    return np.concatenate([np.zeros(0, "S32"), *map_ordered(executor, shard_digests, shards)])
+
+
 def decide(run: StageRun, executor: Executor, order: np.ndarray, cfg: DedupConfig
            ) -> tuple[np.ndarray, Drops]:
     """Keep mask and audit in the input's row numbers, rows taken in `order`; text digests
     and (on Dask) the near pass run on the executor."""
-    keys = None
-    if cfg.exact:
-        shards = run.batches(CHUNKS, ["text"], shard_rows(run.params.run))
-        keys = np.concatenate([np.zeros(0, "S32"), *map_ordered(executor, shard_digests,
-                                                                 shards)])[order]
+    keys = None if not cfg.exact else text_keys(run, executor)[order]
     near = (near_pairs_in_process(run, order, cfg) if executor.client is None else
             near_pairs_sharded(executor, run.input_path(REDUCED), order, cfg,
-                               run.out_dir.parent))
+                               run.params.run, run.out_dir.parent))
     return to_rows(order, *dedup_rows(len(order), keys, near, cfg))
 
 

@@ -76,10 +76,14 @@ def probe_vectors(table: pa.Table, model: dict[str, Any], transform: VectorTrans
     return encode_queries(model, transform, texts, where="index", models=models)
 
 
-def _previous(out_dir: Path) -> tuple[dict | None, faiss.Index | None, dict[int, str]]:
+ON_DISK_REBUILT = ("the previous index keeps its lists on disk (index.ivfdata): an on-disk "
+                   "index is rebuilt, never updated in place")
+
+
+def _previous(out_dir: Path) -> tuple[dict | None, faiss.Index | None, dict[int, str], str]:
     """The previous index folder's manifest, index and id -> vector hash (if readable and
     its files' checksums match its manifest: a damaged one is rebuilt, never updated; an
-    index with its lists on disk is rebuilt)."""
+    index with its lists on disk is rebuilt), and why none is reused ("" when one is)."""
     try:
         manifest = read_manifest(out_dir, "index")
         for entry in (INDEX, INDEX_CHUNKS):
@@ -87,15 +91,18 @@ def _previous(out_dir: Path) -> tuple[dict | None, faiss.Index | None, dict[int,
     except ValueError as err:
         if out_dir.is_dir():
             task_logger().warning("index: previous index not reused, rebuilt (%s)", err)
-        return None, None, {}
+            return None, None, {}, f"the previous index is not reusable ({err})"
+        return None, None, {}, "no previous index"
+    if (out_dir / INDEX_IVFDATA.name).exists():
+        return None, None, {}, ON_DISK_REBUILT
     keys = previous_keys(out_dir, INDEX_CHUNKS, "int_id", "vector_sha256")
-    if keys is None or (out_dir / INDEX_IVFDATA.name).exists():
-        return None, None, {}  # unreadable, from an older layout or on disk: rebuild
+    if keys is None:
+        return None, None, {}, "the previous index has no vector keys (an older layout)"
     try:
         index = faiss.read_index(str(out_dir / INDEX.name))
-    except RuntimeError:
-        return None, None, {}
-    return manifest, index, keys
+    except RuntimeError as err:
+        return None, None, {}, f"the previous index file does not read ({err})"
+    return manifest, index, keys, ""
 
 
 def update_or_build(out_dir: Path, rows: tuple[np.ndarray, np.ndarray, list[str]], space: str,
@@ -103,8 +110,8 @@ def update_or_build(out_dir: Path, rows: tuple[np.ndarray, np.ndarray, list[str]
     """Plan against the previous index folder in `out_dir` (`plan_update`) and carry the plan
     out (`apply_plan`); `rows` are (vectors, FAISS ids, vector keys)."""
     x, int_ids, keys = rows
-    prev, prev_index, prev_keys = _previous(out_dir)
-    plan = plan_update(prev, prev_keys, int_ids, keys, space, cfg)
+    prev, prev_index, prev_keys, why_not = _previous(out_dir)
+    plan = plan_update(prev, prev_keys, int_ids, keys, space, cfg, why_not or None)
     return apply_plan(plan, prev, prev_index, x, int_ids, cfg, fill), plan
 
 
@@ -178,8 +185,8 @@ def index_task(root: str = ".") -> str:
     x, int_ids, keys = index_rows(table, x)
     probes = cache(lambda: probe_vectors(table, dedup["model"], VectorTransform.load(
         run.input_path(TRANSFORM)), cfg, run.input_dirs["finetune"]))
-    built, plan = update_or_build(run.out_dir, (x, int_ids, keys), dedup["space"], cfg,
-                                  fill_for(run.params.run, cfg, run.out_dir))
+    fill = fill_for(run.params.run, cfg, run.out_dir, run.input_path(KEPT))
+    built, plan = update_or_build(run.out_dir, (x, int_ids, keys), dedup["space"], cfg, fill)
     param, value, sweep = choose_search_param(built, x, int_ids, cfg, probes)
     fp, model = run.fingerprint(), dedup["model"] | {"space": dedup["space"]}
     with run.output(fp, cfg) as out:

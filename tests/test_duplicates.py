@@ -10,12 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.core.catalog import VECTOR_COLUMN
-from tasks.core.config import DedupConfig
+from tasks.core.config import DaskConfig, DedupConfig
 from tasks.core.shards import Executor
 from tasks.core.vectors import vectors_to_arrow
 from tasks.dedup import keep_order
 from tasks.duplicates.pairs import first_of_keys, near_duplicate_pairs, text_digests
 from tasks.duplicates.sharded import near_order_scratch, sharded_ivf_pairs
+from tasks.storage.scratch import SharedScratch, open_scratch
 
 
 def planted(n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -35,8 +36,17 @@ def vector_file(tmp_path_factory):
     return path, x
 
 
-def sharded(executor: Executor, path, rows: np.ndarray, n: int, cfg: DedupConfig, where):
-    with near_order_scratch(executor, path, rows, n, cfg.seed, where) as (scratch, xt):
+def sharded(
+    executor: Executor,
+    path,
+    rows: np.ndarray,
+    n: int,
+    cfg: DedupConfig,
+    where,
+    dask: DaskConfig | None = None,
+):
+    with open_scratch(executor, dask or DaskConfig(), where, "dedup") as store:
+        scratch, xt = near_order_scratch(executor, path, rows, n, cfg.seed, store)
         return sharded_ivf_pairs(executor, scratch, xt, cfg.nprobe, cfg.threshold, cfg.seed)
 
 
@@ -74,7 +84,7 @@ def test_sharded_on_a_local_cluster_equals_one_process(vector_file, tmp_path):
 def test_scratch_the_workers_cannot_see_is_named(vector_file, tmp_path):
     from tasks.duplicates.sharded import Scratch, pairs_in_span
 
-    gone = Scratch(str(tmp_path / "nowhere" / "vectors.npy"), str(tmp_path / "c.npy"), 2, 4)
+    gone = Scratch(SharedScratch(str(tmp_path / "nowhere")), 2, 4)
     with pytest.raises(ValueError, match="nowhere/vectors.npy.*storage the workers share"):
         pairs_in_span((0, 1), gone, 0.9)
 

@@ -18,6 +18,7 @@ OTHER_VALUES: dict[str, Any] = {
     "run.timezone": "Europe/Paris",
     "run.stage_timeouts": {"encode": 60},
     "run.dask.address": "tcp://127.0.0.1:8786",
+    "run.dask.scratch": "s3://bucket/scratch",
     "encode.api_base_url": "http://127.0.0.1:7997/v1",
     "encode.api_key_env": "OTHER_KEY",
     "encode.model": "some/other-model",
@@ -140,18 +141,19 @@ def test_a_fact_not_declared_is_refused():
     assert declared_params("ingest", Params())["ingest"].get("source") is None
 
 
-# Every neutral key changed at once, but two: run.dask.address stays null (tests/test_dask.py
-# runs the same stages against a scheduler's address and compares bytes too), and
-# run.dask.threads_per_worker stays 1 (2 threads a worker fail in encode today: transformers'
-# lazy imports race, "cannot import name 'AutoTokenizer'"; a known limit, not an output).
-UNEXERCISED = {"run.dask.address", "run.dask.threads_per_worker"}
+# Every neutral key changed at once, but these: run.dask.address stays null
+# (tests/test_dask.py runs the same stages against a scheduler's address and compares bytes
+# too), and the S3 scratch keys stay unset (no S3 server here: tests/test_scratch.py runs
+# dedup and an on-disk index through one and compares bytes too).
+UNEXERCISED = {"run.dask.address", "run.dask.scratch", "run.dask.s3_endpoint_url",
+               "run.dask.s3_region", "run.dask.s3_max_attempts"}
 NEUTRAL_CHANGES = {
     "paths.data": "data2", "paths.runs": "runs2/registry.jsonl",
     "paths.vector_cache": "cache2/vectors",
     "run.stage_timeout_s": 7200, "run.stage_timeouts": {"encode": 3600},
     "run.log_level": "DEBUG", "run.schedule_cron": "0 4 * * *", "run.timezone": "Europe/Paris",
     "run.on_busy": "fail", "run.lock_wait_s": 10, "run.executor": "dask",
-    "run.dask.workers": 1, "run.dask.connect_timeout_s": 20,
+    "run.dask.workers": 1, "run.dask.threads_per_worker": 2, "run.dask.connect_timeout_s": 20,
     "run.dask.shard_rows": 40, "run.dask.max_in_flight": 3, "run.dask.retries": 1,
     "ingest.source": "elsewhere/corpus", "ingest.s3_endpoint_url": "http://127.0.0.1:9",
     "ingest.s3_region": "eu-west-1", "ingest.s3_max_attempts": 3,

@@ -3,6 +3,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from tasks.core.catalog import VECTOR_COLUMN
@@ -134,3 +135,30 @@ def test_update_with_a_changed_vector_gives_what_a_rebuild_gives(factory):
     np.testing.assert_array_equal(i_up, i_re)
     np.testing.assert_allclose(s_up, s_re, rtol=1e-6)
     assert i_up[0, 0] == after[1][5]  # the changed vector is found as itself
+
+
+def test_an_on_disk_previous_index_is_rebuilt_and_the_card_says_why(tmp_path):
+    """An index whose lists are on disk is rebuilt, never updated: the plan (and so the
+    card's `update_reason`) says so instead of "no previous index"."""
+    import json
+
+    from tasks.core.fingerprint import sha256_file
+    from tasks.index import ON_DISK_REBUILT, update_or_build
+
+    x = clustered(300, d=16)
+    rows = index_rows(pa.table({"chunk_id": [f"c{i}" for i in range(300)],
+                                VECTOR_COLUMN: vectors_to_arrow(x)}), x)
+    cfg = IndexConfig(factory="Flat")
+    _, plan = update_or_build(tmp_path / "none", rows, "s", cfg, fill_index)
+    assert plan.reason == "no previous index"
+    prev = tmp_path / "07_index"
+    prev.mkdir()
+    faiss.write_index(faiss.IndexFlatIP(16), str(prev / "index.faiss"))
+    pq.write_table(pa.table({"int_id": [1], "vector_sha256": ["a"]}),
+                           prev / "chunks.parquet")
+    (prev / "index.ivfdata").write_bytes(b"lists")
+    (prev / "_manifest.json").write_text(json.dumps({"stage": "index", "files": {
+        n: sha256_file(prev / n) for n in ("index.faiss", "chunks.parquet")}}))
+    built, plan = update_or_build(prev, rows, "s", cfg, fill_index)
+    assert (plan.mode, plan.reason) == ("rebuild", ON_DISK_REBUILT)
+    assert built.card_facts(plan, x[:2])["update_reason"] == ON_DISK_REBUILT

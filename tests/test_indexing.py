@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.core.catalog import INDEX_IVFDATA, VECTOR_COLUMN
+from tasks.core.config import DaskConfig
 from tasks.core.shards import Executor
 from tasks.core.vectors import vectors_to_arrow
 from tasks.indexing.ondisk import (
@@ -25,6 +26,7 @@ from tasks.indexing.ondisk import (
     wants_on_disk,
     write_index_file,
 )
+from tasks.storage.scratch import SharedScratch, open_scratch
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +60,8 @@ def test_merged_on_disk_searches_like_one_index_in_memory(data, tmp_path, by_pat
     memory.add_with_ids(x, ids)
     shards = file_shards(path, ids, 1200) if by_path else array_shards(x, ids, 1300)
     lists = tmp_path / "build.ivfdata"
-    index = build_on_disk(Executor(), faiss.clone_index(trained), shards, lists, tmp_path)
+    with open_scratch(Executor(), DaskConfig(), tmp_path, "index") as store:
+        index = build_on_disk(Executor(), faiss.clone_index(trained), shards, lists, store)
     assert index.ntotal == len(x) and lists_file(index) == lists
     assert [p.name for p in tmp_path.iterdir()] == [lists.name]  # shard files are gone
     folder = tmp_path / "built"
@@ -101,8 +104,8 @@ def test_shard_files_the_workers_cannot_see_are_named(tmp_path):
     with pytest.raises(ValueError, match="nowhere.index.*storage the workers share"):
         fill_shard(
             (0, (np.zeros((1, 4), "float32"), np.zeros(1, "int64"))),
-            str(tmp_path / "nowhere.index"),
-            str(tmp_path),
+            "nowhere.index",
+            SharedScratch(str(tmp_path)),
         )
 
 

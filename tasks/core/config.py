@@ -14,7 +14,14 @@ from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tasks.core.registry import STAGE_NAMES
 
@@ -43,6 +50,19 @@ class PathsConfig(_Config):
         "data/cache/vectors", description="Content-addressed vector store (persistent)."
     )
 
+    @field_validator("data", "vector_cache", "runs")
+    @classmethod
+    def _check_local(cls, value: str) -> str:
+        # DVC 3 no longer caches outputs outside the workspace ("cached external outputs"),
+        # and every stage output is a cached DVC out, so they stay on a local filesystem.
+        if "://" in value:
+            raise ValueError(
+                "expected a local (or mounted) path: stage outputs and the vector cache are "
+                "DVC-cached outs, which DVC 3 keeps on a local filesystem only, and the run "
+                "registry is appended in place; put the Dask workers' shard files on S3 "
+                "with run.dask.scratch: s3://bucket/prefix")
+        return value
+
 
 class DaskConfig(_Config):
     """Where sharded stages run when `run.executor` is `dask`."""
@@ -64,6 +84,23 @@ class DaskConfig(_Config):
     retries: Annotated[int, Field(ge=0, le=10)] = Field(
         2, description="Times a shard is retried when it fails (a worker lost mid-shard is "
         "rescheduled by Dask itself).")
+    scratch: str | None = Field(
+        None, description="Where workers exchange shard files (dedup by cell, an on-disk "
+        "index): null: a folder under paths.data, which the workers must see at the same "
+        "path; s3://bucket/prefix: through S3 (the driver uploads a stage's input once, "
+        "workers read it by byte range and put their shards there).")
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint of `scratch` (e.g. http://minio:9000).")
+    s3_region: str | None = Field(None, description="S3 region; null: boto3's default chain.")
+    s3_max_attempts: Annotated[int, Field(ge=1, le=50)] = Field(
+        10, description="Attempts per S3 call (standard retry mode, with backoff).")
+
+    @field_validator("scratch")
+    @classmethod
+    def _check_scratch(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"s3://[^/]+", value):
+            raise ValueError("expected null (a folder under paths.data) or s3://bucket/prefix")
+        return value
 
 
 class RunConfig(_Config):

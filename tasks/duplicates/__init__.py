@@ -4,7 +4,8 @@
 small inputs, k-means cells above).
 `cells`: the cell math in one process (train on a sample, assign, compare a cell's members
 with the rows probing it). `sharded`: the same search split by cell over an executor, the
-workers reading the vectors by path, so one process and a Dask cluster find the same pairs.
+workers reading the vectors by name from a scratch they share (a folder or S3), so one
+process and a Dask cluster find the same pairs.
 
-Imports: `tasks.core`.
+Imports: `tasks.core`, `tasks.storage`.
 """

@@ -11,6 +11,7 @@ from typing import Any
 from tasks.core.config import EncodeConfig
 from tasks.encoders.device import Runtime, runtime_for
 from tasks.encoders.model import (
+    LOAD_LOCK,
     effective_max_seq_length,
     files_digest,
     load_tokenizer,
@@ -76,6 +77,7 @@ def encoder_for(cfg: EncodeConfig) -> Any:
     """Load the encoder `cfg` describes (same `.encode` interface for every backend)."""
     folder = resolve_model_path(cfg.model, cfg.revision)
     max_seq_length = effective_max_seq_length(cfg, folder)
-    if cfg.backend == "openai":
-        return load_api_encoder(cfg, max_seq_length)
-    return load_encoder(cfg.model, cfg.revision, max_seq_length, runtime_for(cfg))
+    with LOAD_LOCK:  # the first caller loads, threads beside it wait and share it
+        if cfg.backend == "openai":
+            return load_api_encoder(cfg, max_seq_length)
+        return load_encoder(cfg.model, cfg.revision, max_seq_length, runtime_for(cfg))

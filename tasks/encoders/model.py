@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -287,11 +288,23 @@ def token_counter(name: str, revision: str | None, max_seq_length: int
     return lambda texts: [len(e.ids) for e in backend.encode_batch(texts)]
 
 
-@lru_cache(maxsize=4)
+# transformers is a lazy module: two threads importing from it at once (encode on a Dask
+# worker with threads_per_worker > 1) can see it half-built and fail ("cannot import name
+# 'AutoTokenizer'"), so a process loads tokenizers and encoders one at a time.
+LOAD_LOCK = threading.RLock()
+
+
 def load_tokenizer(name: str, revision: str | None = None) -> Any:
     """The encoder's own fast tokenizer (offsets are needed to cut text exactly): the class
     its `tokenizer_config.json` names, which AutoTokenizer would pick, loaded without
-    AutoTokenizer, whose module imports torch (230 MB of RSS, a second) for model configs."""
+    AutoTokenizer, whose module imports torch (230 MB of RSS, a second) for model configs.
+    Loaded once per process, however many threads ask at once."""
+    with LOAD_LOCK:
+        return _load_tokenizer(name, revision)
+
+
+@lru_cache(maxsize=4)
+def _load_tokenizer(name: str, revision: str | None) -> Any:
     import transformers  # noqa: PLC0415
 
     folder = resolve_model_path(name, revision)

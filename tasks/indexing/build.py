@@ -4,18 +4,28 @@ batches, in place or on a Dask cluster (IVF shards merged in order) or on disk."
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import faiss
 import numpy as np
+import pyarrow.parquet as pq
 
 from tasks.core.catalog import INDEX_IVFDATA
 from tasks.core.config import IndexConfig, RunConfig
 from tasks.core.shards import Executor, map_ordered, open_executor
 from tasks.core.vectors import sample_rows
 from tasks.indexing.factory import new_index
-from tasks.indexing.ondisk import ONDISK_SHARD_ROWS, array_shards, build_on_disk, wants_on_disk
+from tasks.indexing.ondisk import (
+    ONDISK_SHARD_ROWS,
+    Shard,
+    array_shards,
+    build_on_disk,
+    file_shards,
+    put_shards,
+    wants_on_disk,
+)
+from tasks.storage.scratch import SharedScratch, open_scratch
 
 _ADD_BATCH = 65_536
 
@@ -88,17 +98,19 @@ def fill_on_cluster(executor: Executor, trained: faiss.Index, x: np.ndarray,
     return merged
 
 
-def fill_for(run_cfg: RunConfig, cfg: IndexConfig | None = None, out_dir: Path | None = None
-             ) -> Fill:
+def fill_for(run_cfg: RunConfig, cfg: IndexConfig | None = None, out_dir: Path | None = None,
+             source: Path | None = None) -> Fill:
     """How a trained index is filled: IVF lists on disk (built beside `out_dir`) when
     `index.on_disk` says so (`tasks.indexing.ondisk`); else IVF indexes on the Dask cluster
-    when `run.executor` is dask (the cluster is opened only then), anything else here."""
+    when `run.executor` is dask (the cluster is opened only then), anything else here.
+    `source`: the Parquet file whose rows are the vectors filled, in order, which workers
+    may read by path instead of receiving the vectors."""
     def fill(trained: faiss.Index, x: np.ndarray, ids: np.ndarray | None) -> faiss.Index:
         ids = np.arange(len(x), dtype="int64") if ids is None else ids
         if cfg is not None and out_dir is not None and wants_on_disk(
                 cfg.on_disk, trained, len(x), cfg.memory_budget_mb):
             lists = out_dir.with_name(f".{out_dir.name}.lists")
-            return fill_lists_on_disk(run_cfg, trained, x, ids, lists)
+            return fill_lists_on_disk(run_cfg, trained, (x, ids, source), lists)
         if run_cfg.executor != "dask" or not isinstance(faiss.downcast_index(trained),
                                                           faiss.IndexIVF):
             return fill_index(trained, x, ids)
@@ -108,15 +120,30 @@ def fill_for(run_cfg: RunConfig, cfg: IndexConfig | None = None, out_dir: Path |
     return fill
 
 
-def fill_lists_on_disk(run_cfg: RunConfig, trained: faiss.Index, x: np.ndarray,
-                      ids: np.ndarray, lists: Path) -> faiss.Index:
-    """Shards added on the executor, lists merged into `lists/index.ivfdata` (moved into
-    the index folder when it is written)."""
+def ondisk_shards(executor: Executor, store: SharedScratch,
+                  rows: tuple[np.ndarray, np.ndarray, Path | None]) -> Iterator[Shard]:
+    """What the workers fill from: arrays in this process; on Dask the row groups of the
+    `source` file read in place by path when the scratch is a folder they share, or the
+    vectors put in the S3 scratch shard by shard (they are in this process already)."""
+    x, ids, source = rows
+    if executor.client is None:
+        return array_shards(x, ids, ONDISK_SHARD_ROWS)
+    if store.on_s3 or source is None or pq.read_metadata(source).num_rows != len(x):
+        return put_shards(store, x, ids, ONDISK_SHARD_ROWS)
+    return file_shards(source, ids, ONDISK_SHARD_ROWS)
+
+
+def fill_lists_on_disk(run_cfg: RunConfig, trained: faiss.Index,
+                       rows: tuple[np.ndarray, np.ndarray, Path | None], lists: Path
+                       ) -> faiss.Index:
+    """Shards (`rows`: vectors, ids, their file) added on the executor, lists merged into
+    `lists/index.ivfdata` (moved into the index folder when it is written)."""
     shutil.rmtree(lists, ignore_errors=True)  # a killed run's (the workspace is locked)
     lists.mkdir(parents=True)
-    with open_executor(run_cfg) as executor:
-        return build_on_disk(executor, trained, array_shards(x, ids, ONDISK_SHARD_ROWS),
-                             lists / INDEX_IVFDATA.name, lists.parent)
+    with (open_executor(run_cfg) as executor,
+          open_scratch(executor, run_cfg.dask, lists.parent, "index") as store):
+        return build_on_disk(executor, trained, ondisk_shards(executor, store, rows),
+                             lists / INDEX_IVFDATA.name, store)
 
 
 def add_vectors(index: faiss.Index, x: np.ndarray, ids: np.ndarray) -> None:

@@ -12,10 +12,7 @@ or downloaded whole; `read_index_file` finds the lists beside it.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import faiss
@@ -26,11 +23,14 @@ from faiss.contrib.ondisk import merge_ondisk
 from tasks.core.catalog import INDEX_IVFDATA, VECTOR_COLUMN
 from tasks.core.shards import Executor, map_ordered, row_group_spans
 from tasks.core.vectors import arrow_to_vectors
+from tasks.storage.scratch import SharedScratch
 
 ADD_BATCH = 65_536
 ONDISK_SHARD_ROWS = 262_144  # vectors a shard file holds: few files to merge, bounded memory
-# A shard: (vectors, ids) sent as arrays, or (vector file path, row groups, ids) read there.
-Shard = tuple[np.ndarray, np.ndarray] | tuple[str, list[int], np.ndarray]
+TRAINED, MERGED_LISTS, MERGED_INDEX = "trained.index", "merged.ivfdata", "merged.index"
+# A shard: (vectors, ids) sent as arrays, (vector file path, row groups, ids) read there, or
+# (name of an .npy file in the scratch, ids).
+Shard = tuple[np.ndarray, np.ndarray] | tuple[str, list[int], np.ndarray] | tuple[str, np.ndarray]
 
 
 def index_bytes(index: faiss.Index, n: int) -> int:
@@ -73,26 +73,27 @@ def _group_vectors(pf: pq.ParquetFile, groups: list[int]) -> np.ndarray:
     )
 
 
-def shard_vectors(shard: Shard) -> tuple[np.ndarray, np.ndarray]:
-    """(vectors, ids) of a shard, read from its file when it names one."""
-    if isinstance(shard[0], str):
+def shard_vectors(shard: Shard, store: SharedScratch) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors, ids) of a shard: sent as arrays, row groups of a Parquet file named in the
+    `store` (read by byte range on S3), or an .npy file put there (`put_shards`)."""
+    if isinstance(shard[0], np.ndarray):
+        return shard[0], shard[1]
+    if len(shard) == 3:
         path, groups, ids = shard
-        with pq.ParquetFile(path) as pf:
+        with pq.ParquetFile(store.reader(path)) as pf:
             return _group_vectors(pf, groups), ids
-    return shard[0], shard[1]
+    name, ids = shard
+    x = np.load(store.fetch(name))
+    store.release(name)  # read once: no copy stays behind on the worker
+    return x, ids
 
 
-def fill_shard(item: tuple[int, Shard], trained: str, scratch: str) -> str:
-    """On a worker: the trained empty index at path `trained` with one shard added, written
-    to `scratch/shard-<n>.index` (whole or not at all); returns that path."""
+def fill_shard(item: tuple[int, Shard], trained: str, store: SharedScratch) -> str:
+    """On a worker: the trained empty index (the file `trained` in `store`) with one shard
+    added, put in the store as `shard-<n>.index` (whole or not at all); returns its name."""
     n, shard = item
-    if not os.path.isfile(trained):
-        raise ValueError(
-            f"index: {trained} is not visible here; an on-disk build on Dask "
-            "needs paths.data on storage the workers share"
-        )
-    index = faiss.read_index(trained)
-    x, ids = shard_vectors(shard)
+    index = faiss.read_index(store.fetch(trained))
+    x, ids = shard_vectors(shard, store)
     if len(x) != len(ids):
         raise ValueError(f"index: shard {n} has {len(x)} vectors for {len(ids)} ids")
     for start in range(0, len(x), ADD_BATCH):
@@ -100,17 +101,17 @@ def fill_shard(item: tuple[int, Shard], trained: str, scratch: str) -> str:
             np.ascontiguousarray(x[start : start + ADD_BATCH], dtype="float32"),
             np.ascontiguousarray(ids[start : start + ADD_BATCH], dtype="int64"),
         )
-    out = os.path.join(scratch, f"shard-{n:06d}.index")
-    faiss.write_index(index, out + ".tmp")
-    os.replace(out + ".tmp", out)
-    return out
+    name = f"shard-{n:06d}.index"
+    staged = store.staging(name)
+    faiss.write_index(index, staged)
+    return store.put(staged, name)
 
 
 def file_shards(path: Path | str, ids: np.ndarray, rows: int) -> Iterator[Shard]:
     """Whole row groups of a Parquet vector file, at least `rows` rows a shard, with their
-    ids (`ids[i]` for row i): workers read the vectors themselves."""
+    ids (`ids[i]` for row i): workers read the vectors themselves, by path."""
     for groups, first, count in row_group_spans(path, rows):
-        yield str(path), groups, ids[first : first + count]
+        yield str(Path(path).resolve()), groups, ids[first : first + count]
 
 
 def array_shards(x: np.ndarray, ids: np.ndarray, rows: int) -> Iterator[Shard]:
@@ -119,46 +120,62 @@ def array_shards(x: np.ndarray, ids: np.ndarray, rows: int) -> Iterator[Shard]:
         yield x[start : start + rows], ids[start : start + rows]
 
 
-@contextmanager
-def scratch_dir(where: Path) -> Iterator[Path]:
-    """A folder under `where` (storage the workers share) removed after the block."""
-    tmp = Path(tempfile.mkdtemp(prefix=".index-scratch-", dir=where))
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def put_shards(store: SharedScratch, x: np.ndarray, ids: np.ndarray, rows: int) -> Iterator[Shard]:
+    """Slices of vectors in memory put in the store as .npy files, one at a time as the
+    executor asks for them: the workers fetch them by name."""
+    for start in range(0, len(x), rows):
+        name = f"vectors-{start:012d}.npy"
+        staged = store.staging(name)
+        with open(staged, "wb") as f:
+            np.save(f, np.ascontiguousarray(x[start : start + rows], dtype="float32"))
+        yield store.put(staged, name), ids[start : start + rows]
 
 
-def merge_shards(parts: list[str], trained: str, lists: str) -> str:
-    """On a worker (or here): the shard files' lists merged, in order, into the file `lists`
-    (shard files memory-mapped, lists appended: no list is held in memory); returns the path
-    of the merged index file written beside `lists`, which names it by base name."""
-    index = faiss.read_index(trained)
-    merge_ondisk(index, parts, lists)
+def merge_shards(
+    parts: list[str], trained: str, lists_name: str, store: SharedScratch
+) -> tuple[str, str]:
+    """On a worker (or here): the shard files' lists merged, in order, into one lists file
+    (shard files memory-mapped, lists appended: no list is held in memory) and the index
+    file that names it by the base name `lists_name`; both put in the store, their names
+    returned (lists, index)."""
+    index = faiss.read_index(store.fetch(trained))
+    staged = store.staging(MERGED_LISTS)
+    merge_ondisk(index, [store.fetch(p) for p in parts], staged)
     invlists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists)
-    invlists.filename = os.path.basename(lists)
-    out = lists + ".index"
-    faiss.write_index(index, out)
-    return out
+    invlists.filename = lists_name
+    staged_index = store.staging(MERGED_INDEX)
+    faiss.write_index(index, staged_index)
+    del index, invlists  # unmap the lists before they move
+    return store.put(staged, MERGED_LISTS), store.put(staged_index, MERGED_INDEX)
 
 
 def build_on_disk(
-    executor: Executor, trained: faiss.Index, shards: Iterator[Shard], lists: Path, where: Path
+    executor: Executor,
+    trained: faiss.Index,
+    shards: Iterator[Shard],
+    lists: Path,
+    store: SharedScratch,
 ) -> faiss.Index:
     """`trained` (empty) with every shard added on the executor and the inverted lists
-    merged on disk into the file `lists`, the merge itself run on the executor too: the
-    driver holds the quantizer and maps the lists read-only, never loads them."""
+    merged on disk, the merge itself run on the executor too, into the file `lists` here:
+    the driver holds the quantizer and maps the lists read-only, never loads them. Shard
+    files live in `store` (a folder the workers share, or S3)."""
     if trained.ntotal:
         raise ValueError(
             f"index: an on-disk build starts from an empty trained index, "
             f"this one holds {trained.ntotal} vectors"
         )
-    with scratch_dir(where) as tmp:
-        path = str(tmp / "trained.index")
-        faiss.write_index(trained, path)
-        parts = list(map_ordered(executor, fill_shard, enumerate(shards), path, str(tmp)))
-        merged = next(map_ordered(executor, merge_shards, [parts], path, str(lists)))
-    index = faiss.read_index(merged, faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY)
+    staged = store.staging(TRAINED)
+    faiss.write_index(trained, staged)
+    name = store.put(staged, TRAINED)
+    parts = list(map_ordered(executor, fill_shard, enumerate(shards), name, store))
+    lists_part, index_part = next(
+        map_ordered(executor, merge_shards, [parts], name, lists.name, store)
+    )
+    merged = lists.with_name(f"{lists.name}.index")
+    store.take(lists_part, lists)
+    store.take(index_part, merged)
+    index = faiss.read_index(str(merged), faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY)
     os.remove(merged)
     return index
 

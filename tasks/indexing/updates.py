@@ -37,7 +37,8 @@ _TUNING_KEYS = {"nprobe", "target_recall", "tune_queries", "retrain_growth", "do
 
 
 def plan_update(prev: dict[str, Any] | None, prev_keys: dict[int, str], cur_ids: np.ndarray,
-                cur_keys: list[str], space: str, cfg: IndexConfig) -> IndexPlan:
+                cur_keys: list[str], space: str, cfg: IndexConfig,
+                no_previous: str | None = None) -> IndexPlan:
     """Decide between an incremental update and a rebuild.
 
     Args:
@@ -47,12 +48,14 @@ def plan_update(prev: dict[str, Any] | None, prev_keys: dict[int, str], cur_ids:
         cur_keys: current text hash per row.
         space: the current embedding space (model + transform).
         cfg: the index config.
+        no_previous: why there is no previous index to update, when `prev` is None (the
+            card says it); "no previous index" when not given.
     """
     everything = IndexPlan("rebuild", "", np.arange(len(cur_ids)), np.zeros(0, "int64"))
     same_cfg = prev is not None and {k: v for k, v in prev["config"].items()
                                      if k not in _TUNING_KEYS} == {
         k: v for k, v in cfg.model_dump(mode="json").items() if k not in _TUNING_KEYS}
-    reason = ("no previous index" if prev is None else
+    reason = ((no_previous or "no previous index") if prev is None else
               "embedding space changed (model or transform)" if prev["space"] != space else
               "index params changed" if not same_cfg else
               "HNSW cannot remove vectors" if "HNSW" in prev["card"]["factory"] else None)
