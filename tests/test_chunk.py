@@ -5,8 +5,10 @@ import re
 import pyarrow as pa
 import pytest
 
-from tasks.chunk import Tokens, chunk_documents, split_sections, split_units
+from tasks.chunk import chunk_documents
 from tasks.core.config import ChunkConfig, EncodeConfig
+from tasks.documents.spans import split_sections, split_units
+from tasks.documents.token_counts import Tokens
 from tasks.encoders.model import check_chunk_fits
 
 PROSE = " ".join(
@@ -112,7 +114,7 @@ def test_packing_always_moves_forward(tokenizer):
 def test_paragraph_spans_are_those_of_the_paragraph_pattern():
     import random
 
-    from tasks.chunk import _paragraphs
+    from tasks.documents.spans import _paragraphs
 
     pattern = re.compile(r"(?:[^\n]|\n(?!\s*\n))+")
     rng = random.Random(0)
@@ -136,7 +138,8 @@ def test_single_huge_line_is_split_in_flat_memory():
     import subprocess
     import sys
 
-    code = ("import resource; from tasks.chunk import split_units; t = 'word ' * 4_000_000; "
+    code = ("import resource; from tasks.documents.spans import split_units; "
+            "t = 'word ' * 4_000_000; "
             "b = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; u = split_units(t); "
             "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - b) // 1024, len(u))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -7,9 +7,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tasks.chunk import chunk_documents, text_budget
+from tasks.chunk import chunk_documents
 from tasks.core.config import ChunkConfig, SearchConfig
-from tasks.documents.context import Headings, chunk_context, contextual_texts, with_context
+from tasks.documents.context import (
+    Headings,
+    chunk_context,
+    contextual_texts,
+    text_budget,
+    with_context,
+)
 from tasks.query.fusion_choice import probe_for
 from tasks.query.lexical import build_lexical
 

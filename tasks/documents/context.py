@@ -18,8 +18,12 @@ from __future__ import annotations
 import bisect
 import re
 from collections.abc import Callable
+from typing import Any
 
 import pyarrow as pa
+
+from tasks.core.config import ChunkConfig
+from tasks.documents.token_counts import Tokens
 
 SEPARATOR = " > "  # between the title and the headings of the trail
 TRAIL_FORMATS = ("markdown", "html")
@@ -92,3 +96,44 @@ def chunk_context(title: str | None, trail: list[str], text: str,
     while len(pieces) > 1 and not fits(SEPARATOR.join(pieces)):
         pieces.pop(len(pieces) - 2 if len(pieces) > 2 else 1)
     return cut(SEPARATOR.join(pieces)) or None
+
+
+def text_budget(cfg: ChunkConfig, room: int) -> int:
+    """Tokens a chunk's text may take: `max_tokens`, less where the model's `room` (its
+    sequence length less special and prefix tokens) would not hold the context too."""
+    if cfg.context == "none":
+        return cfg.max_tokens
+    budget = min(cfg.max_tokens, room - cfg.context_tokens)
+    if budget < 8:
+        raise ValueError(f"chunk.context_tokens: {cfg.context_tokens} leaves {budget} of the "
+                         f"model's {room} tokens for a chunk's text; use <= {room - 8} or "
+                         "chunk.context: none")
+    return budget
+
+
+class ContextFitter:
+    """A context's fit to `limit` tokens of the encoder's tokenizer: `fits` and `cut` (at
+    the last whole token within the limit)."""
+
+    def __init__(self, tokens: Tokens, limit: int) -> None:
+        self.backend, self.limit = tokens.backend, limit
+
+    def fits(self, text: str) -> bool:
+        return len(self.backend.encode(text, add_special_tokens=False).ids) <= self.limit
+
+    def cut(self, text: str) -> str:
+        enc = self.backend.encode(text, add_special_tokens=False)
+        return text if len(enc.ids) <= self.limit else text[:enc.offsets[self.limit - 1][1]]
+
+
+def chunk_contexts(doc: dict[str, Any], spans: list[tuple[int, int]], cfg: ChunkConfig,
+                   fitter: ContextFitter) -> list[str | None]:
+    """Each chunk's context under `chunk.context` (tasks/documents/context.py)."""
+    if cfg.context == "none":
+        return [None] * len(spans)
+    text = doc["text"]
+    headings = (Headings(text) if cfg.context == "headings" and doc["format"] in TRAIL_FORMATS
+                else None)
+    name = page_name(doc["title"], headings)
+    return [chunk_context(name, headings.trail(a) if headings else [], text[a:b],
+                          fitter.fits, fitter.cut) for a, b in spans]
