@@ -41,24 +41,23 @@ from tasks.core.catalog import (
     VECTOR_COLUMN,
 )
 from tasks.core.config import IndexConfig, SearchConfig
-from tasks.core.io import StageOutput, check_file, previous_keys, read_manifest
+from tasks.core.io import StageOutput
 from tasks.core.lineage import index_metadata
 from tasks.core.progress import task_logger
 from tasks.core.runtime import StageRun, main, start_stage
 from tasks.core.vectors import vectors_to_arrow
 from tasks.documents.context import contextual_texts
 from tasks.encoders.tuned import carry_model, chosen_space
-from tasks.indexing.build import Fill, fill_for
+from tasks.indexing.build import fill_for
 from tasks.indexing.folder import check_space, group_members, indexed_chunks
 from tasks.indexing.ondisk import lists_file, write_index_file
+from tasks.indexing.previous import update_or_build
 from tasks.indexing.updates import (
     BuiltIndex,
     IndexPlan,
-    apply_plan,
     choose_search_param,
     index_card,
     index_rows,
-    plan_update,
 )
 from tasks.query.documents import document_vectors
 from tasks.query.fusion_choice import choose_search
@@ -74,45 +73,6 @@ def probe_vectors(table: pa.Table, model: dict[str, Any], transform: VectorTrans
     model's folder is found in `models`."""
     texts = [q for q, _ in probe_queries(table, cfg.tune_queries, cfg.seed)]
     return encode_queries(model, transform, texts, where="index", models=models)
-
-
-ON_DISK_REBUILT = ("the previous index keeps its lists on disk (index.ivfdata): an on-disk "
-                   "index is rebuilt, never updated in place")
-
-
-def _previous(out_dir: Path) -> tuple[dict | None, faiss.Index | None, dict[int, str], str]:
-    """The previous index folder's manifest, index and id -> vector hash (if readable and
-    its files' checksums match its manifest: a damaged one is rebuilt, never updated; an
-    index with its lists on disk is rebuilt), and why none is reused ("" when one is)."""
-    try:
-        manifest = read_manifest(out_dir, "index")
-        for entry in (INDEX, INDEX_CHUNKS):
-            check_file(out_dir / entry.name, manifest)
-    except ValueError as err:
-        if out_dir.is_dir():
-            task_logger().warning("index: previous index not reused, rebuilt (%s)", err)
-            return None, None, {}, f"the previous index is not reusable ({err})"
-        return None, None, {}, "no previous index"
-    if (out_dir / INDEX_IVFDATA.name).exists():
-        return None, None, {}, ON_DISK_REBUILT
-    keys = previous_keys(out_dir, INDEX_CHUNKS, "int_id", "vector_sha256")
-    if keys is None:
-        return None, None, {}, "the previous index has no vector keys (an older layout)"
-    try:
-        index = faiss.read_index(str(out_dir / INDEX.name))
-    except RuntimeError as err:
-        return None, None, {}, f"the previous index file does not read ({err})"
-    return manifest, index, keys, ""
-
-
-def update_or_build(out_dir: Path, rows: tuple[np.ndarray, np.ndarray, list[str]], space: str,
-                    cfg: IndexConfig, fill: Fill) -> tuple[BuiltIndex, IndexPlan]:
-    """Plan against the previous index folder in `out_dir` (`plan_update`) and carry the plan
-    out (`apply_plan`); `rows` are (vectors, FAISS ids, vector keys)."""
-    x, int_ids, keys = rows
-    prev, prev_index, prev_keys, why_not = _previous(out_dir)
-    plan = plan_update(prev, prev_keys, int_ids, keys, space, cfg, why_not or None)
-    return apply_plan(plan, prev, prev_index, x, int_ids, cfg, fill), plan
 
 
 def write_index_folder(out: StageOutput, built: BuiltIndex, table: pa.Table,

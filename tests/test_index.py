@@ -143,7 +143,7 @@ def test_an_on_disk_previous_index_is_rebuilt_and_the_card_says_why(tmp_path):
     import json
 
     from tasks.core.fingerprint import sha256_file
-    from tasks.index import ON_DISK_REBUILT, update_or_build
+    from tasks.indexing.previous import ON_DISK_REBUILT, update_or_build
 
     x = clustered(300, d=16)
     rows = index_rows(pa.table({"chunk_id": [f"c{i}" for i in range(300)],
