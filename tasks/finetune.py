@@ -45,7 +45,7 @@ from tasks.tuning.gate import Encode, decide, gate_set, score_model
 from tasks.tuning.negatives import mine_negatives
 from tasks.tuning.pairs import MiningSettings, mine_pairs, pair_counts, split_documents
 from tasks.tuning.reuse import chunk_keys, keep_previous, previous_training
-from tasks.tuning.train import train_model, training_dataset
+from tasks.tuning.train import prefer_passive_openmp, train_model, training_dataset
 from tasks.tuning.user_pairs import read_user_pairs
 
 TUNED_SUFFIX = "+finetune"
@@ -145,8 +145,8 @@ def save_tuned(out: StageOutput, train: Callable[[Path], Any]) -> tuple[Path, An
     return folder, result
 
 
-def run_finetune(run: StageRun, out: StageOutput, chunks: pa.Table, device: str
-                 ) -> dict[str, Any]:
+def run_finetune(run: StageRun, out: StageOutput, chunks: pa.Table, device: str,
+                 omp: str) -> dict[str, Any]:
     """Mine, train, gate; write pairs, card and choice; return the card."""
     cfg, enc = run.params.finetune, run.params.encode
     base, base_folder = base_identity(enc), resolve_model_path(enc.model, enc.revision)
@@ -166,8 +166,9 @@ def run_finetune(run: StageRun, out: StageOutput, chunks: pa.Table, device: str
     tuned = tuned_identity(enc, folder, base, pairs_sha, cfg)
     if decision["use"] != "tuned":
         shutil.rmtree(folder)  # a rejected model is never used; its card stays
-    card = {**counts, "device": device, "loss": cfg.loss, "steps": result.steps,
-            "planned_steps": result.planned_steps, "stopped_by": result.stopped_by,
+    card = {**counts, "device": device, "omp_wait_policy": omp, "loss": cfg.loss,
+            "steps": result.steps, "planned_steps": result.planned_steps,
+            "stopped_by": result.stopped_by,
             "minutes": round(result.seconds / 60, 3), "mining_seconds": round(mined_s, 2),
             "losses": result.losses, "scores": scores, "gate": decision, "base": base,
             "tuned": tuned | {"kept": decision["use"] == "tuned"}}
@@ -191,13 +192,14 @@ def train_or_keep(run: StageRun, out: StageOutput, facts: dict[str, Any]) -> dic
     the card."""
     cfg, enc = run.params.finetune, run.params.encode
     check_trainable(enc)
+    omp = prefer_passive_openmp()  # before the base model loads torch
     chunks = run.read(CHUNKS)
     keys = chunk_keys(chunks)
     prev = previous_training(run.out_dir, decided_by(run, facts), keys, cfg.retrain_churn)
     if prev is not None:
         return keep_previous(run.out_dir, out, *prev)
     device = "cuda" if runtime_for(enc).device == "cuda" else "cpu"
-    card = run_finetune(run, out, chunks, device)
+    card = run_finetune(run, out, chunks, device, omp)
     out.write_table(FINETUNE_TRAINED, pa.table({"text_key": pa.array(keys, pa.string())}))
     return card
 

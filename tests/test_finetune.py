@@ -163,12 +163,14 @@ def test_fingerprint_moves_with_its_params_and_inputs_and_nothing_else():
     fp = _fingerprint(parse_params(on))
     changed = {"pairs": "p.jsonl", "kinds": ["cloze"], "holdout": 0.3, "max_pairs": 99,
                "cloze_keep": 0.5, "negatives": "both", "loss": "gist", "batch_size": 16,
-               "learning_rate": 1e-4, "max_seq_length": 64, "max_steps": 7, "max_minutes": 1.0,
+               "learning_rate": 1e-4, "max_seq_length": 64, "max_steps": 7,
                "min_gain": 0.1, "gate_metric": "recall_at_1", "gate_queries": 11,
                "gate_chunks": 101, "retrain_churn": 0.5, "seed": 3}
-    assert set(changed) == set(FinetuneConfig.model_fields) - {"enabled"}
+    assert set(changed) == set(FinetuneConfig.model_fields) - {"enabled", "max_minutes"}
     for key, value in changed.items():
         assert _fingerprint(parse_params({"finetune": {"enabled": True, key: value}})) != fp
+    # a guard, not a stop: the clock never decides the model
+    assert _fingerprint(parse_params({"finetune": {"enabled": True, "max_minutes": 1.0}})) == fp
     base_values = {"encode.model": "/some/model", "encode.revision": "r1",
                    "encode.max_seq_length": 128, "encode.passage_prefix": "p: ",
                    "encode.query_prefix": "q: ", "dedup.threshold": 0.9}
@@ -219,6 +221,64 @@ def test_gate_keeps_the_base_model_when_the_tuned_one_is_worse(sample_chunks, tm
     assert worse["all"]["ndcg_at_10"] < base["all"]["ndcg_at_10"]
     decision = decide(base, worse, "ndcg_at_10", 0.0)
     assert decision["use"] == "base" and "does not beat" in decision["reason"]
+
+
+def test_the_time_guard_names_the_keys_and_the_eta():
+    from tasks.tuning.train import too_slow
+
+    cfg = FinetuneConfig(enabled=True, max_minutes=10)
+    assert too_slow(cfg, done=3, planned=300, elapsed=6.0, pace=2.0) is None  # 10 min: fits
+    why = too_slow(cfg, done=3, planned=300, elapsed=9.0, pace=3.0)
+    assert why is not None and "300 steps would take about 15.0 minutes" in why
+    assert "finetune.max_minutes 10" in why and "finetune.max_steps (about 200 fit)" in why
+
+
+class StepClock:
+    """A clock that moves `step_s` seconds each time it is read (the guard reads it at the
+    start and after each step), and makes each read take `sleep_s` of real time."""
+
+    def __init__(self, step_s: float, sleep_s: float = 0.0) -> None:
+        self.now, self.step_s, self.sleep_s = 0.0, step_s, sleep_s
+
+    def __call__(self) -> float:
+        import time
+
+        time.sleep(self.sleep_s)
+        self.now += self.step_s
+        return self.now
+
+
+@pytest.mark.slow
+def test_the_clock_never_decides_the_model(sample_chunks, tmp_path):
+    """Identical model bytes from an idle run and from a run on a 'loaded machine' (each
+    step takes a second longer and reads a minute on the clock): the steps alone decide the
+    model. A training whose first steps say it will not fit max_minutes fails, and no model
+    is written."""
+    import filecmp
+
+    from tasks.core.config import DEFAULT_MODEL
+    from tasks.encoders.model import resolve_model_path
+    from tasks.tuning.train import TrainingTooSlow, train_model, training_dataset
+
+    train, _ = split_documents(sample_chunks.column("doc_id").to_pylist(), 0.2, 0)
+    data = training_dataset(mine_pairs(sample_chunks, train, MiningSettings(
+        ("cloze",), 0.0, 32, 0)), None, ("", ""))
+    cfg = FinetuneConfig(enabled=True, batch_size=8, max_steps=3, max_seq_length=32,
+                         max_minutes=5, learning_rate=1e-4)
+    base = resolve_model_path(DEFAULT_MODEL)
+    idle = train_model(base, data, cfg, "cpu", tmp_path / "idle")
+    loaded = train_model(base, data, cfg, "cpu", tmp_path / "loaded", StepClock(60.0, 1.0))
+    assert idle.steps == loaded.steps == 3 and loaded.seconds > idle.seconds
+    files = sorted(p.name for p in (tmp_path / "idle").iterdir() if p.is_file())
+    assert "model.safetensors" in files and "README.md" not in files  # no timed model card
+    match, mismatch, errors = filecmp.cmpfiles(tmp_path / "idle", tmp_path / "loaded", files,
+                                               shallow=False)
+    assert not mismatch and not errors and match == files
+    slow = cfg.model_copy(update={"max_steps": 30, "max_minutes": 3.0})  # 4 steps planned
+    with pytest.raises(TrainingTooSlow, match=r"4 steps would take about 4\.0 minutes.*"
+                       r"finetune\.max_minutes 3; no model was written"):
+        train_model(base, data, slow, "cpu", tmp_path / "refused", StepClock(60.0))
+    assert not (tmp_path / "refused").exists()
 
 
 @pytest.fixture(scope="module")

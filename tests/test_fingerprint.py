@@ -155,6 +155,7 @@ NEUTRAL_CHANGES = {
     "run.dask.shard_rows": 40, "run.dask.max_in_flight": 3, "run.dask.retries": 1,
     "ingest.source": "elsewhere/corpus", "ingest.s3_endpoint_url": "http://127.0.0.1:9",
     "ingest.s3_region": "eu-west-1", "ingest.s3_max_attempts": 3,
+    "finetune.max_minutes": 5.0,
 }
 
 

@@ -240,7 +240,8 @@ class FinetuneConfig(_Config):
     max_steps: Annotated[int, Field(ge=1)] = Field(
         300, description="Optimizer steps at most (one epoch of the pairs at most).")
     max_minutes: Annotated[float, Field(gt=0.0)] = Field(
-        20.0, description="Training stops after this long (the card says when it did).")
+        20.0, description="A guard, never a stop: training that would take longer (judged "
+        "from its first steps) fails before a model is written; the steps decide the model.")
     min_gain: Annotated[float, Field(ge=-1.0, le=1.0)] = Field(
         0.005, description="The tuned model is used only if it beats the base by this much "
         "on gate_metric over the held-out documents (negative: also when at most this much "
