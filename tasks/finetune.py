@@ -41,7 +41,7 @@ from tasks.encoders.model import (
     prefixes,
     resolve_model_path,
 )
-from tasks.tuning.gate import Encode, decide, gate_set, score_model
+from tasks.tuning.gate import Encode, decide, gate_set, rank_documents, score_rankings
 from tasks.tuning.negatives import mine_negatives
 from tasks.tuning.pairs import MiningSettings, mine_pairs, pair_counts, split_documents
 from tasks.tuning.reuse import chunk_keys, keep_previous, previous_training
@@ -111,10 +111,12 @@ def training_pairs(run: StageRun, chunks: pa.Table, cfg: FinetuneConfig, encode:
     labeled = None
     if cfg.pairs is not None:
         user, labeled = read_user_pairs(run.root / cfg.pairs, run.root /
-                                        run.params.ingest.source, chunks, held)
+                                        run.params.ingest.source, chunks, held, cfg.holdout,
+                                        cfg.seed)
         pairs = pa.concat_tables([pairs, user])
     counts: dict[str, Any] = {"documents": {"train": len(train), "held_out": len(held)},
-                              "pairs": pairs.num_rows, "kinds": pair_counts(pairs)}
+                              "pairs": pairs.num_rows, "kinds": pair_counts(pairs),
+                              "labeled_gate_queries": len(labeled.queries) if labeled else 0}
     if pairs.num_rows < 2:
         raise ValueError(f"finetune: {pairs.num_rows} training pairs from {len(train)} "
                          "documents; a corpus this small cannot be fine-tuned on")
@@ -160,9 +162,11 @@ def run_finetune(run: StageRun, out: StageOutput, chunks: pa.Table, device: str,
     folder, result = save_tuned(out, lambda dest: train_model(
         base_folder, training_dataset(pairs, negatives, prefixes(enc)), cfg, device, dest))
     gate = gate_set(chunks, held, cfg.gate_queries, cfg.gate_chunks, cfg.seed, labeled)
-    scores = {"base": score_model(torch_encoder(base_folder, enc, device), gate),
-              "tuned": score_model(torch_encoder(folder, enc, device), gate)}
-    decision = decide(scores["base"], scores["tuned"], cfg.gate_metric, cfg.min_gain)
+    ranked = {side: rank_documents(torch_encoder(path, enc, device), gate)
+              for side, path in (("base", base_folder), ("tuned", folder))}
+    scores = {side: score_rankings(gate, r) for side, r in ranked.items()}
+    decision = decide(gate, ranked["base"], ranked["tuned"], cfg.gate_metric, cfg.min_gain,
+                      cfg.gate_confidence, cfg.seed)
     tuned = tuned_identity(enc, folder, base, pairs_sha, cfg)
     if decision["use"] != "tuned":
         shutil.rmtree(folder)  # a rejected model is never used; its card stays
