@@ -343,6 +343,9 @@ def tuned_workspace(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # the module's pipeline run (training included) is set up here
 def test_a_tuned_model_is_served_end_to_end(tuned_workspace):
+    from flows.artifacts import summary_markdown
+    from tasks.core.config import DEFAULT_MODEL, load_params
+
     ws = tuned_workspace
     choice = json.loads((ws / "data/03_finetune/model.json").read_text())
     assert choice["use"] == "tuned"
@@ -366,6 +369,17 @@ def test_a_tuned_model_is_served_end_to_end(tuned_workspace):
         assert done.returncode == 0, done.stderr
         hits = json.loads(done.stdout)
         assert hits[0]["source"].startswith("astronomy/")
+    metrics = json.loads((ws / "data/08_evaluate/metrics.json").read_text())
+    compared = metrics["base_vs_tuned"]  # base and tuned side by side where users look
+    assert compared["base_model"] == DEFAULT_MODEL and compared["tuned_model"] == model["name"]
+    assert compared["queries"] == metrics["probe_queries"] and compared["chunks"] > 100
+    for side in ("base", "tuned"):
+        assert 0 < compared[side]["recall_at_10"] <= 1
+    assert compared["gain"]["ndcg_at_10"] == pytest.approx(
+        compared["tuned"]["ndcg_at_10"] - compared["base"]["ndcg_at_10"], abs=1e-5)
+    summary = summary_markdown(ws, load_params(ws / "params.yaml"),
+                               {"stages": [], "overrides": {}})
+    assert "## Base vs fine-tuned model" in summary and model["name"] in summary
     lineage = subprocess.run([str(Path(sys.executable).parent / "embedpipe"), "--root",
                               str(ws), "lineage"], env=env_with_venv(), capture_output=True,
                              text=True, timeout=300, check=True).stdout
@@ -397,6 +411,20 @@ def test_onnx_int8_export_and_its_torch_check_work_on_the_tuned_model(tuned_work
     assert tuned is not None
     x = encoder_for(cfg).encode(["a neutron star"], normalize_embeddings=True)
     assert x.shape == (1, 384) and abs(float(np.linalg.norm(x)) - 1) < 1e-3
+
+
+def test_base_and_tuned_are_compared_on_the_probes_documents_and_a_seeded_sample():
+    from tasks.evaluation.base_vs_tuned import compared_chunks
+
+    chunks = chunk_table({f"d{i}": [f"text {i}.{j}" for j in range(3)] for i in range(20)})
+    picked = compared_chunks(chunks, {"d3", "d7"}, limit=10, seed=0)
+    docs = picked.column("doc_id").to_pylist()
+    assert picked.num_rows == 10 and docs.count("d3") == docs.count("d7") == 3
+    assert picked.column("chunk_id").to_pylist() == sorted(
+        picked.column("chunk_id").to_pylist(), key=lambda c: chunks.column(
+            "chunk_id").to_pylist().index(c))  # corpus order
+    assert compared_chunks(chunks, {"d3"}, 10, 0).equals(compared_chunks(chunks, {"d3"}, 10, 0))
+    assert compared_chunks(chunks, {"d3"}, 1, 0).num_rows == 3  # the probes' chunks, always
 
 
 def test_churn_counts_added_changed_and_removed_texts():

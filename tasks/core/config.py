@@ -468,6 +468,10 @@ class EvaluateConfig(_Config):
     min_labeled_ndcg_at_10: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
         None, description="Gate: nDCG@10 on BEIR queries/qrels, when the corpus has them."
     )
+    tuned_compare_chunks: Annotated[int, Field(ge=0)] = Field(
+        20000, description="With a fine-tuned model: the probes are searched by the base and "
+        "the tuned model over this many chunks (every chunk of the probes' documents, then a "
+        "seeded sample), side by side in metrics.json; 0: no comparison.")
     seed: int = Field(0, description="Seed of every sample and of k-means.")
 
 
