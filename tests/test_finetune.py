@@ -255,7 +255,7 @@ def test_gate_keeps_the_base_model_when_the_tuned_one_is_worse(sample_chunks, tm
     result = train_model(resolve_model_path(DEFAULT_MODEL), training_dataset(
         shuffled, None, ("", "")), cfg, "cpu", tmp_path / "bad")
     assert result.steps == 4 and result.losses
-    gate = gate_set(sample_chunks, held, 400, 400, 0)
+    gate = gate_set(sample_chunks, held, 400, 200, 0)
     enc = EncodeConfig(device="cpu", batch_size=64)
     base = rank_documents(torch_encoder(resolve_model_path(DEFAULT_MODEL), enc, "cpu"), gate)
     worse = rank_documents(torch_encoder(tmp_path / "bad", enc, "cpu"), gate)
