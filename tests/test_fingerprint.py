@@ -28,6 +28,7 @@ OTHER_VALUES: dict[str, Any] = {
     "export.postgres.table": "other_table",
     "export.lancedb.uri": "lancedb",
     "export.postgres.dsn_env": "PG_DSN",
+    "finetune.gate_confidence": 0.9,
 }
 
 # Keys valid only beside another setting: both sides of the comparison get it.
