@@ -32,7 +32,7 @@ from tasks.core.config import EncodeConfig, FinetuneConfig
 from tasks.core.fingerprint import sha256_file, sha256_text
 from tasks.core.io import StageOutput
 from tasks.core.progress import task_logger
-from tasks.core.registry import declared_params
+from tasks.core.registry import declared_params, is_neutral
 from tasks.core.runtime import StageRun, main, start_stage
 from tasks.encoders.device import runtime_for
 from tasks.encoders.model import (
@@ -130,10 +130,13 @@ def training_pairs(run: StageRun, chunks: pa.Table, cfg: FinetuneConfig, encode:
 
 def tuned_identity(enc: EncodeConfig, folder: Path, base: dict[str, Any], pairs_sha: str,
                    cfg: FinetuneConfig) -> dict[str, Any]:
-    """What names a tuned model: its name, folder, base, pairs and params."""
+    """What names a tuned model: its name, folder, base, pairs and params (less the keys
+    that cannot change it, `max_minutes`)."""
+    params = {k: v for k, v in cfg.model_dump(mode="json").items()
+              if not is_neutral(f"finetune.{k}")}
     return {"name": enc.model + TUNED_SUFFIX, "folder": folder.name,
             "base_files_sha256": base["files_sha256"], "pairs_sha256": pairs_sha,
-            "params": cfg.model_dump(mode="json")}
+            "params": params}
 
 
 def save_tuned(out: StageOutput, train: Callable[[Path], Any]) -> tuple[Path, Any]:

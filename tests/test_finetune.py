@@ -276,6 +276,18 @@ def test_the_time_guard_names_the_keys_and_the_eta():
     assert "finetune.max_minutes 10" in why and "finetune.max_steps (about 200 fit)" in why
 
 
+def test_the_tuned_models_identity_leaves_out_the_time_guard():
+    from tasks.core.config import EncodeConfig
+    from tasks.finetune import tuned_identity
+
+    def identity(**changed):
+        return tuned_identity(EncodeConfig(), Path("model-x"), {"files_sha256": "b"}, "p",
+                              FinetuneConfig(enabled=True, **changed))
+
+    assert identity(max_minutes=3.0) == identity()  # the model fingerprint stays
+    assert identity(max_steps=7) != identity()
+
+
 class StepClock:
     """A clock that moves `step_s` seconds each time it is read (the guard reads it at the
     start and after each step), and makes each read take `sleep_s` of real time."""
