@@ -114,13 +114,16 @@ def score(ws: Path, queries: list[dict[str, str]]) -> dict[str, Any]:
 
 
 def gate_at_default(card: dict[str, Any]) -> dict[str, Any]:
-    """The gate's decision at params.yaml's min_gain, on the stage's own scores."""
+    """The gate's decision at the default min_gain, from the stage's own paired test."""
     from tasks.core.config import FinetuneConfig
-    from tasks.tuning.gate import decide
+    from tasks.tuning.gate import verdict
 
-    cfg = FinetuneConfig()
-    return decide(card["scores"]["base"], card["scores"]["tuned"], cfg.gate_metric,
-                  cfg.min_gain)
+    gate = card["gate"]
+    if "lower" not in gate:
+        return gate
+    test = {k: gate[k] for k in ("test", "resamples", "confidence", "n", "mean_gain", "lower",
+                                 "upper", "wins", "losses", "ties")}
+    return verdict(test, FinetuneConfig().min_gain, gate["metric"], gate["group"])
 
 
 def run_corpus(base: Path, corpus: Path, queries_path: Path, overrides: dict[str, Any]

@@ -12,7 +12,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from tasks.core.catalog import INDEX_CARD, METRICS, PLOTS_DIR
 from tasks.core.config import Params
 from tasks.core.registry import get_stage
-from tasks.evaluation.metrics import HEADLINE
+from tasks.evaluation.base_vs_tuned import markdown as base_vs_tuned_markdown
+from tasks.evaluation.metrics import BASE_VS_TUNED, HEADLINE
 from tasks.query.search import search_summary
 from tasks.query.weights import BUCKETS
 
@@ -63,6 +64,8 @@ def summary_markdown(root: Path, params: Params, summary: dict[str, Any]) -> str
         lines += [f"| {k} | {metrics[k]:.4f} |" for k in HEADLINE
                   if isinstance(metrics.get(k), float)]
         lines += [f"| quality gate | {'passed' if metrics['gate']['passed'] else 'FAILED'} |"]
+        if metrics.get(BASE_VS_TUNED):
+            lines += base_vs_tuned_markdown(metrics[BASE_VS_TUNED])
         lines += bucket_markdown(metrics.get("buckets", {}))
     ran = [r for r in summary["stages"] if r["ran"]]
     if ran:

@@ -4,6 +4,7 @@ collect metrics, time and index size side by side."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tempfile
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tasks.core.catalog import INDEX_MODEL
 from tasks.core.config import load_params, parse_override
 from tasks.core.io import read_manifest
 from tasks.core.registry import get_stage
@@ -59,10 +61,13 @@ def run_variant(root: Path, overrides: dict[str, Any]) -> dict[str, Any]:
         seconds = time.perf_counter() - started
         params = load_params(ws / "params.yaml")
         manifest = read_manifest(get_stage("evaluate").out_dir(params, ws), "evaluate")
+        model = json.loads((get_stage("index").out_dir(params, ws) / INDEX_MODEL.name
+                            ).read_text(encoding="utf-8"))
     metrics = manifest["metrics"]
     return {"variant": ", ".join(f"{k}={v}" for k, v in overrides.items()) or "baseline",
             "seconds": round(seconds, 1),
             "stages_run": ",".join(s["stage"] for s in summary["stages"] if s["ran"]) or "-",
+            "model": model["name"],  # `<base>+finetune` when the gate took a tuned model
             **{c: metrics.get(c) for c in COMPARE_COLUMNS}}
 
 

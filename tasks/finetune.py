@@ -32,7 +32,7 @@ from tasks.core.config import EncodeConfig, FinetuneConfig
 from tasks.core.fingerprint import sha256_file, sha256_text
 from tasks.core.io import StageOutput
 from tasks.core.progress import task_logger
-from tasks.core.registry import declared_params
+from tasks.core.registry import declared_params, is_neutral
 from tasks.core.runtime import StageRun, main, start_stage
 from tasks.encoders.device import runtime_for
 from tasks.encoders.model import (
@@ -41,11 +41,11 @@ from tasks.encoders.model import (
     prefixes,
     resolve_model_path,
 )
-from tasks.tuning.gate import Encode, decide, gate_set, score_model
+from tasks.tuning.gate import Encode, decide, gate_set, rank_documents, score_rankings
 from tasks.tuning.negatives import mine_negatives
 from tasks.tuning.pairs import MiningSettings, mine_pairs, pair_counts, split_documents
 from tasks.tuning.reuse import chunk_keys, keep_previous, previous_training
-from tasks.tuning.train import train_model, training_dataset
+from tasks.tuning.train import prefer_passive_openmp, train_model, training_dataset
 from tasks.tuning.user_pairs import read_user_pairs
 
 TUNED_SUFFIX = "+finetune"
@@ -111,10 +111,12 @@ def training_pairs(run: StageRun, chunks: pa.Table, cfg: FinetuneConfig, encode:
     labeled = None
     if cfg.pairs is not None:
         user, labeled = read_user_pairs(run.root / cfg.pairs, run.root /
-                                        run.params.ingest.source, chunks, held)
+                                        run.params.ingest.source, chunks, held, cfg.holdout,
+                                        cfg.seed)
         pairs = pa.concat_tables([pairs, user])
     counts: dict[str, Any] = {"documents": {"train": len(train), "held_out": len(held)},
-                              "pairs": pairs.num_rows, "kinds": pair_counts(pairs)}
+                              "pairs": pairs.num_rows, "kinds": pair_counts(pairs),
+                              "labeled_gate_queries": len(labeled.queries) if labeled else 0}
     if pairs.num_rows < 2:
         raise ValueError(f"finetune: {pairs.num_rows} training pairs from {len(train)} "
                          "documents; a corpus this small cannot be fine-tuned on")
@@ -128,10 +130,13 @@ def training_pairs(run: StageRun, chunks: pa.Table, cfg: FinetuneConfig, encode:
 
 def tuned_identity(enc: EncodeConfig, folder: Path, base: dict[str, Any], pairs_sha: str,
                    cfg: FinetuneConfig) -> dict[str, Any]:
-    """What names a tuned model: its name, folder, base, pairs and params."""
+    """What names a tuned model: its name, folder, base, pairs and params (less the keys
+    that cannot change it, `max_minutes`)."""
+    params = {k: v for k, v in cfg.model_dump(mode="json").items()
+              if not is_neutral(f"finetune.{k}")}
     return {"name": enc.model + TUNED_SUFFIX, "folder": folder.name,
             "base_files_sha256": base["files_sha256"], "pairs_sha256": pairs_sha,
-            "params": cfg.model_dump(mode="json")}
+            "params": params}
 
 
 def save_tuned(out: StageOutput, train: Callable[[Path], Any]) -> tuple[Path, Any]:
@@ -145,8 +150,8 @@ def save_tuned(out: StageOutput, train: Callable[[Path], Any]) -> tuple[Path, An
     return folder, result
 
 
-def run_finetune(run: StageRun, out: StageOutput, chunks: pa.Table, device: str
-                 ) -> dict[str, Any]:
+def run_finetune(run: StageRun, out: StageOutput, chunks: pa.Table, device: str,
+                 omp: str) -> dict[str, Any]:
     """Mine, train, gate; write pairs, card and choice; return the card."""
     cfg, enc = run.params.finetune, run.params.encode
     base, base_folder = base_identity(enc), resolve_model_path(enc.model, enc.revision)
@@ -160,14 +165,17 @@ def run_finetune(run: StageRun, out: StageOutput, chunks: pa.Table, device: str
     folder, result = save_tuned(out, lambda dest: train_model(
         base_folder, training_dataset(pairs, negatives, prefixes(enc)), cfg, device, dest))
     gate = gate_set(chunks, held, cfg.gate_queries, cfg.gate_chunks, cfg.seed, labeled)
-    scores = {"base": score_model(torch_encoder(base_folder, enc, device), gate),
-              "tuned": score_model(torch_encoder(folder, enc, device), gate)}
-    decision = decide(scores["base"], scores["tuned"], cfg.gate_metric, cfg.min_gain)
+    ranked = {side: rank_documents(torch_encoder(path, enc, device), gate)
+              for side, path in (("base", base_folder), ("tuned", folder))}
+    scores = {side: score_rankings(gate, r) for side, r in ranked.items()}
+    decision = decide(gate, ranked["base"], ranked["tuned"], cfg.gate_metric, cfg.min_gain,
+                      cfg.gate_confidence, cfg.seed)
     tuned = tuned_identity(enc, folder, base, pairs_sha, cfg)
     if decision["use"] != "tuned":
         shutil.rmtree(folder)  # a rejected model is never used; its card stays
-    card = {**counts, "device": device, "loss": cfg.loss, "steps": result.steps,
-            "planned_steps": result.planned_steps, "stopped_by": result.stopped_by,
+    card = {**counts, "device": device, "omp_wait_policy": omp, "loss": cfg.loss,
+            "steps": result.steps, "planned_steps": result.planned_steps,
+            "stopped_by": result.stopped_by,
             "minutes": round(result.seconds / 60, 3), "mining_seconds": round(mined_s, 2),
             "losses": result.losses, "scores": scores, "gate": decision, "base": base,
             "tuned": tuned | {"kept": decision["use"] == "tuned"}}
@@ -191,13 +199,14 @@ def train_or_keep(run: StageRun, out: StageOutput, facts: dict[str, Any]) -> dic
     the card."""
     cfg, enc = run.params.finetune, run.params.encode
     check_trainable(enc)
+    omp = prefer_passive_openmp()  # before the base model loads torch
     chunks = run.read(CHUNKS)
     keys = chunk_keys(chunks)
     prev = previous_training(run.out_dir, decided_by(run, facts), keys, cfg.retrain_churn)
     if prev is not None:
         return keep_previous(run.out_dir, out, *prev)
     device = "cuda" if runtime_for(enc).device == "cuda" else "cpu"
-    card = run_finetune(run, out, chunks, device)
+    card = run_finetune(run, out, chunks, device, omp)
     out.write_table(FINETUNE_TRAINED, pa.table({"text_key": pa.array(keys, pa.string())}))
     return card
 

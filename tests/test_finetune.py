@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.core.config import FinetuneConfig
-from tasks.tuning.gate import decide, gate_set
+from tasks.tuning.gate import GateSet, decide, gate_set
 from tasks.tuning.negatives import mine_negatives
 from tasks.tuning.pairs import (
     MiningSettings,
@@ -120,19 +120,42 @@ def test_gate_probes_only_held_out_documents_and_hides_their_text():
     assert probe not in gate.texts[gate.docs.index("b")]
 
 
-def test_gate_keeps_base_unless_tuned_beats_it_by_min_gain_labels_first():
-    base = {"all": {"ndcg_at_10": 0.70}, "labeled": {"ndcg_at_10": 0.50}}
-    better_probes = {"all": {"ndcg_at_10": 0.80}, "labeled": {"ndcg_at_10": 0.49}}
-    assert decide(base, better_probes, "ndcg_at_10", 0.01)["use"] == "base"
-    d = decide({"all": base["all"]}, {"all": better_probes["all"]}, "ndcg_at_10", 0.01)
-    assert d["use"] == "tuned" and d["gain"] == pytest.approx(0.10)
-    assert decide({"all": base["all"]}, {"all": better_probes["all"]}, "ndcg_at_10",
-                  0.2)["use"] == "base"
-    worse = {"all": {"ndcg_at_10": 0.69}}
-    assert decide({"all": base["all"]}, worse, "ndcg_at_10", -0.05)["use"] == "tuned"
-    assert decide({"all": base["all"]}, worse, "ndcg_at_10", -0.005)["use"] == "base"
-    same = decide(base, base, "ndcg_at_10", 0.0)
-    assert same["use"] == "base" and "0.5000" in same["reason"] and same["group"] == "labeled"
+def _gate_of(n: int, labeled: int = 0) -> GateSet:
+    """n probes and `labeled` labelled queries, each with one relevant document of its own."""
+    kinds = {f"q{i}": "cloze" for i in range(n)} | {f"l{i}": "labeled" for i in range(labeled)}
+    return GateSet({q: q for q in kinds}, {q: {f"d-{q}": 1} for q in kinds}, kinds, [], [])
+
+
+def _ranked_at(ranks: dict[str, int]) -> dict[str, dict[str, float]]:
+    """Rankings that put each query's document at the given rank (1-based) among fillers."""
+    return {q: {(f"d-{q}" if i == r else f"x{i}"): 1.0 - i / 100 for i in range(1, 21)}
+            for q, r in ranks.items()}
+
+
+def test_gate_uses_the_tuned_model_only_when_its_gain_is_beyond_noise():
+    gate = _gate_of(40)
+    base = _ranked_at({f"q{i}": 3 for i in range(40)})
+    always = _ranked_at({f"q{i}": 2 for i in range(40)})  # every query one rank better
+    d = decide(gate, base, always, "ndcg_at_10", 0.005, 0.95, seed=0)
+    assert d["use"] == "tuned" and d["n"] == 40 and d["wins"] == 40 and d["lower"] > 0.1
+    # a mean gain over min_gain that is noise: 6 queries much better, 5 much worse, the rest
+    # the same (the old rule, tuned mean - base mean >= min_gain, took this model)
+    noisy = _ranked_at({f"q{i}": 1 if i < 6 else 20 if i < 11 else 3 for i in range(40)})
+    d = decide(gate, base, noisy, "ndcg_at_10", 0.005, 0.95, seed=0)
+    assert d["mean_gain"] > 0.005 and d["lower"] < 0 and d["use"] == "base"
+    assert "interval" in d["reason"] and "n=40" in d["reason"]
+    assert decide(gate, base, noisy, "ndcg_at_10", -1.0, 0.95, seed=0)["use"] == "tuned"
+    again = decide(gate, base, noisy, "ndcg_at_10", 0.005, 0.95, seed=0)
+    assert again == d  # seeded
+    assert decide(_gate_of(0), {}, {}, "ndcg_at_10", 0.0, 0.95, 0)["use"] == "base"
+
+
+def test_gate_labels_outrank_probes():
+    gate = _gate_of(40, labeled=30)
+    base = _ranked_at({f"q{i}": 3 for i in range(40)} | {f"l{i}": 1 for i in range(30)})
+    probes_up = _ranked_at({f"q{i}": 1 for i in range(40)} | {f"l{i}": 2 for i in range(30)})
+    d = decide(gate, base, probes_up, "ndcg_at_10", 0.0, 0.95, seed=0)
+    assert d["group"] == "labeled" and d["n"] == 30 and d["use"] == "base"
 
 
 def test_user_pairs_errors_name_the_line(tmp_path):
@@ -141,7 +164,25 @@ def test_user_pairs_errors_name_the_line(tmp_path):
     with pytest.raises(ValueError, match=r"pairs.jsonl: line 3: .*'positive'"):
         read_jsonl_pairs(path)
     path.write_text('{"query": "q", "positive": "p"}\n')
-    assert read_jsonl_pairs(path).to_pylist()[0]["kind"] == "user"
+    pairs, held = read_jsonl_pairs(path)
+    assert pairs.to_pylist()[0]["kind"] == "user" and held is None
+
+
+def test_a_share_of_the_users_pairs_is_held_out_as_labelled_gate_queries(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(f'{{"query": "question {i}", "positive": "answer {i}"}}\n'
+                            for i in range(200)))
+    pairs, held = read_jsonl_pairs(path, share=0.2, seed=0)
+    assert 20 < len(held.queries) < 60 and pairs.num_rows + len(held.queries) == 200
+    trained = set(pairs.column("anchor").to_pylist())
+    assert not trained & set(held.queries.values())
+    qid = next(iter(held.queries))
+    (doc,) = held.qrels[qid]
+    assert held.docs[doc] == held.queries[qid].replace("question", "answer")
+    chunks = chunk_table({"a": [CASTLES], "b": [ORBITS, held.docs[doc]]})
+    gate = gate_set(chunks, {"b"}, 10, 100, 0, held)
+    assert gate.kinds[qid] == "labeled" and gate.docs.count(doc) == 1
+    assert gate.texts.count(held.docs[doc]) == 1  # its chunk twin is left out
 
 
 BASE = {"base_model": {"files_sha256": "x"}, "user_pairs_sha256": None}
@@ -163,12 +204,14 @@ def test_fingerprint_moves_with_its_params_and_inputs_and_nothing_else():
     fp = _fingerprint(parse_params(on))
     changed = {"pairs": "p.jsonl", "kinds": ["cloze"], "holdout": 0.3, "max_pairs": 99,
                "cloze_keep": 0.5, "negatives": "both", "loss": "gist", "batch_size": 16,
-               "learning_rate": 1e-4, "max_seq_length": 64, "max_steps": 7, "max_minutes": 1.0,
-               "min_gain": 0.1, "gate_metric": "recall_at_1", "gate_queries": 11,
-               "gate_chunks": 101, "retrain_churn": 0.5, "seed": 3}
-    assert set(changed) == set(FinetuneConfig.model_fields) - {"enabled"}
+               "learning_rate": 1e-4, "max_seq_length": 64, "max_steps": 7,
+               "min_gain": 0.1, "gate_confidence": 0.9, "gate_metric": "recall_at_1",
+               "gate_queries": 11, "gate_chunks": 101, "retrain_churn": 0.5, "seed": 3}
+    assert set(changed) == set(FinetuneConfig.model_fields) - {"enabled", "max_minutes"}
     for key, value in changed.items():
         assert _fingerprint(parse_params({"finetune": {"enabled": True, key: value}})) != fp
+    # a guard, not a stop: the clock never decides the model
+    assert _fingerprint(parse_params({"finetune": {"enabled": True, "max_minutes": 1.0}})) == fp
     base_values = {"encode.model": "/some/model", "encode.revision": "r1",
                    "encode.max_seq_length": 128, "encode.passage_prefix": "p: ",
                    "encode.query_prefix": "q: ", "dedup.threshold": 0.9}
@@ -199,7 +242,7 @@ def test_gate_keeps_the_base_model_when_the_tuned_one_is_worse(sample_chunks, tm
     from tasks.core.config import DEFAULT_MODEL, EncodeConfig
     from tasks.encoders.model import resolve_model_path
     from tasks.finetune import torch_encoder
-    from tasks.tuning.gate import score_model
+    from tasks.tuning.gate import rank_documents
     from tasks.tuning.train import train_model, training_dataset
 
     cfg = FinetuneConfig(enabled=True, batch_size=8, max_steps=4, learning_rate=1e-3,
@@ -212,13 +255,85 @@ def test_gate_keeps_the_base_model_when_the_tuned_one_is_worse(sample_chunks, tm
     result = train_model(resolve_model_path(DEFAULT_MODEL), training_dataset(
         shuffled, None, ("", "")), cfg, "cpu", tmp_path / "bad")
     assert result.steps == 4 and result.losses
-    gate = gate_set(sample_chunks, held, 40, 200, 0)
+    gate = gate_set(sample_chunks, held, 400, 200, 0)
     enc = EncodeConfig(device="cpu", batch_size=64)
-    base = score_model(torch_encoder(resolve_model_path(DEFAULT_MODEL), enc, "cpu"), gate)
-    worse = score_model(torch_encoder(tmp_path / "bad", enc, "cpu"), gate)
-    assert worse["all"]["ndcg_at_10"] < base["all"]["ndcg_at_10"]
-    decision = decide(base, worse, "ndcg_at_10", 0.0)
-    assert decision["use"] == "base" and "does not beat" in decision["reason"]
+    base = rank_documents(torch_encoder(resolve_model_path(DEFAULT_MODEL), enc, "cpu"), gate)
+    worse = rank_documents(torch_encoder(tmp_path / "bad", enc, "cpu"), gate)
+    defaults = FinetuneConfig()
+    decision = decide(gate, base, worse, defaults.gate_metric, defaults.min_gain,
+                      defaults.gate_confidence, seed=0)
+    assert decision["use"] == "base" and decision["n"] >= 40 and decision["mean_gain"] < 0
+    assert "not above min_gain" in decision["reason"]
+
+
+def test_the_time_guard_names_the_keys_and_the_eta():
+    from tasks.tuning.train import too_slow
+
+    cfg = FinetuneConfig(enabled=True, max_minutes=10)
+    assert too_slow(cfg, done=3, planned=300, elapsed=6.0, pace=2.0) is None  # 10 min: fits
+    why = too_slow(cfg, done=3, planned=300, elapsed=9.0, pace=3.0)
+    assert why is not None and "300 steps would take about 15.0 minutes" in why
+    assert "finetune.max_minutes 10" in why and "finetune.max_steps (about 200 fit)" in why
+
+
+def test_the_tuned_models_identity_leaves_out_the_time_guard():
+    from tasks.core.config import EncodeConfig
+    from tasks.finetune import tuned_identity
+
+    def identity(**changed):
+        return tuned_identity(EncodeConfig(), Path("model-x"), {"files_sha256": "b"}, "p",
+                              FinetuneConfig(enabled=True, **changed))
+
+    assert identity(max_minutes=3.0) == identity()  # the model fingerprint stays
+    assert identity(max_steps=7) != identity()
+
+
+class StepClock:
+    """A clock that moves `step_s` seconds each time it is read (the guard reads it at the
+    start and after each step), and makes each read take `sleep_s` of real time."""
+
+    def __init__(self, step_s: float, sleep_s: float = 0.0) -> None:
+        self.now, self.step_s, self.sleep_s = 0.0, step_s, sleep_s
+
+    def __call__(self) -> float:
+        import time
+
+        time.sleep(self.sleep_s)
+        self.now += self.step_s
+        return self.now
+
+
+@pytest.mark.slow
+def test_the_clock_never_decides_the_model(sample_chunks, tmp_path):
+    """Identical model bytes from an idle run and from a run on a 'loaded machine' (each
+    step takes a second longer and reads a minute on the clock): the steps alone decide the
+    model. A training whose first steps say it will not fit max_minutes fails, and no model
+    is written."""
+    import filecmp
+
+    from tasks.core.config import DEFAULT_MODEL
+    from tasks.encoders.model import resolve_model_path
+    from tasks.tuning.train import TrainingTooSlow, train_model, training_dataset
+
+    train, _ = split_documents(sample_chunks.column("doc_id").to_pylist(), 0.2, 0)
+    data = training_dataset(mine_pairs(sample_chunks, train, MiningSettings(
+        ("cloze",), 0.0, 32, 0)), None, ("", ""))
+    cfg = FinetuneConfig(enabled=True, batch_size=8, max_steps=3, max_seq_length=32,
+                         max_minutes=5, learning_rate=1e-4)
+    base = resolve_model_path(DEFAULT_MODEL)
+    idle = train_model(base, data, cfg, "cpu", tmp_path / "idle")
+    loaded = train_model(base, data, cfg, "cpu", tmp_path / "loaded", StepClock(60.0, 1.0))
+    assert idle.steps == loaded.steps == 3 and loaded.seconds > idle.seconds
+    files = sorted(p.name for p in (tmp_path / "idle").iterdir() if p.is_file())
+    assert "model.safetensors" in files and "README.md" not in files  # no timed model card
+    match, mismatch, errors = filecmp.cmpfiles(tmp_path / "idle", tmp_path / "loaded", files,
+                                               shallow=False)
+    assert not mismatch and not errors and match == files
+    slow = cfg.model_copy(update={"max_steps": 30, "max_minutes": 3.0})  # 4 steps planned
+    with pytest.raises(TrainingTooSlow, match=r"4 steps would take about 4\.0 minutes.*"
+                       r"finetune\.max_minutes 3; no model was written"):
+        train_model(base, data, slow, "cpu", tmp_path / "refused", StepClock(60.0))
+    assert not (tmp_path / "refused").exists()
 
 
 @pytest.fixture(scope="module")
@@ -240,6 +355,9 @@ def tuned_workspace(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # the module's pipeline run (training included) is set up here
 def test_a_tuned_model_is_served_end_to_end(tuned_workspace):
+    from flows.artifacts import summary_markdown
+    from tasks.core.config import DEFAULT_MODEL, load_params
+
     ws = tuned_workspace
     choice = json.loads((ws / "data/03_finetune/model.json").read_text())
     assert choice["use"] == "tuned"
@@ -263,6 +381,17 @@ def test_a_tuned_model_is_served_end_to_end(tuned_workspace):
         assert done.returncode == 0, done.stderr
         hits = json.loads(done.stdout)
         assert hits[0]["source"].startswith("astronomy/")
+    metrics = json.loads((ws / "data/08_evaluate/metrics.json").read_text())
+    compared = metrics["base_vs_tuned"]  # base and tuned side by side where users look
+    assert compared["base_model"] == DEFAULT_MODEL and compared["tuned_model"] == model["name"]
+    assert compared["queries"] == metrics["probe_queries"] and compared["chunks"] > 100
+    for side in ("base", "tuned"):
+        assert 0 < compared[side]["recall_at_10"] <= 1
+    assert compared["gain"]["ndcg_at_10"] == pytest.approx(
+        compared["tuned"]["ndcg_at_10"] - compared["base"]["ndcg_at_10"], abs=1e-5)
+    summary = summary_markdown(ws, load_params(ws / "params.yaml"),
+                               {"stages": [], "overrides": {}})
+    assert "## Base vs fine-tuned model" in summary and model["name"] in summary
     lineage = subprocess.run([str(Path(sys.executable).parent / "embedpipe"), "--root",
                               str(ws), "lineage"], env=env_with_venv(), capture_output=True,
                              text=True, timeout=300, check=True).stdout
@@ -294,6 +423,20 @@ def test_onnx_int8_export_and_its_torch_check_work_on_the_tuned_model(tuned_work
     assert tuned is not None
     x = encoder_for(cfg).encode(["a neutron star"], normalize_embeddings=True)
     assert x.shape == (1, 384) and abs(float(np.linalg.norm(x)) - 1) < 1e-3
+
+
+def test_base_and_tuned_are_compared_on_the_probes_documents_and_a_seeded_sample():
+    from tasks.evaluation.base_vs_tuned import compared_chunks
+
+    chunks = chunk_table({f"d{i}": [f"text {i}.{j}" for j in range(3)] for i in range(20)})
+    picked = compared_chunks(chunks, {"d3", "d7"}, limit=10, seed=0)
+    docs = picked.column("doc_id").to_pylist()
+    assert picked.num_rows == 10 and docs.count("d3") == docs.count("d7") == 3
+    assert picked.column("chunk_id").to_pylist() == sorted(
+        picked.column("chunk_id").to_pylist(), key=lambda c: chunks.column(
+            "chunk_id").to_pylist().index(c))  # corpus order
+    assert compared_chunks(chunks, {"d3"}, 10, 0).equals(compared_chunks(chunks, {"d3"}, 10, 0))
+    assert compared_chunks(chunks, {"d3"}, 1, 0).num_rows == 3  # the probes' chunks, always
 
 
 def test_churn_counts_added_changed_and_removed_texts():
@@ -334,11 +477,12 @@ def test_beir_pairs_train_on_training_documents_and_gate_on_held_out_ones(tmp_pa
     (beir / "qrels/train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n")
     d1, d2 = make_doc_id("beir/corpus.jsonl", "d1"), make_doc_id("beir/corpus.jsonl", "d2")
     chunks = chunk_table({d1: [CASTLES], d2: [ORBITS]})
-    pairs, (queries, qrels) = read_user_pairs(beir, tmp_path / "src", chunks, held={d2})
+    pairs, labeled = read_user_pairs(beir, tmp_path / "src", chunks, {d2}, 0.2, 0)
+    queries, qrels = labeled.queries, labeled.qrels
     assert pairs.to_pylist() == [{"anchor": "castles of wales", "positive": CASTLES,
                                   "kind": "labeled", "doc_id": d1, "chunk_id": f"{d1}:0"}]
     assert queries == {"q2": "tidal locking"} and qrels == {"q2": {d2: 1}}
     (beir / "qrels/train.tsv").unlink()
     (beir / "qrels/test.tsv").write_text("q1\td1\t1\n")  # evaluate's: never trained on
     with pytest.raises(ValueError, match="qrels/train.tsv or qrels/dev.tsv"):
-        read_user_pairs(beir, tmp_path / "src", chunks, held=set())
+        read_user_pairs(beir, tmp_path / "src", chunks, set(), 0.2, 0)

@@ -29,6 +29,7 @@ OTHER_VALUES: dict[str, Any] = {
     "export.postgres.table": "other_table",
     "export.lancedb.uri": "lancedb",
     "export.postgres.dsn_env": "PG_DSN",
+    "finetune.gate_confidence": 0.9,
 }
 
 # Keys valid only beside another setting: both sides of the comparison get it.
@@ -157,6 +158,7 @@ NEUTRAL_CHANGES = {
     "run.dask.shard_rows": 40, "run.dask.max_in_flight": 3, "run.dask.retries": 1,
     "ingest.source": "elsewhere/corpus", "ingest.s3_endpoint_url": "http://127.0.0.1:9",
     "ingest.s3_region": "eu-west-1", "ingest.s3_max_attempts": 3,
+    "finetune.max_minutes": 5.0,
 }
 
 

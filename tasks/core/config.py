@@ -285,15 +285,18 @@ class FinetuneConfig(_Config):
     max_steps: Annotated[int, Field(ge=1)] = Field(
         300, description="Optimizer steps at most (one epoch of the pairs at most).")
     max_minutes: Annotated[float, Field(gt=0.0)] = Field(
-        20.0, description="Training stops after this long (the card says when it did).")
+        20.0, description="A guard, never a stop: training that would take longer (judged "
+        "from its first steps) fails before a model is written; the steps decide the model.")
     min_gain: Annotated[float, Field(ge=-1.0, le=1.0)] = Field(
-        0.005, description="The tuned model is used only if it beats the base by this much "
-        "on gate_metric over the held-out documents (negative: also when at most this much "
-        "worse, to keep a tuned model for study).")
+        0.005, description="The tuned model is used only if the lower confidence bound of "
+        "its paired gain on gate_metric over the held-out queries is above this (negative: "
+        "also when no better, to keep a tuned model for study).")
+    gate_confidence: Annotated[float, Field(ge=0.5, lt=1.0)] = Field(
+        0.95, description="Two-sided confidence of the gate's bootstrap interval of the gain.")
     gate_metric: Literal["recall_at_1", "recall_at_10", "ndcg_at_10"] = Field(
         "ndcg_at_10", description="The held-out metric the gate compares.")
     gate_queries: Annotated[int, Field(ge=10)] = Field(
-        1000, description="Held-out probes the gate scores at most.")
+        2000, description="Held-out probes the gate scores at most (one per held-out chunk).")
     gate_chunks: Annotated[int, Field(ge=100)] = Field(
         10000, description="Chunks the gate's probes are searched in: every held-out chunk, "
         "then a seeded sample of the others.")
@@ -510,6 +513,10 @@ class EvaluateConfig(_Config):
     min_labeled_ndcg_at_10: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
         None, description="Gate: nDCG@10 on BEIR queries/qrels, when the corpus has them."
     )
+    tuned_compare_chunks: Annotated[int, Field(ge=0)] = Field(
+        20000, description="With a fine-tuned model: the probes are searched by the base and "
+        "the tuned model over this many chunks (every chunk of the probes' documents, then a "
+        "seeded sample), side by side in metrics.json; 0: no comparison.")
     seed: int = Field(0, description="Seed of every sample and of k-means.")
 
 

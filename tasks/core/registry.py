@@ -101,6 +101,8 @@ NEUTRAL_KEYS: dict[str, str] = {
     "ingest.s3_endpoint_url": "where the S3 corpus is served from; the digest stands for it",
     "ingest.s3_region": "where the S3 corpus is served from; the digest stands for it",
     "ingest.s3_max_attempts": "retries of a read, not what is read",
+    "finetune.max_minutes": "a guard on training time: the planned steps run in full or the "
+                            "stage fails, so it never decides the model",
 }
 
 

@@ -28,6 +28,8 @@ INDEX_RECALL_QUERIES = "index_recall_at_10_queries"
 INDEX_MS_PER_QUERY = "index_ms_per_query"
 # The embeddings alone: a lexical side can hide broken vectors from the headline metrics.
 DENSE_PROBE_RECALL_AT_10 = "dense_" + PROBE_RECALL_AT_10
+# A fine-tuned model beside its base model (tasks/evaluation/base_vs_tuned.py).
+BASE_VS_TUNED = "base_vs_tuned"
 # The quality gate: metric -> the EvaluateConfig field holding its floor.
 GATE = ((INDEX_RECALL_QUERIES, "min_index_recall"), (INDEX_RECALL_CORPUS, "min_index_recall"),
         (PROBE_RECALL_AT_10, "min_probe_recall_at_10"),
@@ -36,8 +38,9 @@ GATE = ((INDEX_RECALL_QUERIES, "min_index_recall"), (INDEX_RECALL_CORPUS, "min_i
 # What run summaries and `embedpipe compare` show.
 HEADLINE = (PROBE_RECALL_AT_10, PROBE_NDCG_AT_10, LABELED_NDCG_AT_10, INDEX_RECALL_QUERIES,
             INDEX_RECALL_CORPUS, "silhouette", "nmi")
-COMPARE_COLUMNS = (PROBE_RECALL_AT_10, PROBE_NDCG_AT_10, LABELED_NDCG_AT_10,
-                   INDEX_RECALL_QUERIES, "silhouette", "vectors", "dim", "index_size_bytes")
+COMPARE_COLUMNS = (PROBE_RECALL_AT_10, PROBE_NDCG_AT_10, DENSE_PROBE_RECALL_AT_10,
+                   LABELED_NDCG_AT_10, INDEX_RECALL_QUERIES, "silhouette", "vectors", "dim",
+                   "index_size_bytes")
 
 
 def doc_rankings(scores: np.ndarray, ids: np.ndarray, row_docs: Sequence[Sequence[str]],

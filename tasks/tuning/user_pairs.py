@@ -1,6 +1,8 @@
 """The user's own pairs (`finetune.pairs`): a JSONL of {query, positive}, or a BEIR folder
 whose corpus was ingested (its training qrels: `qrels/train.tsv`, else `dev.tsv`; never
-`test.tsv`, which evaluate scores)."""
+`test.tsv`, which evaluate scores). Labels outrank probes at the gate: a BEIR query about a
+held-out document, and a `finetune.holdout` share of the JSONL pairs, are gate queries and
+never trained on."""
 
 from __future__ import annotations
 
@@ -10,15 +12,18 @@ from pathlib import Path
 import pyarrow as pa
 
 from tasks.evaluation.beir import read_beir
-from tasks.tuning.gate import Qrels
-from tasks.tuning.pairs import PAIRS_SCHEMA
+from tasks.tuning.gate import Labeled
+from tasks.tuning.pairs import PAIRS_SCHEMA, held_out
 
 TRAIN_QRELS = ("train.tsv", "dev.tsv")
 
 
-def read_jsonl_pairs(path: Path) -> pa.Table:
-    """Pairs of kind `user` (no document: all of them are trained on)."""
-    rows = []
+def read_jsonl_pairs(path: Path, share: float = 0.0, seed: int = 0
+                     ) -> tuple[pa.Table, Labeled | None]:
+    """(pairs of kind `user` to train on, the held-out ones as labelled gate queries): a
+    seeded hash of each pair's text holds a `share` of them out (so a pair keeps its side as
+    the file grows); a held-out positive is a document of its own in the gate's corpus."""
+    rows, held = [], Labeled({}, {}, {})
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -28,13 +33,17 @@ def read_jsonl_pairs(path: Path) -> pa.Table:
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise ValueError(f"finetune.pairs: {path}: line {n}: expected a JSON object with "
                              f"'query' and 'positive' ({type(err).__name__}: {err})") from None
+        if held_out(f"{query}\n{positive}", share, seed):
+            qid, doc = f"pair-{n}", f"pair-{n}-positive"
+            held.queries[qid], held.qrels[qid], held.docs[doc] = query, {doc: 1}, positive
+            continue
         rows.append({"anchor": query, "positive": positive, "kind": "user", "doc_id": "",
                      "chunk_id": ""})
-    return pa.Table.from_pylist(rows, schema=PAIRS_SCHEMA)
+    return pa.Table.from_pylist(rows, schema=PAIRS_SCHEMA), held if held.queries else None
 
 
 def read_beir_pairs(folder: Path, source: Path, chunks: pa.Table, held: set[str]
-                    ) -> tuple[pa.Table, tuple[dict[str, str], Qrels]]:
+                    ) -> tuple[pa.Table, Labeled]:
     """(training pairs of kind `labeled`: a query -> the first chunk of each relevant
     training document, (queries, qrels) of the held-out documents for the gate)."""
     qrels_file = next((folder / "qrels" / n for n in TRAIN_QRELS
@@ -60,14 +69,15 @@ def read_beir_pairs(folder: Path, source: Path, chunks: pa.Table, held: set[str]
         rows += [{"anchor": texts[qid], "positive": first[d][1], "kind": "labeled",
                   "doc_id": d, "chunk_id": first[d][0]} for d in sorted(docs) if d in first]
     return (pa.Table.from_pylist(rows, schema=PAIRS_SCHEMA),
-            ({q: texts[q] for q in gate_rels}, gate_rels))
+            Labeled({q: texts[q] for q in gate_rels}, gate_rels))
 
 
-def read_user_pairs(path: Path, source: Path, chunks: pa.Table, held: set[str]
-                    ) -> tuple[pa.Table, tuple[dict[str, str], Qrels] | None]:
-    """The pairs at `path` (JSONL file or BEIR folder), and the gate's labelled queries."""
+def read_user_pairs(path: Path, source: Path, chunks: pa.Table, held: set[str],
+                    share: float, seed: int) -> tuple[pa.Table, Labeled | None]:
+    """The pairs at `path` (JSONL file or BEIR folder) to train on, and the gate's labelled
+    queries: a BEIR query about a held-out document, a `share` of the JSONL pairs."""
     if path.is_dir():
         return read_beir_pairs(path, source, chunks, held)
     if not path.is_file():
         raise ValueError(f"finetune.pairs: {path} is neither a JSONL file nor a BEIR folder")
-    return read_jsonl_pairs(path), None
+    return read_jsonl_pairs(path, share, seed)
