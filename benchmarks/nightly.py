@@ -1,0 +1,193 @@
+"""What a nightly rerun costs after a small change to the corpus, against a full build.
+
+    python -m benchmarks.nightly --docs 50000            # 1% churn by default
+    python -m benchmarks.nightly --docs 10000 --churn 0.01
+
+A plain-text corpus of `--docs` files (one `.txt` per document, in topic folders) is
+recombined from the sentences of `data/sample` (`benchmarks.corpus`). Workspace A gets a
+full build (ingest -> evaluate, each stage in-process, timed); then `--churn` of the
+documents change: 40% of them new files, 30% deleted, 30% edited (a sentence added); A is
+built again (the rerun, timed). Workspace B then gets a full build of the churned corpus
+with empty result caches; its vector cache is a copy of A's as it stood before the rerun,
+so B encodes only what A's rerun encoded (a vector from the cache is the contract of the
+vector cache, tested on its own; encoding everything again would double the benchmark).
+Every output file of A after the rerun is compared with B's (sha256; JSON files less the
+keys that report on one build, `catalog.REPORTED_KEYS`), as `tests/conftest.stage_outputs`
+compares two builds. Writes benchmarks/out/nightly-<docs>.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.report import cpu_label, save, timed_stages
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("ingest", "clean", "chunk", "finetune", "encode", "reduce", "dedup", "index",
+          "evaluate")
+SHARES = {"new": 0.4, "deleted": 0.3, "edited": 0.3}  # of the churned documents
+
+
+def write_corpus(folder: Path, n_docs: int, seed: int = 0) -> dict[str, list[str]]:
+    """`n_docs` plain-text files under `folder/<topic>/`; returns the sentence pools."""
+    from benchmarks.corpus import _perturb, sample_sentences
+
+    rng = random.Random(seed)
+    pools = sample_sentences(REPO / "data" / "sample")
+    for i in range(n_docs):
+        _write_doc(folder, f"d{i:07d}", pools, rng, _perturb)
+    return pools
+
+
+def _write_doc(folder: Path, name: str, pools: dict[str, list[str]], rng: random.Random,
+               perturb: Any) -> Path:
+    topic = rng.choice(sorted(pools))
+    length = int(rng.lognormvariate(2.0, 0.6)) + 2  # 3 .. ~40 sentences, long tail
+    body = [perturb(rng.choice(pools[topic]), rng) for _ in range(length)]
+    path = folder / topic / f"{name}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(" ".join(body) + "\n", encoding="utf-8")
+    return path
+
+
+def churn(folder: Path, share: float, pools: dict[str, list[str]], seed: int = 1
+          ) -> dict[str, int]:
+    """Change `share` of the documents under `folder`: new files, deleted ones, edited ones
+    (a sentence appended), in the proportions of `SHARES`."""
+    from benchmarks.corpus import _perturb
+
+    rng = random.Random(seed)
+    files = sorted(folder.rglob("*.txt"))
+    n = max(3, round(len(files) * share))
+    counts = {k: max(1, round(n * v)) for k, v in SHARES.items()}
+    picked = rng.sample(files, counts["deleted"] + counts["edited"])
+    for path in picked[:counts["deleted"]]:
+        path.unlink()
+    for path in picked[counts["deleted"]:]:
+        topic = path.parent.name
+        extra = _perturb(rng.choice(pools[topic]), rng)
+        path.write_text(path.read_text(encoding="utf-8").rstrip("\n") + f" {extra}\n",
+                        encoding="utf-8")
+    for i in range(counts["new"]):
+        _write_doc(folder, f"n{i:07d}", pools, rng, _perturb)
+    return counts
+
+
+def workspace(ws: Path, corpus: Path, cache: Path) -> Path:
+    """A workspace whose params read `corpus`, with its vector cache at `cache`."""
+    from tasks.core.params_file import write_overrides
+
+    ws.mkdir(parents=True)
+    (ws / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    write_overrides(ws / "params.yaml", {"ingest.source": str(corpus),
+                                         "paths.vector_cache": str(cache)})
+    return ws
+
+
+def _unreported(obj: Any) -> Any:
+    from tasks.core.catalog import REPORTED_KEYS
+
+    if isinstance(obj, dict):
+        return {k: _unreported(v) for k, v in obj.items() if k not in REPORTED_KEYS}
+    if isinstance(obj, list):
+        return [_unreported(v) for v in obj]
+    return obj
+
+
+def stage_files(data: Path) -> dict[str, dict[str, Any]]:
+    """Stage -> fingerprint and each output file's sha256 (a JSON file: its content less
+    the keys that report on one build)."""
+    out = {}
+    for path in sorted(data.glob("[0-9][0-9]_*/_manifest.json")):
+        m = json.loads(path.read_text())
+        out[m["stage"]] = {"fingerprint": m["fingerprint"], **{
+            f: _unreported(json.loads((path.parent / f).read_text())) if f.endswith(".json")
+            else h for f, h in m["files"].items()}}
+    return out
+
+
+def differences(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]
+                ) -> dict[str, list[str]]:
+    """Stage -> the files (or `fingerprint`) that differ between two builds."""
+    out = {}
+    for stage in sorted(set(a) | set(b)):
+        fa, fb = a.get(stage, {}), b.get(stage, {})
+        diff = sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))
+        if diff:
+            out[stage] = diff
+    return out
+
+
+def manifest_rows(ws: Path) -> dict[str, Any]:
+    """Stage -> the rows (and changes) its manifest records."""
+    out = {}
+    for path in sorted((ws / "data").glob("[0-9][0-9]_*/_manifest.json")):
+        m = json.loads(path.read_text())
+        out[m["stage"]] = {"rows": m.get("rows"), "changes": m.get("changes"),
+                           "reuse": m.get("reuse")}
+    return out
+
+
+def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    corpus = tmp / "corpus"
+    pools = write_corpus(corpus, args.docs)
+    a = workspace(tmp / "a", corpus, tmp / "a-cache")
+    full = timed_stages(a, STAGES)
+    print(f"full build: {sum(full.values()):.1f} s {full}", flush=True)
+    shutil.copytree(tmp / "a-cache", tmp / "b-cache")
+    changed = churn(corpus, args.churn, pools)
+    rerun = timed_stages(a, STAGES)
+    print(f"rerun after {changed}: {sum(rerun.values()):.1f} s {rerun}", flush=True)
+    b = workspace(tmp / "b", corpus, tmp / "b-cache")
+    reference = timed_stages(b, STAGES)
+    diff = differences(stage_files(a / "data"), stage_files(b / "data"))
+    return {"cpu": cpu_label(), "docs": args.docs, "churn": args.churn, "changed": changed,
+            "full": full, "rerun": rerun, "reference": reference,
+            "ratio": round(sum(rerun.values()) / sum(full.values()), 3),
+            "identical": not diff, "differences": diff, "rerun_rows": manifest_rows(a)}
+
+
+def markdown(r: dict[str, Any]) -> str:
+    lines = [f"Nightly rerun: {r['docs']} plain-text documents, {r['churn']:.1%} churn "
+             f"({r['changed']}); {r['cpu']}.", "",
+             "| stage | full build s | rerun s | rerun / full | full build of the churned "
+             "corpus (vector cache warm) s |", "|---|---|---|---|---|"]
+    for s in STAGES:
+        lines.append(f"| {s} | {r['full'][s]} | {r['rerun'][s]} | "
+                     f"{r['rerun'][s] / max(r['full'][s], 1e-3):.2f} | {r['reference'][s]} |")
+    total = {k: round(sum(r[k].values()), 1) for k in ("full", "rerun", "reference")}
+    lines += [f"| **all** | {total['full']} | {total['rerun']} | **{r['ratio']:.3f}** | "
+              f"{total['reference']} |", "",
+              "Rerun outputs byte-identical to a full build of the churned corpus: "
+              + ("**yes**, every stage file." if r["identical"] else
+                 f"**no**: {r['differences']}")]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--docs", type=int, default=50_000)
+    parser.add_argument("--churn", type=float, default=0.01, help="share of documents changed")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
+    parser.add_argument("--keep", type=Path, help="work here and keep it (default: a temp dir)")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=False)
+        report = run(args, args.keep)
+    else:
+        with tempfile.TemporaryDirectory(prefix="embedpipe-nightly-") as tmp:
+            report = run(args, Path(tmp))
+    save(args.out, f"nightly-{args.docs}", report, markdown(report))
+
+
+if __name__ == "__main__":
+    main()
