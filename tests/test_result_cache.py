@@ -132,6 +132,18 @@ def test_rerun_computes_only_changed_documents(chunked, tmp_path):
     (sample / "baking/new-bread.txt").write_text("Rye bread needs a sour starter and a long, "
                                                  "slow rise before it goes in the oven.\n")
     run_stages(ws, UP_TO_CHUNK)
+    assert manifest(ws, "01_ingest")["reuse"]["files"]["computed"] == 2
     for folder in ("02_clean", "03_chunk"):
         reuse = manifest(ws, folder)["reuse"]
         assert reuse["computed"] == 2 and reuse["reused"] > 20, (folder, reuse)
+    fresh = make_workspace(tmp_path / "fresh")
+    shutil.rmtree(fresh / "data/sample")
+    shutil.copytree(sample, fresh / "data/sample")
+    run_stages(fresh, UP_TO_CHUNK)
+    for f in ("01_ingest/docs.parquet", "01_ingest/rejects.parquet", "02_clean/docs.parquet",
+              "02_clean/rejects.parquet", "03_chunk/chunks.parquet"):
+        assert (ws / "data" / f).read_bytes() == (fresh / "data" / f).read_bytes(), f
+    (sample / "baking/new-bread.txt").unlink()
+    run_stages(ws, ("ingest",))  # the files copied in above now have known stats: not read
+    hashes = manifest(ws, "01_ingest")["reuse"]["hashes"]
+    assert hashes["computed"] == 0 and hashes["reused"] > 90, hashes

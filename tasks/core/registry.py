@@ -69,7 +69,7 @@ _FINETUNE_KEYS = (
 
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("ingest", "01_ingest", (), ("ingest",), extra_deps=(SOURCE_DEP,),
-              facts=("corpus_sha256",)),
+              extra_outs=("${paths.result_cache}/ingest",), facts=("corpus_sha256",)),
     StageSpec("clean", "02_clean", ("ingest",), ("clean",),
               extra_outs=("${paths.result_cache}/clean",)),
     StageSpec("chunk", "03_chunk", ("clean",), ("chunk", *_MODEL_KEYS),

@@ -33,7 +33,9 @@ from tasks.core.io import pid_alive, raise_disk_full_at
 
 ROW_GROUP_ROWS = 1024  # a lookup decodes the values of the row groups that hold a hit
 SHARD_NAME = re.compile(r"part-([0-9a-f]{64})\.parquet")
-MAX_SHARDS = 16  # more, and the next run compacts: few files for DVC to hash
+MAX_SHARDS = 16  # more small shards, and a run compacts them: few files for DVC to hash
+FLUSH_CHARS = 32 << 20  # new results held before they are written as a shard
+SMALL_SHARD_BYTES = 1 << 20  # a shard below this counts toward MAX_SHARDS
 MAX_DEAD_SHARE = 0.5  # compact once more than this share of rows is no run's result
 SCHEMA = pa.schema([("key", pa.string()), ("value", pa.string())])
 log = logging.getLogger(__name__)
@@ -104,7 +106,7 @@ def write_shard(folder: Path, keys: list[str], values: list[str]) -> Path | None
     if not keys:
         return None
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".part-{sha256_text(''.join(keys))[:24]}.parquet.tmp-{os.getpid()}"
+    tmp = folder / f".part-{sha256_text(''.join(sorted(keys)))[:24]}.parquet.tmp-{os.getpid()}"
     try:
         pq.write_table(pa.table({"key": keys, "value": values}, schema=SCHEMA), tmp,
                        compression="zstd", row_group_size=ROW_GROUP_ROWS)
@@ -147,9 +149,12 @@ class ResultCache:
                     keys = pf.read_row_group(g, columns=["key"]).column(0).to_pylist()
                     self.where.update((k, (s, g, r)) for r, k in enumerate(keys))
                     self.rows += len(keys)
-        self.new: dict[str, str] = {}
+        self.new: dict[str, str] = {}  # in the order computed: corpus order
+        self.written: set[str] = set()
+        self._pending = 0
         self.used: set[str] = set()
         self.hits = 0
+        self._last: tuple[tuple[int, int] | None, dict[str, str]] = (None, {})
 
     def get(self, keys: list[str]) -> list[Any | None]:
         """The cached result of each key (None where there is none), decoded from JSON."""
@@ -157,10 +162,7 @@ class ResultCache:
         groups = sorted({self.where[k][:2] for k in keys if k in self.where})
         values: dict[str, str] = {}
         for s, g in groups:
-            with pq.ParquetFile(self.shards[s]) as pf:
-                group = pf.read_row_group(g)
-            values.update(zip(group.column("key").to_pylist(),
-                              group.column("value").to_pylist(), strict=True))
+            values.update(self._group(s, g))
         out = []
         for k in keys:
             raw = values.get(k)
@@ -169,52 +171,77 @@ class ResultCache:
             out.append(None if raw is None else json.loads(raw))
         return out
 
+    def _group(self, s: int, g: int) -> dict[str, str]:
+        """Key -> value of one row group; the last one read is kept, since shards hold
+        results in corpus order and the next lookup mostly wants the same group."""
+        if self._last[0] != (s, g):
+            with pq.ParquetFile(self.shards[s]) as pf:
+                group = pf.read_row_group(g)
+            self._last = ((s, g), dict(zip(group.column("key").to_pylist(),
+                                           group.column("value").to_pylist(), strict=True)))
+        return self._last[1]
+
     def put(self, keys: list[str], values: list[Any]) -> None:
-        """Results computed in this run, written by `close`."""
+        """Results computed in this run; written as a shard once `FLUSH_CHARS` of them are
+        held (memory stays bounded on a first, full build), the rest by `close`."""
         self.used.update(keys)
         for k, v in zip(keys, values, strict=True):
-            if k not in self.where:
-                self.new[k] = json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+            if k not in self.where and k not in self.new and k not in self.written:
+                self.new[k] = raw = json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+                self._pending += len(raw)
+        if self._pending > FLUSH_CHARS:
+            self._flush()
+
+    def _flush(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)  # a DVC out, even with no result
+        write_shard(self.folder, list(self.new), list(self.new.values()))
+        self.written.update(self.new)
+        self.new, self._pending = {}, 0
 
     def close(self) -> dict[str, int]:
-        """Write the new results as one shard; compact the space when more than
-        `MAX_DEAD_SHARE` of its rows are unused by this run or it has more than `MAX_SHARDS`
-        shards, and drop the stage's other spaces. Returns the counts for the manifest."""
-        keys = sorted(self.new)
-        self.folder.mkdir(parents=True, exist_ok=True)  # a DVC out, even with no result
-        write_shard(self.folder, keys, [self.new[k] for k in keys])
-        total = self.rows + len(keys)
-        dead = total - len(self.used)
-        compacted = dead > MAX_DEAD_SHARE * total or len(self.shards) + 1 > MAX_SHARDS
+        """Write the new results; compact the space when more than `MAX_DEAD_SHARE` of its
+        rows are unused by this run or more than `MAX_SHARDS` small shards pile up (one a
+        nightly run), and drop the stage's other spaces. Returns counts for the manifest."""
+        self._flush()
+        total = self.rows + len(self.written)
+        small = sum(p.stat().st_size < SMALL_SHARD_BYTES
+                    for p in self.folder.glob("part-*.parquet"))
+        compacted = len(self.used) < (1 - MAX_DEAD_SHARE) * total or small > MAX_SHARDS
         if compacted:
             compact(self.folder, self.used)
         drop_other_spaces(self.root / self.stage, self.folder.name)
-        return {"reused": self.hits, "computed": len(keys), "cache_rows": total,
+        return {"reused": self.hits, "computed": len(self.written), "cache_rows": total,
                 "compacted": int(compacted)}
 
 
 def compact(folder: Path, keep: set[str]) -> dict[str, int]:
-    """Rewrite one space's shards as one holding only the `keep` keys (a key in two shards:
-    the later shard's value); shards that fail `verify` are dropped first. Returns rows
-    kept and dropped."""
+    """Rewrite one space's shards keeping only the `keep` keys (a key in two shards: once),
+    in the order the shards held them, in shards of about `FLUSH_CHARS`; shards that fail
+    `verify` are dropped first. Returns rows kept and dropped."""
     verify(folder)
     shards = sorted(Path(folder).glob("part-*.parquet"))
     live: dict[str, str] = {}
-    total = 0
+    seen: set[str] = set()
+    written, total, chars = [], 0, 0
     for shard in shards:
         with pq.ParquetFile(shard) as pf:
             for g in range(pf.num_row_groups):
                 group = pf.read_row_group(g)
                 total += group.num_rows
-                live.update((k, v) for k, v in zip(group.column("key").to_pylist(),
-                                                   group.column("value").to_pylist(),
-                                                   strict=True) if k in keep)
-    keys = sorted(live)
-    new = write_shard(Path(folder), keys, [live[k] for k in keys])
+                for k, v in zip(group.column("key").to_pylist(),
+                                group.column("value").to_pylist(), strict=True):
+                    if k in keep and k not in seen:
+                        seen.add(k)
+                        live[k] = v
+                        chars += len(v)
+                if chars > FLUSH_CHARS:
+                    written.append(write_shard(Path(folder), list(live), list(live.values())))
+                    live, chars = {}, 0
+    written.append(write_shard(Path(folder), list(live), list(live.values())))
     for shard in shards:
-        if shard != new:
+        if shard not in written:
             shard.unlink()
-    return {"kept": len(keys), "dropped": total - len(keys)}
+    return {"kept": len(seen), "dropped": total - len(seen)}
 
 
 def drop_other_spaces(stage_dir: Path, keep: str | None) -> int:

@@ -133,13 +133,15 @@ class StageRun:
                 bar.advance(sizes.popleft())
                 yield result
 
-    def result_cache(self, **facts: Any) -> ResultCache:
-        """This stage's per-document results (`tasks.core.result_cache`) in the space of
-        its declared params, `facts`, the code it runs and the library versions."""
+    def result_cache(self, part: str = "", **facts: Any) -> ResultCache:
+        """This stage's per-document results (`tasks.core.result_cache`; a stage that keeps
+        two kinds names each a `part`) in the space of its declared params, `facts`, the
+        code it runs and the library versions."""
         decided_by = {"params": declared_params(self.name, self.params), "facts": facts}
         code = {m: TASKS_DIR.parent / m for m in module_deps(self.name)}
         space = space_of(self.name, decided_by, code, io.library_versions())
-        return ResultCache(self.root / self.params.paths.result_cache, self.name, space)
+        return ResultCache(self.root / self.params.paths.result_cache,
+                           f"{self.name}/{part}" if part else self.name, space)
 
     def map_cached(self, fn: Callable[..., list[Any]], entry: StageFile,
                    keys_of: Callable[[pa.Table], list[str]], cache: ResultCache, *args: Any,
