@@ -147,3 +147,27 @@ def test_rerun_computes_only_changed_documents(chunked, tmp_path):
     run_stages(ws, ("ingest",))  # the files copied in above now have known stats: not read
     hashes = manifest(ws, "01_ingest")["reuse"]["hashes"]
     assert hashes["computed"] == 0 and hashes["reused"] > 90, hashes
+
+
+def test_cache_commands_verify_and_collect_result_caches(chunked, tmp_path, capsys):
+    """`embedpipe cache verify` names a damaged result shard (exit 1); `cache gc` drops the
+    spaces of other params and the results no current document needs."""
+    from flows.cli import main
+
+    ws = make_workspace(tmp_path / "ws")
+    shutil.copytree(chunked / "data", ws / "data", dirs_exist_ok=True)
+    assert main(["--root", str(ws), "cache", "verify"]) == 0
+    stale = ws / "data/cache/results/clean" / ("0" * 32)  # another params' space
+    shutil.copytree(shards(ws, "clean")[0].parent, stale)
+    extra = ResultCache(ws / "data/cache/results", "chunk", "x")  # a result nobody needs
+    extra.folder = shards(ws, "chunk")[0].parent
+    extra.put(["no-such-document"], [[[0, 1, 1]]])
+    extra._flush()
+    assert main(["--root", str(ws), "cache", "gc"]) == 0
+    out = capsys.readouterr().out
+    assert not stale.exists() and "result cache gc clean: spaces_dropped 1" in out
+    assert "result cache gc chunk: spaces_dropped 0, kept " in out and "dropped 1" in out
+    (chunk_shard,) = shards(ws, "chunk")
+    flip_byte(chunk_shard)
+    assert main(["--root", str(ws), "cache", "verify"]) == 1
+    assert f"bad shard {chunk_shard}: its bytes do not match" in capsys.readouterr().out

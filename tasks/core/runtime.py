@@ -137,11 +137,15 @@ class StageRun:
         """This stage's per-document results (`tasks.core.result_cache`; a stage that keeps
         two kinds names each a `part`) in the space of its declared params, `facts`, the
         code it runs and the library versions."""
+        return ResultCache(self.root / self.params.paths.result_cache,
+                           f"{self.name}/{part}" if part else self.name,
+                           self.result_space(**facts))
+
+    def result_space(self, **facts: Any) -> str:
+        """The space of this stage's results (`result_cache.space_of`)."""
         decided_by = {"params": declared_params(self.name, self.params), "facts": facts}
         code = {m: TASKS_DIR.parent / m for m in module_deps(self.name)}
-        space = space_of(self.name, decided_by, code, io.library_versions())
-        return ResultCache(self.root / self.params.paths.result_cache,
-                           f"{self.name}/{part}" if part else self.name, space)
+        return space_of(self.name, decided_by, code, io.library_versions())
 
     def map_cached(self, fn: Callable[..., list[Any]], entry: StageFile,
                    keys_of: Callable[[pa.Table], list[str]], cache: ResultCache, *args: Any,
