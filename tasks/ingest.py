@@ -97,10 +97,15 @@ def known_hashes(stats: ResultCache) -> KnownHash:
     return known
 
 
-def record_hashes(stats: ResultCache, files: list[SourceFile]) -> None:
-    """Remember each readable local file's sha256 under its name and `stat_key`."""
-    done = [f for f in files if not isinstance(f.open, str) and f.stat is not None]
-    stats.put([document_key(f.rel, *map(str, f.stat)) for f in done], [f.sha256 for f in done])
+def hashed_sources(run: StageRun, stats: ResultCache) -> list[SourceFile] | Iterable[SourceFile]:
+    """`source_files` of `ingest.source`, a local file whose name and stat `stats` knows
+    not read for its hash; each local file's hash is remembered there for the next run."""
+    files = source_files(run.params.ingest, run.root, known_hashes(stats))
+    if isinstance(files, list):
+        done = [f for f in files if not isinstance(f.open, str) and f.stat is not None]
+        stats.put([document_key(f.rel, *map(str, f.stat)) for f in done],
+                  [f.sha256 for f in done])
+    return files
 
 
 @task(name="ingest", cache_policy=NO_CACHE)
@@ -110,9 +115,7 @@ def ingest_task(root: str = ".") -> str:
     run = start_stage("ingest", root)
     cfg, tally = run.params.ingest, CorpusTally()
     stats, parsed = run.result_cache("stat"), run.result_cache("files")
-    files = source_files(cfg, run.root, known_hashes(stats))
-    if isinstance(files, list):
-        record_hashes(stats, files)
+    files = hashed_sources(run, stats)
     # Local files are hashed up front, so the tables are stamped as they are written; S3
     # objects are read once, so their tables are restamped once the last one is hashed.
     fp = None if is_s3(cfg.source) else ingest_fingerprint(run, readable_hashes(files))
