@@ -159,13 +159,10 @@ class ResultCache:
     def get(self, keys: list[str]) -> list[Any | None]:
         """The cached result of each key (None where there is none), decoded from JSON."""
         self.used.update(keys)
-        groups = sorted({self.where[k][:2] for k in keys if k in self.where})
-        values: dict[str, str] = {}
-        for s, g in groups:
-            values.update(self._group(s, g))
         out = []
         for k in keys:
-            raw = values.get(k)
+            where = self.where.get(k)
+            raw = self._group(where[0], where[1]).get(k) if where else None
             self.hits += raw is not None  # read from an earlier run's results
             raw = self.new.get(k) if raw is None else raw
             out.append(None if raw is None else json.loads(raw))

@@ -68,12 +68,14 @@ def _entries(folder: Path, unlisted: dict[str, str] | None = None) -> dict[str, 
             unlisted[rel] = f"folder cannot be listed ({err.strerror}): its files are not read"
 
     out = {}
+    top = len(os.path.join(folder, ""))  # names are cut from paths as strings: pathlib's
     for dirpath, dirnames, filenames in os.walk(folder, onerror=note, followlinks=False):
-        for name in [*filenames, *dirnames]:
-            path = Path(dirpath) / name
-            if name in dirnames and not path.is_symlink():
-                continue
-            out[_rel_name(path, folder)] = path
+        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        for name in [*filenames, *links]:
+            full = os.path.join(dirpath, name)  # relative_to was most of a walk's time
+            rel = full[top:].replace(os.sep, "/")
+            out[rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")] = (
+                Path(full))
     return out
 
 
