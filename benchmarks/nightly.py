@@ -13,7 +13,10 @@ so B encodes only what A's rerun encoded (a vector from the cache is the contrac
 vector cache, tested on its own; encoding everything again would double the benchmark).
 Every output file of A after the rerun is compared with B's (sha256; JSON files less the
 keys that report on one build, `catalog.REPORTED_KEYS`), as `tests/conftest.stage_outputs`
-compares two builds. Writes benchmarks/out/nightly-<docs>.json and .md.
+compares two builds. Last, an IVF index over dedup's kept vectors before the churn is
+brought to those after it, updated in place and built again (`ivf_update_vs_rebuild`).
+Writes benchmarks/out/nightly-<docs>.json and .md. Run it from a copy of the code that does
+not change while it runs: the result caches' space includes the stage code's hashes.
 """
 
 from __future__ import annotations
@@ -138,6 +141,42 @@ def manifest_rows(ws: Path) -> dict[str, Any]:
     return out
 
 
+def ivf_update_vs_rebuild(before: Path, after: Path) -> dict[str, Any]:
+    """An IVF index (`index.factory: IVF{nlist},Flat`) over the kept vectors of dedup's
+    output `before`, then brought to those of `after` in two ways: updated in place as the
+    index stage plans it (`plan_update`, `apply_plan`), and built again; seconds of each
+    and whether the two indexes are the same bytes (the update keeps the old cells)."""
+    import time
+
+    import faiss
+    import pyarrow.parquet as pq
+
+    from tasks.core.config import IndexConfig
+    from tasks.indexing.updates import apply_plan, index_rows, plan_update
+
+    cfg = IndexConfig(factory="IVF{nlist},Flat", nprobe=8)
+    rows0, rows1 = (index_rows(pq.read_table(p / "vectors.parquet")) for p in (before, after))
+    first = plan_update(None, {}, rows0[1], rows0[2], "s", cfg)
+    built = apply_plan(first, None, None, rows0[0], rows0[1], cfg)
+    prev = {"space": "s", "config": cfg.model_dump(mode="json"),
+            "card": built.card_facts(first, rows0[0][:8]) | {"factory": built.factory,
+                                                              "nlist": built.nlist}}
+    started = time.perf_counter()
+    plan = plan_update(prev, dict(zip(rows0[1].tolist(), rows0[2], strict=True)), rows1[1],
+                       rows1[2], "s", cfg)
+    updated = apply_plan(plan, prev, built.index, rows1[0], rows1[1], cfg)
+    update_s = time.perf_counter() - started
+    started = time.perf_counter()
+    rebuilt = apply_plan(plan_update(None, {}, rows1[1], rows1[2], "s", cfg), None, None,
+                         rows1[0], rows1[1], cfg)
+    rebuild_s = time.perf_counter() - started
+    same = bytes(faiss.serialize_index(updated.index)) == bytes(
+        faiss.serialize_index(rebuilt.index))
+    return {"vectors": len(rows1[0]), "nlist": built.nlist, "plan": plan.reason,
+            "update_s": round(update_s, 2), "rebuild_s": round(rebuild_s, 2),
+            "identical": same}
+
+
 def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     corpus = tmp / "corpus"
     pools = write_corpus(corpus, args.docs)
@@ -145,16 +184,19 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     full = timed_stages(a, STAGES)
     print(f"full build: {sum(full.values()):.1f} s {full}", flush=True)
     shutil.copytree(tmp / "a-cache", tmp / "b-cache")
+    shutil.copytree(a / "data/06_dedup", tmp / "dedup-before")
     changed = churn(corpus, args.churn, pools)
     rerun = timed_stages(a, STAGES)
     print(f"rerun after {changed}: {sum(rerun.values()):.1f} s {rerun}", flush=True)
     b = workspace(tmp / "b", corpus, tmp / "b-cache")
     reference = timed_stages(b, STAGES)
     diff = differences(stage_files(a / "data"), stage_files(b / "data"))
+    ivf = ivf_update_vs_rebuild(tmp / "dedup-before", a / "data/06_dedup")
     return {"cpu": cpu_label(), "docs": args.docs, "churn": args.churn, "changed": changed,
             "full": full, "rerun": rerun, "reference": reference,
             "ratio": round(sum(rerun.values()) / sum(full.values()), 3),
-            "identical": not diff, "differences": diff, "rerun_rows": manifest_rows(a)}
+            "identical": not diff, "differences": diff, "rerun_rows": manifest_rows(a),
+            "ivf": ivf}
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -170,7 +212,10 @@ def markdown(r: dict[str, Any]) -> str:
               f"{total['reference']} |", "",
               "Rerun outputs byte-identical to a full build of the churned corpus: "
               + ("**yes**, every stage file." if r["identical"] else
-                 f"**no**: {r['differences']}")]
+                 f"**no**: {r['differences']}"), "",
+              "IVF index over the rerun's kept vectors ({vectors}, nlist {nlist}): updated in "
+              "place {update_s} s ({plan}), built again {rebuild_s} s; the same bytes: "
+              "{identical}.".format(**r["ivf"])]
     return "\n".join(lines) + "\n"
 
 
