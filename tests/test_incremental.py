@@ -154,6 +154,7 @@ def test_index_holds_exactly_the_current_chunks(changed_ws):
     assert all(h["source"] != "gardening/composting.html" for q in hits for h in q)
 
 
+@pytest.mark.slow
 def test_rerun_is_byte_identical_to_a_fresh_build(changed_ws, tmp_path):
     """The rerun (`dvc repro` after the changes) gives every stage's files as a fresh build of
     the changed corpus does, and cleaned and chunked only the changed documents. The fresh

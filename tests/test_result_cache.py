@@ -62,6 +62,15 @@ def test_compaction_keeps_the_cache_bounded(tmp_path):
     assert [p.name for p in (tmp_path / "chunk").iterdir()] == ["t"]
 
 
+def test_leftover_of_a_killed_write_is_removed(tmp_path):
+    folder = tmp_path / "clean" / "s"
+    folder.mkdir(parents=True)
+    dead = folder / ".part-abc.parquet.tmp-999999999"  # no such process
+    dead.write_bytes(b"half a shard")
+    ResultCache(tmp_path, "clean", "s")
+    assert not dead.exists()
+
+
 def test_keys_tell_fields_apart():
     assert document_key("ab", "c") != document_key("a", "bc")
     assert document_key("a", None) != document_key("a", "")
