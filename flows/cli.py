@@ -284,6 +284,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
+    from flows import caches  # noqa: PLC0415
     from tasks.core.io import read_manifest, read_table  # noqa: PLC0415
     from tasks.encoders import vector_cache  # noqa: PLC0415
 
@@ -291,13 +292,20 @@ def cmd_cache(args: argparse.Namespace) -> int:
     params = load_params(root / "params.yaml")
     cache = root / params.paths.vector_cache
     if args.action == "verify":
-        return _cache_verify(cache, get_stage("encode").out_dir(params, root))
-    out_dir = get_stage("encode").out_dir(params, root)
-    manifest = read_manifest(out_dir, "encode")
-    keys = set(read_table(out_dir, ENCODED, manifest).column("text_key").to_pylist())
+        checked, bad = caches.verify_all(root, params)
+        for shard, why in bad:
+            print(f"bad shard {shard}: {why}")
+        print(f"result cache verify: {checked} shards checked, {len(bad)} bad"
+              + (" (dropped: the next run computes their documents again)" if bad else ""))
+        return max(_cache_verify(cache, get_stage("encode").out_dir(params, root)), bool(bad))
+    for part, counts in caches.gc_all(root, params).items():
+        print(f"result cache gc {part}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if not cache.is_dir():
         print(f"{cache}: no vector cache yet")
         return 0
+    out_dir = get_stage("encode").out_dir(params, root)
+    manifest = read_manifest(out_dir, "encode")
+    keys = set(read_table(out_dir, ENCODED, manifest).column("text_key").to_pylist())
     counts = vector_cache.gc(cache, {manifest["space"]: keys})
     print(f"cache gc: kept {counts['kept']} vectors referenced by the current encode output, "
           f"dropped {counts['dropped']}")
@@ -405,10 +413,10 @@ def _add_output_parsers(sub: Any) -> None:
     p.add_argument("action", nargs="?", choices=["list", "diff"], default="list")
     p.add_argument("ids", nargs="*", type=int, metavar="RUN")
     p.set_defaults(func=cmd_runs)
-    p = sub.add_parser("cache", help="vector cache maintenance")
+    p = sub.add_parser("cache", help="vector and result cache maintenance")
     p.add_argument("action", choices=["gc", "verify"],
-                   help="gc: keep what the current outputs use; verify: check every shard's "
-                   "checksum and vectors, drop the bad ones (exit 1 when any)")
+                   help="gc: keep what the current outputs and inputs use; verify: check "
+                   "every shard's checksum (and vectors), drop the bad ones (exit 1 when any)")
     p.set_defaults(func=cmd_cache)
     p = sub.add_parser("dvc-yaml", help="write dvc.yaml from the stage registry")
     p.add_argument("--check", action="store_true", help="only check it is up to date")

@@ -20,10 +20,12 @@ from prefect.cache_policies import NO_CACHE
 from tasks.core.catalog import CLEAN_DOCS, CLEAN_REJECTS, INGEST_DOCS
 from tasks.core.config import CleanConfig
 from tasks.core.progress import task_logger
+from tasks.core.result_cache import document_key
 from tasks.core.runtime import main, start_stage
 from tasks.documents.html import html_to_text
 from tasks.documents.sentences import import_spacy
 
+_READS = ("text", "format", "source", "title")  # what decides a document's cleaned result
 # a line of printable ASCII, tabs and no '&' is one ftfy leaves as it is: never handed to it
 _NOT_PLAIN_ASCII = re.compile(r"[^\t\n\x20-\x25\x27-\x7e]")
 
@@ -147,42 +149,70 @@ def _repair(text: str, cfg: CleanConfig, unescape_html: bool | str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
-def clean_documents(docs: pa.Table, cfg: CleanConfig) -> tuple[pa.Table, pa.Table]:
-    """Clean every document; too-short results go to rejects with their length."""
+def clean_result(d: dict[str, Any], cfg: CleanConfig) -> dict[str, str | None]:
+    """One ingested document's cleaned `title` and `text`, or the `reason` it is rejected
+    (too short once cleaned): what the result cache keeps per document."""
+    found_title, text = clean_text(d["text"], d["format"], d["source"], cfg)
+    title = d["title"] or found_title
+    if title and d["format"] in ("csv", "jsonl", "parquet", "beir"):
+        text = f"{clean_text(title, 'text', d['source'], cfg)[1]}\n\n{text}"
+    if len(text) < cfg.min_chars:
+        return {"reason": f"{len(text)} chars after cleaning (clean.min_chars={cfg.min_chars})"}
+    return {"title": title, "text": text}
+
+
+def clean_results(docs: pa.Table, cfg: CleanConfig) -> list[dict[str, str | None]]:
+    """`clean_result` of every document, in order."""
+    return [clean_result(d, cfg) for d in docs.select(list(_READS)).to_pylist()]
+
+
+def document_keys(docs: pa.Table) -> list[str]:
+    """Each document's result-cache key: everything `clean_result` reads of it."""
+    return [document_key(*row) for row in zip(*(docs.column(c).to_pylist() for c in _READS),
+                                              strict=True)]
+
+
+def cleaned_tables(docs: pa.Table, results: list[dict[str, str | None]]
+                   ) -> tuple[pa.Table, pa.Table]:
+    """(kept documents, rejects) from the documents and their `clean_result`s, in order."""
     rows, rejects = [], []
-    for d in docs.select(list(CLEAN_DOCS.columns)).to_pylist():
-        found_title, text = clean_text(d["text"], d["format"], d["source"], cfg)
-        title = d["title"] or found_title
-        if title and d["format"] in ("csv", "jsonl", "parquet", "beir"):
-            text = f"{clean_text(title, 'text', d['source'], cfg)[1]}\n\n{text}"
-        if len(text) < cfg.min_chars:
+    for d, r in zip(docs.select(list(CLEAN_DOCS.columns)).to_pylist(), results, strict=True):
+        if "reason" in r:
             rejects.append({"doc_id": d["doc_id"], "source": d["source"],
-                            "reason": f"{len(text)} chars after cleaning "
-                                      f"(clean.min_chars={cfg.min_chars})"})
-            continue
-        rows.append({**d, "title": title, "text": text})
+                            "reason": r["reason"]})
+        else:
+            rows.append({**d, "title": r["title"], "text": r["text"]})
     return (pa.Table.from_pylist(rows, schema=CLEAN_DOCS.schema()),
             pa.Table.from_pylist(rejects, schema=CLEAN_REJECTS.schema()))
+
+
+def clean_documents(docs: pa.Table, cfg: CleanConfig) -> tuple[pa.Table, pa.Table]:
+    """Clean every document; too-short results go to rejects with their length."""
+    return cleaned_tables(docs, clean_results(docs, cfg))
 
 
 @task(name="clean", cache_policy=NO_CACHE)
 def clean_task(root: str = ".") -> str:
     """Clean the ingested documents shard by shard (`io.BATCH_ROWS` documents at a time, or
-    `run.dask.shard_rows` on Dask), written in input order."""
+    `run.dask.shard_rows` on Dask), written in input order; a document whose result the
+    result cache holds (same fields, params and code) is not cleaned again."""
     run = start_stage("clean", root)
     cfg = run.params.clean
     fp = run.fingerprint()
     changes = run.changes(CLEAN_DOCS, "doc_id", "text")
+    cache = run.result_cache()
     with run.output(fp, cfg) as out:
         kept, dropped = out.open_table(CLEAN_DOCS), out.open_table(CLEAN_REJECTS)
-        for cleaned, rejects in run.map_shards(clean_documents, INGEST_DOCS, cfg,
-                                                    unit="documents"):
+        for docs, results in run.map_cached(clean_results, INGEST_DOCS, document_keys, cache,
+                                            cfg, unit="documents"):
+            cleaned, rejects = cleaned_tables(docs, results)
             kept.write(cleaned)
             dropped.write(rejects)
             changes.update(cleaned)
         n_in = kept.num_rows + dropped.num_rows
         out.record(rows={"in": n_in, "docs": kept.num_rows, "rejects": dropped.num_rows},
-                   changes=changes.counts())
+                   changes=changes.counts(), reuse=cache.close(),
+                   cache_dropped=cache.dropped)
     task_logger().info("clean: %d documents -> %d kept, %d rejected in %.1f s", n_in,
                        kept.num_rows, dropped.num_rows, run.seconds)
     return str(run.out_dir)

@@ -8,6 +8,7 @@ Invariant: every selected file (and every record in a tabular file) is in docs o
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,10 +21,15 @@ from tasks.core.config import IngestConfig
 from tasks.core.fingerprint import canonical_json, sha256_text
 from tasks.core.io import RowBatches
 from tasks.core.progress import Progress, counted, task_logger
+from tasks.core.result_cache import ResultCache, document_key
 from tasks.core.runtime import StageRun, main, start_stage
 from tasks.documents.decoding import iter_file
-from tasks.documents.sources import SourceFile, source_files
+from tasks.documents.sources import KnownHash, SourceFile, source_files, stat_key
 from tasks.storage.s3 import is_s3
+
+# Files up to this size keep their parsed rows in the result cache; a larger one (a JSONL or
+# CSV corpus, a long text in parts) is streamed, never held whole, so it is parsed each run.
+CACHED_FILE_BYTES = 4 << 20
 
 
 def corpus_digest(file_hashes: dict[str, str]) -> str:
@@ -57,10 +63,11 @@ class CorpusTally:
                 "rows": {"docs": docs, "rejects": rejects}, "objects": self.objects}
 
 
-def ingest_rows(files: Iterable[SourceFile], cfg: IngestConfig, tally: CorpusTally
-                ) -> Iterator[tuple[bool, dict[str, Any]]]:
+def ingest_rows(files: Iterable[SourceFile], cfg: IngestConfig, tally: CorpusTally,
+                parsed: ResultCache | None = None) -> Iterator[tuple[bool, dict[str, Any]]]:
     """(is a document, document or reject row) for every file in order; `tally` is updated
-    as each file is read."""
+    as each file is read. A file `parsed` holds the rows of (same name, same bytes, same
+    params and code) is not parsed again."""
     for f in files:
         if isinstance(f.open, str):
             tally.unreadable += 1
@@ -69,7 +76,36 @@ def ingest_rows(files: Iterable[SourceFile], cfg: IngestConfig, tally: CorpusTal
         tally.hashes[f.rel] = f.sha256
         if f.facts:
             tally.objects[f.rel] = f.facts
-        yield from iter_file(f.rel, f.open, f.size, cfg)
+        if parsed is None or f.size > CACHED_FILE_BYTES:
+            yield from iter_file(f.rel, f.open, f.size, cfg)
+            continue
+        key = document_key(f.rel, f.sha256)
+        rows = parsed.get([key])[0]
+        if rows is None:
+            rows = [[is_doc, row] for is_doc, row in iter_file(f.rel, f.open, f.size, cfg)]
+            parsed.put([key], [rows])
+        yield from ((is_doc, row) for is_doc, row in rows)
+
+
+def known_hashes(stats: ResultCache) -> KnownHash:
+    """A file's sha256 from `stats` when its name and `stat_key` are those of a file read
+    before (then it is not read again), recording every hash it is asked about."""
+    def known(rel: str, st: os.stat_result) -> str | None:
+        key = document_key(rel, *map(str, stat_key(st)))
+        return stats.get([key])[0]
+
+    return known
+
+
+def hashed_sources(run: StageRun, stats: ResultCache) -> list[SourceFile] | Iterable[SourceFile]:
+    """`source_files` of `ingest.source`, a local file whose name and stat `stats` knows
+    not read for its hash; each local file's hash is remembered there for the next run."""
+    files = source_files(run.params.ingest, run.root, known_hashes(stats))
+    if isinstance(files, list):
+        done = [f for f in files if not isinstance(f.open, str) and f.stat is not None]
+        stats.put([document_key(f.rel, *map(str, f.stat)) for f in done],
+                  [f.sha256 for f in done])
+    return files
 
 
 @task(name="ingest", cache_policy=NO_CACHE)
@@ -78,7 +114,8 @@ def ingest_task(root: str = ".") -> str:
     streamed: documents go to Parquet in batches as they are read."""
     run = start_stage("ingest", root)
     cfg, tally = run.params.ingest, CorpusTally()
-    files = source_files(cfg, run.root)
+    stats, parsed = run.result_cache("stat"), run.result_cache("files")
+    files = hashed_sources(run, stats)
     # Local files are hashed up front, so the tables are stamped as they are written; S3
     # objects are read once, so their tables are restamped once the last one is hashed.
     fp = None if is_s3(cfg.source) else ingest_fingerprint(run, readable_hashes(files))
@@ -88,12 +125,14 @@ def ingest_task(root: str = ".") -> str:
         rejects = RowBatches(out.open_table(INGEST_REJECTS))
         with Progress("ingest", len(files) if isinstance(files, list) else 0,
                       "files") as bar:
-            for is_doc, row in ingest_rows(counted(files, bar), cfg, tally):
+            for is_doc, row in ingest_rows(counted(files, bar), cfg, tally, parsed):
                 (docs if is_doc else rejects).add(row)
         docs.flush()
         rejects.flush()
         out.set_fingerprint(ingest_fingerprint(run, tally.hashes))
-        out.record(**tally.facts(docs.count, rejects.count), changes=changes.counts())
+        out.record(**tally.facts(docs.count, rejects.count), changes=changes.counts(),
+                   reuse={"files": parsed.close(), "hashes": stats.close()},
+                   cache_dropped=parsed.dropped | stats.dropped)
     task_logger().info("ingest: %d files -> %d documents, %d rejected in %.1f s",
                        len(tally.hashes) + tally.unreadable, docs.count, rejects.count,
                        run.seconds)

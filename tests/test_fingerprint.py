@@ -150,7 +150,7 @@ UNEXERCISED = {"run.dask.address", "run.dask.scratch", "run.dask.s3_endpoint_url
                "run.dask.s3_region", "run.dask.s3_max_attempts"}
 NEUTRAL_CHANGES = {
     "paths.data": "data2", "paths.runs": "runs2/registry.jsonl",
-    "paths.vector_cache": "cache2/vectors",
+    "paths.vector_cache": "cache2/vectors", "paths.result_cache": "cache2/results",
     "run.stage_timeout_s": 7200, "run.stage_timeouts": {"encode": 3600},
     "run.log_level": "DEBUG", "run.schedule_cron": "0 4 * * *", "run.timezone": "Europe/Paris",
     "run.on_busy": "fail", "run.lock_wait_s": 10, "run.executor": "dask",

@@ -208,6 +208,6 @@ def test_deleting_a_kept_member_hands_its_group_to_another(families, tmp_path):
     assert kept_source not in now and kept_source not in gone
     assert twin_source in now  # a remaining member took the group's place
     folder = folder_of(ws)
-    assert json.loads((ws / "data/07_index/card.json").read_text())["update"] == "incremental"
+    assert json.loads((ws / "data/07_index/card.json").read_text())["update"] == "rebuild"
     assert folder.index.ntotal == len(now_chunks := folder.chunks.column("chunk_id")) and len(
         set(now_chunks.to_pylist())) == folder.index.ntotal

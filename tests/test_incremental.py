@@ -20,7 +20,7 @@ from tasks.indexing.factory import resolve_factory
 from tasks.indexing.ids import IdMap
 from tasks.indexing.recall import recall_at_k
 from tasks.indexing.tuning import tune_search_param
-from tasks.indexing.updates import plan_update
+from tasks.indexing.updates import EXACT_REBUILT, plan_update
 from tests.test_index import clustered
 from tests.workspace import env_with_venv, make_workspace, run_stages
 
@@ -91,7 +91,7 @@ def test_incremental_update_matches_full_rebuild():
 def test_plan_rebuilds_on_space_change_and_churn():
     cfg = IndexConfig()
     prev = {"space": "s1", "config": cfg.model_dump(mode="json"),
-            "card": {"factory": "Flat", "trained_on": 100, "churn_since_train": 0}}
+            "card": {"factory": "IVF4,Flat", "trained_on": 100, "churn_since_train": 0}}
     prev_keys = {i: f"t{i}" for i in range(100)}
     ids = np.arange(105)
     keys = [f"t{i}" for i in range(105)]
@@ -101,6 +101,8 @@ def test_plan_rebuilds_on_space_change_and_churn():
     many = np.arange(150)
     churned = plan_update(prev, prev_keys, many, [f"t{i}" for i in range(150)], "s1", cfg)
     assert churned.mode == "rebuild" and "retrain_growth" in churned.reason
+    exact = {**prev, "card": {**prev["card"], "factory": "Flat"}}
+    assert plan_update(exact, prev_keys, ids, keys, "s1", cfg).reason == EXACT_REBUILT
 
 
 @pytest.fixture(scope="module")
@@ -144,11 +146,38 @@ def test_index_holds_exactly_the_current_chunks(changed_ws):
     inner = faiss.downcast_index(folder.index)
     ids = faiss.vector_to_array(inner.id_map)
     assert sorted(ids.tolist()) == sorted(chunk_int_ids(kept).tolist())
-    assert json.loads((ws / "data/07_index/card.json").read_text())["update"] == "incremental"
+    card = json.loads((ws / "data/07_index/card.json").read_text())
+    assert card["update"] == "rebuild" and card["update_reason"] == EXACT_REBUILT
     hits = folder.search_text(["gravitational waves timing millisecond pulsars"], k=1)[0]
     assert hits[0]["source"] == "astronomy/pulsar-timing-arrays.txt"
     hits = folder.search_text(["compost pile with greens and browns", "compost bin"], k=20)
     assert all(h["source"] != "gardening/composting.html" for q in hits for h in q)
+
+
+@pytest.mark.slow
+def test_rerun_is_byte_identical_to_a_fresh_build(changed_ws, tmp_path):
+    """The rerun (`dvc repro` after the changes) gives every stage's files as a fresh build of
+    the changed corpus does, and cleaned and chunked only the changed documents. The fresh
+    build reads a copy of the vector cache: a cached vector is the vector cache's own
+    contract (tested above), and the point here is what every other stage reuses."""
+    from tests.conftest import stage_outputs
+
+    ws, _, _ = changed_ws
+    for folder in ("02_clean", "03_chunk"):
+        reuse = manifest(ws, folder)["reuse"]
+        assert 0 < reuse["computed"] <= 3 and reuse["reused"] > 20, (folder, reuse)
+    fresh = make_workspace(tmp_path / "fresh")
+    shutil.rmtree(fresh / "data/sample")
+    shutil.copytree(ws / "data/sample", fresh / "data/sample")
+    shutil.copytree(ws / "data/cache/vectors", fresh / "data/cache/vectors")
+    run_stages(fresh)
+    assert manifest(fresh, "04_encode")["rows"]["encoded"] == 0
+    rerun, built = stage_outputs(ws / "data"), stage_outputs(fresh / "data")
+    assert set(rerun) == set(built) == set(STAGE_NAMES)
+    for receipt in (rerun["publish"]["receipt.json"], built["publish"]["receipt.json"]):
+        receipt.pop("target")  # each workspace publishes into its own folder
+    for stage in STAGE_NAMES:
+        assert rerun[stage] == built[stage], stage
 
 
 def test_touching_files_encodes_nothing(changed_ws):

@@ -15,11 +15,11 @@ MANIFEST = "_manifest.json"
 VECTOR_COLUMN = "vector"
 METRICS_FILE = "metrics.json"  # the workspace-level copy `dvc metrics show` reads
 # JSON keys of a stage's files that report on one build (this machine's timings, the date,
-# the checkout's commit): never used to decide anything, and left out when two builds'
-# outputs are compared for identity.
+# the checkout's commit, why the index was rebuilt rather than updated): never used to decide
+# anything, and left out when two builds' outputs are compared for identity.
 REPORTED_KEYS = frozenset({
     "exact_ms_per_query", "lexical_seconds", "ms_per_query", "index_ms_per_query",
-    "step_seconds", "created_utc", "code", "probe_seconds",
+    "step_seconds", "created_utc", "code", "probe_seconds", "update_reason",
 })
 # Under paths.data: ingest's listing of ingest.source, the file DVC hashes in its place
 SOURCE_LISTING = "source-listing.jsonl"

@@ -49,6 +49,9 @@ class PathsConfig(_Config):
     vector_cache: str = Field(
         "data/cache/vectors", description="Content-addressed vector store (persistent)."
     )
+    result_cache: str = Field(
+        "data/cache/results", description="Content-addressed per-document results of clean "
+        "and chunk (persistent): a rerun computes only new or changed documents.")
 
     @field_validator("data", "vector_cache", "runs")
     @classmethod

@@ -34,7 +34,8 @@ ROW_GROUP_BYTES = 4 << 20
 _VERSIONED = (
     "embedpipe", "pyarrow", "numpy", "faiss-cpu", "faiss-gpu-cu12", "torch",
     "sentence-transformers", "transformers", "tokenizers", "onnxruntime", "onnx", "openvino",
-    "nncf", "bm25s", "scikit-learn", "spacy", "prefect", "dvc",
+    "nncf", "bm25s", "scikit-learn", "spacy", "prefect", "dvc", "ftfy", "selectolax",
+    "pygments", "snowballstemmer",
 )
 
 

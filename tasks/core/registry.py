@@ -69,10 +69,11 @@ _FINETUNE_KEYS = (
 
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("ingest", "01_ingest", (), ("ingest",), extra_deps=(SOURCE_DEP,),
-              facts=("corpus_sha256",)),
-    StageSpec("clean", "02_clean", ("ingest",), ("clean",)),
+              extra_outs=("${paths.result_cache}/ingest",), facts=("corpus_sha256",)),
+    StageSpec("clean", "02_clean", ("ingest",), ("clean",),
+              extra_outs=("${paths.result_cache}/clean",)),
     StageSpec("chunk", "03_chunk", ("clean",), ("chunk", *_MODEL_KEYS),
-              facts=("tokenizer_sha256", "budget")),
+              extra_outs=("${paths.result_cache}/chunk",), facts=("tokenizer_sha256", "budget")),
     StageSpec("finetune", "03_finetune", ("chunk",), ("finetune", *_FINETUNE_KEYS),
               facts=("base_model", "user_pairs_sha256")),
     StageSpec("encode", "04_encode", ("chunk", "finetune"), ("encode",),

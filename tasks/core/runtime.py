@@ -26,7 +26,8 @@ from tasks.core.catalog import VECTOR_COLUMN, StageFile
 from tasks.core.config import Params, load_params
 from tasks.core.lock import workspace_lock
 from tasks.core.progress import Progress
-from tasks.core.registry import declared_params, fingerprint, get_stage
+from tasks.core.registry import TASKS_DIR, declared_params, fingerprint, get_stage, module_deps
+from tasks.core.result_cache import ResultCache, space_of
 from tasks.core.shards import Observer, map_ordered, open_executor, shard_rows
 from tasks.core.vectors import checked_vectors
 
@@ -131,6 +132,50 @@ class StageRun:
             for result in map_ordered(ex, fn, shards(), *args, observe=observe):
                 bar.advance(sizes.popleft())
                 yield result
+
+    def result_cache(self, part: str = "", **facts: Any) -> ResultCache:
+        """This stage's per-document results (`tasks.core.result_cache`; a stage that keeps
+        two kinds names each a `part`) in the space of its declared params, `facts`, the
+        code it runs and the library versions."""
+        return ResultCache(self.root / self.params.paths.result_cache,
+                           f"{self.name}/{part}" if part else self.name,
+                           self.result_space(**facts))
+
+    def result_space(self, **facts: Any) -> str:
+        """The space of this stage's results (`result_cache.space_of`)."""
+        decided_by = {"params": declared_params(self.name, self.params), "facts": facts}
+        code = {m: TASKS_DIR.parent / m for m in module_deps(self.name)}
+        return space_of(self.name, decided_by, code, io.library_versions())
+
+    def map_cached(self, fn: Callable[..., list[Any]], entry: StageFile,
+                   keys_of: Callable[[pa.Table], list[str]], cache: ResultCache, *args: Any,
+                   columns: list[str] | None = None, unit: str = "rows"
+                   ) -> Iterator[tuple[pa.Table, list[Any]]]:
+        """(shard, one result per row) over an upstream table in order, as `map_shards`
+        shards it: each row's result comes from `cache` by its key (`keys_of(shard)`), and
+        only the rows it lacks go to `fn(rows, *args)` on the executor (which returns their
+        results, JSON-able, in order); those are added to `cache`."""
+        pending: deque[tuple[pa.Table, list[str], list[Any], list[int]]] = deque()
+        total = self.count(entry)
+        rows = shard_rows(self.params.run) or progress_rows(total)
+
+        def misses() -> Iterator[pa.Table]:
+            for shard in self.batches(entry, columns, rows):
+                keys = keys_of(shard)
+                found = cache.get(keys)
+                miss = [i for i, v in enumerate(found) if v is None]
+                pending.append((shard, keys, found, miss))
+                yield shard.take(pa.array(miss, pa.int64()))
+
+        with open_executor(self.params.run) as ex, Progress(self.name, total, unit) as bar:
+            observe = shard_observer(self.name) if ex.client is not None else None
+            for computed in map_ordered(ex, fn, misses(), *args, observe=observe):
+                shard, keys, found, miss = pending.popleft()
+                for i, value in zip(miss, computed, strict=True):
+                    found[i] = value
+                cache.put([keys[i] for i in miss], computed)
+                bar.advance(shard.num_rows)
+                yield shard, found
 
     def count(self, entry: StageFile) -> int:
         """Rows of an upstream table, from its footer."""

@@ -10,7 +10,7 @@ import fnmatch
 import io
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -46,6 +46,7 @@ class SourceFile(NamedTuple):
     size: int = 0
     sha256: str = ""
     facts: dict[str, Any] | None = None
+    stat: tuple[int, ...] | None = None  # a local file's `stat_key`
 
 
 def _rel_name(path: Path, folder: Path) -> str:
@@ -67,12 +68,14 @@ def _entries(folder: Path, unlisted: dict[str, str] | None = None) -> dict[str, 
             unlisted[rel] = f"folder cannot be listed ({err.strerror}): its files are not read"
 
     out = {}
+    top = len(os.path.join(folder, ""))  # names are cut from paths as strings: pathlib's
     for dirpath, dirnames, filenames in os.walk(folder, onerror=note, followlinks=False):
-        for name in [*filenames, *dirnames]:
-            path = Path(dirpath) / name
-            if name in dirnames and not path.is_symlink():
-                continue
-            out[_rel_name(path, folder)] = path
+        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        for name in [*filenames, *links]:
+            full = os.path.join(dirpath, name)  # relative_to was most of a walk's time
+            rel = full[top:].replace(os.sep, "/")
+            out[rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")] = (
+                Path(full))
     return out
 
 
@@ -103,7 +106,18 @@ def unreadable_entries(folder: Path) -> list[Path]:
     return [p for p in _entries(folder).values() if unreadable_reason(p, root) is not None]
 
 
-def _local_files(folder: Path, cfg: IngestConfig) -> Iterator[SourceFile]:
+# (relative name, the file's stat) -> its sha256 when known from an earlier read, else None
+KnownHash = Callable[[str, os.stat_result], str | None]
+
+
+def stat_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What says a file is the one read before: size, mtime, and the inode, device and
+    ctime, which no write, copy or `touch -d` leaves as they were."""
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_ctime_ns
+
+
+def _local_files(folder: Path, cfg: IngestConfig, known: KnownHash | None = None
+                 ) -> Iterator[SourceFile]:
     if not folder.is_dir():
         raise ValueError(f"ingest.source: {folder} is not a folder")
     unlisted: dict[str, str] = {}
@@ -117,11 +131,13 @@ def _local_files(folder: Path, cfg: IngestConfig) -> Iterator[SourceFile]:
             yield SourceFile(rel, reason)
             continue
         try:
-            digest = sha256_file(path)
+            st = path.stat()
+            digest = (known and known(rel, st)) or sha256_file(path)
         except OSError as err:  # no permission, an I/O error: a reject, not a dead run
             yield SourceFile(rel, f"file cannot be read ({err.strerror})")
             continue
-        yield SourceFile(rel, lambda p=path: open(p, "rb"), path.stat().st_size, digest)
+        yield SourceFile(rel, lambda p=path: open(p, "rb"), st.st_size, digest,
+                         stat=stat_key(st))
 
 
 def _excluded(rel_folder: str, cfg: IngestConfig) -> bool:
@@ -159,12 +175,14 @@ def _s3_objects(url: str, cfg: IngestConfig) -> Iterator[SourceFile]:
         yield SourceFile(rel, lambda d=data: io.BytesIO(d), len(data), sha256_bytes(data), facts)
 
 
-def source_files(cfg: IngestConfig, root: Path) -> list[SourceFile] | Iterator[SourceFile]:
+def source_files(cfg: IngestConfig, root: Path, known: KnownHash | None = None
+                 ) -> list[SourceFile] | Iterator[SourceFile]:
     """The selected files of `cfg.source`: a local folder (relative to `root`), listed and
-    hashed up front, or an S3 prefix, whose objects are read (and hashed) one at a time."""
+    hashed up front (a file whose hash `known` gives is not read), or an S3 prefix, whose
+    objects are read (and hashed) one at a time."""
     if s3.is_s3(cfg.source):
         return _s3_objects(cfg.source, cfg)
-    return list(_local_files((root / cfg.source).resolve(), cfg))
+    return list(_local_files((root / cfg.source).resolve(), cfg, known))
 
 
 def _entry_row(rel: str, path: Path) -> dict[str, Any]:

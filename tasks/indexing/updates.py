@@ -33,6 +33,9 @@ class IndexPlan:
     remove_ids: np.ndarray
 
 
+# An exact index holds the vectors in row order: rebuilt, it costs what an update costs (one
+# copy of the vectors) and gives the bytes a full build gives; updated, rows would move.
+EXACT_REBUILT = "exact (Flat) index: rebuilt, as cheap as an update and what a full build gives"
 _TUNING_KEYS = {"nprobe", "target_recall", "tune_queries", "retrain_growth", "doc_vectors"}
 
 
@@ -58,7 +61,8 @@ def plan_update(prev: dict[str, Any] | None, prev_keys: dict[int, str], cur_ids:
     reason = ((no_previous or "no previous index") if prev is None else
               "embedding space changed (model or transform)" if prev["space"] != space else
               "index params changed" if not same_cfg else
-              "HNSW cannot remove vectors" if "HNSW" in prev["card"]["factory"] else None)
+              "HNSW cannot remove vectors" if "HNSW" in prev["card"]["factory"] else
+              EXACT_REBUILT if prev["card"]["factory"] == "Flat" else None)
     if reason:
         return IndexPlan("rebuild", reason, everything.add_rows, everything.remove_ids)
     cur = dict(zip(cur_ids.tolist(), cur_keys, strict=True))
