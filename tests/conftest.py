@@ -1,4 +1,4 @@
-"""Shared fixtures: the real packaged model's tokenizer/encoder, workspaces, a Prefect harness."""
+"""Shared fixtures: the real packaged model's tokenizer/encoder, built workspaces, servers."""
 
 from __future__ import annotations
 
@@ -102,12 +102,19 @@ def sample_flow_run(prefect_server, tmp_path_factory) -> tuple[Path, dict]:
 
 
 @pytest.fixture(scope="session")
-def prefect_server():
-    """One Prefect test harness (a temporary local server) for the whole session."""
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_server(prefect_api):
+    """Flows run in this process report to the session's one Prefect server (`prefect_api`),
+    where the deployment tests' runs go too: one server a session, not two."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with temporary_settings({PREFECT_API_URL: prefect_api}):
         yield
+        # what the runs left queued goes out while the server still answers (as
+        # prefect_test_harness does before it stops its own)
+        APILogWorker.drain_all(timeout=5)
+        EventsWorker.drain_all(timeout=5)
 
 
 @pytest.fixture(scope="session")
