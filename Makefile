@@ -29,9 +29,11 @@ run: $(VENV)/.installed
 	$(VENV)/bin/embedpipe run
 	$(VENV)/bin/embedpipe search "how do neutron stars form" -k 3
 
+# What CI runs: every test, slow ones too, on 2 workers (pytest-xdist); a test file stays on one
+# worker, so its module fixtures are built once (docs/testing.md).
 test: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile
 
 # Before each commit: the unit tests (no workspace, no stage run, no server), a few minutes.
 test-quick: $(VENV)/.installed

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real packaged model's tokenizer/encoder, workspaces, a Prefect harness."""
+"""Shared fixtures: the real packaged model's tokenizer/encoder, built workspaces, servers."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from tests.workspace import (  # noqa: E402, F401
     INFINITY_VENV,
     REPO,
     SERVED_MODEL,
+    copy_workspace,
     env_with_venv,
     fingerprints,
     free_port,
@@ -27,6 +30,16 @@ from tests.workspace import (  # noqa: E402, F401
     scoped_env,
     wait_healthy,
 )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_home(tmp_path_factory) -> Iterator[Path]:
+    """PREFECT_HOME in this session's tmp for the processes tests start: the temporary Prefect
+    server of an `embedpipe run` without PREFECT_API_URL keeps its SQLite database there,
+    never in ~/.prefect, which two sessions or xdist workers at once would share."""
+    home = tmp_path_factory.mktemp("prefect_home")
+    with scoped_env({"PREFECT_HOME": str(home)}):
+        yield home
 
 
 @pytest.fixture(scope="session")
@@ -45,13 +58,63 @@ def encoder():
     return encoder_for(EncodeConfig(device="cpu"))
 
 
-@pytest.fixture(scope="session")
-def prefect_server():
-    """One Prefect test harness (a temporary local server) for the whole session."""
-    from prefect.testing.utilities import prefect_test_harness
+def _tree_state(root: Path) -> dict[str, tuple[int, int]]:
+    """Each file under `root`: (size, mtime in ns), to tell whether anything changed it."""
+    return {p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
 
-    with prefect_test_harness(server_startup_timeout=120):
+
+@contextmanager
+def _left_unchanged(ws: Path, fixture: str) -> Iterator[None]:
+    """Fail the session (at the shared fixture's teardown) when a test changed `ws`."""
+    before = _tree_state(ws)
+    yield
+    after = _tree_state(ws)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, (f"a test changed the shared {fixture} workspace {ws}; copy it with "
+                         f"copy_workspace to change it: {changed[:10]}")
+
+
+@pytest.fixture(scope="session")
+def sample_run(tmp_path_factory) -> Path:
+    """The sample corpus through every stage (in-process, the default params), built once per
+    session and shared: read it, never change it. A test or module that changes a workspace
+    takes `copy_workspace(sample_run, tmp_path / "ws", through="dedup")` (as the run stood
+    after dedup; no `through`: the whole run). Changes to it fail the session at teardown."""
+    ws = make_workspace(tmp_path_factory.mktemp("sample_run") / "ws")
+    run_stages(ws)
+    with _left_unchanged(ws, "sample_run"):
+        yield ws
+
+
+@pytest.fixture(scope="session")
+def sample_flow_run(prefect_server, tmp_path_factory) -> tuple[Path, dict]:
+    """The sample corpus through the Prefect flow (each stage recorded in `dvc.lock`, so DVC
+    calls the workspace fresh), built once per session and shared: (workspace, the flow's
+    summary). Read it only; `copy_workspace` it to change it (DVC takes the copy as fresh
+    too)."""
+    from flows.pipeline import pipeline
+
+    ws = make_workspace(tmp_path_factory.mktemp("sample_flow_run") / "ws")
+    summary = pipeline(root=str(ws))
+    with _left_unchanged(ws, "sample_flow_run"):
+        yield ws, summary
+
+
+@pytest.fixture(scope="session")
+def prefect_server(prefect_api):
+    """Flows run in this process report to the session's one Prefect server (`prefect_api`),
+    where the deployment tests' runs go too: one server a session, not two."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: prefect_api}):
         yield
+        # what the runs left queued goes out while the server still answers (as
+        # prefect_test_harness does before it stops its own)
+        APILogWorker.drain_all(timeout=5)
+        EventsWorker.drain_all(timeout=5)
 
 
 @pytest.fixture(scope="session")

@@ -29,12 +29,9 @@ EXTRA = {
 }
 
 
-def sample_clean_docs(tmp: Path) -> pa.Table:
-    """The sample corpus through ingest and clean (in-process), plus the EXTRA documents."""
-    from tests.workspace import make_workspace, run_stages
-
-    ws = make_workspace(tmp / "ws")
-    run_stages(ws, ["ingest", "clean"])
+def sample_clean_docs(ws: Path) -> pa.Table:
+    """The sample corpus as clean wrote it in the built workspace `ws`, plus the EXTRA
+    documents."""
     docs = pq.read_table(ws / "data/02_clean/docs.parquet",
                          columns=["doc_id", "source", "format", "title", "text"])
     n = len(EXTRA)
@@ -57,8 +54,8 @@ def chunk_rows(docs: pa.Table, tokenizer) -> list[str]:
     return lines
 
 
-def test_chunk_table_is_the_pinned_one(tmp_path, tokenizer):
-    got = chunk_rows(sample_clean_docs(tmp_path), tokenizer)
+def test_chunk_table_is_the_pinned_one(sample_run, tokenizer):
+    got = chunk_rows(sample_clean_docs(sample_run), tokenizer)
     want = PIN.read_text().splitlines()
     assert len(got) == len(want)
     diff = [(w, g) for w, g in zip(want, got, strict=True) if w != g]
@@ -70,9 +67,12 @@ if __name__ == "__main__":
 
     from tasks.core.config import DEFAULT_MODEL
     from tasks.encoders.model import load_tokenizer
+    from tests.workspace import make_workspace, run_stages
 
     with tempfile.TemporaryDirectory() as tmp:
-        rows = chunk_rows(sample_clean_docs(Path(tmp)), load_tokenizer(DEFAULT_MODEL))
+        ws = make_workspace(Path(tmp) / "ws")
+        run_stages(ws, ["ingest", "clean"])
+        rows = chunk_rows(sample_clean_docs(ws), load_tokenizer(DEFAULT_MODEL))
     PIN.parent.mkdir(exist_ok=True)
     PIN.write_text("\n".join(rows) + "\n")
     print(f"{PIN}: {len(rows)} rows")  # noqa: T201

@@ -18,7 +18,6 @@ from tasks.encoders.loading import encoder_for
 from tasks.encoders.local_runtime import verify
 from tasks.encoders.model import load_tokenizer, model_fingerprint, read_pipeline
 from tasks.encoders.onnx import OnnxEncoder
-from tests.workspace import make_workspace, run_stages
 
 TORCH = EncodeConfig(device="cpu", backend="torch", precision="fp32")
 INT8 = EncodeConfig(device="cpu", backend="onnx", precision="int8")
@@ -26,10 +25,8 @@ OV_INT8 = EncodeConfig(device="cpu", backend="openvino", precision="int8")
 
 
 @pytest.fixture(scope="module")
-def sample_chunks(tmp_path_factory):
-    ws = make_workspace(tmp_path_factory.mktemp("onnx") / "ws")
-    run_stages(ws, ["ingest", "clean", "chunk"])
-    return pq.read_table(ws / "data/03_chunk/chunks.parquet").column("text").to_pylist()
+def sample_chunks(sample_run):
+    return pq.read_table(sample_run / "data/03_chunk/chunks.parquet").column("text").to_pylist()
 
 
 @pytest.mark.parametrize("cfg", [INT8, OV_INT8], ids=["onnx", "openvino"])

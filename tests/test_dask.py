@@ -59,21 +59,25 @@ def cluster():
         yield c, client
 
 
-def test_sharded_stages_match_one_process_byte_for_byte(local_ws, tmp_path):
-    ws = workspace(tmp_path / "ws", DASK)
+def test_sharded_stages_match_one_process_byte_for_byte(local_ws, cluster, tmp_path):
+    """On the module's cluster (a scheduler's address, as a user's cluster is given); the
+    LocalCluster a stage or a flow run starts for itself is what the `dvc repro` and Prefect
+    tests below run on."""
+    ws = workspace(tmp_path / "ws", {**DASK, "run.dask.address": cluster[0].scheduler_address})
     run_stages(ws, BUILD)
     assert files(ws) == files(local_ws)
     assert json.loads((ws / "data/04_encode/_manifest.json").read_text())["executor"] == "dask"
 
 
-def test_dedup_by_cell_on_dask_matches_one_process_byte_for_byte(local_ws, tmp_path):
+def test_dedup_by_cell_on_dask_matches_one_process_byte_for_byte(local_ws, cluster, tmp_path):
     """The k-means cell path (not the exact one of small corpora): sharded by cell on the
     workers, the same kept rows, audit bytes and fingerprint as in one process."""
     from tasks.core.params_file import write_overrides
 
     cells = {"dedup.exact_search_below": 2, "dedup.nprobe": 2, "dedup.threshold": 0.8}
     out = {}
-    for name, extra in (("local", {}), ("dask", DASK)):
+    on_cluster = {**DASK, "run.dask.address": cluster[0].scheduler_address}
+    for name, extra in (("local", {}), ("dask", on_cluster)):
         ws = tmp_path / name
         shutil.copytree(local_ws, ws, ignore=shutil.ignore_patterns("cache"))
         write_overrides(ws / "params.yaml", {**cells, **extra})

@@ -13,16 +13,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.core.vectors import arrow_to_vectors
-from tests.workspace import env_with_venv, make_workspace, run_stages
+from tests.workspace import copy_workspace, env_with_venv, run_stages
 
 UP_TO_INDEX = ("ingest", "clean", "chunk", "finetune", "encode", "reduce", "dedup", "index")
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    ws = make_workspace(tmp_path_factory.mktemp("docs_ws"))
-    run_stages(ws, UP_TO_INDEX)
-    return ws
+def built(sample_run, tmp_path_factory):
+    return copy_workspace(sample_run, tmp_path_factory.mktemp("docs") / "ws", through="index")
 
 
 def expected(ws: Path, weighted: bool) -> dict[str, np.ndarray]:

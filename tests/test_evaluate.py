@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.core.registry import STAGE_NAMES
-from tests.workspace import make_workspace, run_stages
+from tests.workspace import copy_workspace, make_workspace, run_stages
 
 TINY_CORPUS = [
     {"_id": "volcano", "title": "Volcanoes", "text": "Magma rises through the crust and erupts "
@@ -54,10 +54,8 @@ def test_tiny_labelled_corpus_metrics(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def sample_ws(tmp_path_factory):
-    ws = make_workspace(tmp_path_factory.mktemp("eval_ws"))
-    run_stages(ws)
-    return ws
+def sample_ws(sample_run, tmp_path_factory):
+    return copy_workspace(sample_run, tmp_path_factory.mktemp("eval") / "ws")
 
 
 def test_plots_are_real_pngs(sample_ws):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, env_with_venv, make_workspace
+from tests.workspace import REPO, copy_workspace, env_with_venv, make_workspace
 
 BIN = Path(sys.executable).parent
 HOOKS = Path(__file__).parent / "crash_points"
@@ -97,17 +97,15 @@ def _mount_tmpfs(where: Path, size: str) -> bool:
 
 
 @pytest.mark.slow
-def test_disk_full_during_encode_says_so_and_leaves_nothing_broken(tmp_path):
-    """The whole workspace on a 64 MB tmpfs; after one full run the filesystem is filled to
-    its last 64 KB and encode must write again (its vector cache is gone). On main: "Operation
-    on closed file", a temporary folder left."""
+def test_disk_full_during_encode_says_so_and_leaves_nothing_broken(tmp_path, sample_flow_run):
+    """The whole workspace on a 64 MB tmpfs; after one full run (the session's, copied there)
+    the filesystem is filled to its last 64 KB and encode must write again (its vector cache
+    is gone). On main: "Operation on closed file", a temporary folder left."""
     fs = tmp_path / "fs"
     if not _mount_tmpfs(fs, "64m"):
         pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN): a full disk is not faked")
     try:
-        ws = make_workspace(fs / "ws")
-        first = embedpipe(ws, "run")
-        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+        ws = copy_workspace(sample_flow_run[0], fs / "ws")
         kept = folder_sums(ws / "data/04_encode")
         shutil.rmtree(ws / "data/cache")
         room = os.statvfs(fs)
@@ -144,15 +142,14 @@ def port_open(port: int) -> bool:
 
 
 @pytest.mark.slow
-def test_sigint_and_sigterm_to_the_process_group_stop_the_run_and_it_resumes(tmp_path):
+def test_sigint_and_sigterm_to_the_process_group_stop_the_run_and_it_resumes(tmp_path,
+                                                                            sample_flow_run):
     """Each signal is sent to the whole process group of `embedpipe run` while encode writes
-    its first vector-cache shard (tests/crash_points). On main Prefect's temporary server
-    died with the group and the run hung for minutes."""
-    ws = make_workspace(tmp_path / "ws")
+    its first vector-cache shard (tests/crash_points), in a copy of the session's full run.
+    On main Prefect's temporary server died with the group and the run hung for minutes."""
+    ws = copy_workspace(sample_flow_run[0], tmp_path / "ws")
     home = tmp_path / "prefect_home"
     env = env_with_venv() | {"PREFECT_HOME": str(home)}
-    first = embedpipe(ws, "run", env=env)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     kept = folder_sums(ws / "data/04_encode")
     for name, code in (("SIGINT", 130), ("SIGTERM", 143)):
         shutil.rmtree(ws / "data/cache")  # encode has to write its vectors again

@@ -24,7 +24,7 @@ from tasks.tuning.pairs import (
     split_documents,
 )
 from tasks.tuning.user_pairs import read_jsonl_pairs
-from tests.workspace import env_with_venv, make_workspace, run_stages
+from tests.workspace import copy_workspace, env_with_venv, run_stages
 
 ALL_KINDS = ("cloze", "heading", "neighbour")
 CASTLES = ("Castles in Wales\n\nEdward the First built a ring of stone castles across north "
@@ -231,10 +231,8 @@ def test_fingerprint_moves_with_its_params_and_inputs_and_nothing_else():
 # --- real training: a few steps on the sample corpus ---------------------------------
 
 @pytest.fixture(scope="module")
-def sample_chunks(tmp_path_factory):
-    ws = make_workspace(tmp_path_factory.mktemp("ft") / "ws")
-    run_stages(ws, ["ingest", "clean", "chunk"])
-    return pq.read_table(ws / "data/03_chunk/chunks.parquet")
+def sample_chunks(sample_run):
+    return pq.read_table(sample_run / "data/03_chunk/chunks.parquet")
 
 
 @pytest.mark.slow
@@ -337,18 +335,20 @@ def test_the_clock_never_decides_the_model(sample_chunks, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tuned_workspace(tmp_path_factory):
+def tuned_workspace(sample_run, tmp_path_factory):
     """The whole pipeline on the sample with a (briefly) tuned model forced through the gate
-    (min_gain -1), published to a folder."""
+    (min_gain -1), published to a folder. Ingest, clean and chunk read none of the settings
+    below: the shared sample run's outputs are theirs."""
     from tasks.core.params_file import write_overrides
+    from tasks.core.registry import STAGE_NAMES
 
-    ws = make_workspace(tmp_path_factory.mktemp("tuned") / "ws")
+    ws = copy_workspace(sample_run, tmp_path_factory.mktemp("tuned") / "ws", through="chunk")
     write_overrides(ws / "params.yaml", {
         "finetune.enabled": True, "finetune.max_steps": 2, "finetune.batch_size": 8,
         "finetune.max_seq_length": 48, "finetune.min_gain": -1.0, "finetune.gate_queries": 20,
         "finetune.gate_chunks": 100, "publish.target": "published",
         "evaluate.plot_sample": 50, "evaluate.health_sample": 50})  # the tuned model is tested
-    run_stages(ws)
+    run_stages(ws, STAGE_NAMES[STAGE_NAMES.index("finetune"):])
     return ws
 
 

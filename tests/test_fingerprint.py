@@ -171,14 +171,18 @@ def test_neutral_changes_cover_every_neutral_key():
 
 
 @pytest.mark.slow
-def test_neutral_keys_leave_every_output_unchanged(tmp_path):
+def test_neutral_keys_leave_every_output_unchanged(sample_run, tmp_path):
+    """The session's sample run (default params; publish and export run again in the copy,
+    whose receipt names the copy's target) against a second build of every stage into other
+    folders with every neutral key changed."""
     import shutil
 
     from tasks.core.params_file import write_overrides
-    from tests.conftest import make_workspace, run_stages, stage_outputs
+    from tests.conftest import stage_outputs
+    from tests.workspace import copy_workspace, run_stages
 
-    ws = make_workspace(tmp_path / "ws")
-    run_stages(ws)
+    ws = copy_workspace(sample_run, tmp_path / "ws", through="evaluate")
+    run_stages(ws, ("publish", "export"))
     shutil.copytree(ws / "data/sample", ws / "elsewhere/corpus")
     write_overrides(ws / "params.yaml", NEUTRAL_CHANGES)
     run_stages(ws)

@@ -4,7 +4,6 @@ through the real index on the sample corpus (the card records the choice, search
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -174,16 +173,8 @@ def test_masked_bm25_score_matches_the_index_and_drops_removed_terms(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def sample_index(tmp_path_factory):
-    from tasks.core.params_file import write_overrides
-    from tests.conftest import REPO, run_stages
-
-    ws = tmp_path_factory.mktemp("fusion_ws")
-    shutil.copy(REPO / "params.yaml", ws / "params.yaml")
-    write_overrides(ws / "params.yaml", {"ingest.source": str(REPO / "data/sample"),
-                                         "encode.device": "cpu"})
-    run_stages(ws, ("ingest", "clean", "chunk", "finetune", "encode", "reduce", "dedup", "index"))
-    return ws / "data/07_index"
+def sample_index(sample_run):
+    return sample_run / "data/07_index"
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ from tasks.indexing.recall import recall_at_k
 from tasks.indexing.tuning import tune_search_param
 from tasks.indexing.updates import EXACT_REBUILT, plan_update
 from tests.test_index import clustered
-from tests.workspace import env_with_venv, make_workspace, run_stages
+from tests.workspace import copy_workspace, env_with_venv, run_stages
 
 NEW_DOC = ("Pulsar timing arrays watch dozens of millisecond pulsars for years. A passing "
            "low-frequency gravitational wave stretches and squeezes the space between Earth "
@@ -106,10 +106,9 @@ def test_plan_rebuilds_on_space_change_and_churn():
 
 
 @pytest.fixture(scope="module")
-def changed_ws(tmp_path_factory):
+def changed_ws(sample_run, tmp_path_factory):
     """The sample indexed, then one file added, one modified, one deleted, one renamed."""
-    ws = make_workspace(tmp_path_factory.mktemp("inc_ws"))
-    run_stages(ws)
+    ws = copy_workspace(sample_run, tmp_path_factory.mktemp("inc") / "ws")
     before = {"keys": text_keys(ws), "encode": str(ws.parent / "encode_before")}
     shutil.copytree(ws / "data/04_encode", before["encode"])
     sample = ws / "data/sample"

@@ -28,8 +28,8 @@ from tests.workspace import (
     API_KEY,
     API_KEY_ENV,
     SERVED_MODEL,
+    copy_workspace,
     free_port,
-    make_workspace,
     run_stages,
 )
 
@@ -192,11 +192,10 @@ def test_a_wrong_answer_is_refused(embeddings_server, rewrite, refusal):
 
 
 @pytest.fixture(scope="module")
-def chunked(tmp_path_factory):
+def chunked(sample_run, tmp_path_factory):
     """A workspace with the sample ingested, cleaned and chunked."""
-    ws = make_workspace(tmp_path_factory.mktemp("openai_ws"))
-    run_stages(ws, ("ingest", "clean", "chunk", "finetune"))
-    return ws
+    return copy_workspace(sample_run, tmp_path_factory.mktemp("openai") / "ws",
+                          through="finetune")
 
 
 def test_encode_stage_through_the_api_then_a_free_rerun(embeddings_server, chunked, caplog):

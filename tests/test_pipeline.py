@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tasks.core.registry import STAGE_NAMES
-from tests.workspace import env_with_venv, fingerprints, make_workspace
+from tests.workspace import copy_workspace, env_with_venv, fingerprints, make_workspace
 
 TOPICS = {
     "how a collapsed star becomes a neutron star": "astronomy/",
@@ -29,12 +29,10 @@ def dvc(ws: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def flow_ws(tmp_path_factory, prefect_server):
-    from flows.pipeline import pipeline
-
-    ws = make_workspace(tmp_path_factory.mktemp("flow_ws"))
-    summary = pipeline(root=str(ws))
-    return ws, summary
+def flow_ws(sample_flow_run, tmp_path_factory):
+    """A copy of the session's flow run on the sample, with that first run's summary."""
+    ws, summary = sample_flow_run
+    return copy_workspace(ws, tmp_path_factory.mktemp("flow") / "ws"), summary
 
 
 def test_first_run_runs_every_stage(flow_ws):

@@ -16,6 +16,7 @@ import pytest
 from tests.faulty_proxy import FaultyProxy
 from tests.workspace import (
     REPO,
+    copy_workspace,
     env_with_venv,
     fingerprints,
     free_port,
@@ -68,15 +69,14 @@ def upload_folder(client, folder: Path, bucket: str, prefix: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def two_runs(s3_endpoint, tmp_path_factory):
+def two_runs(s3_endpoint, sample_run, tmp_path_factory):
     """The sample indexed from the local folder and from a bucket."""
     from tasks.core.params_file import write_overrides
 
     client = client_for(s3_endpoint)
     client.create_bucket(Bucket="corpus")
     upload_folder(client, REPO / "data/sample", "corpus", "sample")
-    local = make_workspace(tmp_path_factory.mktemp("local_ws"))
-    run_stages(local, UP_TO_INDEX)
+    local = copy_workspace(sample_run, tmp_path_factory.mktemp("local") / "ws", through="index")
     remote = make_workspace(tmp_path_factory.mktemp("s3_ws"))
     shutil.rmtree(remote / "data/sample")
     write_overrides(remote / "params.yaml", {"ingest.source": "s3://corpus/sample",

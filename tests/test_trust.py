@@ -14,17 +14,16 @@ from pathlib import Path
 import pytest
 
 from tasks.core.params_file import write_overrides
-from tests.conftest import make_workspace, run_stages, stage_outputs
+from tests.conftest import stage_outputs
+from tests.workspace import copy_workspace, run_stages
 
 UP_TO_DEDUP = ("ingest", "clean", "chunk", "finetune", "encode", "reduce", "dedup")
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    """The sample run up to dedup, once for the module."""
-    ws = make_workspace(tmp_path_factory.mktemp("trust") / "ws")
-    run_stages(ws, UP_TO_DEDUP)
-    return ws
+def built(sample_run, tmp_path_factory) -> Path:
+    """The sample run up to dedup, for the module."""
+    return copy_workspace(sample_run, tmp_path_factory.mktemp("trust") / "ws", through="dedup")
 
 
 @pytest.fixture
@@ -199,7 +198,8 @@ def test_search_start_up_hashes_a_file_once_per_change(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_truncated_published_index_is_named_and_repaired(tmp_path, prefect_server, capsys):
+def test_truncated_published_index_is_named_and_repaired(tmp_path, sample_flow_run,
+                                                        prefect_server, capsys):
     """Row 5: a truncated published index.faiss gave a raw FAISS read error, and `embedpipe
     run`, `stage publish` and `run --force` all left it broken. Now search names the file and
     the fix; `embedpipe run` (publish reruns, though DVC calls it fresh) and `stage publish`
@@ -208,8 +208,7 @@ def test_truncated_published_index_is_named_and_repaired(tmp_path, prefect_serve
     from flows.pipeline import pipeline
     from tasks.storage.published import current_index
 
-    ws = make_workspace(tmp_path / "ws")
-    pipeline(root=str(ws))
+    ws = copy_workspace(sample_flow_run[0], tmp_path / "ws")  # the flow's run
     index_file = current_index(ws / "published") / "index.faiss"
     for repair in (lambda: pipeline(root=str(ws)),
                    lambda: main(["--root", str(ws), "stage", "publish"])):

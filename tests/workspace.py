@@ -1,5 +1,6 @@
-"""Plain helpers the tests import: fresh workspaces, running stages in-process, servers'
-ports and health, scoped environment variables. Fixtures live in conftest.py."""
+"""Plain helpers the tests import: fresh workspaces, copies of built ones, running stages
+in-process, servers' ports and health, scoped environment variables. Fixtures live in
+conftest.py (`sample_run`: the sample corpus built once per session)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,63 @@ def run_stages(ws: Path, names=None) -> None:
 
     for name in names or STAGE_NAMES:
         STAGE_TASKS[name].fn(root=str(ws))
+
+
+def later_outputs(ws: Path, through: str) -> list[Path]:
+    """What the stages after `through` wrote in the workspace `ws`: their folders, their extra
+    outs (as `dvc.yaml` lists them), evaluate's metrics file and run registry, publish's
+    local target. Removing them leaves what a run that stopped after `through` leaves."""
+    from tasks.core.catalog import METRICS
+    from tasks.core.config import load_params
+    from tasks.core.registry import STAGE_NAMES, STAGES
+
+    params = load_params(ws / "params.yaml")
+    later = STAGES[STAGE_NAMES.index(through) + 1:]
+    found = [s.out_dir(params, ws) for s in later]
+    found += [ws / o.replace("${paths.vector_cache}", params.paths.vector_cache)
+              for s in later for o in s.extra_outs]
+    if METRICS.stage in {s.name for s in later}:
+        found += [ws / METRICS.name, ws / params.paths.runs]
+    if "publish" in {s.name for s in later} and "://" not in params.publish.target:
+        found.append(ws / params.publish.target)
+    return [p for p in found if p.exists() and p.resolve().is_relative_to(ws.resolve())]
+
+
+def _paths_into(ws: Path) -> list[str]:
+    """The params of `ws` that name a place inside it by an absolute path (a copy of the
+    workspace would go on using the original's)."""
+    from tasks.core.config import load_params
+
+    params = load_params(ws / "params.yaml")
+    places = {"ingest.source": params.ingest.source, "publish.target": params.publish.target,
+              **{f"paths.{k}": v for k, v in params.paths.model_dump().items()}}
+    return [f"{key}: {value}" for key, value in places.items()
+            if Path(value).is_absolute() and Path(value).resolve().is_relative_to(ws.resolve())]
+
+
+def copy_workspace(src: Path, dest: Path, through: str | None = None) -> Path:
+    """A copy of the built workspace `src` at `dest` (a copy of the sample run costs a
+    fraction of a second, its build a minute), optionally as it stood after stage `through`.
+
+    Everything in a workspace is relative to its root (params, dvc.lock, DVC's cache and
+    config, the run registry), so the copy works in place of the original; only publish's
+    receipt still names the original's target, as a record (nothing reads it back).
+    ValueError when a param names a place inside `src` by an absolute path.
+    """
+    if absolute := _paths_into(src):
+        raise ValueError(f"{src / 'params.yaml'}: {'; '.join(absolute)} would still point "
+                         "into the original once copied; give it relative to the workspace")
+    shutil.copytree(src, dest, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in later_outputs(dest, through) if through else ():
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        parent = path.parent
+        while parent != dest and not any(parent.iterdir()):  # runs/, data/cache/
+            parent.rmdir()
+            parent = parent.parent
+    return dest
 
 
 def fingerprints(ws: Path) -> dict[str, str]:
