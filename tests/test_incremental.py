@@ -22,7 +22,7 @@ from tasks.indexing.recall import recall_at_k
 from tasks.indexing.tuning import tune_search_param
 from tasks.indexing.updates import EXACT_REBUILT, plan_update
 from tests.test_index import clustered
-from tests.workspace import copy_workspace, env_with_venv, run_stages
+from tests.workspace import copy_workspace, env_with_venv, make_workspace, run_stages
 
 NEW_DOC = ("Pulsar timing arrays watch dozens of millisecond pulsars for years. A passing "
            "low-frequency gravitational wave stretches and squeezes the space between Earth "
