@@ -123,8 +123,15 @@ def test_impossible_override_ends_failed_before_any_stage(served):
     with get_client(sync_client=True) as client:  # this run's own (the API pages at 200)
         tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(
             id=FlowRunFilterId(any_=[run.id])))
-        logs = client.read_logs(log_filter=LogFilter(
-            flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+        # the served process sends its logs in batches, after the Failed state on a busy
+        # machine: wait for them (bounded) rather than read too early
+        deadline, logs = time.monotonic() + 60, []
+        while time.monotonic() < deadline:
+            logs = client.read_logs(log_filter=LogFilter(
+                flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+            if any("reduce.pca_dims: 999 exceeds" in entry.message for entry in logs):
+                break
+            time.sleep(1)
     assert not tasks and logs
     assert any("reduce.pca_dims: 999 exceeds" in entry.message for entry in logs)
     assert "reduce.pca_dims: 999 exceeds" in run.state.message
