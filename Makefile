@@ -9,7 +9,7 @@ INFINITY_SPEC ?= infinity-emb[server,torch]==0.0.78
 TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup run test test-quick lint dvc-yaml
+.PHONY: setup run test test-slow test-quick lint dvc-yaml
 
 setup: $(VENV)/.installed $(INFINITY_VENV)/.installed
 
@@ -29,11 +29,15 @@ run: $(VENV)/.installed
 	$(VENV)/bin/embedpipe run
 	$(VENV)/bin/embedpipe search "how do neutron stars form" -k 3
 
-# What CI runs: every test, slow ones too, on 2 workers (pytest-xdist); a test file stays on one
-# worker, so its module fixtures are built once (docs/testing.md).
+# Every test but the slow ones, on 2 workers (pytest-xdist); a test file stays on one worker, so
+# its module fixtures are built once (docs/testing.md). CI runs it, then test-slow.
 test: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile -m "not slow"
+
+# The slow tests: pipelines killed and resumed, training, a browser, a 200 MB file.
+test-slow: setup
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile -m slow
 
 # Before each commit: the unit tests (no workspace, no stage run, no server), a few minutes.
 test-quick: $(VENV)/.installed
