@@ -8,7 +8,8 @@ flow, each `dvc repro` stage command) when this folder is on PYTHONPATH.
 
 Points, counted per stage within one process:
 - `write N`: the Nth table batch or file a stage writes into its temporary output folder;
-- `cache N`: the Nth vector-cache shard, written but not yet renamed into place;
+- `cache N`: the Nth cache shard the stage wrote (encode: vector cache; ingest, clean,
+  chunk: result cache), written but not yet renamed into place;
 - `renamed`: the new output folder renamed into place, before DVC records it (the flow's
   `dvc commit`, or `dvc repro` writing dvc.lock after the stage's command exits).
 """
@@ -50,10 +51,19 @@ def reached(stage: str, kind: str, counted: bool = True) -> None:
 _real_replace = os.replace
 
 
+def _cache_owner(dst) -> str:
+    """The stage a cache shard belongs to: a result-cache shard (`<result_cache>/<stage>/...`,
+    tasks/core/result_cache.py) its stage's, any other (the vector cache) encode's."""
+    parts = Path(os.fsdecode(dst)).parts
+    if "results" in parts[:-1]:
+        return parts[parts.index("results") + 1]
+    return "encode"
+
+
 def _replace(src, dst, *args, **kwargs):
     name = Path(os.fsdecode(src)).name
     if name.startswith(".part-") and ".tmp-" in name:
-        reached("encode", "cache")
+        reached(_cache_owner(dst), "cache")
     _real_replace(src, dst, *args, **kwargs)
     match = _TMP_OUT.match(name)
     if match:
