@@ -18,7 +18,6 @@ stage's other spaces, so the cache stays within about twice the live results.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import shutil
@@ -29,7 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.core.fingerprint import canonical_json, sha256_file, sha256_text
-from tasks.core.io import pid_alive, raise_disk_full_at
+from tasks.core.io import raise_disk_full_at
+from tasks.core.shard_files import check_shards, remove_dead_temps
 
 ROW_GROUP_ROWS = 1024  # a lookup decodes the values of the row groups that hold a hit
 SHARD_NAME = re.compile(r"part-([0-9a-f]{64})\.parquet")
@@ -38,7 +38,6 @@ FLUSH_CHARS = 32 << 20  # new results held before they are written as a shard
 SMALL_SHARD_BYTES = 1 << 20  # a shard below this counts toward MAX_SHARDS
 MAX_DEAD_SHARE = 0.5  # compact once more than this share of rows is no run's result
 SCHEMA = pa.schema([("key", pa.string()), ("value", pa.string())])
-log = logging.getLogger(__name__)
 
 
 def space_of(stage: str, decided_by: dict[str, Any], code: dict[str, Path],
@@ -78,27 +77,13 @@ def shard_problem(shard: Path) -> str | None:
 def verify(folder: Path, drop: bool = True) -> list[tuple[Path, str]]:
     """(shard, why) for each shard of one space `folder` that fails `shard_problem`, logged
     by name and, with `drop`, deleted so that its documents are computed again."""
-    bad = []
-    for shard in sorted(Path(folder).glob("part-*.parquet")):
-        problem = shard_problem(shard)
-        if problem:
-            log.warning("result cache: %s %s; %s", shard, problem,
-                        "dropped, its documents are computed again" if drop else "not used")
-            bad.append((shard, problem))
-            if drop:
-                shard.unlink(missing_ok=True)
-    return bad
+    return check_shards(sorted(Path(folder).glob("part-*.parquet")), shard_problem,
+                        "result cache", "its documents are computed again", drop)
 
 
 def remove_leftovers(folder: Path) -> int:
     """Delete shards a killed writer left half-written (`.part-*.tmp-PID`, that PID gone)."""
-    gone = 0
-    for tmp in Path(folder).glob(".part-*.tmp-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-            gone += 1
-    return gone
+    return remove_dead_temps(folder, ".part-*.tmp-*")
 
 
 def write_shard(folder: Path, keys: list[str], values: list[str]) -> Path | None:

@@ -11,7 +11,6 @@ is named in the log and deleted, so its texts are encoded again, never used.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import shutil
@@ -26,12 +25,12 @@ import pyarrow.parquet as pq
 
 from tasks.core.catalog import VECTOR_COLUMN
 from tasks.core.fingerprint import sha256_file, sha256_text
-from tasks.core.io import pid_alive, raise_disk_full_at
+from tasks.core.io import raise_disk_full_at
+from tasks.core.shard_files import check_shards, remove_dead_temps
 from tasks.core.vectors import arrow_to_vectors, vector_problem, vectors_to_arrow
 
 ROW_GROUP_ROWS = 8192  # a lookup reads the vectors of whole row groups that hold a hit
 SHARD_NAME = re.compile(r"part-([0-9a-f]{64})\.parquet")
-log = logging.getLogger(__name__)
 
 
 def text_keys(texts: Iterable[str], prefix: str) -> list[str]:
@@ -129,28 +128,15 @@ def verify(cache: Path, space: str | None = None, d: int | None = None, unit: bo
     are encoded again."""
     folders = [_space_dir(cache, space)] if space else sorted(
         p for p in Path(cache).iterdir() if p.is_dir())
-    bad = []
-    for shard in sorted(s for f in folders if f.is_dir() for s in f.glob("part-*.parquet")):
-        problem = shard_problem(shard, d, unit)
-        if problem:
-            log.warning("vector cache: %s %s; %s", shard, problem,
-                        "dropped, its texts are encoded again" if drop else "not used")
-            bad.append((shard, problem))
-            if drop:
-                shard.unlink(missing_ok=True)
-    return bad
+    shards = sorted(s for f in folders if f.is_dir() for s in f.glob("part-*.parquet"))
+    return check_shards(shards, lambda shard: shard_problem(shard, d, unit), "vector cache",
+                        "its texts are encoded again", drop)
 
 
 def remove_leftovers(cache: Path) -> int:
     """Delete shard files a killed writer left half-written (`.part-*.tmp-PID`, that PID gone):
     they would otherwise stay in the cache and in `dvc.lock`. Returns how many."""
-    gone = 0
-    for tmp in Path(cache).glob("*/.part-*.tmp-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-            gone += 1
-    return gone
+    return remove_dead_temps(cache, "*/.part-*.tmp-*")
 
 
 def gc(cache: Path, keep: dict[str, set[str]]) -> dict[str, int]:
