@@ -117,13 +117,18 @@ class ContextFitter:
 
     def __init__(self, tokens: Tokens, limit: int) -> None:
         self.backend, self.limit = tokens.backend, limit
+        self.counts: dict[str, int] = {}  # the chunks of a section share one context
 
     def fits(self, text: str) -> bool:
-        return len(self.backend.encode(text, add_special_tokens=False).ids) <= self.limit
+        if text not in self.counts:
+            self.counts[text] = len(self.backend.encode(text, add_special_tokens=False).ids)
+        return self.counts[text] <= self.limit
 
     def cut(self, text: str) -> str:
-        enc = self.backend.encode(text, add_special_tokens=False)
-        return text if len(enc.ids) <= self.limit else text[:enc.offsets[self.limit - 1][1]]
+        if self.fits(text):
+            return text
+        return text[:self.backend.encode(text, add_special_tokens=False).offsets[
+            self.limit - 1][1]]
 
 
 def chunk_contexts(doc: dict[str, Any], spans: list[tuple[int, int]], cfg: ChunkConfig,
