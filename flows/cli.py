@@ -118,8 +118,8 @@ def _index_dir(args: argparse.Namespace) -> Path:
 
         settings = s3.S3Settings(os.environ.get("AWS_ENDPOINT_URL"))
         return fetch_published(args.index, s3.make_client(settings), cache_root() / "indexes")
-    if args.index:
-        return Path(args.index)
+    if args.index:  # an index folder, or a publish target: the version its CURRENT names
+        return current_index(Path(args.index)) or Path(args.index)
     root = _root(args)
     params = load_params(root / "params.yaml")
     published = current_index(root / params.publish.target)
@@ -399,8 +399,9 @@ def _add_output_parsers(sub: Any) -> None:
     p.add_argument("--format", choices=["text", "jsonl"], default="text")
     p.add_argument("--level", choices=["chunk", "doc"], default="chunk",
                    help="chunk: passages (default); doc: whole documents by their vectors")
-    p.add_argument("--index", help="index folder or published s3://bucket/prefix "
-                   "(default: the workspace's published index, else its latest build)")
+    p.add_argument("--index", help="index folder, or a publish target (a folder or "
+                   "s3://bucket/prefix: its current version) (default: the workspace's "
+                   "published index, else its latest build)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--width", type=int, default=160, help="snippet width")
     p.add_argument("--verify", action="store_true", help="hash every file of the index "

@@ -243,3 +243,19 @@ def test_cache_shards_with_bad_vectors_are_dropped_even_with_a_good_checksum(tmp
     assert "row 0 has length 1.295, expected 1" in bad[long]
     found, _ = vector_cache.lookup(tmp_path, "space-a", ["k1", "k4", "k5"], 4)
     assert found.tolist() == [True, False, False]
+
+
+def test_search_index_may_name_a_local_publish_target(tmp_path):
+    """`--index` given a publish target folder reads the version its CURRENT names, as it
+    does for an s3://bucket/prefix target."""
+    import argparse
+    import json
+
+    from flows.cli import _index_dir
+
+    target = tmp_path / "published"
+    (target / "index-abc").mkdir(parents=True)
+    (target / "CURRENT").write_text(json.dumps({"version": "index-abc"}))
+    assert _index_dir(argparse.Namespace(index=str(target))) == target / "index-abc"
+    plain = tmp_path / "folder"
+    assert _index_dir(argparse.Namespace(index=str(plain))) == plain
