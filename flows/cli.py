@@ -381,7 +381,7 @@ def _add_run_parsers(sub: Any) -> None:
     p.set_defaults(func=cmd_compare)
 
 
-def _add_output_parsers(sub: Any) -> None:
+def _add_search_parser(sub: Any) -> None:
     p = sub.add_parser("search", help="search the index (one query, or --queries FILE)")
     p.add_argument("query", nargs="?")
     p.add_argument("--queries", metavar="FILE", help="JSONL with a `query` field per line, or "
@@ -407,6 +407,10 @@ def _add_output_parsers(sub: Any) -> None:
     p.add_argument("--verify", action="store_true", help="hash every file of the index "
                    "folder (by default a file is hashed once per change; sizes always)")
     p.set_defaults(func=cmd_search)
+
+
+def _add_output_parsers(sub: Any) -> None:
+    _add_search_parser(sub)
     p = sub.add_parser("lineage", help="what produced the index, back to the raw corpus")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_lineage)
