@@ -30,14 +30,13 @@ from tasks.core.catalog import (
     PLOTS,
     PLOTS_DIR,
     PROBE_QUERIES,
-    VECTOR_COLUMN,
 )
 from tasks.core.config import EvaluateConfig, Params
 from tasks.core.io import write_json_atomic
 from tasks.core.lineage import lineage_chain
 from tasks.core.progress import Progress, task_logger
 from tasks.core.runtime import StageRun, main, start_stage
-from tasks.core.vectors import arrow_to_vectors, sample_rows
+from tasks.core.vectors import sample_rows
 from tasks.evaluation import metrics as names
 from tasks.evaluation.base_vs_tuned import base_vs_tuned
 from tasks.evaluation.beir import labels_digest
@@ -54,6 +53,11 @@ from tasks.indexing.recall import RecallProbe, set_search_param, sweep_search_pa
 from tasks.query.probes import probe_queries
 from tasks.query.search import IndexFolder, load_index_folder
 from tasks.storage.s3 import is_s3
+
+# The columns evaluate reads (labels; probes and the base-vs-tuned sample): the others are
+# never decoded.
+KEPT_READ = ["doc_id", "source"]
+CHUNKS_READ = ["doc_id", "title", "text"]
 
 
 def folder_labels(sources: list[str]) -> list[str]:
@@ -126,13 +130,18 @@ def retrieval_quality(folder: IndexFolder, probes: list[tuple[str, str]], xq: np
     return metrics
 
 
-def evaluate_all(folder: IndexFolder, vectors: pa.Table, chunks: pa.Table,
+def evaluate_all(folder: IndexFolder, kept: tuple[pa.Table, np.ndarray], chunks: pa.Table,
                  doc_meta: dict[str, dict[str, Any]], params: Params, root: Path,
                  out_dir: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """Every metric of the evaluation, and the label-free probes used; the plots are drawn
-    into `out_dir` (the output folder being written)."""
+    into `out_dir` (the output folder being written).
+
+    Args:
+        kept: the kept rows (doc_id, source) and their vectors.
+        chunks: every chunk's doc_id, title and text.
+    """
     cfg = params.evaluate
-    x = arrow_to_vectors(vectors.column(VECTOR_COLUMN))
+    vectors, x = kept
     took: dict[str, float] = {}
     with Progress("evaluate", 4, "steps") as bar:
         with _step(took, "retrieval", bar):
@@ -215,12 +224,12 @@ def evaluate_task(root: str = ".") -> str:
     run = start_stage("evaluate", root)
     cfg = run.params.evaluate
     folder = load_index_folder(run.input_dirs["index"])
-    vectors, chunks = run.read(KEPT), run.read(CHUNKS)
+    kept, chunks = run.read_vectors(KEPT, KEPT_READ), run.read(CHUNKS, CHUNKS_READ)
     doc_meta = doc_metadata(run.read(INGEST_DOCS, ["doc_id", "metadata"]))
     fp = run.fingerprint(labels_sha256=labels_of(run))
     with run.output(fp, cfg) as out:
         out.path(PLOTS_DIR).mkdir()
-        measured, probes = evaluate_all(folder, vectors, chunks, doc_meta, run.params,
+        measured, probes = evaluate_all(folder, kept, chunks, doc_meta, run.params,
                                         run.root, out.tmp_dir)
         metrics = evaluation_report(measured, folder.card, (folder.index.ntotal, folder.index.d),
                                     lineage_chain(run.root, run.params, "dedup"), cfg)

@@ -64,6 +64,16 @@ def load_encoder(name: str, revision: str | None, max_seq_length: int, runtime: 
                 lambda: load_torch_encoder.__wrapped__(name, revision, "cpu", max_seq_length))
 
 
+def release_local_encoders() -> None:
+    """Forget the loaded local encoders (the next `encoder_for` loads again): the encode
+    stage's batches leave an OpenVINO model holding activations for the widest shapes it
+    ran (about 150 MB of all-MiniLM-L6-v2's), which the short queries of the stages after
+    it never need; reloading a cached export takes about 0.3 s."""
+    with LOAD_LOCK:
+        load_encoder.cache_clear()
+        load_torch_encoder.cache_clear()
+
+
 @lru_cache(maxsize=4)
 def load_api_encoder(cfg: EncodeConfig, max_seq_length: int) -> OpenAIEncoder:
     """The client of the server `cfg` names; requests sized with encode.model's tokenizer."""
