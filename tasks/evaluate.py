@@ -34,9 +34,11 @@ from tasks.core.catalog import (
 from tasks.core.config import EvaluateConfig, Params
 from tasks.core.io import write_json_atomic
 from tasks.core.lineage import lineage_chain
+from tasks.core.memory import release_freed_memory
 from tasks.core.progress import Progress, task_logger
 from tasks.core.runtime import StageRun, main, start_stage
 from tasks.core.vectors import sample_rows
+from tasks.encoders.loading import release_local_encoders
 from tasks.evaluation import metrics as names
 from tasks.evaluation.base_vs_tuned import base_vs_tuned
 from tasks.evaluation.beir import labels_digest
@@ -130,28 +132,37 @@ def retrieval_quality(folder: IndexFolder, probes: list[tuple[str, str]], xq: np
     return metrics
 
 
-def evaluate_all(folder: IndexFolder, kept: tuple[pa.Table, np.ndarray], chunks: pa.Table,
-                 doc_meta: dict[str, dict[str, Any]], params: Params, root: Path,
+def probes_of(folder: IndexFolder, chunks: pa.Table, params: Params
+              ) -> tuple[list[tuple[str, str]], dict[str, Any] | None]:
+    """The label-free probes drawn from `chunks` (doc_id, title, text of every chunk) and,
+    for a tuned model, the base-vs-tuned comparison on them (None otherwise)."""
+    cfg = params.evaluate
+    probes = probe_queries(chunks, cfg.probe_docs, cfg.seed)
+    return probes, base_vs_tuned(folder.model, folder.path, params.encode, chunks, probes,
+                                 cfg.tuned_compare_chunks, cfg.seed)
+
+
+def evaluate_all(folder: IndexFolder, run: StageRun, doc_meta: dict[str, dict[str, Any]],
                  out_dir: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """Every metric of the evaluation, and the label-free probes used; the plots are drawn
     into `out_dir` (the output folder being written).
 
-    Args:
-        kept: the kept rows (doc_id, source) and their vectors.
-        chunks: every chunk's doc_id, title and text.
-    """
-    cfg = params.evaluate
-    vectors, x = kept
+    The inputs are read when a step needs them, and only their columns it reads: every
+    chunk's text for the probes (let go before the retrieval metrics, whose rankings of
+    the labelled queries are the stage's largest), the kept vectors after them."""
+    cfg = run.params.evaluate
     took: dict[str, float] = {}
     with Progress("evaluate", 4, "steps") as bar:
         with _step(took, "retrieval", bar):
-            probes = probe_queries(chunks, cfg.probe_docs, cfg.seed)
+            probes, compared = probes_of(folder, run.read(CHUNKS, CHUNKS_READ), run.params)
+            release_freed_memory()  # the chunks' texts, before the rankings take their place
             xq = folder.encode_queries([q for q, _ in probes])
-            metrics = retrieval_quality(folder, probes, xq, params, root)
-            compared = base_vs_tuned(folder.model, folder.path, params.encode, chunks, probes,
-                                     cfg.tuned_compare_chunks, cfg.seed)
+            metrics = retrieval_quality(folder, probes, xq, run.params, run.root)
             if compared is not None:
                 metrics[names.BASE_VS_TUNED] = compared
+        release_local_encoders()  # every query is embedded; the rankings are gone too
+        release_freed_memory()
+        vectors, x = run.read_vectors(KEPT, KEPT_READ)
         with _step(took, "index_recall", bar):
             index_m, sweep = _index_quality(folder, x, xq, cfg)
             metrics |= index_m
@@ -224,13 +235,11 @@ def evaluate_task(root: str = ".") -> str:
     run = start_stage("evaluate", root)
     cfg = run.params.evaluate
     folder = load_index_folder(run.input_dirs["index"])
-    kept, chunks = run.read_vectors(KEPT, KEPT_READ), run.read(CHUNKS, CHUNKS_READ)
     doc_meta = doc_metadata(run.read(INGEST_DOCS, ["doc_id", "metadata"]))
     fp = run.fingerprint(labels_sha256=labels_of(run))
     with run.output(fp, cfg) as out:
         out.path(PLOTS_DIR).mkdir()
-        measured, probes = evaluate_all(folder, kept, chunks, doc_meta, run.params,
-                                        run.root, out.tmp_dir)
+        measured, probes = evaluate_all(folder, run, doc_meta, out.tmp_dir)
         metrics = evaluation_report(measured, folder.card, (folder.index.ntotal, folder.index.d),
                                     lineage_chain(run.root, run.params, "dedup"), cfg)
         out.write_table(PROBE_QUERIES, pa.table({"query": [q for q, _ in probes],

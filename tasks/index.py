@@ -86,6 +86,7 @@ def write_index_folder(out: StageOutput, built: BuiltIndex, table: pa.Table,
     the finetune output `inputs[2]`: what a query needs), the search settings and the
     lexical index; returns the sizes and the search chosen on probes (seeded by `seed`,
     tasks/query/fusion_choice.py) for the card."""
+    release_freed_memory()  # the tuning's search results, before the lexical index's build
     lists = lists_file(built.index)
     write_index_file(built.index, out.path(INDEX))
     if lists is not None:

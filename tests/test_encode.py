@@ -90,3 +90,19 @@ def test_queries_reach_the_space_of_any_backend_the_index_was_built_with():
         stamped = model_fingerprint(built)
         assert model_fingerprint(query_encode_config(stamped))["fingerprint"] == (
             stamped["fingerprint"]), built
+
+
+def test_released_encoder_is_loaded_again_and_encodes_the_same():
+    """After encode the stage lets its encoder go (`release_local_encoders`); the next
+    stage that embeds queries loads it again: a new object, the same vectors."""
+    from tasks.encoders.loading import encoder_for, load_encoder, release_local_encoders  # noqa: PLC0415
+
+    cfg = EncodeConfig(device="cpu")
+    first = encoder_for(cfg)
+    assert encoder_for(cfg) is first  # loaded once per process while it is kept
+    release_local_encoders()
+    assert load_encoder.cache_info().currsize == 0
+    again = encoder_for(cfg)
+    assert again is not first
+    texts = ["How do volcanoes form?", "ripe tomatoes in August"]
+    assert again.encode(texts).tobytes() == first.encode(texts).tobytes()
