@@ -10,6 +10,7 @@ peak is its own data on top of what is alive, not on top of what earlier stages 
 from __future__ import annotations
 
 import ctypes
+import gc
 from functools import cache
 from typing import Any
 
@@ -17,8 +18,10 @@ import pyarrow as pa
 
 
 def release_freed_memory() -> None:
-    """Return the free pages of Arrow's pool and of glibc's heap to the system (a no-op
-    where the C library has no `malloc_trim`)."""
+    """Collect unreachable cycles (tables and arrays they hold would otherwise wait for
+    Python's next full collection, whenever that comes), then return the free pages of
+    Arrow's pool and of glibc's heap to the system (glibc's: where it has `malloc_trim`)."""
+    gc.collect()
     pa.default_memory_pool().release_unused()
     libc = _libc()
     if libc is not None:
