@@ -21,6 +21,7 @@ from tasks.query.weights import (
     LIMITS,
     identifier_share,
     is_plain_question,
+    query_alphas,
     rarity,
     shifted_alpha,
     standout,
@@ -134,6 +135,18 @@ def test_shifted_alpha_is_monotone_and_bounded():
     assert shifted_alpha(0.5, 0.0) == pytest.approx(0.5)
     assert shifted_alpha(0.5, 1.0) > 0.5 > shifted_alpha(0.5, -1.0)
     assert shifted_alpha(0.99, 10.0) == LIMITS[1] and shifted_alpha(0.01, -10) == LIMITS[0]
+
+
+def test_a_plain_question_leans_dense_even_where_the_index_leans_lexical():
+    df, n = np.array([300, 200]), 1000  # common words: no rare-term signal
+    lex = np.array([5.0, 5.0, 4.7])  # no standout hit
+    question, keywords = "How do I make dough rise faster?", "dough rise faster"
+    alphas = query_alphas([question, keywords], [["dough"], ["dough"]], [df, df], n,
+                          np.stack([lex, lex]), 0.3)
+    assert alphas[0] == pytest.approx(shifted_alpha(0.5, 1.0))  # even start, one step
+    assert alphas[1] == pytest.approx(0.3)  # keywords keep the index's weight
+    assert query_alphas([question], [["dough"]], [df], n, lex[None], 0.8)[0] == \
+        pytest.approx(shifted_alpha(0.8, 1.0))  # above even weights: the index's start
 
 
 def test_probe_text_is_taken_out_of_every_chunk_holding_it():
