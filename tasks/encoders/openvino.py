@@ -112,7 +112,13 @@ class OpenVinoEncoder:
                  max_seq_length: int) -> None:
         import openvino as ov  # noqa: PLC0415
 
-        self.compiled = ov.Core().compile_model(str(model_path), "CPU", {
+        core = ov.Core()
+        # OpenVINO's own cache of the compiled model beside the export: compiling from it
+        # takes a third of the time (1.7 -> 0.55 s for MiniLM on 2 cores), the same numbers
+        # (it keys entries by graph, device and settings; `cached_export` holds the export's
+        # lock while this runs, so one process writes an entry at a time)
+        core.set_property({"CACHE_DIR": str(model_path.parent / "compiled")})
+        self.compiled = core.compile_model(str(model_path), "CPU", {
             "PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32",
             "INFERENCE_NUM_THREADS": cpu_threads()})
         self.requests = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
