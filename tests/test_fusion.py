@@ -147,6 +147,9 @@ def test_a_plain_question_leans_dense_even_where_the_index_leans_lexical():
     assert alphas[1] == pytest.approx(0.3)  # keywords keep the index's weight
     assert query_alphas([question], [["dough"]], [df], n, lex[None], 0.8)[0] == \
         pytest.approx(shifted_alpha(0.8, 1.0))  # above even weights: the index's start
+    mixed = "Is there a scanf() equivalent?"  # a question (0.5) with an identifier (0.5)
+    assert query_alphas([mixed], [["scanf"]], [df], n, lex[None], 0.3)[0] == \
+        pytest.approx(0.5)
 
 
 def test_probe_text_is_taken_out_of_every_chunk_holding_it():
