@@ -36,11 +36,11 @@ from tasks.core.config import EvaluateConfig, Params
 from tasks.core.io import write_json_atomic
 from tasks.core.lineage import lineage_chain
 from tasks.core.progress import Progress, task_logger
-from tasks.core.runtime import StageRun, main, start_stage
+from tasks.core.runtime import main, start_stage
 from tasks.core.vectors import arrow_to_vectors, sample_rows
 from tasks.evaluation import metrics as names
 from tasks.evaluation.base_vs_tuned import base_vs_tuned
-from tasks.evaluation.beir import labels_digest
+from tasks.evaluation.beir import source_labels_digest
 from tasks.evaluation.health import nearest_neighbour_similarity, space_health
 from tasks.evaluation.plots import plot_histogram, plot_map, plot_sweep
 from tasks.evaluation.retrieval import (
@@ -203,12 +203,6 @@ def doc_metadata(docs: pa.Table) -> dict[str, dict[str, Any]]:
                     map(json.loads, docs.column("metadata").to_pylist()), strict=True))
 
 
-def labels_of(run: StageRun) -> str | None:
-    """The digest of the BEIR labels read beside the corpus (None on S3: none are read)."""
-    source = run.params.ingest.source
-    return None if is_s3(source) else labels_digest(run.root / source)
-
-
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(root: str = ".") -> str:
     """Evaluate vectors and index, write metrics and plots, then apply the quality gate."""
@@ -217,7 +211,8 @@ def evaluate_task(root: str = ".") -> str:
     folder = load_index_folder(run.input_dirs["index"])
     vectors, chunks = run.read(KEPT), run.read(CHUNKS)
     doc_meta = doc_metadata(run.read(INGEST_DOCS, ["doc_id", "metadata"]))
-    fp = run.fingerprint(labels_sha256=labels_of(run))
+    fp = run.fingerprint(labels_sha256=source_labels_digest(run.root,
+                                                             run.params.ingest.source))
     with run.output(fp, cfg) as out:
         out.path(PLOTS_DIR).mkdir()
         measured, probes = evaluate_all(folder, vectors, chunks, doc_meta, run.params,

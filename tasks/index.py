@@ -48,6 +48,8 @@ from tasks.core.runtime import StageRun, main, start_stage
 from tasks.core.vectors import vectors_to_arrow
 from tasks.documents.context import contextual_texts
 from tasks.encoders.tuned import carry_model, chosen_space
+from tasks.evaluation.beir import source_labels_digest
+from tasks.evaluation.retrieval import labeled_search_choice
 from tasks.indexing.build import fill_for
 from tasks.indexing.folder import check_space, group_members, indexed_chunks
 from tasks.indexing.ondisk import lists_file, write_index_file
@@ -63,7 +65,7 @@ from tasks.query.documents import document_vectors
 from tasks.query.fusion_choice import choose_search
 from tasks.query.lexical import build_lexical, save_lexical
 from tasks.query.probes import probe_queries
-from tasks.query.search import CARD_CHOICE, assemble_folder, encode_queries
+from tasks.query.search import CARD_CHOICE, IndexFolder, assemble_folder, encode_queries
 from tasks.query.transform import VectorTransform
 
 
@@ -77,13 +79,14 @@ def probe_vectors(table: pa.Table, model: dict[str, Any], transform: VectorTrans
 
 def write_index_folder(out: StageOutput, built: BuiltIndex, table: pa.Table,
                        int_ids: np.ndarray, inputs: tuple[Path, pa.Table, Path],
-                       model: dict[str, Any], search: SearchConfig, seed: int = 0
-                       ) -> dict[str, Any]:
+                       model: dict[str, Any], search: SearchConfig, seed: int = 0,
+                       labels: Path | None = None) -> dict[str, Any]:
     """The FAISS index, the id -> chunk table, the transform (`inputs[0]`), the duplicate
     groups (from the dedup audit `inputs[1]`), the model (a tuned one's folder too, from
     the finetune output `inputs[2]`: what a query needs), the search settings and the
-    lexical index; returns the sizes and the search chosen on probes (seeded by `seed`,
-    tasks/query/fusion_choice.py) for the card."""
+    lexical index; returns the sizes and the search chosen (seeded by `seed`) for the
+    card: on the BEIR labels found under `labels` where there are enough
+    (tasks/evaluation/retrieval.py), else on probes (tasks/query/fusion_choice.py)."""
     lists = lists_file(built.index)
     write_index_file(built.index, out.path(INDEX))
     if lists is not None:
@@ -103,8 +106,15 @@ def write_index_folder(out: StageOutput, built: BuiltIndex, table: pa.Table,
     return {"size_bytes": out.path(INDEX).stat().st_size + (
         out.path(INDEX_IVFDATA).stat().st_size if on_disk else 0), "on_disk": on_disk,
             "lexical_seconds": lexical_seconds,
-            CARD_CHOICE: choose_search(assemble_folder(out.tmp_dir, built.index, {}), seed,
-                                       inputs[1])}
+            CARD_CHOICE: search_choice(assemble_folder(out.tmp_dir, built.index, {}), seed,
+                                       inputs[1], labels)}
+
+
+def search_choice(folder: IndexFolder, seed: int, dropped: pa.Table, labels: Path | None
+                  ) -> dict[str, Any] | None:
+    """Labels outrank probes: the search BEIR labels under `labels` pick, else the probes'."""
+    chosen = labeled_search_choice(folder, labels, seed) if labels is not None else None
+    return chosen or choose_search(folder, seed, dropped)
 
 
 def log_built(built: BuiltIndex, plan: IndexPlan, search: str, seconds: float) -> None:
@@ -148,12 +158,14 @@ def index_task(root: str = ".") -> str:
     fill = fill_for(run.params.run, cfg, run.out_dir, run.input_path(KEPT))
     built, plan = update_or_build(run.out_dir, (x, int_ids, keys), dedup["space"], cfg, fill)
     param, value, sweep = choose_search_param(built, x, int_ids, cfg, probes)
-    fp, model = run.fingerprint(), dedup["model"] | {"space": dedup["space"]}
+    labels = source_labels_digest(run.root, run.params.ingest.source)
+    fp, model = run.fingerprint(labels_sha256=labels), dedup["model"] | {"space": dedup["space"]}
     with run.output(fp, cfg) as out:
         dropped = run.read(DROPPED)
         sizes = write_index_folder(out, built, table, int_ids, (run.input_path(TRANSFORM),
                                    dropped, run.input_dirs["finetune"]), model,
-                                   run.params.search, cfg.seed)
+                                   run.params.search, cfg.seed,
+                                   None if labels is None else run.root / run.params.ingest.source)
         card = index_card(built.index, built.factory, built.nlist, param, value, sweep, cfg,
                           **sizes, **built.card_facts(plan, x))
         out.write_json(INDEX_CARD, card)

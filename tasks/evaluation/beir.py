@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tasks.core.fingerprint import canonical_json, sha256_file, sha256_text
 from tasks.documents.decoding import make_doc_id
+from tasks.storage.s3 import is_s3
 
 
 def find_beir_sets(source: Path) -> list[tuple[str, Path, Path, Path]]:
@@ -28,6 +29,12 @@ def labels_digest(source: Path) -> str:
     files = sorted({p for _, _, queries, qrels in find_beir_sets(source) for p in (queries, qrels)})
     return sha256_text(canonical_json([(p.relative_to(source).as_posix(), sha256_file(p))
                                        for p in files]))
+
+
+def source_labels_digest(root: Path, source: str) -> str | None:
+    """`labels_digest` of the ingest source `source` (relative to `root`); None on S3, where
+    no labels are read."""
+    return None if is_s3(source) else labels_digest(root / source)
 
 
 def read_beir(rel_corpus: str, queries: Path, qrels: Path

@@ -13,7 +13,7 @@ from tasks.core.config import SEARCH_MODES
 from tasks.evaluation import metrics as names
 from tasks.evaluation.beir import find_beir_sets, read_beir
 from tasks.evaluation.metrics import doc_rankings, retrieval_metrics
-from tasks.query.fusion_choice import candidate_plans, pick
+from tasks.query.fusion_choice import MIN_PER_HALF, candidate_plans, choice_record, pick
 from tasks.query.search import IndexFolder
 from tasks.query.weights import BUCKETS, query_bucket
 
@@ -112,9 +112,35 @@ def labeled_choice(folder: IndexFolder, texts: list[str], qrels: dict[str, dict[
                                             {q: run[q] for q in ids})
                     for half, ids in halves.items()} for name, run in runs.items()}
     winner, why = pick(table, folder.search.fusion_margin)
-    return {"winner": winner, "reason": why, "probe_winner": (folder.card.get(
-        "search_choice") or {}).get("winner"), "held_out": table[winner]["held_out"],
+    built = folder.card.get("search_choice") or {}
+    return {"winner": winner, "reason": why, "probe_winner": built.get("winner") if built.get(
+        "basis", "probes") == "probes" else None, "held_out": table[winner]["held_out"],
         "candidates": table}
+
+
+def labeled_search_choice(folder: IndexFolder, source: Path, seed: int
+                          ) -> dict[str, Any] | None:
+    """Labels outrank probes, at build: under `search.fusion: auto` with BEIR queries and
+    qrels beside the corpus (`MIN_PER_HALF` a half at least, every set found pooled), the
+    search they pick on a seeded half with the probes' guard (`labeled_choice`), judged on
+    both halves, for the index card; None where probes choose (no labels, too few, the
+    params fix the search, or no lexical index)."""
+    cfg = folder.search
+    if cfg.mode != "hybrid" or cfg.fusion != "auto" or folder.lexical is None:
+        return None
+    texts: dict[str, str] = {}
+    rels: dict[str, dict[str, int]] = {}
+    sets = find_beir_sets(source)
+    for rel, _, queries, qrels in sets:
+        t, r = read_beir(rel, queries, qrels)
+        texts |= {f"{rel}:{q}": v for q, v in t.items()}
+        rels |= {f"{rel}:{q}": v for q, v in r.items()}
+    qids = sorted(texts)
+    if len(qids) < 2 * MIN_PER_HALF:
+        return None
+    choice = labeled_choice(folder, [texts[q] for q in qids], rels, qids, seed)
+    return choice_record(cfg, choice["candidates"], "labels") | {
+        "labeled_queries": len(qids), "label_sets": [rel for rel, *_ in sets]}
 
 
 def labeled_metrics(folder: IndexFolder, source: Path, seed: int = 0
