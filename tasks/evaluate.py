@@ -40,7 +40,7 @@ from tasks.core.runtime import main, start_stage
 from tasks.core.vectors import arrow_to_vectors, sample_rows
 from tasks.evaluation import metrics as names
 from tasks.evaluation.base_vs_tuned import base_vs_tuned
-from tasks.evaluation.beir import source_labels_digest
+from tasks.evaluation.beir import labeled_query_sets, source_labels_digest
 from tasks.evaluation.health import nearest_neighbour_similarity, space_health
 from tasks.evaluation.plots import plot_histogram, plot_map, plot_sweep
 from tasks.evaluation.retrieval import (
@@ -139,8 +139,10 @@ def evaluate_all(folder: IndexFolder, vectors: pa.Table, chunks: pa.Table,
             probes = probe_queries(chunks, cfg.probe_docs, cfg.seed)
             xq = folder.encode_queries([q for q, _ in probes])
             metrics = retrieval_quality(folder, probes, xq, params, root)
-            compared = base_vs_tuned(folder.model, folder.path, params.encode, chunks, probes,
-                                     cfg.tuned_compare_chunks, cfg.seed)
+            compared = base_vs_tuned(
+                folder.model, folder.path, params.encode, chunks, probes,
+                cfg.tuned_compare_chunks, cfg.seed, {} if is_s3(params.ingest.source)
+                else labeled_query_sets(root / params.ingest.source))
             if compared is not None:
                 metrics[names.BASE_VS_TUNED] = compared
         with _step(took, "index_recall", bar):

@@ -392,6 +392,11 @@ def test_a_tuned_model_is_served_end_to_end(tuned_workspace):
     summary = summary_markdown(ws, load_params(ws / "params.yaml"),
                                {"stages": [], "overrides": {}})
     assert "## Base vs fine-tuned model" in summary and model["name"] in summary
+    beir = compared["labeled"]["finance/corpus.jsonl"]  # the sample's BEIR set, both models
+    assert beir["queries"] == 15 and 0 < beir["tuned"]["ndcg_at_10"] <= 1
+    assert beir["gain"]["recall_at_10"] == pytest.approx(
+        beir["tuned"]["recall_at_10"] - beir["base"]["recall_at_10"], abs=1e-5)
+    assert "BEIR `finance/corpus.jsonl`: 15 labelled queries." in summary
     lineage = subprocess.run([str(Path(sys.executable).parent / "embedpipe"), "--root",
                               str(ws), "lineage"], env=env_with_venv(), capture_output=True,
                              text=True, timeout=300, check=True).stdout

@@ -59,3 +59,13 @@ def read_beir(rel_corpus: str, queries: Path, qrels: Path
         if int(parts[2]) > 0 and parts[0] in texts:
             rels.setdefault(parts[0], {})[make_doc_id(rel_corpus, parts[1])] = int(parts[2])
     return {q: t for q, t in texts.items() if q in rels}, rels
+
+
+def labeled_query_sets(source: Path) -> dict[str, tuple[list[str], list[dict[str, int]]]]:
+    """Per BEIR set under `source`: its query texts and each one's relevant documents, in
+    query id order."""
+    out = {}
+    for rel, _, queries, qrels in find_beir_sets(source):
+        texts, rels = read_beir(rel, queries, qrels)
+        out[rel] = ([texts[q] for q in sorted(texts)], [rels[q] for q in sorted(texts)])
+    return out
