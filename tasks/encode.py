@@ -173,9 +173,11 @@ def _window_progress(report: Callable[[int, int], None] | None, done: int, rows:
 
 
 def local_encoder(cfg: EncodeConfig) -> Encoder:
-    """Encode in this process with the encoder `cfg` describes (loaded once per process)."""
-    model, prefix = encoder_for(cfg), prefixes(cfg)[0]
-    return lambda texts, on_block: encode_texts(model, texts, cfg, prefix, on_block)
+    """Encode in this process with the encoder `cfg` describes (loaded once per process, on
+    the first text the vector cache lacks: a rerun served from the cache loads none)."""
+    prefix = prefixes(cfg)[0]
+    return lambda texts, on_block: encode_texts(encoder_for(cfg), texts, cfg, prefix,
+                                                on_block)
 
 
 def encode_shard(blocks: list[list[str]], cfg: EncodeConfig) -> np.ndarray:

@@ -90,3 +90,23 @@ def test_queries_reach_the_space_of_any_backend_the_index_was_built_with():
         stamped = model_fingerprint(built)
         assert model_fingerprint(query_encode_config(stamped))["fingerprint"] == (
             stamped["fingerprint"]), built
+
+
+def test_a_rerun_served_from_the_vector_cache_loads_no_encoder(sample_run, tmp_path,
+                                                               monkeypatch):
+    import shutil
+
+    import tasks.encode as stage
+    from flows.pipeline import STAGE_TASKS
+    from tests.workspace import copy_workspace
+
+    ws = copy_workspace(sample_run, tmp_path / "ws", through="encode")
+    want = (ws / "data/04_encode/vectors.parquet").read_bytes()
+    shutil.rmtree(ws / "data/04_encode")  # the output gone, the vector cache kept
+
+    def no_model(cfg):
+        raise AssertionError("the encoder was loaded with every vector in the cache")
+
+    monkeypatch.setattr(stage, "encoder_for", no_model)
+    STAGE_TASKS["encode"].fn(root=str(ws))
+    assert (ws / "data/04_encode/vectors.parquet").read_bytes() == want
