@@ -48,7 +48,7 @@ from tasks.core.runtime import StageRun, main, start_stage
 from tasks.core.vectors import vectors_to_arrow
 from tasks.documents.context import contextual_texts
 from tasks.encoders.tuned import carry_model, chosen_space
-from tasks.evaluation.beir import source_labels_digest
+from tasks.evaluation.beir import labels_digest
 from tasks.evaluation.retrieval import labeled_search_choice
 from tasks.indexing.build import fill_for
 from tasks.indexing.folder import check_space, group_members, indexed_chunks
@@ -67,6 +67,7 @@ from tasks.query.lexical import build_lexical, save_lexical
 from tasks.query.probes import probe_queries
 from tasks.query.search import CARD_CHOICE, IndexFolder, assemble_folder, encode_queries
 from tasks.query.transform import VectorTransform
+from tasks.storage.s3 import is_s3
 
 
 def probe_vectors(table: pa.Table, model: dict[str, Any], transform: VectorTransform,
@@ -144,13 +145,27 @@ def write_documents(out: StageOutput, rows: tuple[pa.Table, np.ndarray, pa.Table
     return docs.num_rows
 
 
+def checked_dedup(run: StageRun) -> dict[str, Any]:
+    """Dedup's manifest, its vectors checked to be of the space encode's model makes."""
+    _, want, _ = chosen_space(run.params.encode, run.input_dirs["finetune"])
+    check_space(run.inputs["dedup"], run.inputs["reduce"], want, run.input_dirs["dedup"])
+    return run.inputs["dedup"]
+
+
+def labelled_fingerprint(run: StageRun) -> tuple[Path | None, str]:
+    """Where BEIR labels are read (the ingest source; None on S3, where none are) and the
+    stage's fingerprint, their digest among its facts."""
+    source = run.params.ingest.source
+    labels = None if is_s3(source) else run.root / source
+    return labels, run.fingerprint(labels_sha256=None if labels is None
+                                   else labels_digest(labels))
+
+
 @task(name="index", cache_policy=NO_CACHE)
 def index_task(root: str = ".") -> str:
     """Build (or update in place), tune and write the FAISS index folder."""
     run = start_stage("index", root)
-    cfg, dedup = run.params.index, run.inputs["dedup"]
-    _, want, _ = chosen_space(run.params.encode, run.input_dirs["finetune"])
-    check_space(dedup, run.inputs["reduce"], want, run.input_dirs["dedup"])
+    cfg, dedup = run.params.index, checked_dedup(run)
     table, x = run.read_vectors(KEPT)  # finite, and unit length where normalised
     x, int_ids, keys = index_rows(table, x)
     probes = cache(lambda: probe_vectors(table, dedup["model"], VectorTransform.load(
@@ -158,14 +173,13 @@ def index_task(root: str = ".") -> str:
     fill = fill_for(run.params.run, cfg, run.out_dir, run.input_path(KEPT))
     built, plan = update_or_build(run.out_dir, (x, int_ids, keys), dedup["space"], cfg, fill)
     param, value, sweep = choose_search_param(built, x, int_ids, cfg, probes)
-    labels = source_labels_digest(run.root, run.params.ingest.source)
-    fp, model = run.fingerprint(labels_sha256=labels), dedup["model"] | {"space": dedup["space"]}
+    labels, fp = labelled_fingerprint(run)
+    model = dedup["model"] | {"space": dedup["space"]}
     with run.output(fp, cfg) as out:
         dropped = run.read(DROPPED)
         sizes = write_index_folder(out, built, table, int_ids, (run.input_path(TRANSFORM),
                                    dropped, run.input_dirs["finetune"]), model,
-                                   run.params.search, cfg.seed,
-                                   None if labels is None else run.root / run.params.ingest.source)
+                                   run.params.search, cfg.seed, labels)
         card = index_card(built.index, built.factory, built.nlist, param, value, sweep, cfg,
                           **sizes, **built.card_facts(plan, x))
         out.write_json(INDEX_CARD, card)
