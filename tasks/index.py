@@ -49,7 +49,7 @@ from tasks.core.vectors import vectors_to_arrow
 from tasks.documents.context import contextual_texts
 from tasks.encoders.tuned import carry_model, chosen_space
 from tasks.evaluation.beir import labels_digest
-from tasks.evaluation.retrieval import labeled_search_choice
+from tasks.evaluation.retrieval import choosing_labels, labeled_search_choice
 from tasks.indexing.build import fill_for
 from tasks.indexing.folder import check_space, group_members, indexed_chunks
 from tasks.indexing.ondisk import lists_file, write_index_file
@@ -153,10 +153,11 @@ def checked_dedup(run: StageRun) -> dict[str, Any]:
 
 
 def labelled_fingerprint(run: StageRun) -> tuple[Path | None, str]:
-    """Where BEIR labels are read (the ingest source; None on S3, where none are) and the
-    stage's fingerprint, their digest among its facts."""
+    """Where the BEIR labels that choose the search lie (the ingest source; None on S3,
+    where none are read, or with too few to choose on) and the stage's fingerprint, their
+    digest among its facts."""
     source = run.params.ingest.source
-    labels = None if is_s3(source) else run.root / source
+    labels = choosing_labels(None if is_s3(source) else run.root / source)
     return labels, run.fingerprint(labels_sha256=None if labels is None
                                    else labels_digest(labels))
 

@@ -43,7 +43,10 @@ def test_the_default_models_tokenizer_matches_transformers(call: dict) -> None:
         assert [list(map(int, r)) for r in a[key]] == [list(map(int, r)) for r in b[key]], key
     assert fast("one text", add_special_tokens=False)["input_ids"] == hf(
         "one text", add_special_tokens=False)["input_ids"]
-    assert fast.pad_token_id == hf.pad_token_id
+    for attr in ("pad_token_id", "cls_token_id", "sep_token_id", "unk_token_id",
+                 "mask_token_id", "model_input_names"):
+        assert getattr(fast, attr) == getattr(hf, attr), attr
+    assert fast.vocab_size == hf.vocab_size  # anything else: transformers' own answer
     assert fast.num_special_tokens_to_add(False) == hf.num_special_tokens_to_add(pair=False)
 
 

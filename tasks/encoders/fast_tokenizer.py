@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 
 BERT_CLASSES = ("BertTokenizer", "BertTokenizerFast")
+SPECIALS = {"pad": "[PAD]", "cls": "[CLS]", "sep": "[SEP]", "unk": "[UNK]", "mask": "[MASK]"}
+MODEL_INPUT_NAMES = ["input_ids", "token_type_ids", "attention_mask"]  # BERT's, in its order
 
 
 def fast_tokenizer(folder: Path, fallback: Callable[[], Any]) -> BackendTokenizer | None:
@@ -43,23 +45,44 @@ def fast_tokenizer(folder: Path, fallback: Callable[[], Any]) -> BackendTokenize
               "handle_chinese_chars": config.get("tokenize_chinese_chars", True)}
     if norm.get("type") != "BertNormalizer" or any(norm.get(k) != v for k, v in wanted.items()):
         return None
-    pad = backend.token_to_id(config.get("pad_token") or "[PAD]")
-    return BackendTokenizer(backend, pad if pad is not None else 0, fallback)
+    specials = {f"{name}_token_id": backend.token_to_id(_token(config, name, default))
+                for name, default in SPECIALS.items()}
+    return BackendTokenizer(backend, specials, fallback)
+
+
+def _token(config: dict[str, Any], name: str, default: str) -> str:
+    """A special token's text from tokenizer_config.json (a string, or an AddedToken's
+    mapping with its `content`)."""
+    value = config.get(f"{name}_token") or default
+    return value.get("content", default) if isinstance(value, dict) else str(value)
 
 
 class BackendTokenizer:
     """The subset of transformers' fast tokenizer the project calls: `backend_tokenizer`,
-    `pad_token_id`, `num_special_tokens_to_add`, and a call on a text or a list of texts
-    with optional truncation to `max_length`, padding to the longest and numpy tensors."""
+    the special tokens' ids, `model_input_names`, `num_special_tokens_to_add`, and a call on
+    a text or a list of texts with optional truncation to `max_length`, padding to the
+    longest and numpy tensors; any other attribute is transformers' tokenizer's (loaded
+    then: the one-off exports use it)."""
 
     is_fast = True
+    model_input_names = MODEL_INPUT_NAMES
 
-    def __init__(self, backend: Any, pad_token_id: int, fallback: Callable[[], Any]) -> None:
+    def __init__(self, backend: Any, specials: dict[str, int | None],
+                 fallback: Callable[[], Any]) -> None:
         self.backend_tokenizer = backend
-        self.pad_token_id = pad_token_id
+        self.pad_token_id = specials.get("pad_token_id") or 0
+        self.cls_token_id = specials.get("cls_token_id")
+        self.sep_token_id = specials.get("sep_token_id")
+        self.unk_token_id = specials.get("unk_token_id")
+        self.mask_token_id = specials.get("mask_token_id")
         self._fallback = fallback
         self._configured: dict[tuple[int | None, bool], Any] = {}
         self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # never for this object's own state (copy, pickle)
+            raise AttributeError(name)
+        return getattr(self._fallback(), name)
 
     def num_special_tokens_to_add(self, pair: bool = False) -> int:
         return self.backend_tokenizer.num_special_tokens_to_add(pair)

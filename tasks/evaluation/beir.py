@@ -69,3 +69,15 @@ def labeled_query_sets(source: Path) -> dict[str, tuple[list[str], list[dict[str
         texts, rels = read_beir(rel, queries, qrels)
         out[rel] = ([texts[q] for q in sorted(texts)], [rels[q] for q in sorted(texts)])
     return out
+
+
+def pooled_labels(source: Path) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """Every BEIR set under `source` in one pool: query texts and qrels keyed by
+    `<set>:<query id>`."""
+    texts: dict[str, str] = {}
+    rels: dict[str, dict[str, int]] = {}
+    for rel, _, queries, qrels in find_beir_sets(source):
+        t, r = read_beir(rel, queries, qrels)
+        texts |= {f"{rel}:{q}": v for q, v in t.items()}
+        rels |= {f"{rel}:{q}": v for q, v in r.items()}
+    return texts, rels

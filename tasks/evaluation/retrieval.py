@@ -11,13 +11,14 @@ import numpy as np
 
 from tasks.core.config import SEARCH_MODES
 from tasks.evaluation import metrics as names
-from tasks.evaluation.beir import find_beir_sets, read_beir
+from tasks.evaluation.beir import find_beir_sets, pooled_labels, read_beir
 from tasks.evaluation.metrics import doc_rankings, retrieval_metrics
 from tasks.query.fusion_choice import MIN_PER_HALF, candidate_plans, choice_record, pick
 from tasks.query.search import IndexFolder
 from tasks.query.weights import BUCKETS, query_bucket
 
 DOC_DEPTH = 100
+MIN_LABELS = 2 * MIN_PER_HALF  # labelled queries the build chooses on, at least
 
 
 def row_documents(folder: IndexFolder, expand: bool = True) -> list[list[str]]:
@@ -128,19 +129,23 @@ def labeled_search_choice(folder: IndexFolder, source: Path, seed: int
     cfg = folder.search
     if cfg.mode != "hybrid" or cfg.fusion != "auto" or folder.lexical is None:
         return None
-    texts: dict[str, str] = {}
-    rels: dict[str, dict[str, int]] = {}
-    sets = find_beir_sets(source)
-    for rel, _, queries, qrels in sets:
-        t, r = read_beir(rel, queries, qrels)
-        texts |= {f"{rel}:{q}": v for q, v in t.items()}
-        rels |= {f"{rel}:{q}": v for q, v in r.items()}
+    texts, rels = pooled_labels(source)
     qids = sorted(texts)
-    if len(qids) < 2 * MIN_PER_HALF:
+    if len(qids) < MIN_LABELS:
         return None
     choice = labeled_choice(folder, [texts[q] for q in qids], rels, qids, seed)
     return choice_record(cfg, choice["candidates"], "labels") | {
-        "labeled_queries": len(qids), "label_sets": [rel for rel, *_ in sets]}
+        "labeled_queries": len(qids), "label_sets": [rel for rel, *_ in find_beir_sets(
+            source)]}
+
+
+def choosing_labels(source: Path | None) -> Path | None:
+    """`source` where enough BEIR labels lie under it to choose the search on them
+    (`MIN_LABELS`), else None: the index's identity holds the labels only where they can
+    decide its choice (an S3 corpus, whose labels are not read, then matches a local one
+    with too few)."""
+    return source if source is not None and len(pooled_labels(source)[0]) >= MIN_LABELS \
+        else None
 
 
 def labeled_metrics(folder: IndexFolder, source: Path, seed: int = 0
