@@ -82,9 +82,11 @@ def doc_pieces(texts: list[str], title: str | None) -> dict[str, list[str]]:
         for piece in _SENTENCE_END.split(text):
             for raw in piece.split("\n"):
                 line = raw.strip()
-                heading = _HEADING.match(line)
-                if heading and len(heading.group(1).split()) >= 2 or _HEADING_LINE.match(
-                        line) and line in own_lines and len(line.split()) <= 10:
+                heading = _HEADING.match(line) if line[:1] == "#" else None
+                # the cheap tests first: most lines are neither kind of heading
+                if heading and len(heading.group(1).split()) >= 2 or line[:1].isupper() and (
+                        line in own_lines and len(line.split()) <= 10
+                        and _HEADING_LINE.match(line)):
                     out["heading"].append(line)
                 elif MIN_WORDS <= len(line.split()) <= MAX_WORDS and not line.startswith("#"):
                     out["question" if line.endswith("?") else "cloze"].append(line)
