@@ -200,6 +200,8 @@ def run_embedpipe(corpus: Path, threshold: float, share: Path, device: str) -> d
         write_overrides(ws / "params.yaml", {
             "ingest.source": str(corpus), "reduce.pca_dims": PCA_DIMS,
             "dedup.threshold": threshold, "encode.cache": False, "encode.device": device,
+            # the planted queries are the test set of both sides: nothing is chosen on them
+            "search.labels_choose": False,
             **({"encode.batch_size": CUDA_BATCH} if device == "cuda" else {})})
         for name in ("ingest", "clean", "chunk", "finetune", "encode", "reduce", "dedup",
                      "index"):

@@ -120,9 +120,11 @@ def retrieval_quality(folder: IndexFolder, probes: list[tuple[str, str]], xq: np
     metrics |= modes.get(headline, {})
     metrics[names.DENSE_PROBE_RECALL_AT_10] = modes.get("dense", {}).get(
         names.PROBE_RECALL_AT_10)
-    if labeled:
+    if labeled:  # where the build chose the search on these labels, half were its selection
+        in_sample = (folder.card.get("search_choice") or {}).get("basis") == "labels"
         metrics["labeled"] = {rel: {**s["variants"][headline], "queries": s["queries"],
-                                    "choice": s["choice"]} for rel, s in labeled.items()}
+                                    "choice": s["choice"], "search_chosen_on_them": in_sample}
+                              for rel, s in labeled.items()}
     return metrics
 
 

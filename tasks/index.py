@@ -154,10 +154,11 @@ def checked_dedup(run: StageRun) -> dict[str, Any]:
 
 def labelled_fingerprint(run: StageRun) -> tuple[Path | None, str]:
     """Where the BEIR labels that choose the search lie (the ingest source; None on S3,
-    where none are read, or with too few to choose on) and the stage's fingerprint, their
-    digest among its facts."""
+    where none are read, with too few to choose on, or `search.labels_choose` false) and the
+    stage's fingerprint, their digest among its facts."""
     source = run.params.ingest.source
-    labels = choosing_labels(None if is_s3(source) else run.root / source)
+    labels = choosing_labels(None if is_s3(source) or not run.params.search.labels_choose
+                             else run.root / source)
     return labels, run.fingerprint(labels_sha256=None if labels is None
                                    else labels_digest(labels))
 

@@ -275,6 +275,13 @@ def test_labels_outrank_probes_at_build(sample_run, tmp_path):
     assert json.loads((ws / "data/07_index/_manifest.json").read_text())[
         "fingerprint"] != before["fingerprint"]  # the labels are part of the index's identity
 
+    from tasks.core.params_file import write_overrides
+
+    write_overrides(ws / "params.yaml", {"search.labels_choose": False})  # a test set only
+    run_stages(ws, ["index"])
+    choice = json.loads((ws / "data/07_index/card.json").read_text())["search_choice"]
+    assert choice["basis"] == "probes"
+    write_overrides(ws / "params.yaml", {"search.labels_choose": True})
     _finance_labels(ws / "data/sample/finance", 15)  # too few to choose on: probes do
     run_stages(ws, ["index"])
     choice = json.loads((ws / "data/07_index/card.json").read_text())["search_choice"]
