@@ -334,6 +334,8 @@ def main() -> None:
     parser.add_argument("--share", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="where both sides encode (cuda: see benchmarks/cuda.py)")
+    parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES),
+                        help="which sides run (default all; naive needs embedpipe's chunks)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.side:
@@ -352,7 +354,7 @@ def main() -> None:
 
         # naive after embedpipe: it re-encodes embedpipe's chunks; langchain only where the
         # benchmark extra is installed (`pip install -e ".[bench]"`)
-        for side in SIDES if available() else SIDES[:2]:
+        for side in [s for s in SIDES if s in args.sides and (s != "langchain" or available())]:
             result = Path(tmp) / f"{side}.json"
             subprocess.run([sys.executable, "-m", "benchmarks.run", "--side", side, "--corpus",
                             str(corpus), "--result", str(result), "--threshold",
@@ -380,7 +382,7 @@ def ceiling(report: dict[str, Any]) -> dict[str, Any]:
 
     ep = report["embedpipe"]
     tokens_per_s = {side: next(r for r in report[side]["stages"] if r["stage"] == "encode")
-                    ["tokens_per_s"] for side in ("embedpipe", "naive")}
+                    ["tokens_per_s"] for side in ("embedpipe", "naive") if side in report}
     seq = ep["tokens"] / max(ep["chunks"], 1) + 2  # + [CLS] and [SEP]
     return encode_ceiling(resolve_model_path(EncodeConfig().model), seq, tokens_per_s)
 
