@@ -245,6 +245,10 @@ def side_main(args: argparse.Namespace) -> None:
 
 
 def markdown(report: dict[str, Any]) -> str:
+    if "naive" not in report:  # `--sides embedpipe langchain`: the build table alone
+        return "\n".join([f"corpus: {report['corpus']['docs']} docs; embedpipe "
+                          f"{report['embedpipe']['chunks']} chunks; {report['cpu']}",
+                          *build_table(report), *ceiling_lines(report)]) + "\n"
     lines = [f"corpus: {report['corpus']['docs']} docs; embedpipe {report['embedpipe']['chunks']}"
              f" chunks, naive {report['naive']['chunks']} chunks; {report['cpu']}", "",
              "| stage | embedpipe s | naive s | speed-up | embedpipe items/s | naive items/s |"
@@ -280,6 +284,12 @@ def markdown(report: dict[str, Any]) -> str:
         for k in ("recall_at_10", "ndcg_at_10", "mrr_at_10"):
             a, b = same["quality"]["embedpipe"][k], same["quality"]["naive"][k]
             lines.append(f"| {k} | {a:.4f} | {b:.4f} | {100 * (a - b):+.2f} |")
+    return "\n".join(lines + ceiling_lines(report)) + "\n"
+
+
+def ceiling_lines(report: dict[str, Any]) -> list[str]:
+    """The encode ceiling table: each side's tokens/s as a fraction of the CPU's peaks."""
+    lines: list[str] = []
     ceil = report.get("ceiling")
     if ceil:
         cpu, c = ceil["cpu"], ceil["ceiling_tokens_per_s"]
@@ -290,10 +300,11 @@ def markdown(report: dict[str, Any]) -> str:
                   f"{ceil['gemm_gflops']} GFLOP/s):", "",
                   "| encode tokens/s as a fraction of | ceiling tokens/s | embedpipe | naive |",
                   "|---|---|---|---|"]
+        naive = ceil["fraction"].get("naive", {})
         for k, v in c.items():
             lines.append(f"| {k} | {v} | {ceil['fraction']['embedpipe'][k]:.1%} | "
-                         f"{ceil['fraction']['naive'][k]:.1%} |")
-    return "\n".join(lines) + "\n"
+                         + (f"{naive[k]:.1%} |" if k in naive else "- |"))
+    return lines
 
 
 def build_table(report: dict[str, Any]) -> list[str]:
