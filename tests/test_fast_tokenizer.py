@@ -94,3 +94,15 @@ def test_a_run_process_tokenizes_without_importing_transformers() -> None:
                          text=True, check=True, env={"HF_HUB_OFFLINE": "1",
                                                      "PATH": "/usr/bin:/bin"})
     assert out.stdout.strip() == "False"
+
+
+def test_it_travels_to_another_process():
+    import pickle
+
+    fast = load_tokenizer(DEFAULT_MODEL)
+    fast(["warm"], truncation=True, max_length=4)  # a set-up copy and the lock exist
+    back = pickle.loads(pickle.dumps(fast))
+    texts = _texts()
+    assert back(texts, truncation=True, max_length=32)["input_ids"] == fast(
+        texts, truncation=True, max_length=32)["input_ids"]
+    assert back.vocab_size == fast.vocab_size  # its way to transformers' tokenizer too

@@ -79,6 +79,13 @@ class BackendTokenizer:
         self._configured: dict[tuple[int | None, bool], Any] = {}
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (a Dask task may carry it): without the lock and the set-up copies."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_configured")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _configured={}, _lock=threading.Lock())
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):  # never for this object's own state (copy, pickle)
             raise AttributeError(name)

@@ -18,7 +18,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -310,7 +310,7 @@ def _load_tokenizer(name: str, revision: str | None) -> Any:
     from tasks.encoders.fast_tokenizer import fast_tokenizer  # noqa: PLC0415
 
     fast = fast_tokenizer(resolve_model_path(name, revision),
-                          lambda: _transformers_tokenizer(name, revision))
+                          partial(_transformers_tokenizer, name, revision))
     return fast if fast is not None else _transformers_tokenizer(name, revision)
 
 
