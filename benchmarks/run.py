@@ -200,6 +200,8 @@ def run_embedpipe(corpus: Path, threshold: float, share: Path, device: str) -> d
         write_overrides(ws / "params.yaml", {
             "ingest.source": str(corpus), "reduce.pca_dims": PCA_DIMS,
             "dedup.threshold": threshold, "encode.cache": False, "encode.device": device,
+            # the planted queries are the test set of both sides: nothing is chosen on them
+            "search.labels_choose": False,
             **({"encode.batch_size": CUDA_BATCH} if device == "cuda" else {})})
         for name in ("ingest", "clean", "chunk", "finetune", "encode", "reduce", "dedup",
                      "index"):
@@ -243,6 +245,10 @@ def side_main(args: argparse.Namespace) -> None:
 
 
 def markdown(report: dict[str, Any]) -> str:
+    if "naive" not in report:  # `--sides embedpipe langchain`: the build table alone
+        return "\n".join([f"corpus: {report['corpus']['docs']} docs; embedpipe "
+                          f"{report['embedpipe']['chunks']} chunks; {report['cpu']}",
+                          *build_table(report), *ceiling_lines(report)]) + "\n"
     lines = [f"corpus: {report['corpus']['docs']} docs; embedpipe {report['embedpipe']['chunks']}"
              f" chunks, naive {report['naive']['chunks']} chunks; {report['cpu']}", "",
              "| stage | embedpipe s | naive s | speed-up | embedpipe items/s | naive items/s |"
@@ -278,6 +284,12 @@ def markdown(report: dict[str, Any]) -> str:
         for k in ("recall_at_10", "ndcg_at_10", "mrr_at_10"):
             a, b = same["quality"]["embedpipe"][k], same["quality"]["naive"][k]
             lines.append(f"| {k} | {a:.4f} | {b:.4f} | {100 * (a - b):+.2f} |")
+    return "\n".join(lines + ceiling_lines(report)) + "\n"
+
+
+def ceiling_lines(report: dict[str, Any]) -> list[str]:
+    """The encode ceiling table: each side's tokens/s as a fraction of the CPU's peaks."""
+    lines: list[str] = []
     ceil = report.get("ceiling")
     if ceil:
         cpu, c = ceil["cpu"], ceil["ceiling_tokens_per_s"]
@@ -288,10 +300,11 @@ def markdown(report: dict[str, Any]) -> str:
                   f"{ceil['gemm_gflops']} GFLOP/s):", "",
                   "| encode tokens/s as a fraction of | ceiling tokens/s | embedpipe | naive |",
                   "|---|---|---|---|"]
+        naive = ceil["fraction"].get("naive", {})
         for k, v in c.items():
             lines.append(f"| {k} | {v} | {ceil['fraction']['embedpipe'][k]:.1%} | "
-                         f"{ceil['fraction']['naive'][k]:.1%} |")
-    return "\n".join(lines) + "\n"
+                         + (f"{naive[k]:.1%} |" if k in naive else "- |"))
+    return lines
 
 
 def build_table(report: dict[str, Any]) -> list[str]:
@@ -332,6 +345,8 @@ def main() -> None:
     parser.add_argument("--share", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="where both sides encode (cuda: see benchmarks/cuda.py)")
+    parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES),
+                        help="which sides run (default all; naive needs embedpipe's chunks)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.side:
@@ -350,7 +365,7 @@ def main() -> None:
 
         # naive after embedpipe: it re-encodes embedpipe's chunks; langchain only where the
         # benchmark extra is installed (`pip install -e ".[bench]"`)
-        for side in SIDES if available() else SIDES[:2]:
+        for side in [s for s in SIDES if s in args.sides and (s != "langchain" or available())]:
             result = Path(tmp) / f"{side}.json"
             subprocess.run([sys.executable, "-m", "benchmarks.run", "--side", side, "--corpus",
                             str(corpus), "--result", str(result), "--threshold",
@@ -378,7 +393,7 @@ def ceiling(report: dict[str, Any]) -> dict[str, Any]:
 
     ep = report["embedpipe"]
     tokens_per_s = {side: next(r for r in report[side]["stages"] if r["stage"] == "encode")
-                    ["tokens_per_s"] for side in ("embedpipe", "naive")}
+                    ["tokens_per_s"] for side in ("embedpipe", "naive") if side in report}
     seq = ep["tokens"] / max(ep["chunks"], 1) + 2  # + [CLS] and [SEP]
     return encode_ceiling(resolve_model_path(EncodeConfig().model), seq, tokens_per_s)
 

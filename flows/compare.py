@@ -5,6 +5,7 @@ collect metrics, time and index size side by side."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks.core.catalog import INDEX_MODEL
+from tasks.core.catalog import INDEX_MODEL, METRICS_FILE, SOURCE_LISTING
 from tasks.core.config import load_params, parse_override
 from tasks.core.io import read_manifest
 from tasks.core.registry import get_stage
@@ -39,6 +40,14 @@ def scratch_copy(root: Path, dest: Path) -> Path:
     data = root / params.paths.data
     for out in data.glob("[0-9][0-9]_*"):
         shutil.copytree(out, dest / params.paths.data / out.name)
+    for rel in (Path(params.paths.data) / SOURCE_LISTING, Path(METRICS_FILE)):
+        if (root / rel).is_file():  # outs beside the stage folders: missing, a stage reruns
+            shutil.copy2(root / rel, dest / rel)
+    for cache in (params.paths.vector_cache, params.paths.result_cache):
+        # the persistent outs (content-addressed shards, never rewritten in place: a new
+        # shard is a new file) linked, not copied: a missing one reran ingest -> export
+        if not Path(cache).is_absolute() and (root / cache).is_dir():
+            shutil.copytree(root / cache, dest / cache, copy_function=_link_or_copy)
     source = Path(params.ingest.source)
     if not source.is_absolute():  # same relative path, same fingerprint, no copy
         (dest / source).parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +57,14 @@ def scratch_copy(root: Path, dest: Path) -> Path:
     (dest / ".dvc" / "config.local").write_text(
         f"[cache]\n    dir = {(root / '.dvc' / 'cache').resolve()}\n", encoding="utf-8")
     return dest
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """A hard link where the file system allows one, else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def run_variant(root: Path, overrides: dict[str, Any]) -> dict[str, Any]:

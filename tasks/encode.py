@@ -173,9 +173,11 @@ def _window_progress(report: Callable[[int, int], None] | None, done: int, rows:
 
 
 def local_encoder(cfg: EncodeConfig) -> Encoder:
-    """Encode in this process with the encoder `cfg` describes (loaded once per process)."""
-    model, prefix = encoder_for(cfg), prefixes(cfg)[0]
-    return lambda texts, on_block: encode_texts(model, texts, cfg, prefix, on_block)
+    """Encode in this process with the encoder `cfg` describes (loaded once per process, on
+    the first text the vector cache lacks: a rerun served from the cache loads none)."""
+    prefix = prefixes(cfg)[0]
+    return lambda texts, on_block: encode_texts(encoder_for(cfg), texts, cfg, prefix,
+                                                on_block)
 
 
 def encode_shard(blocks: list[list[str]], cfg: EncodeConfig) -> np.ndarray:
@@ -260,7 +262,7 @@ def encode_task(root: str = ".") -> str:
             shutil.rmtree(cache, ignore_errors=True)
         out.record(model=model_info, device=runtime_for(cfg).device, space=space, rows=counts,
                    dim=d, executor=run.params.run.executor, unit_vectors=cfg.normalize)
-        release_local_encoders()  # later stages embed only short queries (freed on return)
+        release_local_encoders()  # its activations: later stages embed only short queries
     task_logger().info("encode: %d chunks, %d encoded, %d reused from cache in %.1f s",
                        counts["chunks"], counts["encoded"], counts["reused"], run.seconds)
     return str(run.out_dir)

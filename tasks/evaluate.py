@@ -41,7 +41,7 @@ from tasks.core.vectors import sample_rows
 from tasks.encoders.loading import release_local_encoders
 from tasks.evaluation import metrics as names
 from tasks.evaluation.base_vs_tuned import base_vs_tuned
-from tasks.evaluation.beir import labels_digest
+from tasks.evaluation.beir import labeled_query_sets, source_labels_digest
 from tasks.evaluation.health import nearest_neighbour_similarity, space_health
 from tasks.evaluation.plots import plot_histogram, plot_map, plot_sweep
 from tasks.evaluation.retrieval import (
@@ -126,20 +126,25 @@ def retrieval_quality(folder: IndexFolder, probes: list[tuple[str, str]], xq: np
     metrics |= modes.get(headline, {})
     metrics[names.DENSE_PROBE_RECALL_AT_10] = modes.get("dense", {}).get(
         names.PROBE_RECALL_AT_10)
-    if labeled:
+    if labeled:  # where the build chose the search on these labels, half were its selection
+        in_sample = (folder.card.get("search_choice") or {}).get("basis") == "labels"
         metrics["labeled"] = {rel: {**s["variants"][headline], "queries": s["queries"],
-                                    "choice": s["choice"]} for rel, s in labeled.items()}
+                                    "choice": s["choice"], "search_chosen_on_them": in_sample}
+                              for rel, s in labeled.items()}
     return metrics
 
 
-def probes_of(folder: IndexFolder, chunks: pa.Table, params: Params
+def probes_of(folder: IndexFolder, chunks: pa.Table, params: Params, root: Path
               ) -> tuple[list[tuple[str, str]], dict[str, Any] | None]:
     """The label-free probes drawn from `chunks` (doc_id, title, text of every chunk) and,
-    for a tuned model, the base-vs-tuned comparison on them (None otherwise)."""
+    for a tuned model, the base-vs-tuned comparison on them and on the BEIR query sets
+    beside the corpus under `root` (None otherwise)."""
     cfg = params.evaluate
     probes = probe_queries(chunks, cfg.probe_docs, cfg.seed)
-    return probes, base_vs_tuned(folder.model, folder.path, params.encode, chunks, probes,
-                                 cfg.tuned_compare_chunks, cfg.seed)
+    return probes, base_vs_tuned(
+        folder.model, folder.path, params.encode, chunks, probes, cfg.tuned_compare_chunks,
+        cfg.seed, {} if is_s3(params.ingest.source)
+        else labeled_query_sets(root / params.ingest.source))
 
 
 def evaluate_all(folder: IndexFolder, run: StageRun, doc_meta: dict[str, dict[str, Any]],
@@ -154,7 +159,8 @@ def evaluate_all(folder: IndexFolder, run: StageRun, doc_meta: dict[str, dict[st
     took: dict[str, float] = {}
     with Progress("evaluate", 4, "steps") as bar:
         with _step(took, "retrieval", bar):
-            probes, compared = probes_of(folder, run.read(CHUNKS, CHUNKS_READ), run.params)
+            probes, compared = probes_of(folder, run.read(CHUNKS, CHUNKS_READ), run.params,
+                                         run.root)
             release_freed_memory()  # the chunks' texts, before the rankings take their place
             xq = folder.encode_queries([q for q, _ in probes])
             metrics = retrieval_quality(folder, probes, xq, run.params, run.root)
@@ -223,12 +229,6 @@ def doc_metadata(docs: pa.Table) -> dict[str, dict[str, Any]]:
                     map(json.loads, docs.column("metadata").to_pylist()), strict=True))
 
 
-def labels_of(run: StageRun) -> str | None:
-    """The digest of the BEIR labels read beside the corpus (None on S3: none are read)."""
-    source = run.params.ingest.source
-    return None if is_s3(source) else labels_digest(run.root / source)
-
-
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(root: str = ".") -> str:
     """Evaluate vectors and index, write metrics and plots, then apply the quality gate."""
@@ -236,7 +236,8 @@ def evaluate_task(root: str = ".") -> str:
     cfg = run.params.evaluate
     folder = load_index_folder(run.input_dirs["index"])
     doc_meta = doc_metadata(run.read(INGEST_DOCS, ["doc_id", "metadata"]))
-    fp = run.fingerprint(labels_sha256=labels_of(run))
+    fp = run.fingerprint(labels_sha256=source_labels_digest(run.root,
+                                                             run.params.ingest.source))
     with run.output(fp, cfg) as out:
         out.path(PLOTS_DIR).mkdir()
         measured, probes = evaluate_all(folder, run, doc_meta, out.tmp_dir)

@@ -50,6 +50,8 @@ from tasks.core.vectors import vectors_to_arrow
 from tasks.documents.context import contextual_texts
 from tasks.encoders.loading import release_local_encoders
 from tasks.encoders.tuned import carry_model, chosen_space
+from tasks.evaluation.beir import labels_digest
+from tasks.evaluation.retrieval import choosing_labels, labeled_search_choice
 from tasks.indexing.build import fill_for
 from tasks.indexing.folder import check_space, group_members, indexed_chunks
 from tasks.indexing.ondisk import lists_file, write_index_file
@@ -65,8 +67,9 @@ from tasks.query.documents import document_vectors
 from tasks.query.fusion_choice import choose_search
 from tasks.query.lexical import build_lexical, save_lexical
 from tasks.query.probes import probe_queries
-from tasks.query.search import CARD_CHOICE, assemble_folder, encode_queries
+from tasks.query.search import CARD_CHOICE, IndexFolder, assemble_folder, encode_queries
 from tasks.query.transform import VectorTransform
+from tasks.storage.s3 import is_s3
 
 
 def probe_vectors(table: pa.Table, model: dict[str, Any], transform: VectorTransform,
@@ -79,13 +82,14 @@ def probe_vectors(table: pa.Table, model: dict[str, Any], transform: VectorTrans
 
 def write_index_folder(out: StageOutput, built: BuiltIndex, table: pa.Table,
                        int_ids: np.ndarray, inputs: tuple[Path, pa.Table, Path],
-                       model: dict[str, Any], search: SearchConfig, seed: int = 0
-                       ) -> dict[str, Any]:
+                       model: dict[str, Any], search: SearchConfig, seed: int = 0,
+                       labels: Path | None = None) -> dict[str, Any]:
     """The FAISS index, the id -> chunk table, the transform (`inputs[0]`), the duplicate
     groups (from the dedup audit `inputs[1]`), the model (a tuned one's folder too, from
     the finetune output `inputs[2]`: what a query needs), the search settings and the
-    lexical index; returns the sizes and the search chosen on probes (seeded by `seed`,
-    tasks/query/fusion_choice.py) for the card."""
+    lexical index; returns the sizes and the search chosen (seeded by `seed`) for the
+    card: on the BEIR labels found under `labels` where there are enough
+    (tasks/evaluation/retrieval.py), else on probes (tasks/query/fusion_choice.py)."""
     release_freed_memory()  # the tuning's search results, before the lexical index's build
     lists = lists_file(built.index)
     write_index_file(built.index, out.path(INDEX))
@@ -106,8 +110,15 @@ def write_index_folder(out: StageOutput, built: BuiltIndex, table: pa.Table,
     return {"size_bytes": out.path(INDEX).stat().st_size + (
         out.path(INDEX_IVFDATA).stat().st_size if on_disk else 0), "on_disk": on_disk,
             "lexical_seconds": lexical_seconds,
-            CARD_CHOICE: choose_search(assemble_folder(out.tmp_dir, built.index, {}), seed,
-                                       inputs[1])}
+            CARD_CHOICE: search_choice(assemble_folder(out.tmp_dir, built.index, {}), seed,
+                                       inputs[1], labels)}
+
+
+def search_choice(folder: IndexFolder, seed: int, dropped: pa.Table, labels: Path | None
+                  ) -> dict[str, Any] | None:
+    """Labels outrank probes: the search BEIR labels under `labels` pick, else the probes'."""
+    chosen = labeled_search_choice(folder, labels, seed) if labels is not None else None
+    return chosen or choose_search(folder, seed, dropped)
 
 
 def log_built(built: tuple[str, int, int], plan: IndexPlan, search: str, seconds: float
@@ -144,8 +155,8 @@ def write_documents(out: StageOutput, rows: tuple[pa.Table, np.ndarray, pa.Table
     dedup's dropped rows, and their exact index, beside the chunk index; returns how many
     documents (0 with `index.doc_vectors: none`).
 
-    Called once the queries are embedded: the encoder is let go, and what the stage freed
-    handed back, before the float64 sums are taken."""
+    Called once the queries are embedded: what the encoder holds between calls, and what
+    the stage freed, are handed back before the float64 sums are taken."""
     table, x, dropped = rows
     release_local_encoders()
     release_freed_memory()
@@ -164,13 +175,29 @@ def write_documents(out: StageOutput, rows: tuple[pa.Table, np.ndarray, pa.Table
     return docs.num_rows
 
 
+def checked_dedup(run: StageRun) -> dict[str, Any]:
+    """Dedup's manifest, its vectors checked to be of the space encode's model makes."""
+    _, want, _ = chosen_space(run.params.encode, run.input_dirs["finetune"])
+    check_space(run.inputs["dedup"], run.inputs["reduce"], want, run.input_dirs["dedup"])
+    return run.inputs["dedup"]
+
+
+def labelled_fingerprint(run: StageRun) -> tuple[Path | None, str]:
+    """Where the BEIR labels that choose the search lie (the ingest source; None on S3,
+    where none are read, with too few to choose on, or `search.labels_choose` false) and the
+    stage's fingerprint, their digest among its facts."""
+    source = run.params.ingest.source
+    labels = choosing_labels(None if is_s3(source) or not run.params.search.labels_choose
+                             else run.root / source)
+    return labels, run.fingerprint(labels_sha256=None if labels is None
+                                   else labels_digest(labels))
+
+
 @task(name="index", cache_policy=NO_CACHE)
 def index_task(root: str = ".") -> str:
     """Build (or update in place), tune and write the FAISS index folder."""
     run = start_stage("index", root)
-    cfg, dedup = run.params.index, run.inputs["dedup"]
-    _, want, _ = chosen_space(run.params.encode, run.input_dirs["finetune"])
-    check_space(dedup, run.inputs["reduce"], want, run.input_dirs["dedup"])
+    cfg, dedup = run.params.index, checked_dedup(run)
     table, x = run.read_vectors(KEPT)  # finite, and unit length where normalised
     x, int_ids, keys = index_rows(table, x)
     probes = cache(lambda: probe_vectors(table, dedup["model"], VectorTransform.load(
@@ -178,12 +205,13 @@ def index_task(root: str = ".") -> str:
     fill = fill_for(run.params.run, cfg, run.out_dir, run.input_path(KEPT))
     built, plan = update_or_build(run.out_dir, (x, int_ids, keys), dedup["space"], cfg, fill)
     param, value, sweep = choose_search_param(built, x, int_ids, cfg, probes)
-    fp, model = run.fingerprint(), dedup["model"] | {"space": dedup["space"]}
+    labels, fp = labelled_fingerprint(run)
+    model = dedup["model"] | {"space": dedup["space"]}
     with run.output(fp, cfg) as out:
         dropped = run.read(DROPPED)
         sizes = write_index_folder(out, built, table, int_ids, (run.input_path(TRANSFORM),
                                    dropped, run.input_dirs["finetune"]), model,
-                                   run.params.search, cfg.seed)
+                                   run.params.search, cfg.seed, labels)
         card, rows, log = write_card(out, run, (fp, model), (built, plan, x),
                                      (param, value, sweep), sizes)
         del built, probes  # written and measured: let go before the document vectors

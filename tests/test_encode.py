@@ -92,17 +92,36 @@ def test_queries_reach_the_space_of_any_backend_the_index_was_built_with():
             stamped["fingerprint"]), built
 
 
-def test_released_encoder_is_loaded_again_and_encodes_the_same():
-    """After encode the stage lets its encoder go (`release_local_encoders`); the next
-    stage that embeds queries loads it again: a new object, the same vectors."""
-    from tasks.encoders.loading import encoder_for, load_encoder, release_local_encoders  # noqa: PLC0415
+def test_a_rerun_served_from_the_vector_cache_loads_no_encoder(sample_run, tmp_path,
+                                                               monkeypatch):
+    import shutil
+
+    import tasks.encode as stage
+    from flows.pipeline import STAGE_TASKS
+    from tests.workspace import copy_workspace
+
+    ws = copy_workspace(sample_run, tmp_path / "ws", through="encode")
+    want = (ws / "data/04_encode/vectors.parquet").read_bytes()
+    shutil.rmtree(ws / "data/04_encode")  # the output gone, the vector cache kept
+
+    def no_model(cfg):
+        raise AssertionError("the encoder was loaded with every vector in the cache")
+
+    monkeypatch.setattr(stage, "encoder_for", no_model)
+    STAGE_TASKS["encode"].fn(root=str(ws))
+    assert (ws / "data/04_encode/vectors.parquet").read_bytes() == want
+
+
+def test_released_encoder_memory_keeps_the_model_and_its_vectors():
+    """After encode (and once index and evaluate have embedded their queries) the stages
+    hand back what the OpenVINO model holds between calls (`release_local_encoders`): the
+    same encoder object stays loaded and gives the same bytes after it."""
+    from tasks.encoders.loading import encoder_for, release_local_encoders  # noqa: PLC0415
 
     cfg = EncodeConfig(device="cpu")
-    first = encoder_for(cfg)
-    assert encoder_for(cfg) is first  # loaded once per process while it is kept
-    release_local_encoders()
-    assert load_encoder.cache_info().currsize == 0
-    again = encoder_for(cfg)
-    assert again is not first
+    model = encoder_for(cfg)
     texts = ["How do volcanoes form?", "ripe tomatoes in August"]
-    assert again.encode(texts).tobytes() == first.encode(texts).tobytes()
+    before = model.encode(texts).tobytes()
+    release_local_encoders()
+    assert encoder_for(cfg) is model
+    assert model.encode(texts).tobytes() == before

@@ -44,6 +44,7 @@ def test_tiny_labelled_corpus_metrics(tmp_path):
     metrics = json.loads((ws / "metrics.json").read_text())
     labeled = metrics["labeled"]["corpus.jsonl"]
     choice = labeled.pop("choice")  # labels outrank probes: picked on half, shown on the rest
+    assert labeled.pop("search_chosen_on_them") is False  # 3 labels: too few for the build
     assert choice["winner"] in choice["candidates"] and choice["held_out"]["ndcg_at_10"] == 1.0
     buckets = metrics["buckets"]["corpus.jsonl"]["dense"]
     assert (buckets["question"]["queries"], buckets["keywords"]["queries"]) == (2, 1)

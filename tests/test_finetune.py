@@ -392,6 +392,11 @@ def test_a_tuned_model_is_served_end_to_end(tuned_workspace):
     summary = summary_markdown(ws, load_params(ws / "params.yaml"),
                                {"stages": [], "overrides": {}})
     assert "## Base vs fine-tuned model" in summary and model["name"] in summary
+    beir = compared["labeled"]["finance/corpus.jsonl"]  # the sample's BEIR set, both models
+    assert beir["queries"] == 15 and 0 < beir["tuned"]["ndcg_at_10"] <= 1
+    assert beir["gain"]["recall_at_10"] == pytest.approx(
+        beir["tuned"]["recall_at_10"] - beir["base"]["recall_at_10"], abs=1e-5)
+    assert "BEIR `finance/corpus.jsonl`: 15 labelled queries." in summary
     lineage = subprocess.run([str(Path(sys.executable).parent / "embedpipe"), "--root",
                               str(ws), "lineage"], env=env_with_venv(), capture_output=True,
                              text=True, timeout=300, check=True).stdout
@@ -486,3 +491,36 @@ def test_beir_pairs_train_on_training_documents_and_gate_on_held_out_ones(tmp_pa
     (beir / "qrels/test.tsv").write_text("q1\td1\t1\n")  # evaluate's: never trained on
     with pytest.raises(ValueError, match="qrels/train.tsv or qrels/dev.tsv"):
         read_user_pairs(beir, tmp_path / "src", chunks, set(), 0.2, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_compare_puts_the_base_and_a_tuned_model_side_by_side(sample_flow_run, prefect_api,
+                                                               tmp_path):
+    """`embedpipe compare` as a user runs it: the baseline reruns nothing, the fine-tune
+    variant trains, re-encodes and names its model in its row."""
+    from tasks.core.config import DEFAULT_MODEL
+
+    ws = copy_workspace(sample_flow_run[0], tmp_path / "ws")
+    tune = ("finetune.enabled=true,finetune.max_steps=2,finetune.batch_size=8,"
+            "finetune.max_seq_length=48,finetune.min_gain=-1.0,finetune.gate_queries=20,"
+            "finetune.gate_chunks=100")
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "embedpipe"), "--root", str(ws), "compare",
+         "--variant", tune], env=env_with_venv() | {"PREFECT_API_URL": prefect_api},
+        capture_output=True, text=True, timeout=1700, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("|")]
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = [dict(zip(head, (c.strip() for c in ln.strip("|").split("|")), strict=True))
+            for ln in lines[2:]]
+    base, tuned = rows
+    assert base["variant"] == "baseline" and base["stages_run"] == "-"
+    assert base["model"] == DEFAULT_MODEL and tuned["model"] == f"{DEFAULT_MODEL}+finetune"
+    ran = tuned["stages_run"].split(",")
+    assert ran[:2] == ["finetune", "encode"] and "ingest" not in ran and "evaluate" in ran
+    assert tuned["variant"].startswith("finetune.enabled=True")
+    for row in rows:  # the dense side of each model on the same probes
+        assert 0 < float(row["dense_probe_recall_at_10"]) <= 1
+    # nothing of the user's workspace changed: each variant ran in a scratch copy
+    assert json.loads((ws / "data/03_finetune/model.json").read_text())["use"] == "base"

@@ -21,6 +21,7 @@ from tasks.query.weights import (
     LIMITS,
     identifier_share,
     is_plain_question,
+    query_alphas,
     rarity,
     shifted_alpha,
     standout,
@@ -136,6 +137,21 @@ def test_shifted_alpha_is_monotone_and_bounded():
     assert shifted_alpha(0.99, 10.0) == LIMITS[1] and shifted_alpha(0.01, -10) == LIMITS[0]
 
 
+def test_a_plain_question_leans_dense_even_where_the_index_leans_lexical():
+    df, n = np.array([300, 200]), 1000  # common words: no rare-term signal
+    lex = np.array([5.0, 5.0, 4.7])  # no standout hit
+    question, keywords = "How do I make dough rise faster?", "dough rise faster"
+    alphas = query_alphas([question, keywords], [["dough"], ["dough"]], [df, df], n,
+                          np.stack([lex, lex]), 0.3)
+    assert alphas[0] == pytest.approx(shifted_alpha(0.5, 1.0))  # even start, one step
+    assert alphas[1] == pytest.approx(0.3)  # keywords keep the index's weight
+    assert query_alphas([question], [["dough"]], [df], n, lex[None], 0.8)[0] == \
+        pytest.approx(shifted_alpha(0.8, 1.0))  # above even weights: the index's start
+    mixed = "Is there a scanf() equivalent?"  # a question (0.5) with an identifier (0.5)
+    assert query_alphas([mixed], [["scanf"]], [df], n, lex[None], 0.3)[0] == \
+        pytest.approx(0.5)
+
+
 def test_probe_text_is_taken_out_of_every_chunk_holding_it():
     texts = ["# Proofing bread dough\nLet the dough rise in a warm place for an hour. "
              "How long should dough rest?", "How long should dough rest? Longer when cold."]
@@ -214,3 +230,59 @@ def test_a_rare_word_in_a_plain_question_does_not_cancel_the_question():
     # an identifier or a standout BM25 hit still counts in a question
     assert QueryEvidence(1.0, 0.0, 0.0, 1.0).shift == pytest.approx(0.0)
     assert QueryEvidence(0.0, 0.0, 1.0, 1.0).shift == pytest.approx(0.0)
+
+
+def _finance_labels(folder, n_queries: int) -> None:
+    """A BEIR set over the sample's finance corpus in `folder`: each document's title and
+    first sentence as queries for it, `n_queries` in all."""
+    import shutil
+
+    from tests.workspace import REPO
+
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "data/sample/finance/corpus.jsonl", folder / "corpus.jsonl")
+    docs = [json.loads(x) for x in (folder / "corpus.jsonl").read_text().splitlines()]
+    pairs = [(d["_id"], d["title"]) for d in docs] + [
+        (d["_id"], d["text"].split(". ")[0]) for d in docs]
+    (folder / "queries.jsonl").write_text("".join(
+        json.dumps({"_id": f"q{i}", "text": t}) + "\n" for i, (_, t) in
+        enumerate(pairs[:n_queries])))
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"q{i}\t{d}\t1\n" for i, (d, _) in enumerate(pairs[:n_queries])))
+
+
+@pytest.mark.slow
+def test_labels_outrank_probes_at_build(sample_run, tmp_path):
+    """With enough BEIR labels beside the corpus the index stage chooses on them (and says
+    so), their digest in its fingerprint; with too few, the probes choose as before."""
+    from tasks.query.search import load_index_folder, search_summary
+    from tests.workspace import copy_workspace, run_stages
+
+    ws = copy_workspace(sample_run, tmp_path / "ws", through="dedup")
+    before = json.loads((sample_run / "data/07_index/_manifest.json").read_text())
+    _finance_labels(ws / "data/sample/finance", 40)
+    run_stages(ws, ["index"])
+    choice = json.loads((ws / "data/07_index/card.json").read_text())["search_choice"]
+    assert choice["basis"] == "labels" and choice["labeled_queries"] == 40
+    assert choice["label_sets"] == ["finance/corpus.jsonl"] and "probes" not in choice
+    assert choice["winner"] in choice["candidates"] and {"dense", "lexical", "rrf"} <= set(
+        choice["candidates"])
+    assert set(choice["candidates"]["dense"]) == {"selection", "held_out"}
+    folder = load_index_folder(ws / "data/07_index")
+    assert folder.plan.mode == choice["mode"]
+    assert "(chosen on 40 labelled queries of finance/corpus.jsonl: " in search_summary(
+        ws / "data/07_index")
+    assert json.loads((ws / "data/07_index/_manifest.json").read_text())[
+        "fingerprint"] != before["fingerprint"]  # the labels are part of the index's identity
+
+    from tasks.core.params_file import write_overrides
+
+    write_overrides(ws / "params.yaml", {"search.labels_choose": False})  # a test set only
+    run_stages(ws, ["index"])
+    choice = json.loads((ws / "data/07_index/card.json").read_text())["search_choice"]
+    assert choice["basis"] == "probes"
+    write_overrides(ws / "params.yaml", {"search.labels_choose": True})
+    _finance_labels(ws / "data/sample/finance", 15)  # too few to choose on: probes do
+    run_stages(ws, ["index"])
+    choice = json.loads((ws / "data/07_index/card.json").read_text())["search_choice"]
+    assert choice["basis"] == "probes" and choice["probes"] >= 20

@@ -561,6 +561,10 @@ class SearchConfig(_Config):
     fusion_margin: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
         0.01, description="fusion auto: one side alone is used only when its probe nDCG@10 "
         "beats the best fusion's by this much; else the fusion is.")
+    labels_choose: bool = Field(
+        True, description="fusion auto: with 20+ BEIR labelled queries beside the corpus, "
+        "choose on them instead of probes (labels outrank probes); false keeps them for "
+        "the evaluation alone (a test set nothing is chosen on).")
     rrf_k: Annotated[int, Field(ge=1)] = Field(
         60, description="Reciprocal rank fusion constant: score = weight / (rrf_k + rank).")
     dense_weight: Annotated[float, Field(ge=0.0)] = Field(

@@ -81,7 +81,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("reduce", "05_reduce", ("encode",), ("reduce",)),
     StageSpec("dedup", "06_dedup", ("reduce", "chunk"), ("dedup",)),
     StageSpec("index", "07_index", ("dedup", "reduce", "chunk", "finetune"),
-              ("index", "search")),
+              ("index", "search"), extra_deps=(SOURCE_DEP,), facts=("labels_sha256",)),
     StageSpec("evaluate", "08_evaluate", ("index", "dedup", "chunk", "ingest"), ("evaluate",),
               extra_deps=(SOURCE_DEP,), facts=("labels_sha256",)),
     StageSpec("publish", "09_publish", ("index", "evaluate"), ("publish",)),

@@ -18,7 +18,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -295,16 +295,27 @@ LOAD_LOCK = threading.RLock()
 
 
 def load_tokenizer(name: str, revision: str | None = None) -> Any:
-    """The encoder's own fast tokenizer (offsets are needed to cut text exactly): the class
-    its `tokenizer_config.json` names, which AutoTokenizer would pick, loaded without
-    AutoTokenizer, whose module imports torch (230 MB of RSS, a second) for model configs.
-    Loaded once per process, however many threads ask at once."""
+    """The encoder's own fast tokenizer (offsets are needed to cut text exactly): for a
+    BERT-family folder its `tokenizer.json` through the tokenizers library alone
+    (`fast_tokenizer`: no transformers import), else the class its `tokenizer_config.json`
+    names, which AutoTokenizer would pick, loaded without AutoTokenizer, whose module
+    imports torch (230 MB of RSS, a second) for model configs. Loaded once per process,
+    however many threads ask at once."""
     with LOAD_LOCK:
         return _load_tokenizer(name, revision)
 
 
 @lru_cache(maxsize=4)
 def _load_tokenizer(name: str, revision: str | None) -> Any:
+    from tasks.encoders.fast_tokenizer import fast_tokenizer  # noqa: PLC0415
+
+    fast = fast_tokenizer(resolve_model_path(name, revision),
+                          partial(_transformers_tokenizer, name, revision))
+    return fast if fast is not None else _transformers_tokenizer(name, revision)
+
+
+@lru_cache(maxsize=4)
+def _transformers_tokenizer(name: str, revision: str | None) -> Any:
     import transformers  # noqa: PLC0415
 
     folder = resolve_model_path(name, revision)

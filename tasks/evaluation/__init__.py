@@ -1,10 +1,12 @@
 """Measuring an index and its space.
 
 `metrics`: metric names (written once) and document-level IR metrics; `beir`: BEIR queries
-and qrels; `health`: clusters, spectrum and neighbours of the space; `plots`: PNG plots;
-`runs`: the append-only run registry and diffs between runs; `retrieval`: every search mode
-through the index folder's query path, per query style, and the labelled choice of fusion;
-`base_vs_tuned`: a fine-tuned model beside its base model, on the same probes.
+and qrels, and their digest (part of the index's and the evaluation's fingerprints);
+`health`: clusters, spectrum and neighbours of the space; `plots`: PNG plots; `runs`: the
+append-only run registry and diffs between runs; `retrieval`: every search mode through the
+index folder's query path, per query style, and the labelled choice of fusion (at build and
+in evaluation); `base_vs_tuned`: a fine-tuned model beside its base model, on the same
+probes.
 
-Imports: `tasks.core`, `tasks.query`, `tasks.documents`, `tasks.encoders`.
+Imports: `tasks.core`, `tasks.query`, `tasks.documents`, `tasks.encoders`, `tasks.storage`.
 """

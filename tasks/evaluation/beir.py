@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tasks.core.fingerprint import canonical_json, sha256_file, sha256_text
 from tasks.documents.decoding import make_doc_id
+from tasks.storage.s3 import is_s3
 
 
 def find_beir_sets(source: Path) -> list[tuple[str, Path, Path, Path]]:
@@ -28,6 +29,12 @@ def labels_digest(source: Path) -> str:
     files = sorted({p for _, _, queries, qrels in find_beir_sets(source) for p in (queries, qrels)})
     return sha256_text(canonical_json([(p.relative_to(source).as_posix(), sha256_file(p))
                                        for p in files]))
+
+
+def source_labels_digest(root: Path, source: str) -> str | None:
+    """`labels_digest` of the ingest source `source` (relative to `root`); None on S3, where
+    no labels are read."""
+    return None if is_s3(source) else labels_digest(root / source)
 
 
 def read_beir(rel_corpus: str, queries: Path, qrels: Path
@@ -52,3 +59,25 @@ def read_beir(rel_corpus: str, queries: Path, qrels: Path
         if int(parts[2]) > 0 and parts[0] in texts:
             rels.setdefault(parts[0], {})[make_doc_id(rel_corpus, parts[1])] = int(parts[2])
     return {q: t for q, t in texts.items() if q in rels}, rels
+
+
+def labeled_query_sets(source: Path) -> dict[str, tuple[list[str], list[dict[str, int]]]]:
+    """Per BEIR set under `source`: its query texts and each one's relevant documents, in
+    query id order."""
+    out = {}
+    for rel, _, queries, qrels in find_beir_sets(source):
+        texts, rels = read_beir(rel, queries, qrels)
+        out[rel] = ([texts[q] for q in sorted(texts)], [rels[q] for q in sorted(texts)])
+    return out
+
+
+def pooled_labels(source: Path) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """Every BEIR set under `source` in one pool: query texts and qrels keyed by
+    `<set>:<query id>`."""
+    texts: dict[str, str] = {}
+    rels: dict[str, dict[str, int]] = {}
+    for rel, _, queries, qrels in find_beir_sets(source):
+        t, r = read_beir(rel, queries, qrels)
+        texts |= {f"{rel}:{q}": v for q, v in t.items()}
+        rels |= {f"{rel}:{q}": v for q, v in r.items()}
+    return texts, rels

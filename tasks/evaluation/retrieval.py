@@ -12,13 +12,14 @@ import numpy as np
 
 from tasks.core.config import SEARCH_MODES
 from tasks.evaluation import metrics as names
-from tasks.evaluation.beir import find_beir_sets, read_beir
+from tasks.evaluation.beir import find_beir_sets, pooled_labels, read_beir
 from tasks.evaluation.metrics import doc_rankings, retrieval_metrics
-from tasks.query.fusion_choice import candidate_plans, pick
+from tasks.query.fusion_choice import MIN_PER_HALF, candidate_plans, choice_record, pick
 from tasks.query.search import IndexFolder
 from tasks.query.weights import BUCKETS, query_bucket
 
 DOC_DEPTH = 100
+MIN_LABELS = 2 * MIN_PER_HALF  # labelled queries the build chooses on, at least
 
 
 def row_documents(folder: IndexFolder, expand: bool = True) -> list[list[str]]:
@@ -114,9 +115,39 @@ def labeled_choice(folder: IndexFolder, texts: list[str], qrels: dict[str, dict[
                                             {q: run[q] for q in ids})
                     for half, ids in halves.items()} for name, run in runs}
     winner, why = pick(table, folder.search.fusion_margin)
-    return {"winner": winner, "reason": why, "probe_winner": (folder.card.get(
-        "search_choice") or {}).get("winner"), "held_out": table[winner]["held_out"],
+    built = folder.card.get("search_choice") or {}
+    return {"winner": winner, "reason": why, "probe_winner": built.get("winner") if built.get(
+        "basis", "probes") == "probes" else None, "held_out": table[winner]["held_out"],
         "candidates": table}
+
+
+def labeled_search_choice(folder: IndexFolder, source: Path, seed: int
+                          ) -> dict[str, Any] | None:
+    """Labels outrank probes, at build: under `search.fusion: auto` with BEIR queries and
+    qrels beside the corpus (`MIN_PER_HALF` a half at least, every set found pooled), the
+    search they pick on a seeded half with the probes' guard (`labeled_choice`), judged on
+    both halves, for the index card; None where probes choose (no labels, too few, the
+    params fix the search, or no lexical index)."""
+    cfg = folder.search
+    if cfg.mode != "hybrid" or cfg.fusion != "auto" or folder.lexical is None:
+        return None
+    texts, rels = pooled_labels(source)
+    qids = sorted(texts)
+    if len(qids) < MIN_LABELS:
+        return None
+    choice = labeled_choice(folder, [texts[q] for q in qids], rels, qids, seed)
+    return choice_record(cfg, choice["candidates"], "labels") | {
+        "labeled_queries": len(qids), "label_sets": [rel for rel, *_ in find_beir_sets(
+            source)]}
+
+
+def choosing_labels(source: Path | None) -> Path | None:
+    """`source` where enough BEIR labels lie under it to choose the search on them
+    (`MIN_LABELS`), else None: the index's identity holds the labels only where they can
+    decide its choice (an S3 corpus, whose labels are not read, then matches a local one
+    with too few)."""
+    return source if source is not None and len(pooled_labels(source)[0]) >= MIN_LABELS \
+        else None
 
 
 def labeled_metrics(folder: IndexFolder, source: Path, seed: int = 0

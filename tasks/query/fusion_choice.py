@@ -82,9 +82,11 @@ def doc_pieces(texts: list[str], title: str | None) -> dict[str, list[str]]:
         for piece in _SENTENCE_END.split(text):
             for raw in piece.split("\n"):
                 line = raw.strip()
-                heading = _HEADING.match(line)
-                if heading and len(heading.group(1).split()) >= 2 or _HEADING_LINE.match(
-                        line) and line in own_lines and len(line.split()) <= 10:
+                heading = _HEADING.match(line) if line[:1] == "#" else None
+                # the cheap tests first: most lines are neither kind of heading
+                if heading and len(heading.group(1).split()) >= 2 or line[:1].isupper() and (
+                        line in own_lines and len(line.split()) <= 10
+                        and _HEADING_LINE.match(line)):
                     out["heading"].append(line)
                 elif MIN_WORDS <= len(line.split()) <= MAX_WORDS and not line.startswith("#"):
                     out["question" if line.endswith("?") else "cloze"].append(line)
@@ -372,13 +374,21 @@ def choose_search(folder: IndexFolder, seed: int, dropped: pa.Table | None = Non
                                                     if p.kind == k]])["hit_at_10"]
                                 for k in KINDS}}
              for name, r in ranks.items()}
+    return choice_record(cfg, table, "probes") | {
+        "probes": len(probes), "probe_kinds": {k: sum(p.kind == k for p in probes)
+                                               for k in KINDS},
+        "probe_seconds": round(time.perf_counter() - started, 3)}
+
+
+def choice_record(cfg: SearchConfig, table: dict[str, dict[str, Any]], basis: str
+                  ) -> dict[str, Any]:
+    """What the index card keeps of a choice made on `basis` (probes or labelled queries):
+    the winner (`pick`) and the search it means, with every candidate's metrics."""
     winner, why = pick(table, cfg.fusion_margin)
     plans = dict(candidate_plans(cfg))
     fused = max((n for n in table if plans[n].mode == "hybrid"),
                 key=lambda n: table[n]["selection"]["ndcg_at_10"])
-    log.info("search choice: %s (%s)", winner, why)
+    log.info("search choice on %s: %s (%s)", basis, winner, why)
     return {"mode": plans[winner].mode, "fusion": plans[fused].fusion,
-            "alpha": plans[fused].alpha, "weighting": cfg.query_weighting,
-            "winner": winner, "reason": why, "probes": len(probes),
-            "probe_kinds": {k: sum(p.kind == k for p in probes) for k in KINDS},
-            "probe_seconds": round(time.perf_counter() - started, 3), "candidates": table}
+            "alpha": plans[fused].alpha, "weighting": cfg.query_weighting, "basis": basis,
+            "winner": winner, "reason": why, "candidates": table}

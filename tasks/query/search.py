@@ -287,5 +287,14 @@ def search_summary(path: Path) -> str | None:
     cfg = SearchConfig.model_validate_json((path / INDEX_SEARCH.name).read_text("utf-8"))
     choice = card.get(CARD_CHOICE)
     line = f"search: {resolve_plan(cfg, choice).describe()}"
-    return line + (f" (chosen on {choice['probes']} probes: {choice['reason']})" if choice
+    return line + (f" (chosen on {chosen_on(choice)}: {choice['reason']})" if choice
                    else " (as search params fix it)")
+
+
+def chosen_on(choice: dict[str, Any]) -> str:
+    """What the index's search was chosen on: labelled queries (labels outrank probes) or
+    label-free probes."""
+    if choice.get("basis") == "labels":
+        return (f"{choice['labeled_queries']} labelled queries of "
+                f"{', '.join(choice['label_sets'])}")
+    return f"{choice['probes']} probes"

@@ -5,7 +5,11 @@ words) and a BM25 top hit that stands out from the rest move a query toward the 
 a question in plain words moves it toward the dense side. Each signal is a number in 0..1;
 the question signal less the strongest lexical one moves the weight on the logit scale
 (`STEP` per unit), so a 0.5 weight stays within 0.27..0.73 and a query with no signal keeps
-the weight the index chose.
+the weight the index chose. A question moves from even weights at least: the index's weight
+is chosen on probes that are mostly headings and sentences, and where that weight leans
+lexical a question would still lean lexical after its step; BM25 alone is far behind dense
+on questions on every corpus measured (docs/search-quality.md), so a question in plain words
+gets a dense weight of 0.73 at least, one with identifiers in it starts from 0.5.
 Deterministic and cheap: token rules, document frequencies the BM25 index already holds,
 and the BM25 scores of the query's own candidates.
 """
@@ -124,8 +128,15 @@ def query_alphas(queries: list[str], tokens: list[list[str]], df: list[np.ndarra
     for q, text in enumerate(queries):
         ev = query_evidence(text, df[q] if tokens[q] else np.zeros(0, "int64"), n_docs,
                             lex_scores[q])
-        out[q] = shifted_alpha(alpha, ev.shift)
+        out[q] = shifted_alpha(question_start(alpha, ev), ev.shift)
     return out
+
+
+def question_start(alpha: float, ev: QueryEvidence) -> float:
+    """The weight a query's shift starts from: even weights at least for a question (one
+    with identifiers in it too: "Is there a scanf() equivalent?", which its identifiers then
+    move toward BM25), the index's weight otherwise."""
+    return max(alpha, 0.5) if ev.question > 0 else alpha
 
 
 BUCKETS = ("question", "keywords", "identifier")
