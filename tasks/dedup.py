@@ -24,11 +24,10 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import CHUNKS, DROPPED, KEPT, REDUCED, VECTOR_COLUMN
 from tasks.core.config import DedupConfig, RunConfig
-from tasks.core.io import StageOutput, open_parquet
+from tasks.core.io import StageOutput, open_parquet, read_with_vectors
 from tasks.core.progress import task_logger
 from tasks.core.runtime import StageRun, main, start_stage
 from tasks.core.shards import Executor, map_ordered, open_executor, shard_rows
-from tasks.core.vectors import arrow_to_vectors
 from tasks.duplicates.pairs import (
     first_of_keys,
     flat_pairs,
@@ -183,8 +182,11 @@ def aligned(chunks: Iterator[pa.Table], vectors: Iterator[pa.Table]
 def near_pairs_in_process(run: StageRun, order: np.ndarray, cfg: DedupConfig) -> NearPairs:
     """Near pairs with every vector in this process's memory (`run.executor: local`)."""
     def near(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        x = arrow_to_vectors(run.read(REDUCED, [VECTOR_COLUMN]).column(VECTOR_COLUMN))
-        return near_duplicate_pairs(x[order[rows]], cfg)
+        run.input_path(REDUCED)  # its checksum
+        x = read_with_vectors(run.input_dirs["reduce"], REDUCED, run.inputs["reduce"],
+                              VECTOR_COLUMN, columns=[])[1]
+        x = x[order[rows]]  # the file's matrix is let go before the search
+        return near_duplicate_pairs(x, cfg)
 
     return near
 

@@ -26,7 +26,7 @@ from tasks.core.vectors import vector_problem, vectors_to_arrow
 from tasks.documents.context import contextual_texts
 from tasks.encoders import vector_cache
 from tasks.encoders.device import runtime_for
-from tasks.encoders.loading import encoder_for
+from tasks.encoders.loading import encoder_for, release_local_encoders
 from tasks.encoders.model import prefixes
 from tasks.encoders.tuned import chosen_space
 from tasks.encoders.vector_cache import text_keys
@@ -262,6 +262,7 @@ def encode_task(root: str = ".") -> str:
             shutil.rmtree(cache, ignore_errors=True)
         out.record(model=model_info, device=runtime_for(cfg).device, space=space, rows=counts,
                    dim=d, executor=run.params.run.executor, unit_vectors=cfg.normalize)
+        release_local_encoders()  # its activations: later stages embed only short queries
     task_logger().info("encode: %d chunks, %d encoded, %d reused from cache in %.1f s",
                        counts["chunks"], counts["encoded"], counts["reused"], run.seconds)
     return str(run.out_dir)

@@ -30,14 +30,15 @@ from tasks.core.catalog import (
     PLOTS,
     PLOTS_DIR,
     PROBE_QUERIES,
-    VECTOR_COLUMN,
 )
 from tasks.core.config import EvaluateConfig, Params
 from tasks.core.io import write_json_atomic
 from tasks.core.lineage import lineage_chain
+from tasks.core.memory import release_freed_memory
 from tasks.core.progress import Progress, task_logger
-from tasks.core.runtime import main, start_stage
-from tasks.core.vectors import arrow_to_vectors, sample_rows
+from tasks.core.runtime import StageRun, main, start_stage
+from tasks.core.vectors import sample_rows
+from tasks.encoders.loading import release_local_encoders
 from tasks.evaluation import metrics as names
 from tasks.evaluation.base_vs_tuned import base_vs_tuned
 from tasks.evaluation.beir import labeled_query_sets, source_labels_digest
@@ -54,6 +55,11 @@ from tasks.indexing.recall import RecallProbe, set_search_param, sweep_search_pa
 from tasks.query.probes import probe_queries
 from tasks.query.search import IndexFolder, load_index_folder
 from tasks.storage.s3 import is_s3
+
+# The columns evaluate reads (labels; probes and the base-vs-tuned sample): the others are
+# never decoded.
+KEPT_READ = ["doc_id", "source"]
+CHUNKS_READ = ["doc_id", "title", "text"]
 
 
 def folder_labels(sources: list[str]) -> list[str]:
@@ -128,25 +134,41 @@ def retrieval_quality(folder: IndexFolder, probes: list[tuple[str, str]], xq: np
     return metrics
 
 
-def evaluate_all(folder: IndexFolder, vectors: pa.Table, chunks: pa.Table,
-                 doc_meta: dict[str, dict[str, Any]], params: Params, root: Path,
+def probes_of(folder: IndexFolder, chunks: pa.Table, params: Params, root: Path
+              ) -> tuple[list[tuple[str, str]], dict[str, Any] | None]:
+    """The label-free probes drawn from `chunks` (doc_id, title, text of every chunk) and,
+    for a tuned model, the base-vs-tuned comparison on them and on the BEIR query sets
+    beside the corpus under `root` (None otherwise)."""
+    cfg = params.evaluate
+    probes = probe_queries(chunks, cfg.probe_docs, cfg.seed)
+    return probes, base_vs_tuned(
+        folder.model, folder.path, params.encode, chunks, probes, cfg.tuned_compare_chunks,
+        cfg.seed, {} if is_s3(params.ingest.source)
+        else labeled_query_sets(root / params.ingest.source))
+
+
+def evaluate_all(folder: IndexFolder, run: StageRun, doc_meta: dict[str, dict[str, Any]],
                  out_dir: Path) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """Every metric of the evaluation, and the label-free probes used; the plots are drawn
-    into `out_dir` (the output folder being written)."""
-    cfg = params.evaluate
-    x = arrow_to_vectors(vectors.column(VECTOR_COLUMN))
+    into `out_dir` (the output folder being written).
+
+    The inputs are read when a step needs them, and only their columns it reads: every
+    chunk's text for the probes (let go before the retrieval metrics, whose rankings of
+    the labelled queries are the stage's largest), the kept vectors after them."""
+    cfg = run.params.evaluate
     took: dict[str, float] = {}
     with Progress("evaluate", 4, "steps") as bar:
         with _step(took, "retrieval", bar):
-            probes = probe_queries(chunks, cfg.probe_docs, cfg.seed)
+            probes, compared = probes_of(folder, run.read(CHUNKS, CHUNKS_READ), run.params,
+                                         run.root)
+            release_freed_memory()  # the chunks' texts, before the rankings take their place
             xq = folder.encode_queries([q for q, _ in probes])
-            metrics = retrieval_quality(folder, probes, xq, params, root)
-            compared = base_vs_tuned(
-                folder.model, folder.path, params.encode, chunks, probes,
-                cfg.tuned_compare_chunks, cfg.seed, {} if is_s3(params.ingest.source)
-                else labeled_query_sets(root / params.ingest.source))
+            metrics = retrieval_quality(folder, probes, xq, run.params, run.root)
             if compared is not None:
                 metrics[names.BASE_VS_TUNED] = compared
+        release_local_encoders()  # every query is embedded; the rankings are gone too
+        release_freed_memory()
+        vectors, x = run.read_vectors(KEPT, KEPT_READ)
         with _step(took, "index_recall", bar):
             index_m, sweep = _index_quality(folder, x, xq, cfg)
             metrics |= index_m
@@ -213,14 +235,12 @@ def evaluate_task(root: str = ".") -> str:
     run = start_stage("evaluate", root)
     cfg = run.params.evaluate
     folder = load_index_folder(run.input_dirs["index"])
-    vectors, chunks = run.read(KEPT), run.read(CHUNKS)
     doc_meta = doc_metadata(run.read(INGEST_DOCS, ["doc_id", "metadata"]))
     fp = run.fingerprint(labels_sha256=source_labels_digest(run.root,
                                                              run.params.ingest.source))
     with run.output(fp, cfg) as out:
         out.path(PLOTS_DIR).mkdir()
-        measured, probes = evaluate_all(folder, vectors, chunks, doc_meta, run.params,
-                                        run.root, out.tmp_dir)
+        measured, probes = evaluate_all(folder, run, doc_meta, out.tmp_dir)
         metrics = evaluation_report(measured, folder.card, (folder.index.ntotal, folder.index.d),
                                     lineage_chain(run.root, run.params, "dedup"), cfg)
         out.write_table(PROBE_QUERIES, pa.table({"query": [q for q, _ in probes],

@@ -43,10 +43,12 @@ from tasks.core.catalog import (
 from tasks.core.config import IndexConfig, SearchConfig
 from tasks.core.io import StageOutput
 from tasks.core.lineage import index_metadata
+from tasks.core.memory import release_freed_memory
 from tasks.core.progress import task_logger
 from tasks.core.runtime import StageRun, main, start_stage
 from tasks.core.vectors import vectors_to_arrow
 from tasks.documents.context import contextual_texts
+from tasks.encoders.loading import release_local_encoders
 from tasks.encoders.tuned import carry_model, chosen_space
 from tasks.evaluation.beir import labels_digest
 from tasks.evaluation.retrieval import choosing_labels, labeled_search_choice
@@ -88,6 +90,7 @@ def write_index_folder(out: StageOutput, built: BuiltIndex, table: pa.Table,
     lexical index; returns the sizes and the search chosen (seeded by `seed`) for the
     card: on the BEIR labels found under `labels` where there are enough
     (tasks/evaluation/retrieval.py), else on probes (tasks/query/fusion_choice.py)."""
+    release_freed_memory()  # the tuning's search results, before the lexical index's build
     lists = lists_file(built.index)
     write_index_file(built.index, out.path(INDEX))
     if lists is not None:
@@ -118,18 +121,45 @@ def search_choice(folder: IndexFolder, seed: int, dropped: pa.Table, labels: Pat
     return chosen or choose_search(folder, seed, dropped)
 
 
-def log_built(built: BuiltIndex, plan: IndexPlan, search: str, seconds: float) -> None:
-    task_logger().info("index: %s %s over %d x %d (%s), %s in %.1f s", plan.mode,
-                       built.factory, built.index.ntotal, built.index.d, plan.reason, search,
-                       seconds)
+def log_built(built: tuple[str, int, int], plan: IndexPlan, search: str, seconds: float
+              ) -> None:
+    """Log the index built: `built` is (factory, vectors, dimension)."""
+    task_logger().info("index: %s %s over %d x %d (%s), %s in %.1f s", plan.mode, built[0],
+                       built[1], built[2], plan.reason, search, seconds)
+
+
+def write_card(out: StageOutput, run: StageRun, stamp: tuple[str, dict[str, Any]],
+               built: tuple[BuiltIndex, IndexPlan, np.ndarray],
+               search: tuple[str | None, Any, list[dict]], sizes: dict[str, Any]
+               ) -> tuple[dict[str, Any], dict[str, int], tuple[str, int, int]]:
+    """Write the index card and the lineage metadata; returns (card, row counts, (factory,
+    vectors, dimension) for the log).
+
+    Args:
+        stamp: the stage fingerprint and the model facts.
+        built: the index built, its plan and the vectors it holds (timed queries).
+        search: the search parameter chosen, its value and the sweep.
+        sizes: `write_index_folder`'s account.
+    """
+    index, plan, x = built
+    card = index_card(index.index, index.factory, index.nlist, *search, run.params.index,
+                      **sizes, **index.card_facts(plan, x))
+    out.write_json(INDEX_CARD, card)
+    out.write_json(INDEX_METADATA, index_metadata(run, *stamp, card))
+    return card, index.counts(plan), (index.factory, index.index.ntotal, index.index.d)
 
 
 def write_documents(out: StageOutput, rows: tuple[pa.Table, np.ndarray, pa.Table],
                     run: StageRun, how: str) -> int:
     """Document vectors (`tasks.query.documents`) from the kept rows, their vectors and
     dedup's dropped rows, and their exact index, beside the chunk index; returns how many
-    documents (0 with `index.doc_vectors: none`)."""
+    documents (0 with `index.doc_vectors: none`).
+
+    Called once the queries are embedded: what the encoder holds between calls, and what
+    the stage freed, are handed back before the float64 sums are taken."""
     table, x, dropped = rows
+    release_local_encoders()
+    release_freed_memory()
     if how == "none":
         return 0
     tokens = None
@@ -182,13 +212,12 @@ def index_task(root: str = ".") -> str:
         sizes = write_index_folder(out, built, table, int_ids, (run.input_path(TRANSFORM),
                                    dropped, run.input_dirs["finetune"]), model,
                                    run.params.search, cfg.seed, labels)
-        card = index_card(built.index, built.factory, built.nlist, param, value, sweep, cfg,
-                          **sizes, **built.card_facts(plan, x))
-        out.write_json(INDEX_CARD, card)
-        out.write_json(INDEX_METADATA, index_metadata(run, fp, model, card))
-        out.record(model=model, space=dedup["space"], card=card, rows=built.counts(plan) | {
+        card, rows, log = write_card(out, run, (fp, model), (built, plan, x),
+                                     (param, value, sweep), sizes)
+        del built, probes  # written and measured: let go before the document vectors
+        out.record(model=model, space=dedup["space"], card=card, rows=rows | {
             "documents": write_documents(out, (table, x, dropped), run, cfg.doc_vectors)})
-    log_built(built, plan, f"{param}={value}" if param else "exact search", run.seconds)
+    log_built(log, plan, f"{param}={value}" if param else "exact search", run.seconds)
     return str(run.out_dir)
 
 

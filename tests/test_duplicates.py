@@ -100,3 +100,17 @@ def test_exact_keys_first_of_each_normalised_text():
     keys = text_digests(["Hello  World", "other", "hello world", "OTHER\n", "Ｈｅｌｌｏ world"])
     assert keys.dtype == np.dtype("S32") and first_of_keys(keys).tolist() == [0, 1, 0, 1, 0]
     assert first_of_keys(text_digests([])).tolist() == []
+
+
+def test_exact_similarity_in_blocks_gives_the_same_float64_values(monkeypatch):
+    """Candidate pairs are scored a block at a time: bit for bit the one-shot values."""
+    from tasks.duplicates import cells  # noqa: PLC0415
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 16)).astype("float32")
+    i, j = rng.integers(0, 300, 1001), rng.integers(0, 300, 1001)
+    whole = np.einsum("ij,ij->i", x[i].astype("float64"), x[j].astype("float64"))
+    monkeypatch.setattr(cells, "BLOCK_ELEMS", 4 * 16 * 7)  # 7 pairs a block
+    got = cells.exact_similarity(x, i, j)
+    assert got.dtype == np.float64 and got.tobytes() == whole.tobytes()
+    assert cells.exact_similarity(x, i[:0], j[:0]).shape == (0,)

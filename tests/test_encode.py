@@ -110,3 +110,18 @@ def test_a_rerun_served_from_the_vector_cache_loads_no_encoder(sample_run, tmp_p
     monkeypatch.setattr(stage, "encoder_for", no_model)
     STAGE_TASKS["encode"].fn(root=str(ws))
     assert (ws / "data/04_encode/vectors.parquet").read_bytes() == want
+
+
+def test_released_encoder_memory_keeps_the_model_and_its_vectors():
+    """After encode (and once index and evaluate have embedded their queries) the stages
+    hand back what the OpenVINO model holds between calls (`release_local_encoders`): the
+    same encoder object stays loaded and gives the same bytes after it."""
+    from tasks.encoders.loading import encoder_for, release_local_encoders  # noqa: PLC0415
+
+    cfg = EncodeConfig(device="cpu")
+    model = encoder_for(cfg)
+    texts = ["How do volcanoes form?", "ripe tomatoes in August"]
+    before = model.encode(texts).tobytes()
+    release_local_encoders()
+    assert encoder_for(cfg) is model
+    assert model.encode(texts).tobytes() == before

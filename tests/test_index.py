@@ -11,7 +11,7 @@ from tasks.core.config import IndexConfig
 from tasks.core.vectors import vectors_to_arrow
 from tasks.indexing.build import build_index, fill_index, train_index
 from tasks.indexing.factory import auto_factory, auto_nlist, resolve_factory
-from tasks.indexing.recall import recall_at_k, set_search_param
+from tasks.indexing.recall import RecallProbe, recall_at_k, set_search_param
 from tasks.indexing.tuning import tune_search_param
 from tasks.indexing.updates import EXACT_REBUILT, apply_plan, index_rows, plan_update
 
@@ -165,3 +165,20 @@ def test_an_on_disk_previous_index_is_rebuilt_and_the_card_says_why(tmp_path):
     built, plan = update_or_build(prev, rows, "s", cfg, fill_index)
     assert (plan.mode, plan.reason) == ("rebuild", ON_DISK_REBUILT)
     assert built.card_facts(plan, x[:2])["update_reason"] == ON_DISK_REBUILT
+
+
+def test_recall_probe_truth_is_what_a_flat_index_answers():
+    """The probe's exact answers come from FAISS's brute-force kNN over the vectors as
+    given (no second copy in a flat index): the ids a flat index returns, row for row."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3000, 24)).astype("float32")
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    xq = rng.normal(size=(50, 24)).astype("float32")
+    probe = RecallProbe(x, xq, n_rows=200, seed=0)
+    flat = faiss.IndexFlatIP(24)
+    flat.add(x)
+    truth_rows = flat.search(x[probe.rows], 11)[1]
+    for got, want, row in zip(probe.gt_rows, truth_rows, probe.rows, strict=True):
+        np.testing.assert_array_equal(got, want[want != row][:10])
+    np.testing.assert_array_equal(probe.gt_q, flat.search(xq, 10)[1])
+    assert probe.measure(flat)["recall_corpus"] == 1.0

@@ -8,7 +8,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.core.fingerprint import stage_fingerprint
-from tasks.core.io import STAMP_KEY, StageOutput, check_lineage, read_manifest, read_table
+from tasks.core.io import (
+    STAMP_KEY,
+    StageOutput,
+    check_lineage,
+    read_manifest,
+    read_table,
+    read_with_vectors,
+)
 from tasks.core.vectors import arrow_to_vectors, vectors_to_arrow
 
 
@@ -118,3 +125,39 @@ def test_a_zombie_writer_counts_as_dead():
         assert not pid_alive(child.pid)
     finally:
         child.wait()
+
+
+def test_vectors_read_by_row_group_equal_the_whole_file_read(tmp_path):
+    """read_with_vectors decodes a row group at a time into one matrix: the same floats
+    as reading the column whole, the other (or the named) columns beside them."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2500, 8)).astype("float32")
+    out = StageOutput(tmp_path / "v", "reduce", "a" * 64)
+    table = pa.table({"chunk_id": [f"c{i}" for i in range(2500)], "n": np.arange(2500),
+                      "vector": vectors_to_arrow(x)})
+    out.write_table("v.parquet", table, row_group_size=700)  # the last group short
+    out.commit({})
+    manifest = read_manifest(tmp_path / "v", "reduce")
+    assert pq.ParquetFile(tmp_path / "v" / "v.parquet").num_row_groups == 4
+    rows, got = read_with_vectors(tmp_path / "v", "v.parquet", manifest, "vector")
+    assert got.dtype == np.float32 and got.flags["C_CONTIGUOUS"] and got.flags["WRITEABLE"]
+    assert np.array_equal(got, arrow_to_vectors(read_table(tmp_path / "v", "v.parquet",
+                                                           manifest).column("vector")))
+    assert rows.column_names == ["chunk_id", "n"] and rows.column("n").to_pylist()[-1] == 2499
+    named, _ = read_with_vectors(tmp_path / "v", "v.parquet", manifest, "vector", ["n"])
+    assert named.column_names == ["n"]
+    assert read_table(tmp_path / "v", "v.parquet", manifest, ["n", "chunk_id"]).column_names == [
+        "n", "chunk_id"]
+
+
+def test_vector_problem_names_the_first_bad_row_past_a_block(monkeypatch):
+    """Lengths are checked block by block; the row named is still the matrix's own."""
+    from tasks.core import vectors  # noqa: PLC0415
+
+    monkeypatch.setattr(vectors, "CHECK_BLOCK_ELEMS", 16)  # 4 rows of d=4 a block
+    x = np.eye(4, dtype="float32")[np.arange(10) % 4]
+    assert vectors.vector_problem(x, unit=True) is None
+    x[9] *= 2
+    assert vectors.vector_problem(x, unit=True).startswith("row 9 has length 2")
+    x[6, 1] = np.nan
+    assert vectors.vector_problem(x, unit=True).startswith("row 6 holds a NaN")

@@ -46,3 +46,15 @@ def test_transform_roundtrip_applies_identically(tmp_path):
 def test_pca_dims_above_dimension_fails():
     with pytest.raises(ValueError, match=r"reduce\.pca_dims: 64 exceeds the vector dimension 32"):
         reduce_vectors(_data(), ReduceConfig(pca_dims=64))
+
+
+def test_l2_only_in_row_blocks_gives_the_whole_matrix_bytes(monkeypatch):
+    """reduce normalises `APPLY_ROWS` rows at a time: the same float32 bytes as the
+    transform over the whole matrix (a row's length is its own), last block short."""
+    from tasks import reduce  # noqa: PLC0415
+
+    monkeypatch.setattr(reduce, "APPLY_ROWS", 300)
+    x = _data(n=1000)
+    y, t = reduce.reduce_vectors(x, ReduceConfig())
+    assert y.dtype == np.float32 and y.flags["C_CONTIGUOUS"]
+    assert y.tobytes() == t.apply(x).tobytes()

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -351,10 +352,36 @@ def open_parquet(out_dir: Path, name: str | StageFile, manifest: dict[str, Any]
     return pf
 
 
-def read_table(out_dir: Path, name: str | StageFile, manifest: dict[str, Any]) -> pa.Table:
-    """Read one Parquet file of a stage output, refusing it if its stamp is not the manifest's."""
+def read_table(out_dir: Path, name: str | StageFile, manifest: dict[str, Any],
+               columns: list[str] | None = None) -> pa.Table:
+    """Read one Parquet file of a stage output (only `columns`, in that order, when given),
+    refusing it if its stamp is not the manifest's."""
     with open_parquet(out_dir, name, manifest) as pf:
-        return pf.read()
+        return pf.read(columns=columns)
+
+
+def read_with_vectors(out_dir: Path, name: str | StageFile, manifest: dict[str, Any],
+                      vector_column: str, columns: list[str] | None = None
+                      ) -> tuple[pa.Table, np.ndarray]:
+    """(the file's other columns, or `columns`, its `fixed_size_list<float32>[d]` column as
+    an (n, d) float32 matrix), stamp-checked. The vectors are decoded a row group at a time straight
+    into the matrix: read whole (or through `iter_batches`, which holds its decoded column
+    until the file is closed), a 59k x 384 column cost four times its size."""
+    with open_parquet(out_dir, name, manifest) as pf:
+        schema = pf.schema_arrow
+        table = pf.read(columns=[c for c in schema.names if c != vector_column]
+                        if columns is None else columns)
+        x = np.empty((pf.metadata.num_rows, schema.field(vector_column).type.list_size),
+                     dtype="float32")
+        start = 0
+        for g in range(pf.num_row_groups):
+            column = pf.read_row_group(g, columns=[vector_column], use_threads=False).column(0)
+            for chunk in column.chunks:
+                stop = start + len(chunk)
+                x[start:stop] = chunk.flatten().to_numpy(zero_copy_only=False).reshape(
+                    len(chunk), -1)
+                start = stop
+    return table, x
 
 
 def count_rows(out_dir: Path, name: str | StageFile, manifest: dict[str, Any]) -> int:

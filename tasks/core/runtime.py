@@ -25,11 +25,12 @@ from tasks.core import io
 from tasks.core.catalog import VECTOR_COLUMN, StageFile
 from tasks.core.config import Params, load_params
 from tasks.core.lock import workspace_lock
+from tasks.core.memory import release_freed_memory
 from tasks.core.progress import Progress
 from tasks.core.registry import TASKS_DIR, declared_params, fingerprint, get_stage, module_deps
 from tasks.core.result_cache import ResultCache, space_of
 from tasks.core.shards import Observer, map_ordered, open_executor, shard_rows
-from tasks.core.vectors import checked_vectors
+from tasks.core.vectors import vector_problem, vectors_to_arrow
 
 PROGRESS_STEPS = 20  # in-process shards per stage input, each a step of its bar
 MIN_SHARD_ROWS = 16
@@ -93,18 +94,25 @@ class StageRun:
         return path
 
     def read(self, entry: StageFile, columns: list[str] | None = None) -> pa.Table:
-        """An upstream table, whole, checksum- and stamp-checked."""
+        """An upstream table, whole (or only `columns`: the others are never decoded),
+        checksum- and stamp-checked."""
         self.input_path(entry)
-        table = io.read_table(self.input_dirs[entry.stage], entry, self.inputs[entry.stage])
-        return table if columns is None else table.select(columns)
+        return io.read_table(self.input_dirs[entry.stage], entry, self.inputs[entry.stage],
+                             columns)
 
-    def read_vectors(self, entry: StageFile) -> tuple[pa.Table, np.ndarray]:
-        """An upstream vector table and its vectors, refused when one is not finite or, where
-        its stage normalised them (its manifest's `unit_vectors`), not of length 1."""
-        table = self.read(entry)
+    def read_vectors(self, entry: StageFile, columns: list[str] | None = None
+                     ) -> tuple[pa.Table, np.ndarray]:
+        """An upstream vector table (only `columns` beside the vectors, when given) and its
+        vectors, refused when one is not finite or, where its stage normalised them (its
+        manifest's `unit_vectors`), not of length 1."""
         where = f"{self.input_path(entry)} (stage {self.name}'s input)"
-        unit = bool(self.inputs[entry.stage].get("unit_vectors", False))
-        return table, checked_vectors(table.column(VECTOR_COLUMN), where, unit)
+        table, x = io.read_with_vectors(self.input_dirs[entry.stage], entry,
+                                        self.inputs[entry.stage], VECTOR_COLUMN, columns)
+        problem = vector_problem(x, bool(self.inputs[entry.stage].get("unit_vectors", False)))
+        if problem:
+            raise ValueError(f"{where}: {problem}; rerun the stage that wrote it")
+        # last, as the catalog places it; a view of `x`, not a second copy of the vectors
+        return table.append_column(VECTOR_COLUMN, vectors_to_arrow(x)), x
 
     def batches(self, entry: StageFile, columns: list[str] | None = None,
                 batch_rows: int | None = None) -> Iterator[pa.Table]:
@@ -193,6 +201,7 @@ class StageRun:
         with io.StageOutput(self.out_dir, self.name, fingerprint) as out:
             yield out
             out.commit(self.manifest(out.fingerprint, config, **out.facts))
+        release_freed_memory()
 
     def lineage(self, fingerprint: str) -> dict[str, str]:
         """Every ancestor stage's fingerprint, plus this one."""
@@ -226,6 +235,7 @@ def progress_rows(total: int) -> int:
 
 def start_stage(name: str, root: str | Path = ".") -> StageRun:
     """Load params, find the stage's folders and read (and cross-check) its inputs."""
+    release_freed_memory()  # what earlier stages of this process freed
     root = Path(root).resolve()
     params = load_params(root / "params.yaml")
     spec = get_stage(name)

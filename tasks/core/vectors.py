@@ -46,21 +46,34 @@ def max_lists(n: int) -> int:
 UNIT_NORM_TOLERANCE = 1e-2
 
 
+# Elements of `x` checked at a time: the float64 copy a length needs is taken per block
+# (8 MB), not of the whole matrix (a 59k x 384 matrix cost 360 MB of float64 temporaries).
+CHECK_BLOCK_ELEMS = 1 << 20
+
+
 def vector_problem(x: np.ndarray, unit: bool) -> str | None:
     """Why the rows of `x` cannot be used (the first bad row: a NaN or infinite value, or a
     length other than 1 when `unit`), or None when they can."""
-    finite = np.isfinite(x).all(axis=1)
+    finite = np.concatenate([np.ones(0, bool), *(
+        np.isfinite(x[s:s + step]).all(axis=1) for s, step in _blocks(x))])
     if not finite.all():
         row = int(np.flatnonzero(~finite)[0])
         return f"row {row} holds a NaN or infinite value ({(~finite).sum()} rows in all)"
     if unit and len(x):
-        norms = np.linalg.norm(x.astype("float64"), axis=1)
+        norms = np.concatenate([np.linalg.norm(x[s:s + step].astype("float64"), axis=1)
+                                for s, step in _blocks(x)])
         off = np.abs(norms - 1.0) > UNIT_NORM_TOLERANCE
         if off.any():
             row = int(np.flatnonzero(off)[0])
             return (f"row {row} has length {norms[row]:.4g}, expected 1 (normalised vectors; "
                     f"{off.sum()} rows off)")
     return None
+
+
+def _blocks(x: np.ndarray) -> list[tuple[int, int]]:
+    """(start, rows) of the row blocks of `x` that `CHECK_BLOCK_ELEMS` elements hold."""
+    step = max(1, CHECK_BLOCK_ELEMS // max(x.shape[1] if x.ndim == 2 else 1, 1))
+    return [(s, step) for s in range(0, len(x), step)]
 
 
 def checked_vectors(column: pa.ChunkedArray | pa.Array, where: str, unit: bool) -> np.ndarray:

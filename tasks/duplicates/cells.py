@@ -88,8 +88,14 @@ def cell_pairs(
 
 
 def exact_similarity(x: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Inner products of rows i and j in float64: the same value whatever BLAS does."""
-    return np.einsum("ij,ij->i", x[i].astype("float64"), x[j].astype("float64"))
+    """Inner products of rows i and j in float64: the same value whatever BLAS does.
+
+    Taken `BLOCK_ELEMS` floats of pairs at a time: a cell of near-copies nominates many
+    candidates, and two float64 copies of all their rows cost hundreds of MB at once."""
+    step = max(1, BLOCK_ELEMS // 4 // max(x.shape[1], 1))
+    return np.concatenate([np.zeros(0, "float64"), *(
+        np.einsum("ij,ij->i", x[i[s:s + step]].astype("float64"),
+                  x[j[s:s + step]].astype("float64")) for s in range(0, len(i), step))])
 
 
 def cell_hits(

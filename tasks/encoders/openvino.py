@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import tempfile
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,20 @@ def export(folder: Path, tokenizer: Any, precision: str, max_len: int, target: P
         os.replace(final, target)
 
 
+# Every OpenVINO encoder alive in this process, for `release_memory_of_all`.
+_LIVE: weakref.WeakSet[OpenVinoEncoder] = weakref.WeakSet()
+
+
+def release_memory_of_all() -> None:
+    """Hand back what each loaded OpenVINO model holds between calls: the activations of
+    the widest shapes it ran (OpenVINO's `release_memory`; the next call allocates again).
+    The models stay loaded: destroying one soon after it ran aborted the process at random
+    (`std::system_error: Resource deadlock avoided` from one of OpenVINO's own threads, in
+    one test run of two), the race OpenVINO's teardown has at interpreter exit too."""
+    for encoder in list(_LIVE):
+        encoder.compiled.release_memory()
+
+
 class OpenVinoEncoder:
     """The subset of SentenceTransformer that embedpipe calls, run by OpenVINO on the CPU."""
 
@@ -121,6 +136,7 @@ class OpenVinoEncoder:
         self.compiled = core.compile_model(str(model_path), "CPU", {
             "PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32",
             "INFERENCE_NUM_THREADS": cpu_threads()})
+        _LIVE.add(self)
         self.requests = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self.inputs = [p.get_any_name() for p in self.compiled.inputs]
         self.tokenizer, self.pipeline, self.max_seq_length = tokenizer, pipeline, max_seq_length

@@ -4,6 +4,7 @@ the fusion chosen on one half of the queries and reported on the other."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,38 +49,33 @@ def headline_variant(folder: IndexFolder) -> str:
 
 def mode_runs(folder: IndexFolder, texts: list[str], qids: list[str], xq: np.ndarray,
               plans: list[tuple[str, dict[str, Any]]] | None = None
-              ) -> dict[str, dict[str, dict[str, float]]]:
-    """Per variant, each query's document ranking: every search mode with and without
-    expansion (or, given `plans`, each named set of `rank` arguments, expanded)."""
+              ) -> Iterator[tuple[str, dict[str, dict[str, float]]]]:
+    """(variant, each query's document ranking) for every search mode with and without
+    expansion (or, given `plans`, each named set of `rank` arguments, expanded), yielded
+    one at a time: a variant's rankings (up to `DOC_DEPTH` documents a query) are let go
+    before the next is ranked (all of them held at once cost 200 MB at 2,682 queries)."""
     depth = min(folder.index.ntotal, 3 * DOC_DEPTH)
     row_docs = {expand: row_documents(folder, expand) for expand in (True, False)}
-    out = {}
     for name, args in plans or [(m, {"mode": m}) for m in SEARCH_MODES]:
         scores, ids = folder.rank(texts, depth, xq=xq, **args)
         for expand, docs in row_docs.items():
             if plans is None or expand:
                 ranked = doc_rankings(scores, ids, docs, DOC_DEPTH)
-                out[name if plans else variant(name, expand)] = dict(zip(qids, ranked,
-                                                                         strict=True))
-    return out
+                yield (name if plans else variant(name, expand),
+                       dict(zip(qids, ranked, strict=True)))
 
 
-def bucket_metrics(texts: list[str], qids: list[str], qrels: dict[str, dict[str, int]],
-                   runs: dict[str, dict[str, dict[str, float]]]
-                   ) -> dict[str, dict[str, dict[str, float]]]:
-    """Per variant (expanded ones) and query style (`query_bucket`: question, keywords,
-    identifier), the averaged metrics of `names.LABELED_AVERAGED` and the query count."""
-    bucket_of = {q: query_bucket(t) for q, t in zip(qids, texts, strict=True)}
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for name, run in runs.items():
-        if name.endswith("_no_expansion"):
-            continue
-        for bucket in BUCKETS:
-            mine = {q: r for q, r in qrels.items() if bucket_of.get(q) == bucket}
-            if mine:
-                m = retrieval_metrics(mine, {q: run[q] for q in mine})
-                out.setdefault(name, {})[bucket] = {
-                    **{k: m[k] for k in names.LABELED_AVERAGED}, "queries": len(mine)}
+def bucket_metrics(bucket_of: dict[str, str], qrels: dict[str, dict[str, int]],
+                   run: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per query style (`bucket_of`: query -> question, keywords or identifier) with
+    labelled queries, one variant's averaged metrics of `names.LABELED_AVERAGED` and the
+    query count."""
+    out: dict[str, dict[str, float]] = {}
+    for bucket in BUCKETS:
+        mine = {q: r for q, r in qrels.items() if bucket_of.get(q) == bucket}
+        if mine:
+            m = retrieval_metrics(mine, {q: run[q] for q in mine})
+            out[bucket] = {**{k: m[k] for k in names.LABELED_AVERAGED}, "queries": len(mine)}
     return out
 
 
@@ -87,16 +83,22 @@ def query_set_metrics(folder: IndexFolder, texts: list[str], qrels: dict[str, di
                       qids: list[str], xq: np.ndarray | None = None
                       ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     """Retrieval metrics of one query set in every search mode, with and without expansion,
-    and per query style (`bucket_metrics`).
+    and, for the expanded variants, per query style (`bucket_metrics`).
 
     Queries are embedded once (`xq`, when the caller has them already) and ranked in each
     mode through the index's own query path.
     """
     if not texts:
         return {}, {}
-    runs = mode_runs(folder, texts, qids, folder.encode_queries(texts) if xq is None else xq)
-    return ({name: retrieval_metrics(qrels, run) for name, run in runs.items()},
-            bucket_metrics(texts, qids, qrels, runs))
+    bucket_of = {q: query_bucket(t) for q, t in zip(qids, texts, strict=True)}
+    variants, buckets = {}, {}
+    for name, run in mode_runs(folder, texts, qids,
+                               folder.encode_queries(texts) if xq is None else xq):
+        variants[name] = retrieval_metrics(qrels, run)
+        if not name.endswith("_no_expansion") and (per := bucket_metrics(bucket_of, qrels,
+                                                                          run)):
+            buckets[name] = per
+    return variants, buckets
 
 
 def labeled_choice(folder: IndexFolder, texts: list[str], qrels: dict[str, dict[str, int]],
@@ -111,7 +113,7 @@ def labeled_choice(folder: IndexFolder, texts: list[str], qrels: dict[str, dict[
     runs = mode_runs(folder, texts, qids, folder.encode_queries(texts), plans)
     table = {name: {half: retrieval_metrics({q: qrels[q] for q in ids},
                                             {q: run[q] for q in ids})
-                    for half, ids in halves.items()} for name, run in runs.items()}
+                    for half, ids in halves.items()} for name, run in runs}
     winner, why = pick(table, folder.search.fusion_margin)
     built = folder.card.get("search_choice") or {}
     return {"winner": winner, "reason": why, "probe_winner": built.get("winner") if built.get(

@@ -43,6 +43,12 @@ def _candidates(index: faiss.Index, nlist: int | None) -> tuple[str | None, list
     return None, []
 
 
+def _exact(xq: np.ndarray, xb: np.ndarray, k: int) -> np.ndarray:
+    """Row numbers of the exact top-k inner products of `xq` against `xb`."""
+    return faiss.knn(np.ascontiguousarray(xq, dtype="float32"), xb, k,
+                     metric=faiss.METRIC_INNER_PRODUCT)[1]
+
+
 def _without_self(ids: np.ndarray, rows: np.ndarray, k: int) -> list[np.ndarray]:
     """Drop each query's own row from its result list (leave-one-out), keep k."""
     return [r[r != q][:k] for r, q in zip(ids, rows, strict=True)]
@@ -63,11 +69,12 @@ class RecallProbe:
         self.xr, self.k = x[self.rows], k
         self.id_map = IdMap(np.arange(len(x)) if int_ids is None else int_ids)
         self.xq = None if xq is None or not len(xq) else np.ascontiguousarray(xq, "float32")
-        exact = faiss.IndexFlatIP(x.shape[1])
-        exact.add(np.ascontiguousarray(x, dtype="float32"))
+        # exact search straight over `x` (FAISS's brute-force kNN, what IndexFlatIP runs),
+        # not over a flat index holding a second copy of every vector
+        xb = np.ascontiguousarray(x, dtype="float32")
         self.kk = min(k + 1, len(x))
-        self.gt_rows = _without_self(exact.search(self.xr, self.kk)[1], self.rows, k)
-        self.gt_q = None if self.xq is None else exact.search(self.xq, min(k, len(x)))[1]
+        self.gt_rows = _without_self(_exact(self.xr, xb, self.kk), self.rows, k)
+        self.gt_q = None if self.xq is None else _exact(self.xq, xb, min(k, len(x)))
 
     def _rows(self, index: faiss.Index, xq: np.ndarray, k: int) -> np.ndarray:
         return self.id_map.rows(index.search(xq, k)[1])
