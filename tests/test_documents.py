@@ -104,3 +104,25 @@ def test_sentences_and_the_tokenizer_load_without_torch():
     assert done.returncode == 0, done.stderr[-2000:]
     # read from tokenizer.json alone (tests/test_fast_tokenizer.py: the same as transformers')
     assert done.stdout.split()[-1] == "BackendTokenizer"
+
+
+def test_document_vectors_summed_in_blocks_are_the_same_bytes(monkeypatch):
+    import pyarrow as pa
+
+    import tasks.query.documents as docs_mod
+
+    rng = np.random.default_rng(0)
+    n, m, d = 3000, 400, 32
+    x = rng.normal(size=(n, d)).astype("float32")
+    kept = pa.table({"chunk_id": [f"c{i}" for i in range(n)],
+                     "doc_id": [f"d{rng.integers(500)}" for _ in range(n)],
+                     "source": ["s"] * n, "title": [None] * n})
+    dropped = pa.table({"dropped_chunk_id": [f"x{i}" for i in range(m)],
+                        "doc_id": [f"d{rng.integers(500)}" for _ in range(m)],
+                        "source": ["s"] * m,
+                        "group_chunk_id": [f"c{rng.integers(n)}" for _ in range(m)]})
+    tokens = {c: int(rng.integers(5, 200)) for c in [f"c{i}" for i in range(n)]
+              + [f"x{i}" for i in range(m)]}
+    whole = docs_mod.document_vectors(kept, x, dropped, tokens)[1]
+    monkeypatch.setattr(docs_mod, "BLOCK_ROWS", 256)
+    assert docs_mod.document_vectors(kept, x, dropped, tokens)[1].tobytes() == whole.tobytes()

@@ -20,6 +20,8 @@ import pyarrow.parquet as pq
 from tasks.core.catalog import INDEX_DOC_INDEX, INDEX_DOCS
 from tasks.query.search import IndexFolder
 
+BLOCK_ROWS = 8192  # chunk vectors summed at a time: float64 temporaries of a block, not of n
+
 
 def document_vectors(kept: pa.Table, x: np.ndarray, dropped: pa.Table,
                      tokens: dict[str, int] | None = None) -> tuple[pa.Table, np.ndarray]:
@@ -41,7 +43,9 @@ def document_vectors(kept: pa.Table, x: np.ndarray, dropped: pa.Table,
                        dtype="float64")
     docs, which = np.unique(np.array(doc_ids, dtype=object), return_inverse=True)
     sums = np.zeros((len(docs), x.shape[1]), dtype="float64")
-    np.add.at(sums, which, x[rows].astype("float64") * weights[:, None])
+    for at in range(0, len(rows), BLOCK_ROWS):  # in row order: the same sums, bit for bit
+        part = slice(at, at + BLOCK_ROWS)
+        np.add.at(sums, which[part], x[rows[part]].astype("float64") * weights[part, None])
     norms = np.linalg.norm(sums, axis=1, keepdims=True)
     vectors = (sums / np.where(norms > 0, norms, 1.0)).astype("float32")
     first = {}
