@@ -44,7 +44,7 @@ from tasks.core.config import IndexConfig, SearchConfig
 from tasks.core.io import StageOutput
 from tasks.core.lineage import index_metadata
 from tasks.core.memory import release_freed_memory
-from tasks.core.progress import task_logger
+from tasks.core.progress import Progress, task_logger
 from tasks.core.runtime import StageRun, main, start_stage
 from tasks.core.vectors import vectors_to_arrow
 from tasks.documents.context import contextual_texts
@@ -202,21 +202,23 @@ def index_task(root: str = ".") -> str:
     x, int_ids, keys = index_rows(table, x)
     probes = cache(lambda: probe_vectors(table, dedup["model"], VectorTransform.load(
         run.input_path(TRANSFORM)), cfg, run.input_dirs["finetune"]))
-    fill = fill_for(run.params.run, cfg, run.out_dir, run.input_path(KEPT))
-    built, plan = update_or_build(run.out_dir, (x, int_ids, keys), dedup["space"], cfg, fill)
-    param, value, sweep = choose_search_param(built, x, int_ids, cfg, probes)
-    labels, fp = labelled_fingerprint(run)
-    model = dedup["model"] | {"space": dedup["space"]}
-    with run.output(fp, cfg) as out:
-        dropped = run.read(DROPPED)
-        sizes = write_index_folder(out, built, table, int_ids, (run.input_path(TRANSFORM),
-                                   dropped, run.input_dirs["finetune"]), model,
-                                   run.params.search, cfg.seed, labels)
-        card, rows, log = write_card(out, run, (fp, model), (built, plan, x),
-                                     (param, value, sweep), sizes)
-        del built, probes  # written and measured: let go before the document vectors
-        out.record(model=model, space=dedup["space"], card=card, rows=rows | {
-            "documents": write_documents(out, (table, x, dropped), run, cfg.doc_vectors)})
+    with Progress("index", 2, "steps") as bar:  # build and tune; the folder and the choice
+        fill = fill_for(run.params.run, cfg, run.out_dir, run.input_path(KEPT))
+        built, plan = update_or_build(run.out_dir, (x, int_ids, keys), dedup["space"], cfg, fill)
+        param, value, sweep = choose_search_param(built, x, int_ids, cfg, probes)
+        bar.advance(1)
+        (labels, fp), model = labelled_fingerprint(run), dedup["model"] | {"space": dedup["space"]}
+        with run.output(fp, cfg) as out:
+            dropped = run.read(DROPPED)
+            sizes = write_index_folder(out, built, table, int_ids, (run.input_path(TRANSFORM),
+                                       dropped, run.input_dirs["finetune"]), model,
+                                       run.params.search, cfg.seed, labels)
+            card, rows, log = write_card(out, run, (fp, model), (built, plan, x),
+                                         (param, value, sweep), sizes)
+            del built, probes  # written and measured: let go before the document vectors
+            out.record(model=model, space=dedup["space"], card=card, rows=rows | {
+                "documents": write_documents(out, (table, x, dropped), run, cfg.doc_vectors)})
+            bar.advance(1)
     log_built(log, plan, f"{param}={value}" if param else "exact search", run.seconds)
     return str(run.out_dir)
 
