@@ -16,20 +16,16 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import (
-    CHUNKS,
     DROPPED,
     INDEX,
     INDEX_CARD,
     INDEX_CHUNKS,
-    INDEX_DOC_INDEX,
-    INDEX_DOCS,
     INDEX_IVFDATA,
     INDEX_MEMBERS,
     INDEX_METADATA,
@@ -38,7 +34,6 @@ from tasks.core.catalog import (
     INDEX_TRANSFORM,
     KEPT,
     TRANSFORM,
-    VECTOR_COLUMN,
 )
 from tasks.core.config import IndexConfig, SearchConfig
 from tasks.core.io import StageOutput
@@ -46,9 +41,7 @@ from tasks.core.lineage import index_metadata
 from tasks.core.memory import release_freed_memory
 from tasks.core.progress import Progress, task_logger
 from tasks.core.runtime import StageRun, main, start_stage
-from tasks.core.vectors import vectors_to_arrow
 from tasks.documents.context import contextual_texts
-from tasks.encoders.loading import release_local_encoders
 from tasks.encoders.tuned import carry_model, chosen_space
 from tasks.evaluation.beir import labels_digest
 from tasks.evaluation.retrieval import choosing_labels, labeled_search_choice
@@ -63,7 +56,7 @@ from tasks.indexing.updates import (
     index_card,
     index_rows,
 )
-from tasks.query.documents import document_vectors
+from tasks.query.documents import write_document_index
 from tasks.query.fusion_choice import choose_search
 from tasks.query.lexical import build_lexical, save_lexical
 from tasks.query.probes import probe_queries
@@ -149,32 +142,6 @@ def write_card(out: StageOutput, run: StageRun, stamp: tuple[str, dict[str, Any]
     return card, index.counts(plan), (index.factory, index.index.ntotal, index.index.d)
 
 
-def write_documents(out: StageOutput, rows: tuple[pa.Table, np.ndarray, pa.Table],
-                    run: StageRun, how: str) -> int:
-    """Document vectors (`tasks.query.documents`) from the kept rows, their vectors and
-    dedup's dropped rows, and their exact index, beside the chunk index; returns how many
-    documents (0 with `index.doc_vectors: none`).
-
-    Called once the queries are embedded: what the encoder holds between calls, and what
-    the stage freed, are handed back before the float64 sums are taken."""
-    table, x, dropped = rows
-    release_local_encoders()
-    release_freed_memory()
-    if how == "none":
-        return 0
-    tokens = None
-    if how == "token_mean":
-        counts = run.read(CHUNKS, ["chunk_id", "n_tokens"])
-        tokens = dict(zip(counts.column("chunk_id").to_pylist(),
-                          counts.column("n_tokens").to_pylist(), strict=True))
-    docs, xd = document_vectors(table, x, dropped, tokens)
-    out.write_table(INDEX_DOCS, docs.append_column(VECTOR_COLUMN, vectors_to_arrow(xd)))
-    index = faiss.IndexFlatIP(xd.shape[1])
-    index.add(xd)
-    faiss.write_index(index, str(out.path(INDEX_DOC_INDEX)))
-    return docs.num_rows
-
-
 def checked_dedup(run: StageRun) -> dict[str, Any]:
     """Dedup's manifest, its vectors checked to be of the space encode's model makes."""
     _, want, _ = chosen_space(run.params.encode, run.input_dirs["finetune"])
@@ -217,7 +184,7 @@ def index_task(root: str = ".") -> str:
                                          (param, value, sweep), sizes)
             del built, probes  # written and measured: let go before the document vectors
             out.record(model=model, space=dedup["space"], card=card, rows=rows | {
-                "documents": write_documents(out, (table, x, dropped), run, cfg.doc_vectors)})
+                "documents": write_document_index(out, (table, x, dropped), run, cfg.doc_vectors)})
             bar.advance(1)
     log_built(log, plan, f"{param}={value}" if param else "exact search", run.seconds)
     return str(run.out_dir)

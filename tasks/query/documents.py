@@ -17,7 +17,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.core.catalog import INDEX_DOC_INDEX, INDEX_DOCS
+from tasks.core.catalog import CHUNKS, INDEX_DOC_INDEX, INDEX_DOCS, VECTOR_COLUMN
+from tasks.core.io import StageOutput
+from tasks.core.memory import release_freed_memory
+from tasks.core.runtime import StageRun
+from tasks.core.vectors import vectors_to_arrow
+from tasks.encoders.loading import release_local_encoders
 from tasks.query.search import IndexFolder
 
 BLOCK_ROWS = 8192  # chunk vectors summed at a time: float64 temporaries of a block, not of n
@@ -80,3 +85,29 @@ def search_documents(folder: IndexFolder, queries: list[str], k: int = 5
         hits = docs.take(pa.array([r for r in rrow if r >= 0], pa.int64())).to_pylist()
         out.append([{**hit, "score": s} for hit, s in zip(hits, srow, strict=False)])
     return out
+
+
+def write_document_index(out: StageOutput, rows: tuple[pa.Table, np.ndarray, pa.Table],
+                         run: StageRun, how: str) -> int:
+    """Document vectors (`document_vectors`) from the index stage's kept rows, their vectors and
+    dedup's dropped rows, and their exact index, beside the chunk index; returns how many
+    documents (0 with `index.doc_vectors: none`).
+
+    Called once the queries are embedded: what the encoder holds between calls, and what
+    the stage freed, are handed back before the float64 sums are taken."""
+    table, x, dropped = rows
+    release_local_encoders()
+    release_freed_memory()
+    if how == "none":
+        return 0
+    tokens = None
+    if how == "token_mean":
+        counts = run.read(CHUNKS, ["chunk_id", "n_tokens"])
+        tokens = dict(zip(counts.column("chunk_id").to_pylist(),
+                          counts.column("n_tokens").to_pylist(), strict=True))
+    docs, xd = document_vectors(table, x, dropped, tokens)
+    out.write_table(INDEX_DOCS, docs.append_column(VECTOR_COLUMN, vectors_to_arrow(xd)))
+    index = faiss.IndexFlatIP(xd.shape[1])
+    index.add(xd)
+    faiss.write_index(index, str(out.path(INDEX_DOC_INDEX)))
+    return docs.num_rows
