@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from tasks.core.fingerprint import canonical_json, sha256_file, sha256_text
 from tasks.core.io import raise_disk_full_at
-from tasks.core.shard_files import check_shards, remove_dead_temps
+from tasks.core.shard_files import check_shards, checksum_problem, remove_dead_temps
 
 ROW_GROUP_ROWS = 1024  # a lookup decodes the values of the row groups that hold a hit
 SHARD_NAME = re.compile(r"part-([0-9a-f]{64})\.parquet")
@@ -62,11 +62,9 @@ def space_dir(cache: Path, stage: str, space: str) -> Path:
 def shard_problem(shard: Path) -> str | None:
     """Why a shard cannot be used (no checksum in its name, bytes that do not match it, an
     unreadable file or another schema), or None."""
-    name = SHARD_NAME.fullmatch(shard.name)
-    if name is None:
-        return "no checksum in its name"
-    if sha256_file(shard) != name.group(1):
-        return "its bytes do not match the checksum in its name (corrupted)"
+    problem = checksum_problem(shard, SHARD_NAME)
+    if problem:
+        return problem
     try:
         schema = pq.read_schema(shard)
     except (OSError, pa.ArrowException) as err:

@@ -4,9 +4,11 @@ per-document result caches): bad shards dropped, and what a killed writer left b
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from tasks.core.fingerprint import sha256_file
 from tasks.core.io import pid_alive
 
 log = logging.getLogger(__name__)
@@ -38,3 +40,15 @@ def remove_dead_temps(folder: Path, pattern: str) -> int:
             tmp.unlink(missing_ok=True)
             gone += 1
     return gone
+
+
+def checksum_problem(shard: Path, name: re.Pattern[str],
+                     unnamed: str = "no checksum in its name") -> str | None:
+    """Why a shard's bytes cannot be trusted: its name (`name`, the sha256 as group 1)
+    carries no checksum (`unnamed`), or its bytes do not match it; None when they do."""
+    found = name.fullmatch(shard.name)
+    if found is None:
+        return unnamed
+    if sha256_file(shard) != found.group(1):
+        return "its bytes do not match the checksum in its name (corrupted)"
+    return None

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from tasks.core.catalog import VECTOR_COLUMN
 from tasks.core.fingerprint import sha256_file, sha256_text
 from tasks.core.io import raise_disk_full_at
-from tasks.core.shard_files import check_shards, remove_dead_temps
+from tasks.core.shard_files import check_shards, checksum_problem, remove_dead_temps
 from tasks.core.vectors import arrow_to_vectors, vector_problem, vectors_to_arrow
 
 ROW_GROUP_ROWS = 8192  # a lookup reads the vectors of whole row groups that hold a hit
@@ -102,11 +102,10 @@ def shard_problem(shard: Path, d: int | None, unit: bool) -> str | None:
     """Why a shard cannot be used (its bytes are not those its name's checksum names, it
     cannot be read, a vector is not finite or, when `unit`, not of length 1, or vectors are
     not `d`-d), or None."""
-    name = SHARD_NAME.fullmatch(shard.name)
-    if name is None:
-        return "no checksum in its name (written before shards carried one)"
-    if sha256_file(shard) != name.group(1):
-        return "its bytes do not match the checksum in its name (corrupted)"
+    problem = checksum_problem(shard, SHARD_NAME,
+                               "no checksum in its name (written before shards carried one)")
+    if problem:
+        return problem
     try:
         with pq.ParquetFile(shard) as pf:
             for i in range(pf.num_row_groups):
