@@ -71,13 +71,15 @@ def labeled_query_sets(source: Path) -> dict[str, tuple[list[str], list[dict[str
     return out
 
 
-def pooled_labels(source: Path) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+def pooled_labels(source: Path
+                  ) -> tuple[dict[str, str], dict[str, dict[str, int]], list[str]]:
     """Every BEIR set under `source` in one pool: query texts and qrels keyed by
-    `<set>:<query id>`."""
+    `<set>:<query id>`, and the sets' corpus paths."""
     texts: dict[str, str] = {}
     rels: dict[str, dict[str, int]] = {}
-    for rel, _, queries, qrels in find_beir_sets(source):
+    sets = find_beir_sets(source)
+    for rel, _, queries, qrels in sets:
         t, r = read_beir(rel, queries, qrels)
         texts |= {f"{rel}:{q}": v for q, v in t.items()}
         rels |= {f"{rel}:{q}": v for q, v in r.items()}
-    return texts, rels
+    return texts, rels, [rel for rel, *_ in sets]

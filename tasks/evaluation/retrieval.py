@@ -131,14 +131,13 @@ def labeled_search_choice(folder: IndexFolder, source: Path, seed: int
     cfg = folder.search
     if cfg.mode != "hybrid" or cfg.fusion != "auto" or folder.lexical is None:
         return None
-    texts, rels = pooled_labels(source)
+    texts, rels, sets = pooled_labels(source)
     qids = sorted(texts)
     if len(qids) < MIN_LABELS:
         return None
     choice = labeled_choice(folder, [texts[q] for q in qids], rels, qids, seed)
     return choice_record(cfg, choice["candidates"], "labels") | {
-        "labeled_queries": len(qids), "label_sets": [rel for rel, *_ in find_beir_sets(
-            source)]}
+        "labeled_queries": len(qids), "label_sets": sets}
 
 
 def choosing_labels(source: Path | None) -> Path | None:
