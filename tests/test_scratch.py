@@ -186,30 +186,23 @@ def test_a_failed_stage_still_removes_its_scratch_and_keeps_its_error(s3, client
 def test_a_missing_bucket_is_named_on_the_driver(s3, client, tmp_path):
     url, _ = s3
     cfg = DaskConfig(scratch="s3://no-such-bucket/x", s3_endpoint_url=url)
-    with (
-        pytest.raises(
-            ValueError,
-            match=r"run\.dask\.scratch: s3://no-such-bucket/x: "
-            r"S3 NoSuchBucket \(HTTP 404\)",
-        ),
-        open_scratch(Executor(client), cfg, tmp_path, "dedup"),
-    ):
-        pass
+    _refused(client, cfg, tmp_path, "dedup",
+             r"run\.dask\.scratch: s3://no-such-bucket/x: S3 NoSuchBucket \(HTTP 404\)")
     assert not os.listdir(tmp_path)
 
 
 def test_refused_credentials_are_named_on_the_driver(client, tmp_path):
     with scoped_env(AWS_ENV), moto_server(tmp_path, enforce_auth=True) as url:
         cfg = DaskConfig(scratch="s3://scratch/x", s3_endpoint_url=url, s3_max_attempts=1)
-        with (
-            pytest.raises(
-                ValueError,
-                match=r"run\.dask\.scratch: s3://scratch/x: S3 "
-                r"InvalidAccessKeyId \(HTTP 403\)",
-            ),
-            open_scratch(Executor(client), cfg, tmp_path, "index"),
-        ):
-            pass
+        _refused(client, cfg, tmp_path, "index",
+                 r"run\.dask\.scratch: s3://scratch/x: S3 InvalidAccessKeyId \(HTTP 403\)")
+
+
+def _refused(client, cfg, tmp_path, stage, match):
+    """Opening the scratch `cfg` names for `stage` fails on the driver with `match`."""
+    with pytest.raises(ValueError, match=match), open_scratch(Executor(client), cfg, tmp_path,
+                                                               stage):
+        pass
 
 
 def test_s3_stage_outputs_and_bad_scratch_values_are_refused_naming_the_key():
