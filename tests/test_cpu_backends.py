@@ -137,3 +137,22 @@ def test_openvino_requests_stay_within_their_token_budget(sample_chunks):
     assert all(cap * w <= TOKENS_PER_REQUEST and len(rows) <= cap <= 32
                for (rows, cap), w in zip(batches, widths, strict=True))
     assert max(widths) > TOKENS_PER_REQUEST // 32  # the budget did cut some batches
+
+
+def test_processes_that_encode_and_exit_at_once_exit_cleanly():
+    """OpenVINO's models are destroyed at exit on the main thread (`openvino._close_all`):
+    left to the end of the process, one in 20 such processes aborted on a loaded machine
+    (rc 134, "terminate called without an active exception"). Eight at once on two cores."""
+    import subprocess
+    import sys
+
+    encoder_for(OV_INT8)  # the export exists before the processes start
+    script = ("from tasks.core.config import EncodeConfig\n"
+              "from tasks.encoders.loading import encoder_for\n"
+              "cfg = EncodeConfig(device='cpu', backend='openvino', precision='int8')\n"
+              "print(encoder_for(cfg).encode(['a neutron star', 'a white dwarf']).shape)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    results = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in procs]
+    assert all(rc == 0 and "(2, 384)" in out for rc, out, _ in results), \
+        [(rc, err[-300:]) for rc, _, err in results if rc]

@@ -12,6 +12,7 @@ Exports are checked against PyTorch and cached like the ONNX ones.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import json
@@ -104,18 +105,28 @@ def export(folder: Path, tokenizer: Any, precision: str, max_len: int, target: P
         os.replace(final, target)
 
 
-# Every OpenVINO encoder alive in this process, for `release_memory_of_all`.
+# Every OpenVINO encoder alive in this process, for `release_memory_of_all` and `_close_all`.
 _LIVE: weakref.WeakSet[OpenVinoEncoder] = weakref.WeakSet()
 
 
 def release_memory_of_all() -> None:
     """Hand back what each loaded OpenVINO model holds between calls: the activations of
     the widest shapes it ran (OpenVINO's `release_memory`; the next call allocates again).
-    The models stay loaded: destroying one soon after it ran aborted the process at random
-    (`std::system_error: Resource deadlock avoided` from one of OpenVINO's own threads, in
-    one test run of two), the race OpenVINO's teardown has at interpreter exit too."""
+    The models stay loaded."""
     for encoder in list(_LIVE):
-        encoder.compiled.release_memory()
+        if encoder.compiled is not None:
+            encoder.compiled.release_memory()
+
+
+@atexit.register
+def _close_all() -> None:
+    """Destroy every OpenVINO model while the interpreter is whole, on the main thread.
+    Left to the end of the process, a compiled model outlived the plugin's own static
+    state, and a joinable worker thread destroyed there aborted the process after its work
+    was done ("terminate called without an active exception", rc 134: one `embedpipe
+    search` in 20 on a loaded machine)."""
+    for encoder in list(_LIVE):
+        encoder.close()
 
 
 class OpenVinoEncoder:
@@ -138,10 +149,27 @@ class OpenVinoEncoder:
             "INFERENCE_NUM_THREADS": cpu_threads()})
         _LIVE.add(self)
         self.requests = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self.infer = [self.compiled.create_infer_request() for _ in range(self.requests)]
         self.inputs = [p.get_any_name() for p in self.compiled.inputs]
         self.tokenizer, self.pipeline, self.max_seq_length = tokenizer, pipeline, max_seq_length
         self.pad_id = tokenizer.pad_token_id or 0
         self.step = max(8, -(-max_seq_length // WIDTHS // 8) * 8)
+
+    def close(self) -> None:
+        """Free the model and its requests now (idempotent; `encode` fails after it)."""
+        self.infer = []
+        self.compiled = None
+
+    def _collect(self, slot: int, job: tuple[np.ndarray, np.ndarray] | None,
+                 out: np.ndarray) -> None:
+        """Wait for request `slot` and pool its batch `job` (rows, mask) into `out`."""
+        if job is None:
+            return
+        rows, mask = job
+        request = self.infer[slot]
+        request.wait()
+        hidden = request.get_output_tensor(0).data[:len(rows)]
+        out[rows] = pool(hidden, mask[:len(rows)], self.pipeline.pooling)
 
     def get_embedding_dimension(self) -> int:
         return self.pipeline.dim
@@ -183,8 +211,6 @@ class OpenVinoEncoder:
         """(n, d) float32 vectors in input order. Texts are tokenized once, batched by token
         count (little padding, shapes rounded: `_padded`; long texts fewer to a batch:
         `TOKENS_PER_REQUEST`) and run `self.requests` batches at a time."""
-        import openvino as ov  # noqa: PLC0415
-
         del convert_to_numpy, show_progress_bar  # always numpy; progress is the caller's
         if self.pipeline.lower_case:
             sentences = [t.lower() for t in sentences]
@@ -195,19 +221,19 @@ class OpenVinoEncoder:
                              max_length=self.max_seq_length, return_attention_mask=False)
         ids, types = enc["input_ids"], enc.get("token_type_ids")
         order = np.argsort([-len(t) for t in ids], kind="stable")
-        queue = ov.AsyncInferQueue(self.compiled, self.requests)
-
-        def done(request: Any, job: tuple[np.ndarray, np.ndarray]) -> None:
-            rows, mask = job
-            hidden = request.get_output_tensor(0).data[:len(rows)]
-            out[rows] = pool(hidden, mask[:len(rows)], self.pipeline.pooling)
-
-        queue.set_callback(done)
-        for rows, cap in self._batches(ids, order, batch_size):
+        # Requests taken in turn and read back on this thread: no Python runs on OpenVINO's
+        # threads (a garbage collection there that freed an OpenVINO object joined the
+        # thread it ran on: "Resource deadlock avoided")
+        pending: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(self.infer)
+        for k, (rows, cap) in enumerate(self._batches(ids, order, batch_size)):
+            slot = k % len(self.infer)
+            self._collect(slot, pending[slot], out)
             feeds = self._padded([ids[i] for i in rows],
                                  None if types is None else [types[i] for i in rows], cap)
-            queue.start_async(feeds, (rows, feeds["attention_mask"]))
-        queue.wait_all()
+            self.infer[slot].start_async(feeds)
+            pending[slot] = (rows, feeds["attention_mask"])
+        for slot, job in enumerate(pending):
+            self._collect(slot, job, out)
         if self.pipeline.normalize or normalize_embeddings:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
