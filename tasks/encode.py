@@ -262,7 +262,7 @@ def encode_task(root: str = ".") -> str:
             shutil.rmtree(cache, ignore_errors=True)
         out.record(model=model_info, device=runtime_for(cfg).device, space=space, rows=counts,
                    dim=d, executor=run.params.run.executor, unit_vectors=cfg.normalize)
-        release_local_encoders()  # its activations: later stages embed only short queries
+        release_local_encoders()  # later stages embed only short queries (and load it again)
     task_logger().info("encode: %d chunks, %d encoded, %d reused from cache in %.1f s",
                        counts["chunks"], counts["encoded"], counts["reused"], run.seconds)
     return str(run.out_dir)

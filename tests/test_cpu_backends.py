@@ -156,3 +156,27 @@ def test_processes_that_encode_and_exit_at_once_exit_cleanly():
     results = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in procs]
     assert all(rc == 0 and "(2, 384)" in out for rc, out, _ in results), \
         [(rc, err[-300:]) for rc, _, err in results if rc]
+
+
+def test_models_dropped_soon_after_they_ran_do_not_abort_the_process():
+    """Eight load -> encode -> drop rounds in one process (what a build's stages do, with
+    `release_local_encoders`): with Python callbacks on OpenVINO's threads, a garbage
+    collection there joined the thread it ran on and aborted every such process ("Resource
+    deadlock avoided")."""
+    import subprocess
+    import sys
+
+    encoder_for(OV_INT8)  # the export exists before the process starts
+    script = ("import gc\n"
+              "from tasks.core.config import EncodeConfig\n"
+              "from tasks.encoders.loading import encoder_for, release_local_encoders\n"
+              "cfg = EncodeConfig(device='cpu', backend='openvino', precision='int8')\n"
+              "texts = [f'star {i} collapses ' * (1 + i % 5) for i in range(300)]\n"
+              "for _ in range(8):\n"
+              "    encoder_for(cfg).encode(texts, batch_size=32)\n"
+              "    release_local_encoders()\n"
+              "    gc.collect()\n"
+              "print('done')\n")
+    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0 and "done" in done.stdout, done.stderr[-500:]

@@ -112,10 +112,10 @@ def test_a_rerun_served_from_the_vector_cache_loads_no_encoder(sample_run, tmp_p
     assert (ws / "data/04_encode/vectors.parquet").read_bytes() == want
 
 
-def test_released_encoder_memory_keeps_the_model_and_its_vectors():
+def test_released_encoders_load_again_and_give_the_same_vectors():
     """After encode (and once index and evaluate have embedded their queries) the stages
-    hand back what the OpenVINO model holds between calls (`release_local_encoders`): the
-    same encoder object stays loaded and gives the same bytes after it."""
+    let go of the loaded models (`release_local_encoders`): the next call loads the model
+    again, and it gives the same bytes."""
     from tasks.encoders.loading import encoder_for, release_local_encoders  # noqa: PLC0415
 
     cfg = EncodeConfig(device="cpu")
@@ -123,5 +123,6 @@ def test_released_encoder_memory_keeps_the_model_and_its_vectors():
     texts = ["How do volcanoes form?", "ripe tomatoes in August"]
     before = model.encode(texts).tobytes()
     release_local_encoders()
-    assert encoder_for(cfg) is model
-    assert model.encode(texts).tobytes() == before
+    again = encoder_for(cfg)
+    assert again is not model
+    assert again.encode(texts).tobytes() == before

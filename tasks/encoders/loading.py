@@ -65,15 +65,16 @@ def load_encoder(name: str, revision: str | None, max_seq_length: int, runtime: 
 
 
 def release_local_encoders() -> None:
-    """Hand back the memory the loaded OpenVINO encoders hold between calls: the encode
-    stage's batches leave the model holding activations for the widest shapes it ran
-    (about 120 MB of all-MiniLM-L6-v2's), which the short queries of the stages after it
-    never need. The encoders stay loaded (`openvino.release_memory_of_all`); nothing is
-    loaded for it."""
-    import sys  # noqa: PLC0415
-
-    if "tasks.encoders.openvino" in sys.modules:  # else no OpenVINO model was ever loaded
-        sys.modules["tasks.encoders.openvino"].release_memory_of_all()
+    """Let go of the local models loaded so far (PyTorch, OpenVINO, ONNX Runtime): after
+    encoding 3,000 chunks a process held 609 MB, 487 MB once OpenVINO handed back its
+    activations (`release_memory`) and 340 MB with the model dropped (docs/speed.md); the
+    short queries of the stages after encode do not need it kept, and the next
+    `encoder_for` loads it again (a cached export: about 0.5 s).
+    A model still referenced elsewhere lives on. Safe since no Python runs on OpenVINO's
+    threads (`openvino.OpenVinoEncoder.encode`): dropping a model soon after it ran used to
+    abort the process at random."""
+    load_encoder.cache_clear()
+    load_torch_encoder.cache_clear()
 
 
 @lru_cache(maxsize=4)

@@ -105,17 +105,8 @@ def export(folder: Path, tokenizer: Any, precision: str, max_len: int, target: P
         os.replace(final, target)
 
 
-# Every OpenVINO encoder alive in this process, for `release_memory_of_all` and `_close_all`.
+# Every OpenVINO encoder alive in this process, for `_close_all`.
 _LIVE: weakref.WeakSet[OpenVinoEncoder] = weakref.WeakSet()
-
-
-def release_memory_of_all() -> None:
-    """Hand back what each loaded OpenVINO model holds between calls: the activations of
-    the widest shapes it ran (OpenVINO's `release_memory`; the next call allocates again).
-    The models stay loaded."""
-    for encoder in list(_LIVE):
-        if encoder.compiled is not None:
-            encoder.compiled.release_memory()
 
 
 @atexit.register
