@@ -96,8 +96,9 @@ def write_index_folder(out: StageOutput, built: BuiltIndex, table: pa.Table,
     out.write_json(INDEX_SEARCH, search.model_dump(mode="json"))
     started = time.perf_counter()
     if table.num_rows:  # every chunk, kept ones then group members: no token is deduplicated
-        texts = contextual_texts(table) + contextual_texts(inputs[1])
-        save_lexical(build_lexical(texts, search), out.tmp_dir)
+        save_lexical(build_lexical(contextual_texts(table) + contextual_texts(inputs[1]),
+                                   search), out.tmp_dir)
+        release_freed_memory()  # the texts and their tokens, before the search is chosen
     lexical_seconds = round(time.perf_counter() - started, 3)
     on_disk = out.path(INDEX_IVFDATA).exists()
     return {"size_bytes": out.path(INDEX).stat().st_size + (

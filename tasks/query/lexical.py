@@ -125,7 +125,7 @@ class LexicalIndex:
             return scores, rows
         # a group can hold several of the top documents: look deeper, keep each row once
         found, s = self.index.retrieve([tokens[i] for i in asked], k=min(self.docs, 2 * k + 16),
-                                       sorted=True, show_progress=False, n_threads=1)
+                                       sorted=True, show_progress=False, n_threads=0)
         for q, docs, doc_scores in zip(asked, found, s, strict=True):
             best: dict[int, float] = {}
             for doc, score in zip(docs.tolist(), doc_scores.tolist(), strict=True):
