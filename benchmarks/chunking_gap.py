@@ -50,8 +50,7 @@ def langchain_chunks(corpus: Path) -> tuple[list[str], list[str]]:
 
 
 def score(texts: list[str], docs: list[str], corpus: Path) -> dict[str, Any]:
-    import numpy as np
-
+    from benchmarks.run import exact_doc_run
     from tasks.core.config import EncodeConfig
     from tasks.encoders.loading import encoder_for
     from tasks.evaluation.beir import find_beir_sets, read_beir
@@ -61,14 +60,9 @@ def score(texts: list[str], docs: list[str], corpus: Path) -> dict[str, Any]:
     query_text, qrels = read_beir(rel, query_file, qrels_file)  # keyed by embedpipe doc_id
     queries = [query_text[q] for q in sorted(qrels)]
     model = encoder_for(EncodeConfig())
-    x = model.encode(texts, batch_size=32, normalize_embeddings=True)
-    top = np.argsort(-(model.encode(queries, normalize_embeddings=True) @ x.T), axis=1)[:, :50]
-    run = {}
-    for q, row in zip(sorted(qrels), top, strict=True):
-        ranked: dict[str, float] = {}
-        for rank, i in enumerate(row):
-            ranked.setdefault(docs[i], -float(rank))
-        run[q] = ranked
+    run = exact_doc_run(model.encode(queries, normalize_embeddings=True),
+                        model.encode(texts, batch_size=32, normalize_embeddings=True),
+                        sorted(qrels), docs)
     titles = {json.loads(line)["title"].strip()
               for line in (corpus / "corpus.jsonl").read_text().splitlines()}
     metrics = retrieval_metrics(qrels, run)

@@ -168,18 +168,28 @@ def same_chunks(model: Any, share: Path, corpus: Path) -> dict[str, Any]:
         return v / np.linalg.norm(v, axis=1, keepdims=True)
 
     for side, (x, xq) in sides.items():
-        top = np.argsort(-(unit(xq) @ unit(x).T), axis=1)[:, :50]
-        run = {}
-        for q, row in zip(sorted(query_text), top, strict=True):
-            ranked: dict[str, float] = {}
-            for rank, i in enumerate(row):
-                ranked.setdefault(docs[i], -float(rank))
-            run[q] = ranked
-        quality[side] = retrieval_metrics(qrels, run)
+        quality[side] = retrieval_metrics(qrels, exact_doc_run(unit(xq), unit(x),
+                                                               sorted(query_text), docs))
     cos = (unit(x_naive) * unit(sides["embedpipe"][0])).sum(axis=1)
     return {"chunks": len(texts), "naive_encode_s": round(seconds, 3),
             "cosine_min": round(float(cos.min()), 4), "cosine_mean": round(float(cos.mean()), 4),
             "quality": quality}
+
+
+def exact_doc_run(xq: Any, x: Any, qids: list[str], docs: list[str], depth: int = 50
+                  ) -> dict[str, dict[str, float]]:
+    """Each query's documents by its best chunk among the exact top `depth` (inner product
+    of the rows of `xq` and `x`), as a run for `retrieval_metrics`."""
+    import numpy as np
+
+    top = np.argsort(-(xq @ x.T), axis=1)[:, :depth]
+    run = {}
+    for q, row in zip(qids, top, strict=True):
+        ranked: dict[str, float] = {}
+        for rank, i in enumerate(row):
+            ranked.setdefault(docs[i], -float(rank))
+        run[q] = ranked
+    return run
 
 
 def run_embedpipe(corpus: Path, threshold: float, share: Path, device: str) -> dict[str, Any]:
