@@ -180,3 +180,17 @@ def test_models_dropped_soon_after_they_ran_do_not_abort_the_process():
     done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0 and "done" in done.stdout, done.stderr[-500:]
+
+
+def test_threads_sharing_one_openvino_model_encode_at_once(sample_chunks):
+    """Dask's threads share the loaded model: each call has inference requests of its own
+    (shared ones failed with "Infer Request is busy"), and each thread gets the vectors a
+    call alone gives."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = encoder_for(OV_INT8)
+    parts = [sample_chunks[i::4] for i in range(4)]
+    alone = [model.encode(p, batch_size=16) for p in parts]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda p: model.encode(p, batch_size=16), parts * 3))
+    assert all(np.array_equal(a, b) for a, b in zip(alone * 3, together, strict=True))

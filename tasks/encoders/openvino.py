@@ -140,24 +140,21 @@ class OpenVinoEncoder:
             "INFERENCE_NUM_THREADS": cpu_threads()})
         _LIVE.add(self)
         self.requests = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        self.infer = [self.compiled.create_infer_request() for _ in range(self.requests)]
         self.inputs = [p.get_any_name() for p in self.compiled.inputs]
         self.tokenizer, self.pipeline, self.max_seq_length = tokenizer, pipeline, max_seq_length
         self.pad_id = tokenizer.pad_token_id or 0
         self.step = max(8, -(-max_seq_length // WIDTHS // 8) * 8)
 
     def close(self) -> None:
-        """Free the model and its requests now (idempotent; `encode` fails after it)."""
-        self.infer = []
+        """Free the model now (idempotent; `encode` fails after it)."""
         self.compiled = None
 
-    def _collect(self, slot: int, job: tuple[np.ndarray, np.ndarray] | None,
+    def _collect(self, request: Any, job: tuple[np.ndarray, np.ndarray] | None,
                  out: np.ndarray) -> None:
-        """Wait for request `slot` and pool its batch `job` (rows, mask) into `out`."""
+        """Wait for `request` and pool its batch `job` (rows, mask) into `out`."""
         if job is None:
             return
         rows, mask = job
-        request = self.infer[slot]
         request.wait()
         hidden = request.get_output_tensor(0).data[:len(rows)]
         out[rows] = pool(hidden, mask[:len(rows)], self.pipeline.pooling)
@@ -212,19 +209,21 @@ class OpenVinoEncoder:
                              max_length=self.max_seq_length, return_attention_mask=False)
         ids, types = enc["input_ids"], enc.get("token_type_ids")
         order = np.argsort([-len(t) for t in ids], kind="stable")
-        # Requests taken in turn and read back on this thread: no Python runs on OpenVINO's
-        # threads (a garbage collection there that freed an OpenVINO object joined the
-        # thread it ran on: "Resource deadlock avoided")
-        pending: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(self.infer)
+        # Requests of this call (threads that share the model each have their own), taken
+        # in turn and read back on this thread: no Python runs on OpenVINO's threads (a
+        # garbage collection there that freed an OpenVINO object joined the thread it ran
+        # on: "Resource deadlock avoided")
+        infer = [self.compiled.create_infer_request() for _ in range(self.requests)]
+        pending: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(infer)
         for k, (rows, cap) in enumerate(self._batches(ids, order, batch_size)):
-            slot = k % len(self.infer)
-            self._collect(slot, pending[slot], out)
+            slot = k % len(infer)
+            self._collect(infer[slot], pending[slot], out)
             feeds = self._padded([ids[i] for i in rows],
                                  None if types is None else [types[i] for i in rows], cap)
-            self.infer[slot].start_async(feeds)
+            infer[slot].start_async(feeds)
             pending[slot] = (rows, feeds["attention_mask"])
-        for slot, job in enumerate(pending):
-            self._collect(slot, job, out)
+        for request, job in zip(infer, pending, strict=True):
+            self._collect(request, job, out)
         if self.pipeline.normalize or normalize_embeddings:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
