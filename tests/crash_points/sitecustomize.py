@@ -4,7 +4,8 @@ flow, each `dvc repro` stage command) when this folder is on PYTHONPATH.
 - `EMBEDPIPE_CRASH_LOG`: a file each point reached is appended to, one `<stage> <point>` line.
 - `EMBEDPIPE_CRASH_AT`: `<stage> <point>`: SIGKILL this process's whole group on reaching it.
 - `EMBEDPIPE_CRASH_SIGNAL`: another signal to send instead (`SIGTERM`, `SIGINT`); the time it
-  is sent (`time.time()`) is appended to the log as `<stage> <point> sent <time>`.
+  is sent (`time.time()`) is appended to the log as `<stage> <point> sent <time>`; the
+  process then waits (up to 10 s) for its handler to run at that point.
 
 Points, counted per stage within one process:
 - `write N`: the Nth table batch or file a stage writes into its temporary output folder;
@@ -46,6 +47,12 @@ def reached(stage: str, kind: str, counted: bool = True) -> None:
             with open(_LOG, "a", encoding="utf-8") as f:
                 f.write(f"{point} sent {time.time()}\n")
         os.killpg(os.getpgid(0), signum)
+        # Python runs the handler in the main thread at its next check, and on a loaded
+        # machine a signal taken by another thread can land later than this point (the
+        # slow lane saw a SIGINT land where it was lost): wait here, so that it lands in
+        # the write this point names.
+        for _ in range(200):
+            time.sleep(0.05)
 
 
 _real_replace = os.replace
