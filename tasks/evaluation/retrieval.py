@@ -53,11 +53,13 @@ def mode_runs(folder: IndexFolder, texts: list[str], qids: list[str], xq: np.nda
     """(variant, each query's document ranking) for every search mode with and without
     expansion (or, given `plans`, each named set of `rank` arguments, expanded), yielded
     one at a time: a variant's rankings (up to `DOC_DEPTH` documents a query) are let go
-    before the next is ranked (all of them held at once cost 200 MB at 2,682 queries)."""
+    before the next is ranked (all of them held at once cost 200 MB at 2,682 queries).
+    Each side is searched once for all of them (`side_lists`)."""
     depth = min(folder.index.ntotal, 3 * DOC_DEPTH)
     row_docs = {expand: row_documents(folder, expand) for expand in (True, False)}
+    sides = folder.side_lists(texts, depth, xq)  # searched once, fused per variant
     for name, args in plans or [(m, {"mode": m}) for m in SEARCH_MODES]:
-        scores, ids = folder.rank(texts, depth, xq=xq, **args)
+        scores, ids = folder.rank(texts, depth, xq=xq, sides=sides, **args)
         for expand, docs in row_docs.items():
             if plans is None or expand:
                 ranked = doc_rankings(scores, ids, docs, DOC_DEPTH)

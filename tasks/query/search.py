@@ -34,7 +34,7 @@ from tasks.encoders.tuned import model_folder, tuned_config
 from tasks.indexing.ids import IdMap
 from tasks.indexing.ondisk import read_index_file
 from tasks.indexing.recall import set_search_param
-from tasks.query.fusion import SearchPlan, fuse_plan, resolve_plan
+from tasks.query.fusion import Ranked, SearchPlan, fuse_plan, resolve_plan
 from tasks.query.lexical import LexicalIndex
 from tasks.query.transform import VectorTransform
 from tasks.query.weights import query_alphas
@@ -158,30 +158,51 @@ class IndexFolder:
 
     def rank(self, queries: list[str], depth: int, mode: str | None = None,
              xq: np.ndarray | None = None, fusion: str | None = None,
-             alpha: float | None = None, weighting: bool | None = None
+             alpha: float | None = None, weighting: bool | None = None,
+             sides: tuple[Ranked, Ranked | None] | None = None
              ) -> tuple[np.ndarray, np.ndarray]:
         """(scores, chunk rows), (nq, depth), -1 past the end, as `resolve_plan` says from
         the arguments and the folder's settings. A query with no lexical match (only
         stopwords, say) is answered dense. `xq`: the queries already embedded
-        (`encode_queries`), to rank in several modes."""
+        (`encode_queries`), `sides`: their candidate lists (`side_lists` at this depth), to
+        rank in several modes without searching again."""
         plan = resolve_plan(self.search, self.card.get(CARD_CHOICE), mode, fusion, alpha,
                             weighting)
         depth = min(depth, self.index.ntotal)
         if plan.mode == "dense" or self.lexical is None or not queries:
-            return self.search_vectors(self._embedded(queries, xq), depth)
-        wide = max(depth, self.search.candidates)
-        lexical = self.lexical.search(queries, wide)
+            return (self.search_vectors(self._embedded(queries, xq), depth) if sides is None
+                    else (sides[0][0][:, :depth], sides[0][1][:, :depth]))
+        dense, lexical = sides or (None, self.lexical.search(
+            queries, max(depth, self.search.candidates)))
         if plan.mode == "lexical":
-            scores, rows = lexical[0][:, :depth].copy(), lexical[1][:, :depth].copy()
-            empty = np.flatnonzero(rows[:, 0] < 0)
-            if len(empty):
-                xe = (self.encode_queries([queries[i] for i in empty]) if xq is None
-                      else xq[empty])
-                scores[empty], rows[empty] = self.search_vectors(xe, depth)
-            return scores, rows
-        dense = self.search_vectors(self._embedded(queries, xq), wide)
+            return self._lexical_alone(queries, depth, lexical, dense, xq)
+        if dense is None:
+            dense = self.search_vectors(self._embedded(queries, xq),
+                                        max(depth, self.search.candidates))
         return fuse_plan(plan, dense, lexical, self.plan_alphas(plan, queries, lexical[0]),
                          self.search, depth)
+
+    def _lexical_alone(self, queries: list[str], depth: int, lexical: Ranked,
+                       dense: Ranked | None, xq: np.ndarray | None) -> Ranked:
+        """BM25's top `depth`; a query with no lexical match answered dense (from `dense`,
+        the dense candidates, where given)."""
+        scores, rows = lexical[0][:, :depth].copy(), lexical[1][:, :depth].copy()
+        empty = np.flatnonzero(rows[:, 0] < 0)
+        if len(empty) and dense is not None:
+            scores[empty], rows[empty] = dense[0][empty, :depth], dense[1][empty, :depth]
+        elif len(empty):
+            xe = self.encode_queries([queries[i] for i in empty]) if xq is None else xq[empty]
+            scores[empty], rows[empty] = self.search_vectors(xe, depth)
+        return scores, rows
+
+    def side_lists(self, queries: list[str], depth: int, xq: np.ndarray | None = None
+                   ) -> tuple[Ranked, Ranked | None]:
+        """Each side's candidates for `queries` as `rank` searches them at `depth`: dense and
+        (where the folder has a lexical index) BM25, each `max(depth, candidates)` deep."""
+        depth = min(depth, self.index.ntotal)
+        wide = max(depth, self.search.candidates)
+        lexical = self.lexical.search(queries, wide) if self.lexical is not None else None
+        return self.search_vectors(self._embedded(queries, xq), wide), lexical
 
     def plan_alphas(self, plan: SearchPlan, queries: list[str], lex_scores: np.ndarray
                     ) -> np.ndarray:
