@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 
 from tasks.core.config import SEARCH_MODES
+from tasks.core.memory import release_freed_memory
+from tasks.encoders.loading import release_local_encoders
 from tasks.evaluation import metrics as names
 from tasks.evaluation.beir import find_beir_sets, pooled_labels, read_beir
 from tasks.evaluation.metrics import doc_rankings, retrieval_metrics
@@ -104,15 +106,17 @@ def query_set_metrics(folder: IndexFolder, texts: list[str], qrels: dict[str, di
 
 
 def labeled_choice(folder: IndexFolder, texts: list[str], qrels: dict[str, dict[str, int]],
-                   qids: list[str], seed: int) -> dict[str, Any]:
+                   qids: list[str], seed: int, xq: np.ndarray | None = None) -> dict[str, Any]:
     """Labels outrank probes: the search the labelled queries pick, on a seeded half of
-    them with the index's guard (`fusion_choice.pick`), reported on the other half."""
+    them with the index's guard (`fusion_choice.pick`), reported on the other half. `xq`:
+    the queries already embedded."""
     order = np.random.default_rng(seed).permutation(len(qids))
     halves = {"selection": sorted(qids[i] for i in order[: (len(qids) + 1) // 2]),
               "held_out": sorted(qids[i] for i in order[(len(qids) + 1) // 2:])}
     plans = [(name, {"mode": p.mode, "fusion": p.fusion, "alpha": p.alpha,
                      "weighting": p.weighting}) for name, p in candidate_plans(folder.search)]
-    runs = mode_runs(folder, texts, qids, folder.encode_queries(texts), plans)
+    runs = mode_runs(folder, texts, qids, folder.encode_queries(texts) if xq is None else xq,
+                     plans)
     table = {name: {half: retrieval_metrics({q: qrels[q] for q in ids},
                                             {q: run[q] for q in ids})
                     for half, ids in halves.items()} for name, run in runs}
@@ -137,7 +141,11 @@ def labeled_search_choice(folder: IndexFolder, source: Path, seed: int
     qids = sorted(texts)
     if len(qids) < MIN_LABELS:
         return None
-    choice = labeled_choice(folder, [texts[q] for q in qids], rels, qids, seed)
+    queries = [texts[q] for q in qids]
+    xq = folder.encode_queries(queries)
+    release_local_encoders()  # every query is embedded: the model goes before the rankings
+    release_freed_memory()
+    choice = labeled_choice(folder, queries, rels, qids, seed, xq)
     return choice_record(cfg, choice["candidates"], "labels") | {
         "labeled_queries": len(qids), "label_sets": sets}
 
@@ -155,15 +163,22 @@ def labeled_metrics(folder: IndexFolder, source: Path, seed: int = 0
                     ) -> dict[str, dict[str, Any]]:
     """Per BEIR dataset found under the ingest source: its query count, its metrics in
     every variant and per query style (`query_set_metrics`), and the search its labels
-    pick (`labeled_choice`)."""
-    out = {}
+    pick (`labeled_choice`). Every set's queries are embedded first, once; the model is
+    let go before the rankings."""
+    sets = []
     for rel, _, queries, qrels in find_beir_sets(source):
         texts, rels = read_beir(rel, queries, qrels)
         qids = sorted(texts)
-        variants, buckets = query_set_metrics(folder, [texts[q] for q in qids], rels, qids)
+        sets.append((rel, [texts[q] for q in qids], rels, qids))
+    embedded = [folder.encode_queries(texts) for _, texts, _, _ in sets]
+    release_local_encoders()
+    release_freed_memory()
+    out = {}
+    for (rel, texts, rels, qids), xq in zip(sets, embedded, strict=True):
+        variants, buckets = query_set_metrics(folder, texts, rels, qids, xq)
         out[rel] = {"queries": len(qids), "variants": variants, "buckets": buckets,
-                    "choice": labeled_choice(folder, [texts[q] for q in qids], rels, qids,
-                                             seed) if folder.lexical is not None else None}
+                    "choice": labeled_choice(folder, texts, rels, qids, seed, xq)
+                    if folder.lexical is not None else None}
     return out
 
 

@@ -33,7 +33,9 @@ import numpy as np
 import pyarrow as pa
 
 from tasks.core.config import SearchConfig
+from tasks.core.memory import release_freed_memory
 from tasks.documents.context import SEPARATOR, contextual_texts, with_context
+from tasks.encoders.loading import release_local_encoders
 from tasks.query.fusion import Ranked, SearchPlan, fuse_plan
 from tasks.query.lexical import tokenize
 from tasks.query.search import IndexFolder, encode_passages
@@ -366,9 +368,10 @@ def choose_search(folder: IndexFolder, seed: int, dropped: pa.Table | None = Non
                 "reason": f"{len(probes)} probes: too few to choose on; reciprocal rank "
                 "fusion, the fixed default", "candidates": {}}
     wide = max(DEPTH, cfg.candidates)
-    xq = folder.encode_queries([p.query for p in probes])
-    ranks = rank_candidates(folder, probes, masked_dense(folder, probes, xq, wide),
-                            masked_lexical(folder, probes, wide))
+    dense = masked_dense(folder, probes, folder.encode_queries([p.query for p in probes]), wide)
+    release_local_encoders()  # every text is embedded: the model goes before the rankings
+    release_freed_memory()
+    ranks = rank_candidates(folder, probes, dense, masked_lexical(folder, probes, wide))
     table = {name: {"selection": probe_metrics(r[sel]), "held_out": probe_metrics(r[held]),
                     "by_kind": {k: probe_metrics(r[[i for i, p in enumerate(probes)
                                                     if p.kind == k]])["hit_at_10"]
