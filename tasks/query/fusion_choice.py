@@ -38,7 +38,7 @@ from tasks.documents.context import SEPARATOR, contextual_texts, with_context
 from tasks.encoders.loading import release_local_encoders
 from tasks.query.fusion import Ranked, SearchPlan, fuse_plan
 from tasks.query.lexical import tokenize
-from tasks.query.search import IndexFolder, encode_passages
+from tasks.query.search import IndexFolder, Sides, encode_passages
 from tasks.query.weights import identifier_share
 
 log = logging.getLogger(__name__)
@@ -142,19 +142,21 @@ def _without(context: str | None, piece: str) -> str | None:
 
 
 def probe_set(folder: IndexFolder, n: int, seed: int,
-              member_text: dict[str, str] | None = None) -> list[Probe]:
+              member_text: dict[str, str] | None = None,
+              row_docs: list[set[str]] | None = None) -> list[Probe]:
     """Up to `n` probes, one per document of a seeded sample (`candidate_probes`), without
     those whose text another document also holds word for word (a boilerplate line aims
     at no document): found among the top BM25 hits of the probe text itself."""
     found = candidate_probes(folder, 2 * n, seed, member_text)
-    if not found:
-        return []
-    texts = folder.chunks.column("text").to_pylist()
-    row_docs = _row_docs(folder)
-    _, rows = folder.lexical.search([p.text for p in found], 20)
-    out = [p for p, hits in zip(found, rows.tolist(), strict=True)
-           if not any(r >= 0 and p.doc_id not in row_docs[r] and p.text in texts[r]
-                      for r in hits)]
+    text = folder.chunks.column("text")
+    row_docs = row_docs or _row_docs(folder)
+    out: list[Probe] = []
+    while found and len(out) < n:  # a few more than needed searched at a time, in order
+        batch, found = found[:n - len(out) + n // 8 + 4], found[n - len(out) + n // 8 + 4:]
+        _, rows = folder.lexical.search([p.text for p in batch], 20)
+        out += [p for p, hits in zip(batch, rows.tolist(), strict=True)
+                if not any(r >= 0 and p.doc_id not in row_docs[r] and p.text in text[r].as_py()
+                           for r in hits)]
     return out[:n]
 
 
@@ -164,26 +166,28 @@ def candidate_probes(folder: IndexFolder, n: int, seed: int,
     document's chunks; a chunk standing for a duplicate group only when its members' texts
     (`member_text`: chunk_id -> text) are known, to keep the probe text out of them; a
     title only where no other document has it."""
-    chunks = folder.chunks.select([c for c in ("doc_id", "title", "text", "context")
-                                   if c in folder.chunks.column_names]).to_pylist()
+    has_context = "context" in folder.chunks.column_names
+    text, context = folder.chunks.column("text"), (folder.chunks.column("context")
+                                                   if has_context else None)
+    doc_of, title_of = (folder.chunks.column(c).to_pylist() for c in ("doc_id", "title"))
     rows_of: dict[str, list[int]] = {}
     merged: dict[str, set[int]] = {}  # doc -> rows standing for its merged chunks
-    for row, c in enumerate(chunks):
-        rows_of.setdefault(c["doc_id"], []).append(row)
+    for row, doc in enumerate(doc_of):
+        rows_of.setdefault(doc, []).append(row)
         for m in folder.members[row]:
             merged.setdefault(m["doc_id"], set()).add(row)
-    titles = Counter(chunks[rows[0]]["title"] for rows in rows_of.values())
+    titles = Counter(title_of[rows[0]] for rows in rows_of.values())
     docs, rng, out = sorted(rows_of), np.random.default_rng(seed), []
-    for i in rng.permutation(len(docs)):
+    for i in rng.permutation(len(docs)):  # the texts of the documents drawn only
         rows = [r for r in rows_of[docs[i]] if member_text is not None or not folder.members[r]]
         grouped = (merged.get(docs[i], set()) | set(rows_of[docs[i]])) - set(rows)
-        elsewhere = [chunks[r]["text"] for r in sorted(grouped)] + [
+        elsewhere = [text[r].as_py() for r in sorted(grouped)] + [
             member_text[m["chunk_id"]] for r in rows for m in folder.members[r]]
-        title = chunks[rows_of[docs[i]][0]]["title"]  # one shared by several aims at none
-        probe = probe_for(docs[i], rows, [chunks[r]["text"] for r in rows],
+        title = title_of[rows_of[docs[i]][0]]  # one shared by several aims at none
+        probe = probe_for(docs[i], rows, [text[r].as_py() for r in rows],
                           title if titles[title] == 1 else None, len(out), rng,
-                          tuple(elsewhere), [chunks[r].get("context") for r in rows]
-                          ) if rows else None
+                          tuple(elsewhere), [context[r].as_py() if has_context else None
+                                             for r in rows]) if rows else None
         if probe is not None:
             out.append(probe)
         if len(out) >= n:
@@ -235,7 +239,9 @@ def masked_lexical(folder: IndexFolder, probes: list[Probe], wide: int) -> Ranke
     lex = folder.lexical
     scores, rows = lex.search([p.query for p in probes], wide)
     cfg = lex.cfg
-    texts = contextual_texts(folder.chunks)  # as the lexical index holds them
+    masked_rows = sorted({r for p in probes for r in p.masked})  # as the lexical index holds them
+    texts = dict(zip(masked_rows, contextual_texts(folder.chunks.take(
+        pa.array(masked_rows, pa.int64()))), strict=True))
     for q, p in enumerate(probes):
         tokens = tokenize(p.query, cfg.stopwords, cfg.stemmer)
         new = {}
@@ -296,10 +302,12 @@ def probe_metrics(ranks: np.ndarray) -> dict[str, float]:
 
 
 def rank_candidates(folder: IndexFolder, probes: list[Probe], dense: Ranked,
-                    lexical: Ranked) -> dict[str, np.ndarray]:
-    """Each candidate plan's document rank per probe, from the masked candidate lists."""
+                    lexical: Ranked, row_docs: list[set[str]] | None = None
+                    ) -> dict[str, np.ndarray]:
+    """Each candidate plan's document rank per probe, from the masked candidate lists
+    (`row_docs`: `_row_docs` of the folder, where the caller has it)."""
     queries = [p.query for p in probes]
-    row_docs = _row_docs(folder)
+    row_docs, sides = row_docs or _row_docs(folder), Sides(dense, lexical)
     out = {}
     for name, plan in candidate_plans(folder.search):
         if plan.mode == "dense":
@@ -307,7 +315,7 @@ def rank_candidates(folder: IndexFolder, probes: list[Probe], dense: Ranked,
         elif plan.mode == "lexical":
             rows = lexical[1]
         else:
-            alphas = folder.plan_alphas(plan, queries, lexical[0])
+            alphas = folder.plan_alphas(plan, queries, lexical[0], sides)
             rows = fuse_plan(plan, dense, lexical, alphas, folder.search, DEPTH)[1]
         out[name] = doc_ranks(rows, row_docs, probes)
     return out
@@ -361,7 +369,8 @@ def choose_search(folder: IndexFolder, seed: int, dropped: pa.Table | None = Non
     member_text = None if dropped is None else dict(zip(
         dropped.column("dropped_chunk_id").to_pylist(), dropped.column("text").to_pylist(),
         strict=True))
-    probes = probe_set(folder, cfg.probes, seed, member_text)
+    row_docs = _row_docs(folder)
+    probes = probe_set(folder, cfg.probes, seed, member_text, row_docs)
     sel, held = _halves(len(probes), seed)
     if len(held) < MIN_PER_HALF:
         return {"mode": "hybrid", "fusion": "rrf", "alpha": None, "probes": len(probes),
@@ -371,7 +380,8 @@ def choose_search(folder: IndexFolder, seed: int, dropped: pa.Table | None = Non
     dense = masked_dense(folder, probes, folder.encode_queries([p.query for p in probes]), wide)
     release_local_encoders()  # every text is embedded: the model goes before the rankings
     release_freed_memory()
-    ranks = rank_candidates(folder, probes, dense, masked_lexical(folder, probes, wide))
+    ranks = rank_candidates(folder, probes, dense, masked_lexical(folder, probes, wide),
+                            row_docs)
     table = {name: {"selection": probe_metrics(r[sel]), "held_out": probe_metrics(r[held]),
                     "by_kind": {k: probe_metrics(r[[i for i, p in enumerate(probes)
                                                     if p.kind == k]])["hit_at_10"]

@@ -37,7 +37,7 @@ from tasks.indexing.recall import set_search_param
 from tasks.query.fusion import Ranked, SearchPlan, fuse_plan, resolve_plan
 from tasks.query.lexical import LexicalIndex
 from tasks.query.transform import VectorTransform
-from tasks.query.weights import query_alphas
+from tasks.query.weights import QueryEvidence, evidence_alphas, query_evidences
 
 CARD_CHOICE = "search_choice"  # the index card's key for the fusion chosen at build
 
@@ -122,6 +122,17 @@ def group_members(members: pa.Table, row: dict[str, int]) -> list[list[dict[str,
 
 
 @dataclass
+class Sides:
+    """Both sides' candidate lists of one set of queries (`IndexFolder.side_lists`), to
+    rank them in several plans without searching again; the queries' weighting evidence is
+    kept once found (`plan_alphas`)."""
+
+    dense: Ranked
+    lexical: Ranked | None
+    evidence: list[QueryEvidence] | None = None
+
+
+@dataclass
 class IndexFolder:
     """Everything `embedpipe search` needs, loaded from one index folder."""
 
@@ -159,8 +170,7 @@ class IndexFolder:
     def rank(self, queries: list[str], depth: int, mode: str | None = None,
              xq: np.ndarray | None = None, fusion: str | None = None,
              alpha: float | None = None, weighting: bool | None = None,
-             sides: tuple[Ranked, Ranked | None] | None = None
-             ) -> tuple[np.ndarray, np.ndarray]:
+             sides: Sides | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores, chunk rows), (nq, depth), -1 past the end, as `resolve_plan` says from
         the arguments and the folder's settings. A query with no lexical match (only
         stopwords, say) is answered dense. `xq`: the queries already embedded
@@ -171,15 +181,15 @@ class IndexFolder:
         depth = min(depth, self.index.ntotal)
         if plan.mode == "dense" or self.lexical is None or not queries:
             return (self.search_vectors(self._embedded(queries, xq), depth) if sides is None
-                    else (sides[0][0][:, :depth], sides[0][1][:, :depth]))
-        dense, lexical = sides or (None, self.lexical.search(
+                    else (sides.dense[0][:, :depth], sides.dense[1][:, :depth]))
+        dense, lexical = (sides.dense, sides.lexical) if sides else (None, self.lexical.search(
             queries, max(depth, self.search.candidates)))
         if plan.mode == "lexical":
             return self._lexical_alone(queries, depth, lexical, dense, xq)
         if dense is None:
             dense = self.search_vectors(self._embedded(queries, xq),
                                         max(depth, self.search.candidates))
-        return fuse_plan(plan, dense, lexical, self.plan_alphas(plan, queries, lexical[0]),
+        return fuse_plan(plan, dense, lexical, self.plan_alphas(plan, queries, lexical[0], sides),
                          self.search, depth)
 
     def _lexical_alone(self, queries: list[str], depth: int, lexical: Ranked,
@@ -196,24 +206,31 @@ class IndexFolder:
         return scores, rows
 
     def side_lists(self, queries: list[str], depth: int, xq: np.ndarray | None = None
-                   ) -> tuple[Ranked, Ranked | None]:
+                   ) -> Sides:
         """Each side's candidates for `queries` as `rank` searches them at `depth`: dense and
-        (where the folder has a lexical index) BM25, each `max(depth, candidates)` deep."""
+        (where the folder has a lexical index) BM25, each `max(depth, candidates)` deep. A
+        dense-only rank takes the first `depth` of the dense list: the rows a search at
+        `depth` gives where the index searches exactly (or IVF ties aside)."""
         depth = min(depth, self.index.ntotal)
         wide = max(depth, self.search.candidates)
         lexical = self.lexical.search(queries, wide) if self.lexical is not None else None
-        return self.search_vectors(self._embedded(queries, xq), wide), lexical
+        return Sides(self.search_vectors(self._embedded(queries, xq), wide), lexical)
 
-    def plan_alphas(self, plan: SearchPlan, queries: list[str], lex_scores: np.ndarray
-                    ) -> np.ndarray:
+    def plan_alphas(self, plan: SearchPlan, queries: list[str], lex_scores: np.ndarray,
+                    sides: Sides | None = None) -> np.ndarray:
         """Each query's dense weight under `plan`: its alpha, moved by the query's own
-        evidence when the plan weights per query."""
+        evidence when the plan weights per query (found once per `sides`, where given)."""
         alpha = float(plan.alpha if plan.alpha is not None else 0.5)
         if not plan.weighting or self.lexical is None:
             return np.full(len(queries), alpha)
+        if sides is not None and sides.evidence is not None:
+            return evidence_alphas(sides.evidence, alpha)
         tokens = self.lexical.tokens(queries)
-        return query_alphas(queries, tokens, [self.lexical.doc_freqs(t) for t in tokens],
-                            self.lexical.docs, lex_scores, alpha)
+        evidence = query_evidences(queries, tokens, [self.lexical.doc_freqs(t) for t in tokens],
+                                   self.lexical.docs, lex_scores)
+        if sides is not None:
+            sides.evidence = evidence
+        return evidence_alphas(evidence, alpha)
 
     def _embedded(self, queries: list[str], xq: np.ndarray | None) -> np.ndarray:
         return self.encode_queries(queries) if xq is None else xq

@@ -124,12 +124,21 @@ def query_alphas(queries: list[str], tokens: list[list[str]], df: list[np.ndarra
         lex_scores: (nq, n) BM25 candidate scores, best first.
         alpha: the dense weight the index uses.
     """
-    out = np.empty(len(queries), dtype="float64")
-    for q, text in enumerate(queries):
-        ev = query_evidence(text, df[q] if tokens[q] else np.zeros(0, "int64"), n_docs,
-                            lex_scores[q])
-        out[q] = shifted_alpha(question_start(alpha, ev), ev.shift)
-    return out
+    return evidence_alphas(query_evidences(queries, tokens, df, n_docs, lex_scores), alpha)
+
+
+def query_evidences(queries: list[str], tokens: list[list[str]], df: list[np.ndarray],
+                    n_docs: int, lex_scores: np.ndarray) -> list[QueryEvidence]:
+    """Each query's evidence (`query_alphas` names the arguments): the same for every
+    alpha, so found once for several."""
+    return [query_evidence(text, df[q] if tokens[q] else np.zeros(0, "int64"), n_docs,
+                           lex_scores[q]) for q, text in enumerate(queries)]
+
+
+def evidence_alphas(evidence: list[QueryEvidence], alpha: float) -> np.ndarray:
+    """Each query's dense weight from its evidence: `alpha` moved by its shift."""
+    return np.array([shifted_alpha(question_start(alpha, ev), ev.shift) for ev in evidence],
+                    dtype="float64")
 
 
 def question_start(alpha: float, ev: QueryEvidence) -> float:
