@@ -20,7 +20,7 @@ from tasks.core.catalog import CHUNKS, ENCODED, VECTOR_COLUMN
 from tasks.core.config import EncodeConfig
 from tasks.core.io import StageOutput
 from tasks.core.progress import Progress, task_logger
-from tasks.core.runtime import main, shard_observer, start_stage
+from tasks.core.runtime import StageRun, main, shard_observer, start_stage
 from tasks.core.shards import Executor, Observer, map_ordered, open_executor
 from tasks.core.vectors import vector_problem, vectors_to_arrow
 from tasks.documents.context import contextual_texts
@@ -30,6 +30,8 @@ from tasks.encoders.loading import encoder_for, release_local_encoders
 from tasks.encoders.model import prefixes
 from tasks.encoders.tuned import chosen_space
 from tasks.encoders.vector_cache import text_keys
+from tasks.evaluation.ahead import texts_ahead
+from tasks.query.probe_drawing import DRAWN
 
 # Batches per block, the unit an encoder is called with, in one process or as a Dask shard's
 # part (`plan_blocks`). 32 was no faster than 8 with OpenVINO (`python -m
@@ -238,6 +240,36 @@ def vector_store(shared: Path, out: StageOutput, cfg: EncodeConfig, space: str, 
     return shared
 
 
+def embed_ahead(run: StageRun, cfg: EncodeConfig, cache: Path, space: str, d: int) -> int:
+    """Embed into the vector cache, while the model is loaded, the query-side texts the
+    index and evaluate stages will embed (`ahead.texts_ahead`), as their query side embeds
+    them (`search.encode_texts`); how many the cache lacked."""
+    queries, passages = texts_ahead(run.read(CHUNKS, list(DRAWN)), run.params, run.root,
+                                    run.params.reduce.pca_dims or d)
+    new = 0
+    for side, texts in ((1, queries), (0, passages)):
+        prefix = prefixes(cfg)[side]
+        found, _ = vector_cache.lookup(cache, space, text_keys(texts, prefix), d)
+        missing = [t for t, hit in zip(texts, found, strict=True) if not hit]
+        if missing:
+            x = np.asarray(encoder_for(cfg).encode(
+                [prefix + t for t in missing], normalize_embeddings=cfg.normalize,
+                convert_to_numpy=True, show_progress_bar=False), dtype="float32")
+            if vector_problem(x, cfg.normalize) is None:  # else the later stage embeds them
+                vector_cache.append(cache, space, text_keys(missing, prefix), x)
+                new += len(missing)
+    return new
+
+
+def finish_cache(run: StageRun, cfg: EncodeConfig, cache: Path, space: str, d: int) -> int:
+    """The shared vector cache gets the texts the later stages embed (`embed_ahead`: how
+    many); a run-local one (`encode.cache` false) is removed."""
+    if cfg.cache:
+        return embed_ahead(run, cfg, cache, space, d)
+    shutil.rmtree(cache, ignore_errors=True)
+    return 0
+
+
 @task(name="encode", cache_policy=NO_CACHE)
 def encode_task(root: str = ".") -> str:
     """Embed every chunk with the configured encoder, window by window (`window_rows`)."""
@@ -258,13 +290,13 @@ def encode_task(root: str = ".") -> str:
                                                 bar.total, bar.reach):
                 writer.write(table)
                 counts = {k: counts[k] + window[k] for k in COUNTS}
-        if not cfg.cache:
-            shutil.rmtree(cache, ignore_errors=True)
+        ahead = finish_cache(run, cfg, cache, space, d)
         out.record(model=model_info, device=runtime_for(cfg).device, space=space, rows=counts,
                    dim=d, executor=run.params.run.executor, unit_vectors=cfg.normalize)
         release_local_encoders()  # later stages embed only short queries (and load it again)
-    task_logger().info("encode: %d chunks, %d encoded, %d reused from cache in %.1f s",
-                       counts["chunks"], counts["encoded"], counts["reused"], run.seconds)
+    task_logger().info("encode: %d chunks, %d encoded, %d reused from cache, %d query-side "
+                       "texts embedded ahead in %.1f s", counts["chunks"], counts["encoded"],
+                       counts["reused"], ahead, run.seconds)
     return str(run.out_dir)
 
 

@@ -235,6 +235,7 @@ def evaluate_task(root: str = ".") -> str:
     run = start_stage("evaluate", root)
     cfg = run.params.evaluate
     folder = load_index_folder(run.input_dirs["index"])
+    folder.vector_cache = run.vector_cache
     doc_meta = doc_metadata(run.read(INGEST_DOCS, ["doc_id", "metadata"]))
     fp = run.fingerprint(labels_sha256=source_labels_digest(run.root,
                                                              run.params.ingest.source))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import (
+    CHUNKS,
     DROPPED,
     INDEX,
     INDEX_CARD,
@@ -35,7 +37,7 @@ from tasks.core.catalog import (
     KEPT,
     TRANSFORM,
 )
-from tasks.core.config import IndexConfig, SearchConfig
+from tasks.core.config import SearchConfig
 from tasks.core.io import StageOutput
 from tasks.core.lineage import index_metadata
 from tasks.core.memory import release_freed_memory
@@ -44,8 +46,7 @@ from tasks.core.runtime import StageRun, main, start_stage
 from tasks.documents.context import contextual_texts
 from tasks.encoders.loading import release_local_encoders
 from tasks.encoders.tuned import carry_model, chosen_space
-from tasks.evaluation.beir import labels_digest
-from tasks.evaluation.retrieval import choosing_labels, labeled_search_choice
+from tasks.evaluation.build_choice import labelled_fingerprint, search_chooser
 from tasks.indexing.build import fill_for
 from tasks.indexing.folder import check_space, group_members, indexed_chunks
 from tasks.indexing.ondisk import lists_file, write_index_file
@@ -58,32 +59,34 @@ from tasks.indexing.updates import (
     index_rows,
 )
 from tasks.query.documents import write_document_index
-from tasks.query.fusion_choice import choose_search
 from tasks.query.lexical import build_lexical, save_lexical
 from tasks.query.probes import probe_queries
 from tasks.query.search import CARD_CHOICE, IndexFolder, assemble_folder, encode_queries
 from tasks.query.transform import VectorTransform
-from tasks.storage.s3 import is_s3
 
 
-def probe_vectors(table: pa.Table, model: dict[str, Any], transform: VectorTransform,
-                  cfg: IndexConfig, models: Path) -> np.ndarray:
-    """Query-like probes (titles, sentences) embedded as queries are, for tuning; a tuned
-    model's folder is found in `models`."""
-    texts = [q for q, _ in probe_queries(table, cfg.tune_queries, cfg.seed)]
-    return encode_queries(model, transform, texts, where="index", models=models)
+def tuning_probes(run: StageRun, model: dict[str, Any]) -> Callable[[], np.ndarray]:
+    """Query-like probes (titles, sentences) of the chunk table, embedded as queries are
+    once asked for, for tuning: read from the encode stage's cache where it embedded them
+    ahead (a tuned model's folder is the finetune stage's output)."""
+    cfg = run.params.index
+    return cache(lambda: encode_queries(
+        model, VectorTransform.load(run.input_path(TRANSFORM)),
+        [q for q, _ in probe_queries(run.read(CHUNKS, ["doc_id", "title", "text"]),
+                                     cfg.tune_queries, cfg.seed)],
+        where="index", models=run.input_dirs["finetune"], cache=run.vector_cache))
 
 
 def write_index_folder(out: StageOutput, built: BuiltIndex, table: pa.Table,
                        int_ids: np.ndarray, inputs: tuple[Path, pa.Table, Path],
-                       model: dict[str, Any], search: SearchConfig, seed: int = 0,
-                       labels: Path | None = None) -> dict[str, Any]:
+                       model: dict[str, Any], search: SearchConfig,
+                       choose: Callable[[IndexFolder], dict[str, Any] | None]
+                       ) -> dict[str, Any]:
     """The FAISS index, the id -> chunk table, the transform (`inputs[0]`), the duplicate
     groups (from the dedup audit `inputs[1]`), the model (a tuned one's folder too, from
     the finetune output `inputs[2]`: what a query needs), the search settings and the
-    lexical index; returns the sizes and the search chosen (seeded by `seed`) for the
-    card: on the BEIR labels found under `labels` where there are enough
-    (tasks/evaluation/retrieval.py), else on probes (tasks/query/fusion_choice.py)."""
+    lexical index; returns the sizes and the search `choose` picks on the folder written
+    (`search_choice`), for the card."""
     # the tuning's queries are embedded and searched: the model and the results go before
     # the lexical index's build (the search choice loads the model again: ~0.5 s)
     release_local_encoders()
@@ -108,15 +111,7 @@ def write_index_folder(out: StageOutput, built: BuiltIndex, table: pa.Table,
     return {"size_bytes": out.path(INDEX).stat().st_size + (
         out.path(INDEX_IVFDATA).stat().st_size if on_disk else 0), "on_disk": on_disk,
             "lexical_seconds": lexical_seconds,
-            CARD_CHOICE: search_choice(assemble_folder(out.tmp_dir, built.index, {}), seed,
-                                       inputs[1], labels)}
-
-
-def search_choice(folder: IndexFolder, seed: int, dropped: pa.Table, labels: Path | None
-                  ) -> dict[str, Any] | None:
-    """Labels outrank probes: the search BEIR labels under `labels` pick, else the probes'."""
-    chosen = labeled_search_choice(folder, labels, seed) if labels is not None else None
-    return chosen or choose_search(folder, seed, dropped)
+            CARD_CHOICE: choose(assemble_folder(out.tmp_dir, built.index, {}))}
 
 
 def log_built(built: tuple[str, int, int], plan: IndexPlan, search: str, seconds: float
@@ -154,17 +149,6 @@ def checked_dedup(run: StageRun) -> dict[str, Any]:
     return run.inputs["dedup"]
 
 
-def labelled_fingerprint(run: StageRun) -> tuple[Path | None, str]:
-    """Where the BEIR labels that choose the search lie (the ingest source; None on S3,
-    where none are read, with too few to choose on, or `search.labels_choose` false) and the
-    stage's fingerprint, their digest among its facts."""
-    source = run.params.ingest.source
-    labels = choosing_labels(None if is_s3(source) or not run.params.search.labels_choose
-                             else run.root / source)
-    return labels, run.fingerprint(labels_sha256=None if labels is None
-                                   else labels_digest(labels))
-
-
 @task(name="index", cache_policy=NO_CACHE)
 def index_task(root: str = ".") -> str:
     """Build (or update in place), tune and write the FAISS index folder."""
@@ -172,8 +156,7 @@ def index_task(root: str = ".") -> str:
     cfg, dedup = run.params.index, checked_dedup(run)
     table, x = run.read_vectors(KEPT)  # finite, and unit length where normalised
     x, int_ids, keys = index_rows(table, x)
-    probes = cache(lambda: probe_vectors(table, dedup["model"], VectorTransform.load(
-        run.input_path(TRANSFORM)), cfg, run.input_dirs["finetune"]))
+    probes = tuning_probes(run, dedup["model"])
     with Progress("index", 2, "steps") as bar:  # build and tune; the folder and the choice
         fill = fill_for(run.params.run, cfg, run.out_dir, run.input_path(KEPT))
         built, plan = update_or_build(run.out_dir, (x, int_ids, keys), dedup["space"], cfg, fill)
@@ -184,7 +167,7 @@ def index_task(root: str = ".") -> str:
             dropped = run.read(DROPPED)
             sizes = write_index_folder(out, built, table, int_ids, (run.input_path(TRANSFORM),
                                        dropped, run.input_dirs["finetune"]), model,
-                                       run.params.search, cfg.seed, labels)
+                                       run.params.search, search_chooser(run, dropped, labels))
             card, rows, log = write_card(out, run, (fp, model), (built, plan, x),
                                          (param, value, sweep), sizes)
             del built, probes  # written and measured: let go before the document vectors

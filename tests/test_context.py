@@ -16,8 +16,8 @@ from tasks.documents.context import (
     text_budget,
     with_context,
 )
-from tasks.query.fusion_choice import probe_for
 from tasks.query.lexical import build_lexical
+from tasks.query.probe_drawing import probe_for
 
 PAGE = ("# Apt pinning\n\nPinning keeps a package at one version.\n\n"
         "## Preferences file\n\nWrite the rules into the preferences file.\n\n"

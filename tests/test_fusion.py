@@ -4,6 +4,7 @@ through the real index on the sample corpus (the card records the choice, search
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -16,7 +17,8 @@ from tasks.query.fusion import (
     normalize_scores,
     resolve_plan,
 )
-from tasks.query.fusion_choice import doc_pieces, pick, probe_for, probe_metrics
+from tasks.query.fusion_choice import pick, probe_metrics
+from tasks.query.probe_drawing import doc_pieces, probe_for
 from tasks.query.weights import (
     LIMITS,
     identifier_share,
@@ -286,3 +288,30 @@ def test_labels_outrank_probes_at_build(sample_run, tmp_path):
     run_stages(ws, ["index"])
     choice = json.loads((ws / "data/07_index/card.json").read_text())["search_choice"]
     assert choice["basis"] == "probes" and choice["probes"] >= 20
+
+
+@pytest.mark.slow
+def test_index_and_evaluate_read_what_encode_embedded_ahead(sample_run, tmp_path, monkeypatch):
+    """Encode embeds the search choice's probes, their target chunks with the probe text
+    taken out and evaluate's probes into the vector cache: index and evaluate then run
+    without loading the model (a load fails here), and a workspace whose cache lacks them
+    embeds them itself and chooses the same way."""
+    from tasks.encoders import loading
+    from tests.workspace import copy_workspace, run_stages
+
+    ahead = copy_workspace(sample_run, tmp_path / "ahead", through="dedup")
+    fresh = copy_workspace(sample_run, tmp_path / "fresh", through="dedup")
+    shutil.rmtree(fresh / "data/cache/vectors")  # nothing embedded ahead: index embeds them
+    run_stages(fresh, ["index"])
+
+    def no_model(cfg):
+        raise AssertionError(f"{cfg.model} loaded: a text was not embedded ahead")
+
+    monkeypatch.setattr(loading, "encoder_for", no_model)
+    run_stages(ahead, ["index", "evaluate"])
+    chosen, built = (json.loads((ws / "data/07_index/card.json").read_text())["search_choice"]
+                     for ws in (ahead, fresh))
+    assert chosen["basis"] == "probes" and chosen["probes"] >= 20
+    assert (chosen["winner"], chosen["probes"], chosen["probe_kinds"]) == (
+        built["winner"], built["probes"], built["probe_kinds"])
+    assert json.loads((ahead / "metrics.json").read_text())["probe_queries"] > 0

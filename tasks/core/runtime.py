@@ -78,6 +78,12 @@ class StageRun:
     def input_fingerprints(self) -> dict[str, str]:
         return {k: m["fingerprint"] for k, m in self.inputs.items()}
 
+    @property
+    def vector_cache(self) -> Path | None:
+        """The encode stage's shared vector cache (None with `encode.cache` false): the
+        stages after it read the texts they embed there first (`search.encode_texts`)."""
+        return self.root / self.params.paths.vector_cache if self.params.encode.cache else None
+
     def fingerprint(self, **facts: Any) -> str:
         """This stage's fingerprint: what the registry declares for it (its params, inputs
         and the `facts` it names), nothing passed beside it."""

@@ -2,7 +2,9 @@
 
 Probes are query-like texts drawn from a seeded sample of the corpus's documents, each aimed
 at its own document: a question-shaped sentence where the document has one, a heading or
-title, or a plain sentence (inverse cloze), in turn. A probe copied out of a chunk is a
+title, or a plain sentence (inverse cloze), in turn (tasks/query/probe_drawing.py: drawn
+from every chunk before dedup, so that the encode stage embeds their texts ahead; those
+dedup left usable are kept, `usable_probes`). A probe copied out of a chunk is a
 perfect BM25 match (and a near one for the dense side) for that chunk, so it is taken OUT of
 its document first: every chunk of the document holding the probe text is scored as if that
 occurrence were not there (other mentions of its words stay, as in a real document). No
@@ -23,10 +25,9 @@ Deterministic: seeded samples, no clock.
 from __future__ import annotations
 
 import logging
-import re
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -34,123 +35,53 @@ import pyarrow as pa
 
 from tasks.core.config import SearchConfig
 from tasks.core.memory import release_freed_memory
-from tasks.documents.context import SEPARATOR, contextual_texts, with_context
+from tasks.documents.context import contextual_texts
 from tasks.encoders.loading import release_local_encoders
 from tasks.query.fusion import Ranked, SearchPlan, fuse_plan
 from tasks.query.lexical import tokenize
-from tasks.query.search import IndexFolder, Sides, encode_passages
-from tasks.query.weights import identifier_share
+from tasks.query.probe_drawing import KINDS, Probe, draw_probes
+from tasks.query.search import IndexFolder, Sides
 
 log = logging.getLogger(__name__)
 
-KINDS = ("question", "heading", "cloze")
-MIN_WORDS, MAX_WORDS = 4, 40  # a probe sentence's length: query-like, not a passage
 MIN_PER_HALF = 10  # fewer probes than this in a half: too few to choose on
 DEPTH = 10
-# chunks a probe may be taken out of: each is encoded again, and a title in the context of
-# every chunk of a long document would cost as many encodes as it has chunks
-MAX_MASKED = 4
-# Probes need query-sized pieces, not exact sentence boundaries: a light split (no spaCy to
-# load at index build) after sentence-final marks followed by a space and a capital or digit.
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(]?[A-Z0-9])")
-_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$")
-# A line of its own in clean text (HTML headings become such lines): capitalised, 2+ words,
-# no sentence or clause end.
-_HEADING_LINE = re.compile(r"^[A-Z][^.!?:;,]*\s\S*[^.!?:;,\s]$")
 
 
-@dataclass(frozen=True)
-class Probe:
-    """A probe query, the document it is aimed at, and the text of each of that document's
-    chunks (by index row) with the probe text taken out."""
-
-    query: str
-    doc_id: str
-    kind: str
-    masked: dict[int, str] = field(default_factory=dict)
-    text: str = ""  # as found in the document (a markdown heading with its marks)
-
-
-def doc_pieces(texts: list[str], title: str | None) -> dict[str, list[str]]:
-    """A document's probe texts by kind: question-shaped sentences, headings (the title when
-    it has 2+ words or is an identifier, markdown heading lines and heading-like lines:
-    capitalised, 2-10 words, no final punctuation, a line of their own), and other
-    sentences of `MIN_WORDS`..`MAX_WORDS` words."""
-    out: dict[str, list[str]] = {k: [] for k in KINDS}
-    if title and (len(title.split()) >= 2 or identifier_share(title) > 0):
-        out["heading"].append(title.strip())
-    for text in texts:
-        own_lines = {ln.strip() for ln in text.split("\n")}
-        for piece in _SENTENCE_END.split(text):
-            for raw in piece.split("\n"):
-                line = raw.strip()
-                heading = _HEADING.match(line) if line[:1] == "#" else None
-                # the cheap tests first: most lines are neither kind of heading
-                if heading and len(heading.group(1).split()) >= 2 or line[:1].isupper() and (
-                        line in own_lines and len(line.split()) <= 10
-                        and _HEADING_LINE.match(line)):
-                    out["heading"].append(line)
-                elif MIN_WORDS <= len(line.split()) <= MAX_WORDS and not line.startswith("#"):
-                    out["question" if line.endswith("?") else "cloze"].append(line)
-    return {k: list(dict.fromkeys(v)) for k, v in out.items()}
+def usable_probes(folder: IndexFolder, drawn: list[Probe], n: int,
+                  member_text: dict[str, str] | None, row_docs: list[set[str]]
+                  ) -> list[Probe]:
+    """The first `n` of the probes drawn from every chunk (`draw_probes`) that dedup left
+    usable, their masked texts keyed by index row: each chunk holding the probe text is
+    indexed as itself (one standing for a duplicate group only when its members' texts,
+    `member_text`, are known, to keep the probe text out of them); the text is in no chunk
+    standing for one of the document's merged chunks, no group member of its chunks, and
+    (a boilerplate line aims at no document) none of another document's top BM25 hits."""
+    row_of = {c: r for r, c in enumerate(folder.chunks.column("chunk_id").to_pylist())}
+    rows_of: dict[str, set[int]] = {}
+    for r, docs in enumerate(row_docs):  # each document's rows, its own and its groups'
+        for d in docs:
+            rows_of.setdefault(d, set()).add(r)
+    text, doc_of = folder.chunks.column("text"), folder.chunks.column("doc_id")
+    kept = []
+    for p in drawn:
+        rows = [row_of.get(c) for c in p.masked]
+        own = {r for r in rows_of.get(p.doc_id, ()) if doc_of[r].as_py() == p.doc_id
+               and (member_text is not None or not folder.members[r])}
+        if not own or any(r is None or r not in own for r in rows):
+            continue
+        elsewhere = [text[r].as_py() for r in sorted(rows_of[p.doc_id] - own)] + [
+            member_text[m["chunk_id"]] for r in sorted(own) for m in folder.members[r]]
+        if not any(p.text in e for e in elsewhere):
+            kept.append(replace(p, masked=dict(zip(rows, p.masked.values(), strict=True))))
+    return _not_boilerplate(folder, kept, n, row_docs)
 
 
-def probe_for(doc_id: str, rows: list[int], texts: list[str], title: str | None,
-              turn: int, rng: np.random.Generator, elsewhere: tuple[str, ...] = (),
-              contexts: list[str | None] | None = None) -> Probe | None:
-    """One probe of the document from its chunks `texts` (index `rows`; kind
-    `KINDS[turn % 3]` where it has one, else the next kind it has), taken out of each chunk
-    holding it (once: other mentions stay, as they would in a real document) and out of
-    each chunk's context (`contexts`: a heading or title probe is one of its pieces); the
-    masked texts are those the chunks are indexed as (`with_context`). None when it has
-    none, a chunk's text would be left empty, the text is in more than `MAX_MASKED` chunks,
-    or it is also in `elsewhere` (chunks of the document that dedup merged, whose twins
-    cannot be masked)."""
-    pieces = doc_pieces(texts, title)
-    for kind in KINDS[turn % 3:] + KINDS[:turn % 3]:
-        if pieces[kind]:
-            text = pieces[kind][int(rng.integers(len(pieces[kind])))]
-            query = _HEADING.sub(r"\1", text) if kind == "heading" else text
-            masked = _masked(rows, texts, contexts, text, query)
-            if masked is not None and not any(text in e for e in elsewhere):
-                return Probe(query, doc_id, kind, masked, text)
-    return None
-
-
-def _masked(rows: list[int], texts: list[str], contexts: list[str | None] | None,
-            text: str, query: str) -> dict[int, str] | None:
-    """Row -> the chunk's indexed text with `text` taken out of it (once) and `query` out of
-    its context; None when a chunk's text would be left empty or more than `MAX_MASKED`
-    chunks change."""
-    masked = {}
-    for r, t, c in zip(rows, texts, contexts or [None] * len(rows), strict=True):
-        kept, ctx = t.replace(text, " ", 1) if text in t else t, _without(c, query)
-        if not kept.strip():
-            return None
-        if kept != t or ctx != c:
-            masked[r] = with_context(ctx, kept)
-    return masked if len(masked) <= MAX_MASKED else None
-
-
-def _without(context: str | None, piece: str) -> str | None:
-    """`context` without the piece (title or heading) equal to `piece`, if it has one."""
-    if not context:
-        return context
-    parts = context.split(SEPARATOR)
-    rest = [p for p in parts if p != " ".join(piece.split())]
-    return context if len(rest) == len(parts) else SEPARATOR.join(rest) or None
-
-
-def probe_set(folder: IndexFolder, n: int, seed: int,
-              member_text: dict[str, str] | None = None,
-              row_docs: list[set[str]] | None = None) -> list[Probe]:
-    """Up to `n` probes, one per document of a seeded sample (`candidate_probes`), without
-    those whose text another document also holds word for word (a boilerplate line aims
-    at no document): found among the top BM25 hits of the probe text itself."""
-    found = candidate_probes(folder, 2 * n, seed, member_text)
-    text = folder.chunks.column("text")
-    row_docs = row_docs or _row_docs(folder)
-    out: list[Probe] = []
+def _not_boilerplate(folder: IndexFolder, found: list[Probe], n: int,
+                     row_docs: list[set[str]]) -> list[Probe]:
+    """The first `n` probes whose text no other document holds word for word: found among
+    the top BM25 hits of the probe text itself."""
+    text, out = folder.chunks.column("text"), []
     while found and len(out) < n:  # a few more than needed searched at a time, in order
         batch, found = found[:n - len(out) + n // 8 + 4], found[n - len(out) + n // 8 + 4:]
         _, rows = folder.lexical.search([p.text for p in batch], 20)
@@ -158,41 +89,6 @@ def probe_set(folder: IndexFolder, n: int, seed: int,
                 if not any(r >= 0 and p.doc_id not in row_docs[r] and p.text in text[r].as_py()
                            for r in hits)]
     return out[:n]
-
-
-def candidate_probes(folder: IndexFolder, n: int, seed: int,
-                     member_text: dict[str, str] | None) -> list[Probe]:
-    """Up to `n` probes (`probe_for`), one per document of a seeded sample, from the
-    document's chunks; a chunk standing for a duplicate group only when its members' texts
-    (`member_text`: chunk_id -> text) are known, to keep the probe text out of them; a
-    title only where no other document has it."""
-    has_context = "context" in folder.chunks.column_names
-    text, context = folder.chunks.column("text"), (folder.chunks.column("context")
-                                                   if has_context else None)
-    doc_of, title_of = (folder.chunks.column(c).to_pylist() for c in ("doc_id", "title"))
-    rows_of: dict[str, list[int]] = {}
-    merged: dict[str, set[int]] = {}  # doc -> rows standing for its merged chunks
-    for row, doc in enumerate(doc_of):
-        rows_of.setdefault(doc, []).append(row)
-        for m in folder.members[row]:
-            merged.setdefault(m["doc_id"], set()).add(row)
-    titles = Counter(title_of[rows[0]] for rows in rows_of.values())
-    docs, rng, out = sorted(rows_of), np.random.default_rng(seed), []
-    for i in rng.permutation(len(docs)):  # the texts of the documents drawn only
-        rows = [r for r in rows_of[docs[i]] if member_text is not None or not folder.members[r]]
-        grouped = (merged.get(docs[i], set()) | set(rows_of[docs[i]])) - set(rows)
-        elsewhere = [text[r].as_py() for r in sorted(grouped)] + [
-            member_text[m["chunk_id"]] for r in rows for m in folder.members[r]]
-        title = title_of[rows_of[docs[i]][0]]  # one shared by several aims at none
-        probe = probe_for(docs[i], rows, [text[r].as_py() for r in rows],
-                          title if titles[title] == 1 else None, len(out), rng,
-                          tuple(elsewhere), [context[r].as_py() if has_context else None
-                                             for r in rows]) if rows else None
-        if probe is not None:
-            out.append(probe)
-        if len(out) >= n:
-            break
-    return out
 
 
 def _row_docs(folder: IndexFolder) -> list[set[str]]:
@@ -222,8 +118,7 @@ def masked_dense(folder: IndexFolder, probes: list[Probe], xq: np.ndarray, wide:
     scores, rows = folder.search_vectors(xq, wide)
     scores, rows = scores.astype("float32").copy(), rows.copy()
     texts = [t for p in probes for t in p.masked.values()]
-    xm = encode_passages(folder.model, folder.transform, texts, where=str(folder.path),
-                         models=folder.path)
+    xm = folder.encode_passages(texts)
     at = 0
     for q, p in enumerate(probes):
         new = {r: float(xm[at + j] @ xq[q]) for j, r in enumerate(p.masked)}
@@ -355,13 +250,14 @@ def _halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[: (n + 1) // 2]), np.sort(order[(n + 1) // 2:])
 
 
-def choose_search(folder: IndexFolder, seed: int, dropped: pa.Table | None = None
-                  ) -> dict[str, Any] | None:
+def choose_search(folder: IndexFolder, seed: int, chunks: Callable[[], pa.Table],
+                  dropped: pa.Table | None = None) -> dict[str, Any] | None:
     """The search the folder answers with under `search.fusion: auto` (mode, fusion,
     alpha, weighting), with every candidate's probe metrics and why the winner won; None
     when the params fix the search (mode not hybrid, or fusion not auto) or there is no
-    lexical index. `dropped` (dedup's dropped rows, with their text) lets probes come from
-    chunks standing for a duplicate group too."""
+    lexical index. Probes are drawn from `chunks()` (the chunk stage's table, `DRAWN`
+    columns, read within the time the card records); `dropped` (dedup's dropped rows, with
+    their text) lets them come from chunks standing for a duplicate group too."""
     cfg = folder.search
     if cfg.mode != "hybrid" or cfg.fusion != "auto" or folder.lexical is None:
         return None
@@ -370,7 +266,8 @@ def choose_search(folder: IndexFolder, seed: int, dropped: pa.Table | None = Non
         dropped.column("dropped_chunk_id").to_pylist(), dropped.column("text").to_pylist(),
         strict=True))
     row_docs = _row_docs(folder)
-    probes = probe_set(folder, cfg.probes, seed, member_text, row_docs)
+    probes = usable_probes(folder, draw_probes(chunks(), 2 * cfg.probes, seed), cfg.probes,
+                           member_text, row_docs)
     sel, held = _halves(len(probes), seed)
     if len(held) < MIN_PER_HALF:
         return {"mode": "hybrid", "fusion": "rrf", "alpha": None, "probes": len(probes),

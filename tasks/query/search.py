@@ -67,15 +67,18 @@ def query_encode_config(model: dict[str, Any], models: Path | None = None) -> En
 
 
 def encode_texts(model: dict[str, Any], transform: VectorTransform, texts: list[str],
-                 where: str = "index", side: int = 1, models: Path | None = None
-                 ) -> np.ndarray:
+                 where: str = "index", side: int = 1, models: Path | None = None,
+                 cache: Path | None = None) -> np.ndarray:
     """Embed texts exactly as the index expects: model, prefix (`side` 1: the query prefix,
     0: the passage prefix), transform; a tuned model is read from its folder in `models`.
+    With a vector `cache` (the encode stage's), a text found there under the model's
+    fingerprint is read, not embedded again (the model is loaded only for the others).
 
     Raises ValueError when the model found here is not the one `model` was stamped with.
     """
     from tasks.encoders.loading import encoder_for  # noqa: PLC0415
     from tasks.encoders.model import model_fingerprint, prefixes  # noqa: PLC0415
+    from tasks.encoders.vector_cache import lookup, text_keys  # noqa: PLC0415
 
     cfg = query_encode_config(model, models)
     now = model_fingerprint(cfg, model.get("tuned"))["fingerprint"]
@@ -86,22 +89,28 @@ def encode_texts(model: dict[str, Any], transform: VectorTransform, texts: list[
         )
     if not texts:
         return np.zeros((0, transform.d_out), dtype="float32")
-    x = encoder_for(cfg).encode([prefixes(cfg)[side] + t for t in texts],
-                                normalize_embeddings=cfg.normalize, convert_to_numpy=True,
-                                show_progress_bar=False)
-    return transform.apply(np.asarray(x, dtype="float32"))
+    prefix = prefixes(cfg)[side]
+    found, x = (lookup(cache, now, text_keys(texts, prefix), model["dim"]) if cache is not None
+                else (np.zeros(len(texts), bool), np.zeros((len(texts), model["dim"]), "float32")))
+    if not found.all():
+        x[~found] = encoder_for(cfg).encode(
+            [prefix + t for t, hit in zip(texts, found, strict=True) if not hit],
+            normalize_embeddings=cfg.normalize, convert_to_numpy=True, show_progress_bar=False)
+    return transform.apply(x)
 
 
 def encode_queries(model: dict[str, Any], transform: VectorTransform, texts: list[str],
-                   where: str = "index", models: Path | None = None) -> np.ndarray:
+                   where: str = "index", models: Path | None = None,
+                   cache: Path | None = None) -> np.ndarray:
     """Queries embedded as the index expects them (`encode_texts` with the query prefix)."""
-    return encode_texts(model, transform, texts, where, side=1, models=models)
+    return encode_texts(model, transform, texts, where, side=1, models=models, cache=cache)
 
 
 def encode_passages(model: dict[str, Any], transform: VectorTransform, texts: list[str],
-                    where: str = "index", models: Path | None = None) -> np.ndarray:
+                    where: str = "index", models: Path | None = None,
+                    cache: Path | None = None) -> np.ndarray:
     """Passages embedded as the encode stage embeds chunks (with the passage prefix)."""
-    return encode_texts(model, transform, texts, where, side=0, models=models)
+    return encode_texts(model, transform, texts, where, side=0, models=models, cache=cache)
 
 
 def lexical_rows(members: pa.Table, row: dict[str, int]) -> np.ndarray:
@@ -146,6 +155,8 @@ class IndexFolder:
     search: SearchConfig
     members: list[list[dict[str, Any]]]
     lexical: LexicalIndex | None
+    # the encode stage's vector cache, read first by the stages that embed queries
+    vector_cache: Path | None = None
 
     def search_vectors(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, chunk table rows) for already-transformed query vectors."""
@@ -160,7 +171,12 @@ class IndexFolder:
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         """Queries embedded with the index's own model, prefix and transform."""
         return encode_queries(self.model, self.transform, texts, where=str(self.path),
-                              models=self.path)
+                              models=self.path, cache=self.vector_cache)
+
+    def encode_passages(self, texts: list[str]) -> np.ndarray:
+        """Passages embedded as the encode stage embeds chunks, with the index's transform."""
+        return encode_passages(self.model, self.transform, texts, where=str(self.path),
+                               models=self.path, cache=self.vector_cache)
 
     @property
     def plan(self) -> SearchPlan:

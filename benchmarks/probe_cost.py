@@ -1,0 +1,97 @@
+"""What the label-free search choice costs inside the index stage, as the corpus grows.
+
+    python -m benchmarks.probe_cost --chunks 59000 --keep /tmp/probe-cost
+
+A corpus from `benchmarks.corpus.generate` (its BEIR labels set aside: `search.labels_choose`
+false, so the probes choose), built through dedup once (kept under `--keep`, with its vector
+cache, so a second run starts at the index stage), then the index stage run `--repeat`
+times, each in a fresh process: its seconds and the card's `probe_seconds` (the search
+choice, from drawing the probes to the winner, model load included). The issue's target: probe
+scoring at most 10% of the index stage.
+Writes benchmarks/out/probe-cost-<chunks>.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks.report import cpu_label, save, timed_stages
+
+REPO = Path(__file__).resolve().parents[1]
+BEFORE_INDEX = ("ingest", "clean", "chunk", "finetune", "encode", "reduce", "dedup")
+
+
+def prepare(base: Path, n_chunks: int) -> Path:
+    """The workspace of a generated corpus of about `n_chunks`, built through dedup."""
+    from benchmarks.corpus import generate
+    from tasks.core.params_file import write_overrides
+
+    ws = base / f"ws-{n_chunks}"
+    if (ws / "data/06_dedup/_manifest.json").exists():
+        return ws
+    generate(base / f"corpus-{n_chunks}", n_chunks, REPO / "data" / "sample")
+    ws.mkdir(parents=True, exist_ok=True)
+    (ws / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    write_overrides(ws / "params.yaml", {
+        "ingest.source": str(base / f"corpus-{n_chunks}"), "search.labels_choose": False,
+        "paths.vector_cache": str(base / "vector-cache")})
+    timed_stages(ws, BEFORE_INDEX)
+    return ws
+
+
+def index_once(ws: Path) -> dict[str, Any]:
+    """The index stage in a fresh process: its seconds and the card's search choice."""
+    code = ("import json; from benchmarks.report import timed_stages; "
+            f"print(json.dumps(timed_stages({str(ws)!r}, ['index'])))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True,
+                         capture_output=True, text=True)
+    seconds = json.loads(out.stdout.strip().splitlines()[-1])["index"]
+    choice = json.loads((ws / "data/07_index/card.json").read_text())["search_choice"]
+    return {"index_seconds": seconds, "probe_seconds": choice["probe_seconds"],
+            "probes": choice["probes"], "winner": choice["winner"]}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [f"Search choice on label-free probes inside the index stage; {report['cpu']}.", "",
+             "| chunks | run | index stage s | probe scoring s | share | probes | winner |",
+             "|---|---|---|---|---|---|---|"]
+    for r in report["sizes"]:
+        for i, run in enumerate(r["runs"], 1):
+            share = run["probe_seconds"] / run["index_seconds"]
+            lines.append(f"| {r['chunks']} | {i} | {run['index_seconds']} | "
+                         f"{run['probe_seconds']} | {share:.1%} | {run['probes']} | "
+                         f"{run['winner']} |")
+        lines.append(f"| {r['chunks']} | median share | | | {r['median_share']:.1%} | | |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chunks", type=int, nargs="+", default=[59_000])
+    parser.add_argument("--keep", type=Path, required=True,
+                        help="where the corpora and their workspaces are built and kept")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sizes = []
+    for n in args.chunks:
+        ws = prepare(args.keep, n)
+        runs = [index_once(ws) for _ in range(args.repeat)]
+        sizes.append({"chunks": n, "runs": runs, "median_share": round(statistics.median(
+            r["probe_seconds"] / r["index_seconds"] for r in runs), 4)})
+    report = {"cpu": cpu_label(), "sizes": sizes}
+    save(args.out, "probe-cost-" + "-".join(str(n) for n in args.chunks), report,
+         markdown(report))
+
+
+if __name__ == "__main__":
+    main()

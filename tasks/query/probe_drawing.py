@@ -1,0 +1,155 @@
+"""Drawing label-free probes from the corpus's chunks, for the search choice at index build.
+
+Probes are query-like texts drawn from a seeded sample of the corpus's documents, each aimed
+at its own document: a question-shaped sentence where the document has one, a heading or
+title, or a plain sentence (inverse cloze), in turn, with the text of each chunk holding it
+taken out (`Probe.masked`). They are drawn from the chunk stage's table, every chunk before
+dedup (`draw_probes`): a pure function of that table, the count and the seed. So the encode
+stage, which has the model loaded, draws the same probes and embeds their texts into the
+vector cache ahead (`probe_texts`), and the index stage reads them there; it keeps the
+probes dedup left usable (tasks/query/fusion_choice.py).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from tasks.documents.context import SEPARATOR, with_context
+from tasks.query.weights import identifier_share
+
+KINDS = ("question", "heading", "cloze")
+MIN_WORDS, MAX_WORDS = 4, 40  # a probe sentence's length: query-like, not a passage
+# chunks a probe may be taken out of: each is encoded again, and a title in the context of
+# every chunk of a long document would cost as many encodes as it has chunks
+MAX_MASKED = 4
+# Probes need query-sized pieces, not exact sentence boundaries: a light split (no spaCy to
+# load at index build) after sentence-final marks followed by a space and a capital or digit.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(]?[A-Z0-9])")
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$")
+# A line of its own in clean text (HTML headings become such lines): capitalised, 2+ words,
+# no sentence or clause end.
+_HEADING_LINE = re.compile(r"^[A-Z][^.!?:;,]*\s\S*[^.!?:;,\s]$")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A probe query, the document it is aimed at, and the text of each of that document's
+    chunks holding it (by chunk_id as drawn, by index row once usable) with the probe text
+    taken out."""
+
+    query: str
+    doc_id: str
+    kind: str
+    masked: dict[Any, str] = field(default_factory=dict)
+    text: str = ""  # as found in the document (a markdown heading with its marks)
+
+
+def doc_pieces(texts: list[str], title: str | None) -> dict[str, list[str]]:
+    """A document's probe texts by kind: question-shaped sentences, headings (the title when
+    it has 2+ words or is an identifier, markdown heading lines and heading-like lines:
+    capitalised, 2-10 words, no final punctuation, a line of their own), and other
+    sentences of `MIN_WORDS`..`MAX_WORDS` words."""
+    out: dict[str, list[str]] = {k: [] for k in KINDS}
+    if title and (len(title.split()) >= 2 or identifier_share(title) > 0):
+        out["heading"].append(title.strip())
+    for text in texts:
+        own_lines = {ln.strip() for ln in text.split("\n")}
+        for piece in _SENTENCE_END.split(text):
+            for raw in piece.split("\n"):
+                line = raw.strip()
+                heading = _HEADING.match(line) if line[:1] == "#" else None
+                # the cheap tests first: most lines are neither kind of heading
+                if heading and len(heading.group(1).split()) >= 2 or line[:1].isupper() and (
+                        line in own_lines and len(line.split()) <= 10
+                        and _HEADING_LINE.match(line)):
+                    out["heading"].append(line)
+                elif MIN_WORDS <= len(line.split()) <= MAX_WORDS and not line.startswith("#"):
+                    out["question" if line.endswith("?") else "cloze"].append(line)
+    return {k: list(dict.fromkeys(v)) for k, v in out.items()}
+
+
+def probe_for(doc_id: str, rows: list[Any], texts: list[str], title: str | None,
+              turn: int, rng: np.random.Generator, elsewhere: tuple[str, ...] = (),
+              contexts: list[str | None] | None = None) -> Probe | None:
+    """One probe of the document from its chunks `texts` (index `rows`; kind
+    `KINDS[turn % 3]` where it has one, else the next kind it has), taken out of each chunk
+    holding it (once: other mentions stay, as they would in a real document) and out of
+    each chunk's context (`contexts`: a heading or title probe is one of its pieces); the
+    masked texts are those the chunks are indexed as (`with_context`). None when it has
+    none, a chunk's text would be left empty, the text is in more than `MAX_MASKED` chunks,
+    or it is also in `elsewhere` (chunks of the document that dedup merged, whose twins
+    cannot be masked)."""
+    pieces = doc_pieces(texts, title)
+    for kind in KINDS[turn % 3:] + KINDS[:turn % 3]:
+        if pieces[kind]:
+            text = pieces[kind][int(rng.integers(len(pieces[kind])))]
+            query = _HEADING.sub(r"\1", text) if kind == "heading" else text
+            masked = _masked(rows, texts, contexts, text, query)
+            if masked is not None and not any(text in e for e in elsewhere):
+                return Probe(query, doc_id, kind, masked, text)
+    return None
+
+
+def _masked(rows: list[Any], texts: list[str], contexts: list[str | None] | None,
+            text: str, query: str) -> dict[Any, str] | None:
+    """Row -> the chunk's indexed text with `text` taken out of it (once) and `query` out of
+    its context; None when a chunk's text would be left empty or more than `MAX_MASKED`
+    chunks change."""
+    masked = {}
+    for r, t, c in zip(rows, texts, contexts or [None] * len(rows), strict=True):
+        kept, ctx = t.replace(text, " ", 1) if text in t else t, _without(c, query)
+        if not kept.strip():
+            return None
+        if kept != t or ctx != c:
+            masked[r] = with_context(ctx, kept)
+    return masked if len(masked) <= MAX_MASKED else None
+
+
+def _without(context: str | None, piece: str) -> str | None:
+    """`context` without the piece (title or heading) equal to `piece`, if it has one."""
+    if not context:
+        return context
+    parts = context.split(SEPARATOR)
+    rest = [p for p in parts if p != " ".join(piece.split())]
+    return context if len(rest) == len(parts) else SEPARATOR.join(rest) or None
+
+
+DRAWN = ("chunk_id", "doc_id", "title", "text", "context")  # the chunk table's columns read
+
+
+def draw_probes(chunks: pa.Table, n: int, seed: int) -> list[Probe]:
+    """Up to `n` probes (`probe_for`), one per document of a seeded sample, from the chunk
+    stage's table (`DRAWN` columns, every chunk in corpus order), each chunk's masked text
+    keyed by its chunk_id; a title only where no other document has it."""
+    doc_of, title_of, ids = (chunks.column(c).to_pylist() for c in ("doc_id", "title",
+                                                                  "chunk_id"))
+    text = chunks.column("text")
+    context = chunks.column("context") if "context" in chunks.column_names else None
+    rows_of: dict[str, list[int]] = {}
+    for row, doc in enumerate(doc_of):
+        rows_of.setdefault(doc, []).append(row)
+    titles = Counter(title_of[rows[0]] for rows in rows_of.values())
+    docs, rng, out = sorted(rows_of), np.random.default_rng(seed), []
+    for i in rng.permutation(len(docs)):  # the texts of the documents drawn only
+        rows, title = rows_of[docs[i]], title_of[rows_of[docs[i]][0]]
+        probe = probe_for(docs[i], [ids[r] for r in rows], [text[r].as_py() for r in rows],
+                          title if titles[title] == 1 else None, len(out), rng, (),
+                          [None if context is None else context[r].as_py() for r in rows])
+        if probe is not None:
+            out.append(probe)
+        if len(out) >= n:
+            break
+    return out
+
+
+def probe_texts(chunks: pa.Table, n: int, seed: int) -> tuple[list[str], list[str]]:
+    """What the search choice embeds of the probes `draw_probes` gives: (queries, masked
+    chunk texts, as passages are embedded)."""
+    drawn = draw_probes(chunks, n, seed)
+    return [p.query for p in drawn], [t for p in drawn for t in p.masked.values()]
