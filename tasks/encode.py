@@ -252,6 +252,8 @@ def embed_ahead(run: StageRun, cfg: EncodeConfig, cache: Path, space: str, d: in
         found, _ = vector_cache.lookup(cache, space, text_keys(texts, prefix), d)
         missing = [t for t, hit in zip(texts, found, strict=True) if not hit]
         if missing:
+            task_logger().info("encode: %d query-side texts for index and evaluate, embedded "
+                               "ahead", len(missing))
             x = np.asarray(encoder_for(cfg).encode(
                 [prefix + t for t in missing], normalize_embeddings=cfg.normalize,
                 convert_to_numpy=True, show_progress_bar=False), dtype="float32")
