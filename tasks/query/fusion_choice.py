@@ -3,8 +3,8 @@
 Probes are query-like texts drawn from a seeded sample of the corpus's documents, each aimed
 at its own document: a question-shaped sentence where the document has one, a heading or
 title, or a plain sentence (inverse cloze), in turn (tasks/query/probe_drawing.py: drawn
-from every chunk before dedup, so that the encode stage embeds their texts ahead; those
-dedup left usable are kept, `usable_probes`). A probe copied out of a chunk is a
+from every chunk before dedup, so that the encode stage embeds their texts ahead; the first
+that dedup left usable are kept, `usable_probes`). A probe copied out of a chunk is a
 perfect BM25 match (and a near one for the dense side) for that chunk, so it is taken OUT of
 its document first: every chunk of the document holding the probe text is scored as if that
 occurrence were not there (other mentions of its words stay, as in a real document). No
@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,7 @@ from tasks.documents.context import contextual_texts
 from tasks.encoders.loading import release_local_encoders
 from tasks.query.fusion import Ranked, SearchPlan, fuse_plan
 from tasks.query.lexical import tokenize
-from tasks.query.probe_drawing import KINDS, Probe, draw_probes
+from tasks.query.probe_drawing import KINDS, Probe, drawn_probes
 from tasks.query.search import IndexFolder, Sides
 
 log = logging.getLogger(__name__)
@@ -48,47 +49,60 @@ MIN_PER_HALF = 10  # fewer probes than this in a half: too few to choose on
 DEPTH = 10
 
 
-def usable_probes(folder: IndexFolder, drawn: list[Probe], n: int,
+def usable_probes(folder: IndexFolder, drawn: Iterator[Probe], n: int,
                   member_text: dict[str, str] | None, row_docs: list[set[str]]
                   ) -> list[Probe]:
-    """The first `n` of the probes drawn from every chunk (`draw_probes`) that dedup left
-    usable, their masked texts keyed by index row: each chunk holding the probe text is
-    indexed as itself (one standing for a duplicate group only when its members' texts,
-    `member_text`, are known, to keep the probe text out of them); the text is in no chunk
-    standing for one of the document's merged chunks, no group member of its chunks, and
-    (a boilerplate line aims at no document) none of another document's top BM25 hits."""
+    """The first `n` probes drawn from every chunk (`drawn_probes`, taken as far as needed)
+    that dedup left usable, their masked texts keyed by index row: each chunk holding the
+    probe text is indexed as itself (one standing for a duplicate group only when its
+    members' texts, `member_text`, are known, to keep the probe text out of them); the text
+    is in no chunk standing for one of the document's merged chunks, no group member of its
+    chunks, and (a boilerplate line aims at no document) none of another document's top
+    BM25 hits."""
     row_of = {c: r for r, c in enumerate(folder.chunks.column("chunk_id").to_pylist())}
     rows_of: dict[str, set[int]] = {}
     for r, docs in enumerate(row_docs):  # each document's rows, its own and its groups'
         for d in docs:
             rows_of.setdefault(d, set()).add(r)
-    text, doc_of = folder.chunks.column("text"), folder.chunks.column("doc_id")
-    kept = []
-    for p in drawn:
-        rows = [row_of.get(c) for c in p.masked]
-        own = {r for r in rows_of.get(p.doc_id, ()) if doc_of[r].as_py() == p.doc_id
-               and (member_text is not None or not folder.members[r])}
-        if not own or any(r is None or r not in own for r in rows):
-            continue
-        elsewhere = [text[r].as_py() for r in sorted(rows_of[p.doc_id] - own)] + [
-            member_text[m["chunk_id"]] for r in sorted(own) for m in folder.members[r]]
-        if not any(p.text in e for e in elsewhere):
-            kept.append(replace(p, masked=dict(zip(rows, p.masked.values(), strict=True))))
-    return _not_boilerplate(folder, kept, n, row_docs)
-
-
-def _not_boilerplate(folder: IndexFolder, found: list[Probe], n: int,
-                     row_docs: list[set[str]]) -> list[Probe]:
-    """The first `n` probes whose text no other document holds word for word: found among
-    the top BM25 hits of the probe text itself."""
-    text, out = folder.chunks.column("text"), []
-    while found and len(out) < n:  # a few more than needed searched at a time, in order
-        batch, found = found[:n - len(out) + n // 8 + 4], found[n - len(out) + n // 8 + 4:]
-        _, rows = folder.lexical.search([p.text for p in batch], 20)
-        out += [p for p, hits in zip(batch, rows.tolist(), strict=True)
-                if not any(r >= 0 and p.doc_id not in row_docs[r] and p.text in text[r].as_py()
-                           for r in hits)]
+    usable = (u for u in (_usable(folder, p, row_of, rows_of, member_text) for p in drawn)
+              if u is not None)
+    out: list[Probe] = []
+    while len(out) < n:  # a few more than needed checked for boilerplate at a time
+        batch = list(islice(usable, n - len(out) + n // 8 + 4))
+        if not batch:
+            break
+        out += _not_boilerplate(folder, batch, row_docs)
     return out[:n]
+
+
+def _usable(folder: IndexFolder, p: Probe, row_of: dict[str, int],
+            rows_of: dict[str, set[int]], member_text: dict[str, str] | None
+            ) -> Probe | None:
+    """`p` with its masked texts keyed by index row where dedup left it usable, else None
+    (`usable_probes` says when)."""
+    rows = [row_of.get(c) for c in p.masked]
+    doc_of = folder.chunks.column("doc_id")
+    own = {r for r in rows_of.get(p.doc_id, ()) if doc_of[r].as_py() == p.doc_id
+           and (member_text is not None or not folder.members[r])}
+    if not own or any(r is None or r not in own for r in rows):
+        return None
+    text = folder.chunks.column("text")
+    elsewhere = [text[r].as_py() for r in sorted(rows_of[p.doc_id] - own)] + [
+        member_text[m["chunk_id"]] for r in sorted(own) for m in folder.members[r]]
+    if any(p.text in e for e in elsewhere):
+        return None
+    return replace(p, masked=dict(zip(rows, p.masked.values(), strict=True)))
+
+
+def _not_boilerplate(folder: IndexFolder, batch: list[Probe], row_docs: list[set[str]]
+                     ) -> list[Probe]:
+    """The probes of `batch` whose text no other document holds word for word: found among
+    the top BM25 hits of the probe text itself."""
+    text = folder.chunks.column("text")
+    _, rows = folder.lexical.search([p.text for p in batch], 20)
+    return [p for p, hits in zip(batch, rows.tolist(), strict=True)
+            if not any(r >= 0 and p.doc_id not in row_docs[r] and p.text in text[r].as_py()
+                       for r in hits)]
 
 
 def _row_docs(folder: IndexFolder) -> list[set[str]]:
@@ -266,8 +280,8 @@ def choose_search(folder: IndexFolder, seed: int, chunks: Callable[[], pa.Table]
         dropped.column("dropped_chunk_id").to_pylist(), dropped.column("text").to_pylist(),
         strict=True))
     row_docs = _row_docs(folder)
-    probes = usable_probes(folder, draw_probes(chunks(), 2 * cfg.probes, seed), cfg.probes,
-                           member_text, row_docs)
+    probes = usable_probes(folder, drawn_probes(chunks(), seed), cfg.probes, member_text,
+                           row_docs)
     sel, held = _halves(len(probes), seed)
     if len(held) < MIN_PER_HALF:
         return {"mode": "hybrid", "fusion": "rrf", "alpha": None, "probes": len(probes),

@@ -4,7 +4,7 @@ Probes are query-like texts drawn from a seeded sample of the corpus's documents
 at its own document: a question-shaped sentence where the document has one, a heading or
 title, or a plain sentence (inverse cloze), in turn, with the text of each chunk holding it
 taken out (`Probe.masked`). They are drawn from the chunk stage's table, every chunk before
-dedup (`draw_probes`): a pure function of that table, the count and the seed. So the encode
+dedup (`drawn_probes`): a pure function of that table, the count and the seed. So the encode
 stage, which has the model loaded, draws the same probes and embeds their texts into the
 vector cache ahead (`probe_texts`), and the index stage reads them there; it keeps the
 probes dedup left usable (tasks/query/fusion_choice.py).
@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -123,10 +125,11 @@ def _without(context: str | None, piece: str) -> str | None:
 DRAWN = ("chunk_id", "doc_id", "title", "text", "context")  # the chunk table's columns read
 
 
-def draw_probes(chunks: pa.Table, n: int, seed: int) -> list[Probe]:
-    """Up to `n` probes (`probe_for`), one per document of a seeded sample, from the chunk
-    stage's table (`DRAWN` columns, every chunk in corpus order), each chunk's masked text
-    keyed by its chunk_id; a title only where no other document has it."""
+def drawn_probes(chunks: pa.Table, seed: int) -> Iterator[Probe]:
+    """Probes (`probe_for`), one per document in a seeded order, from the chunk stage's
+    table (`DRAWN` columns, every chunk in corpus order), each chunk's masked text keyed by
+    its chunk_id; a title only where no other document has it. Lazily: the first k are the
+    same however many are taken."""
     doc_of, title_of, ids = (chunks.column(c).to_pylist() for c in ("doc_id", "title",
                                                                   "chunk_id"))
     text = chunks.column("text")
@@ -135,21 +138,19 @@ def draw_probes(chunks: pa.Table, n: int, seed: int) -> list[Probe]:
     for row, doc in enumerate(doc_of):
         rows_of.setdefault(doc, []).append(row)
     titles = Counter(title_of[rows[0]] for rows in rows_of.values())
-    docs, rng, out = sorted(rows_of), np.random.default_rng(seed), []
+    docs, rng, turn = sorted(rows_of), np.random.default_rng(seed), 0
     for i in rng.permutation(len(docs)):  # the texts of the documents drawn only
         rows, title = rows_of[docs[i]], title_of[rows_of[docs[i]][0]]
         probe = probe_for(docs[i], [ids[r] for r in rows], [text[r].as_py() for r in rows],
-                          title if titles[title] == 1 else None, len(out), rng, (),
+                          title if titles[title] == 1 else None, turn, rng, (),
                           [None if context is None else context[r].as_py() for r in rows])
         if probe is not None:
-            out.append(probe)
-        if len(out) >= n:
-            break
-    return out
+            turn += 1
+            yield probe
 
 
 def probe_texts(chunks: pa.Table, n: int, seed: int) -> tuple[list[str], list[str]]:
-    """What the search choice embeds of the probes `draw_probes` gives: (queries, masked
-    chunk texts, as passages are embedded)."""
-    drawn = draw_probes(chunks, n, seed)
+    """What the search choice embeds of the first `n` probes drawn (`drawn_probes`):
+    (queries, masked chunk texts, as passages are embedded)."""
+    drawn = list(islice(drawn_probes(chunks, seed), n))
     return [p.query for p in drawn], [t for p in drawn for t in p.masked.values()]
