@@ -1,13 +1,16 @@
 """What the label-free search choice costs inside the index stage, as the corpus grows.
 
     python -m benchmarks.probe_cost --chunks 59000 --keep /tmp/probe-cost
+    python -m benchmarks.probe_cost --workspaces /tmp/corpora/ws/python-docs ...
 
 A corpus from `benchmarks.corpus.generate` (its BEIR labels set aside: `search.labels_choose`
 false, so the probes choose), built through dedup once (kept under `--keep`, with its vector
 cache, so a second run starts at the index stage), then the index stage run `--repeat`
 times, each in a fresh process: its seconds and the card's `probe_seconds` (the search
-choice, from drawing the probes to the winner, model load included). The issue's target: probe
-scoring at most 10% of the index stage.
+choice, from reading the chunk table and drawing the probes to the winner; the texts it
+embeds are read from the vector cache, where encode embedded them ahead). Then what embedding
+them ahead costs the encode stage, apart. The issue's target: probe scoring at most 10% of
+the index stage.
 Writes benchmarks/out/probe-cost-<chunks>.json and .md.
 """
 
@@ -58,9 +61,35 @@ def index_once(ws: Path) -> dict[str, Any]:
             "probes": choice["probes"], "winner": choice["winner"]}
 
 
+AHEAD = """
+import json, tempfile, time
+from pathlib import Path
+from tasks.core.config import load_params
+from tasks.core.runtime import start_stage
+from tasks.encode import embed_ahead
+from tasks.encoders.loading import encoder_for
+from tasks.encoders.tuned import chosen_space
+run = start_stage("encode", {ws!r})
+cfg, model, _ = chosen_space(run.params.encode, run.input_dirs["finetune"])
+encoder_for(cfg).encode(["warm up"])  # loaded already when encode runs it
+with tempfile.TemporaryDirectory() as cache:
+    started = time.perf_counter()
+    n = embed_ahead(run, cfg, Path(cache), model["fingerprint"], model["dim"])
+    print(json.dumps({{"texts": n, "seconds": round(time.perf_counter() - started, 3)}}))
+"""
+
+
+def ahead_once(ws: Path) -> dict[str, Any]:
+    """What embedding ahead costs the encode stage (the model loaded already): drawing the
+    texts and embedding them all into an empty cache, in a fresh process."""
+    out = subprocess.run([sys.executable, "-c", AHEAD.format(ws=str(ws))], cwd=REPO,
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [f"Search choice on label-free probes inside the index stage; {report['cpu']}.", "",
-             "| chunks | run | index stage s | probe scoring s | share | probes | winner |",
+             "| corpus | run | index stage s | probe scoring s | share | probes | winner |",
              "|---|---|---|---|---|---|---|"]
     for r in report["sizes"]:
         for i, run in enumerate(r["runs"], 1):
@@ -69,6 +98,10 @@ def markdown(report: dict[str, Any]) -> str:
                          f"{run['probe_seconds']} | {share:.1%} | {run['probes']} | "
                          f"{run['winner']} |")
         lines.append(f"| {r['chunks']} | median share | | | {r['median_share']:.1%} | | |")
+    lines += ["", "Embedded ahead by the encode stage (drawing them and embedding all into an "
+              "empty cache, the model loaded): " + ", ".join(
+                  f"{r['chunks']}: {r['ahead']['texts']} texts in "
+                  f"{r['ahead']['seconds']} s" for r in report["sizes"])]
     return "\n".join(lines) + "\n"
 
 
@@ -76,20 +109,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chunks", type=int, nargs="+", default=[59_000])
-    parser.add_argument("--keep", type=Path, required=True,
+    parser.add_argument("--keep", type=Path,
                         help="where the corpora and their workspaces are built and kept")
+    parser.add_argument("--workspaces", type=Path, nargs="+", default=[],
+                        help="built workspaces to measure instead (search_corpora's --keep "
+                        "folder holds them under ws/), as they are")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not args.workspaces and args.keep is None:
+        parser.error("--keep is needed to build the generated corpora")
+    named = [(ws.name, ws) for ws in args.workspaces] or [
+        (str(n), prepare(args.keep, n)) for n in args.chunks]
     sizes = []
-    for n in args.chunks:
-        ws = prepare(args.keep, n)
+    for name, ws in named:
         runs = [index_once(ws) for _ in range(args.repeat)]
-        sizes.append({"chunks": n, "runs": runs, "median_share": round(statistics.median(
-            r["probe_seconds"] / r["index_seconds"] for r in runs), 4)})
+        sizes.append({"chunks": name, "runs": runs, "median_share": round(statistics.median(
+            r["probe_seconds"] / r["index_seconds"] for r in runs), 4),
+            "ahead": ahead_once(ws)})
     report = {"cpu": cpu_label(), "sizes": sizes}
-    save(args.out, "probe-cost-" + "-".join(str(n) for n in args.chunks), report,
+    save(args.out, "probe-cost-" + "-".join(name for name, _ in named), report,
          markdown(report))
 
 
