@@ -21,7 +21,7 @@ from tasks.core.config import Params
 from tasks.evaluation.beir import pooled_labels
 from tasks.evaluation.retrieval import MIN_LABELS
 from tasks.indexing.factory import resolve_factory
-from tasks.query.probe_drawing import probe_texts
+from tasks.query.probe_drawing import AHEAD_PER_PROBE, probe_texts
 from tasks.query.probes import probe_queries
 from tasks.storage.s3 import is_s3
 
@@ -41,7 +41,8 @@ def texts_ahead(chunks: pa.Table, params: Params, root: Path, d: int
     queries, passages = list(labels.values()), []
     choosing = params.search.labels_choose and len(labels) >= MIN_LABELS
     if params.search.mode == "hybrid" and params.search.fusion == "auto" and not choosing:
-        queries, passages = probe_texts(chunks, 2 * params.search.probes, params.index.seed)
+        queries, passages = probe_texts(chunks, AHEAD_PER_PROBE * params.search.probes,
+                                        params.index.seed)
         queries += list(labels.values())
     if _tuned(params, chunks.num_rows, d):
         queries += [q for q, _ in probe_queries(chunks, params.index.tune_queries,

@@ -123,6 +123,12 @@ def _without(context: str | None, piece: str) -> str | None:
 
 
 DRAWN = ("chunk_id", "doc_id", "title", "text", "context")  # the chunk table's columns read
+# Probes the encode stage embeds ahead, per probe the search choice keeps: dedup and
+# boilerplate leave part of those drawn unusable (measured: the probes kept came from the
+# first 182 to 401 drawn on the Debian and Python corpora of docs/search-quality.md, 531 on
+# a generated one with near duplicates, 1,616 on the families corpus, made of shared text);
+# the index stage embeds what it takes beyond them itself.
+AHEAD_PER_PROBE = 3
 
 
 def drawn_probes(chunks: pa.Table, seed: int) -> Iterator[Probe]:
