@@ -287,6 +287,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     from flows import caches  # noqa: PLC0415
     from tasks.core.io import read_manifest, read_table  # noqa: PLC0415
     from tasks.encoders import vector_cache  # noqa: PLC0415
+    from tasks.evaluation.ahead import ahead_keys  # noqa: PLC0415
 
     root = _root(args)
     params = load_params(root / "params.yaml")
@@ -306,9 +307,9 @@ def cmd_cache(args: argparse.Namespace) -> int:
     out_dir = get_stage("encode").out_dir(params, root)
     manifest = read_manifest(out_dir, "encode")
     keys = set(read_table(out_dir, ENCODED, manifest).column("text_key").to_pylist())
-    counts = vector_cache.gc(cache, {manifest["space"]: keys})
-    print(f"cache gc: kept {counts['kept']} vectors referenced by the current encode output, "
-          f"dropped {counts['dropped']}")
+    counts = vector_cache.gc(cache, {manifest["space"]: keys | ahead_keys(root)})
+    print(f"cache gc: kept {counts['kept']} vectors referenced by the current encode output "
+          f"or embedded ahead for index and evaluate, dropped {counts['dropped']}")
     return 0
 
 

@@ -30,8 +30,7 @@ from tasks.encoders.loading import encoder_for, release_local_encoders
 from tasks.encoders.model import prefixes
 from tasks.encoders.tuned import chosen_space
 from tasks.encoders.vector_cache import text_keys
-from tasks.evaluation.ahead import texts_ahead
-from tasks.query.probe_drawing import DRAWN
+from tasks.evaluation.ahead import embed_ahead
 
 # Batches per block, the unit an encoder is called with, in one process or as a Dask shard's
 # part (`plan_blocks`). 32 was no faster than 8 with OpenVINO (`python -m
@@ -238,29 +237,6 @@ def vector_store(shared: Path, out: StageOutput, cfg: EncodeConfig, space: str, 
     dropped = vector_cache.verify(shared, space, d, cfg.normalize)
     out.record(cache_dropped={p.name: why for p, why in dropped})
     return shared
-
-
-def embed_ahead(run: StageRun, cfg: EncodeConfig, cache: Path, space: str, d: int) -> int:
-    """Embed into the vector cache, while the model is loaded, the query-side texts the
-    index and evaluate stages will embed (`ahead.texts_ahead`), as their query side embeds
-    them (`search.encode_texts`); how many the cache lacked."""
-    queries, passages = texts_ahead(run.read(CHUNKS, list(DRAWN)), run.params, run.root,
-                                    run.params.reduce.pca_dims or d)
-    new = 0
-    for side, texts in ((1, queries), (0, passages)):
-        prefix = prefixes(cfg)[side]
-        found, _ = vector_cache.lookup(cache, space, text_keys(texts, prefix), d)
-        missing = [t for t, hit in zip(texts, found, strict=True) if not hit]
-        if missing:
-            task_logger().info("encode: %d query-side texts for index and evaluate, embedded "
-                               "ahead", len(missing))
-            x = np.asarray(encoder_for(cfg).encode(
-                [prefix + t for t in missing], normalize_embeddings=cfg.normalize,
-                convert_to_numpy=True, show_progress_bar=False), dtype="float32")
-            if vector_problem(x, cfg.normalize) is None:  # else the later stage embeds them
-                vector_cache.append(cache, space, text_keys(missing, prefix), x)
-                new += len(missing)
-    return new
 
 
 def finish_cache(run: StageRun, cfg: EncodeConfig, cache: Path, space: str, d: int) -> int:

@@ -294,8 +294,8 @@ def test_labels_outrank_probes_at_build(sample_run, tmp_path):
 def test_index_and_evaluate_read_what_encode_embedded_ahead(sample_run, tmp_path, monkeypatch):
     """Encode embeds the search choice's probes, their target chunks with the probe text
     taken out and evaluate's probes into the vector cache: index and evaluate then run
-    without loading the model (a load fails here), and a workspace whose cache lacks them
-    embeds them itself and chooses the same way."""
+    without loading the model (a load fails here), also after `cache gc`, and a workspace
+    whose cache lacks them embeds them itself and chooses the same way."""
     from tasks.encoders import loading
     from tests.workspace import copy_workspace, run_stages
 
@@ -315,3 +315,7 @@ def test_index_and_evaluate_read_what_encode_embedded_ahead(sample_run, tmp_path
     assert (chosen["winner"], chosen["probes"], chosen["probe_kinds"]) == (
         built["winner"], built["probes"], built["probe_kinds"])
     assert json.loads((ahead / "metrics.json").read_text())["probe_queries"] > 0
+    from flows.cli import main  # `cache gc` keeps what was embedded ahead
+
+    assert main(["--root", str(ahead), "cache", "gc"]) == 0
+    run_stages(ahead, ["index"])

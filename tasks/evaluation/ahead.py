@@ -7,21 +7,32 @@ labelled set. All of them are drawn from the chunk stage's table and the labels 
 corpus with the seeds the params give, so the encode stage, which has the model loaded,
 embeds them into the vector cache and those stages read them there
 (`search.encode_texts`) instead of loading the model again. A text they need that is not
-there (params changed since, a probe dedup made unusable) is embedded where it is needed,
-as before: ahead is a saving, never a source of truth.
+there (params changed since, more probes needed than drawn ahead) is embedded where it is
+needed, as before: ahead is a saving, never a source of truth. `embed_ahead` runs in the
+encode stage; `embedpipe cache gc` keeps their vectors (`ahead_keys`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
-from tasks.core.config import Params
+from tasks.core.catalog import CHUNKS
+from tasks.core.config import EncodeConfig, Params
+from tasks.core.progress import task_logger
+from tasks.core.runtime import StageRun, start_stage
+from tasks.core.vectors import vector_problem
+from tasks.encoders import vector_cache
+from tasks.encoders.loading import encoder_for
+from tasks.encoders.model import prefixes
+from tasks.encoders.tuned import chosen_space
+from tasks.encoders.vector_cache import text_keys
 from tasks.evaluation.beir import pooled_labels
 from tasks.evaluation.retrieval import MIN_LABELS
 from tasks.indexing.factory import resolve_factory
-from tasks.query.probe_drawing import AHEAD_PER_PROBE, probe_texts
+from tasks.query.probe_drawing import AHEAD_PER_PROBE, DRAWN, probe_texts
 from tasks.query.probes import probe_queries
 from tasks.storage.s3 import is_s3
 
@@ -61,3 +72,41 @@ def _tuned(params: Params, n: int, d: int) -> bool:
     except ValueError:  # the index stage names the problem
         return False
     return nlist is not None or "HNSW" in factory
+
+
+def ahead_texts(run: StageRun, cfg: EncodeConfig, d: int) -> list[tuple[str, list[str]]]:
+    """(prefix, texts) of the query-side texts the index and evaluate stages will embed
+    (`ahead.texts_ahead`): the queries with the query prefix, the passages with the
+    passage one."""
+    queries, passages = texts_ahead(run.read(CHUNKS, list(DRAWN)), run.params, run.root,
+                                    run.params.reduce.pca_dims or d)
+    return [(prefixes(cfg)[1], queries), (prefixes(cfg)[0], passages)]
+
+
+def ahead_keys(root: Path) -> set[str]:
+    """The vector-cache keys of what encode embeds ahead for the workspace's current chunks
+    and params (`embed_ahead`): `embedpipe cache gc` keeps them."""
+    run = start_stage("encode", root)
+    cfg, model_info, _ = chosen_space(run.params.encode, run.input_dirs["finetune"])
+    return {k for prefix, texts in ahead_texts(run, cfg, model_info["dim"])
+            for k in text_keys(texts, prefix)}
+
+
+def embed_ahead(run: StageRun, cfg: EncodeConfig, cache: Path, space: str, d: int) -> int:
+    """Embed into the vector cache, while the model is loaded, the query-side texts the
+    index and evaluate stages will embed (`ahead_texts`), as their query side embeds them
+    (`search.encode_texts`); how many the cache lacked."""
+    new = 0
+    for prefix, texts in ahead_texts(run, cfg, d):
+        found, _ = vector_cache.lookup(cache, space, text_keys(texts, prefix), d)
+        missing = [t for t, hit in zip(texts, found, strict=True) if not hit]
+        if missing:
+            task_logger().info("encode: %d query-side texts for index and evaluate, embedded "
+                               "ahead", len(missing))
+            x = np.asarray(encoder_for(cfg).encode(
+                [prefix + t for t in missing], normalize_embeddings=cfg.normalize,
+                convert_to_numpy=True, show_progress_bar=False), dtype="float32")
+            if vector_problem(x, cfg.normalize) is None:  # else the later stage embeds them
+                vector_cache.append(cache, space, text_keys(missing, prefix), x)
+                new += len(missing)
+    return new
