@@ -88,16 +88,25 @@ def ahead_keys(root: Path) -> set[str]:
     and params (`embed_ahead`): `embedpipe cache gc` keeps them."""
     run = start_stage("encode", root)
     cfg, model_info, _ = chosen_space(run.params.encode, run.input_dirs["finetune"])
-    return {k for prefix, texts in ahead_texts(run, cfg, model_info["dim"])
-            for k in text_keys(texts, prefix)}
+    try:
+        sides = ahead_texts(run, cfg, model_info["dim"])
+    except ValueError:  # nothing embedded ahead (`embed_ahead` said why)
+        return set()
+    return {k for prefix, texts in sides for k in text_keys(texts, prefix)}
 
 
 def embed_ahead(run: StageRun, cfg: EncodeConfig, cache: Path, space: str, d: int) -> int:
     """Embed into the vector cache, while the model is loaded, the query-side texts the
     index and evaluate stages will embed (`ahead_texts`), as their query side embeds them
     (`search.encode_texts`); how many the cache lacked."""
+    try:
+        sides = ahead_texts(run, cfg, d)
+    except ValueError as err:  # a labels file, say: the stage that reads it names it again
+        task_logger().warning("encode: nothing embedded ahead for index and evaluate (%s)",
+                              err)
+        return 0
     new = 0
-    for prefix, texts in ahead_texts(run, cfg, d):
+    for prefix, texts in sides:
         found, _ = vector_cache.lookup(cache, space, text_keys(texts, prefix), d)
         missing = [t for t, hit in zip(texts, found, strict=True) if not hit]
         if missing:
