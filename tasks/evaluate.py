@@ -167,7 +167,6 @@ def evaluate_all(folder: IndexFolder, run: StageRun, doc_meta: dict[str, dict[st
             if compared is not None:
                 metrics[names.BASE_VS_TUNED] = compared
         release_local_encoders()  # every query is embedded; the rankings are gone too
-        release_freed_memory()
         vectors, x = run.read_vectors(KEPT, KEPT_READ)
         with _step(took, "index_recall", bar):
             index_m, sweep = _index_quality(folder, x, xq, cfg)

@@ -86,11 +86,10 @@ def write_index_folder(out: StageOutput, built: BuiltIndex, table: pa.Table,
     groups (from the dedup audit `inputs[1]`), the model (a tuned one's folder too, from
     the finetune output `inputs[2]`: what a query needs), the search settings and the
     lexical index; returns the sizes and the search `choose` picks on the folder written
-    (`search_choice`), for the card."""
-    # the tuning's queries are embedded and searched: the model and the results go before
-    # the lexical index's build (the search choice loads the model again: ~0.5 s)
+    (`build_choice.search_chooser`), for the card."""
+    # the tuning's queries are embedded and searched: the model (if one was loaded) and the
+    # results go before the lexical index's build
     release_local_encoders()
-    release_freed_memory()
     lists = lists_file(built.index)
     write_index_file(built.index, out.path(INDEX))
     if lists is not None:

@@ -9,6 +9,7 @@ from functools import lru_cache
 from typing import Any
 
 from tasks.core.config import EncodeConfig
+from tasks.core.memory import release_freed_memory
 from tasks.encoders.device import Runtime, runtime_for
 from tasks.encoders.model import (
     LOAD_LOCK,
@@ -72,9 +73,11 @@ def release_local_encoders() -> None:
     `encoder_for` loads it again (a cached export: about 0.5 s).
     A model still referenced elsewhere lives on. Safe since no Python runs on OpenVINO's
     threads (`openvino.OpenVinoEncoder.encode`): dropping a model soon after it ran used to
-    abort the process at random."""
+    abort the process at random. What they held is handed back to the system at once
+    (`release_freed_memory`), before the caller's next work takes its place."""
     load_encoder.cache_clear()
     load_torch_encoder.cache_clear()
+    release_freed_memory()
 
 
 @lru_cache(maxsize=4)

@@ -30,7 +30,7 @@ from tasks.encoders.model import prefixes
 from tasks.encoders.tuned import chosen_space
 from tasks.encoders.vector_cache import text_keys
 from tasks.evaluation.beir import pooled_labels
-from tasks.evaluation.retrieval import MIN_LABELS
+from tasks.evaluation.build_choice import labels_that_choose
 from tasks.indexing.factory import resolve_factory
 from tasks.query.probe_drawing import AHEAD_PER_PROBE, DRAWN, probe_texts
 from tasks.query.probes import probe_queries
@@ -49,12 +49,12 @@ def texts_ahead(chunks: pa.Table, params: Params, root: Path, d: int
     """
     source = params.ingest.source
     labels = {} if is_s3(source) else pooled_labels(root / source)[0]
-    queries, passages = list(labels.values()), []
-    choosing = params.search.labels_choose and len(labels) >= MIN_LABELS
-    if params.search.mode == "hybrid" and params.search.fusion == "auto" and not choosing:
+    queries, passages = [], []
+    if params.search.mode == "hybrid" and params.search.fusion == "auto" and \
+            labels_that_choose(params, root) is None:
         queries, passages = probe_texts(chunks, AHEAD_PER_PROBE * params.search.probes,
                                         params.index.seed)
-        queries += list(labels.values())
+    queries += list(labels.values())
     if _tuned(params, chunks.num_rows, d):
         queries += [q for q, _ in probe_queries(chunks, params.index.tune_queries,
                                                 params.index.seed)]

@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from tasks.core.catalog import CHUNKS
+from tasks.core.config import Params
 from tasks.core.runtime import StageRun
 from tasks.evaluation.beir import labels_digest
 from tasks.evaluation.retrieval import choosing_labels, labeled_search_choice
@@ -39,12 +40,17 @@ def search_chooser(run: StageRun, dropped: pa.Table, labels: Path | None
     return choose
 
 
+def labels_that_choose(params: Params, root: Path) -> Path | None:
+    """Where the BEIR labels that choose the search lie: the ingest source; None on S3,
+    where none are read, with too few to choose on, or `search.labels_choose` false."""
+    source = params.ingest.source
+    return choosing_labels(None if is_s3(source) or not params.search.labels_choose
+                           else root / source)
+
+
 def labelled_fingerprint(run: StageRun) -> tuple[Path | None, str]:
-    """Where the BEIR labels that choose the search lie (the ingest source; None on S3,
-    where none are read, with too few to choose on, or `search.labels_choose` false) and the
-    stage's fingerprint, their digest among its facts."""
-    source = run.params.ingest.source
-    labels = choosing_labels(None if is_s3(source) or not run.params.search.labels_choose
-                             else run.root / source)
+    """The labels that choose the search (`labels_that_choose`) and the stage's
+    fingerprint, their digest among its facts."""
+    labels = labels_that_choose(run.params, run.root)
     return labels, run.fingerprint(labels_sha256=None if labels is None
                                    else labels_digest(labels))

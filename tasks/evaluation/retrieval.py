@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 from tasks.core.config import SEARCH_MODES
-from tasks.core.memory import release_freed_memory
 from tasks.encoders.loading import release_local_encoders
 from tasks.evaluation import metrics as names
 from tasks.evaluation.beir import find_beir_sets, pooled_labels, read_beir
@@ -144,7 +143,6 @@ def labeled_search_choice(folder: IndexFolder, source: Path, seed: int
     queries = [texts[q] for q in qids]
     xq = folder.encode_queries(queries)
     release_local_encoders()  # every query is embedded: the model goes before the rankings
-    release_freed_memory()
     choice = labeled_choice(folder, queries, rels, qids, seed, xq)
     return choice_record(cfg, choice["candidates"], "labels") | {
         "labeled_queries": len(qids), "label_sets": sets}
@@ -172,7 +170,6 @@ def labeled_metrics(folder: IndexFolder, source: Path, seed: int = 0
         sets.append((rel, [texts[q] for q in qids], rels, qids))
     embedded = [folder.encode_queries(texts) for _, texts, _, _ in sets]
     release_local_encoders()
-    release_freed_memory()
     out = {}
     for (rel, texts, rels, qids), xq in zip(sets, embedded, strict=True):
         variants, buckets = query_set_metrics(folder, texts, rels, qids, xq)

@@ -19,7 +19,6 @@ import pyarrow.parquet as pq
 
 from tasks.core.catalog import CHUNKS, INDEX_DOC_INDEX, INDEX_DOCS, VECTOR_COLUMN
 from tasks.core.io import StageOutput
-from tasks.core.memory import release_freed_memory
 from tasks.core.runtime import StageRun
 from tasks.core.vectors import vectors_to_arrow
 from tasks.encoders.loading import release_local_encoders
@@ -97,7 +96,6 @@ def write_document_index(out: StageOutput, rows: tuple[pa.Table, np.ndarray, pa.
     the stage freed, are handed back before the float64 sums are taken."""
     table, x, dropped = rows
     release_local_encoders()
-    release_freed_memory()
     if how == "none":
         return 0
     tokens = None

@@ -35,7 +35,6 @@ import numpy as np
 import pyarrow as pa
 
 from tasks.core.config import SearchConfig
-from tasks.core.memory import release_freed_memory
 from tasks.documents.context import contextual_texts
 from tasks.encoders.loading import release_local_encoders
 from tasks.query.fusion import Ranked, SearchPlan, fuse_plan
@@ -60,12 +59,15 @@ def usable_probes(folder: IndexFolder, drawn: Iterator[Probe], n: int,
     chunks, and (a boilerplate line aims at no document) none of another document's top
     BM25 hits."""
     row_of = {c: r for r, c in enumerate(folder.chunks.column("chunk_id").to_pylist())}
-    rows_of: dict[str, set[int]] = {}
-    for r, docs in enumerate(row_docs):  # each document's rows, its own and its groups'
+    own_of: dict[str, set[int]] = {}  # each document's own rows
+    for r, doc in enumerate(folder.chunks.column("doc_id").to_pylist()):
+        own_of.setdefault(doc, set()).add(r)
+    rows_of: dict[str, set[int]] = {}  # and the rows standing for its merged chunks
+    for r, docs in enumerate(row_docs):
         for d in docs:
             rows_of.setdefault(d, set()).add(r)
-    usable = (u for u in (_usable(folder, p, row_of, rows_of, member_text) for p in drawn)
-              if u is not None)
+    usable = (u for u in (_usable(folder, p, row_of, (own_of, rows_of), member_text)
+                          for p in drawn) if u is not None)
     out: list[Probe] = []
     while len(out) < n:  # a few more than needed checked for boilerplate at a time
         batch = list(islice(usable, n - len(out) + n // 8 + 4))
@@ -76,14 +78,15 @@ def usable_probes(folder: IndexFolder, drawn: Iterator[Probe], n: int,
 
 
 def _usable(folder: IndexFolder, p: Probe, row_of: dict[str, int],
-            rows_of: dict[str, set[int]], member_text: dict[str, str] | None
-            ) -> Probe | None:
+            docs_rows: tuple[dict[str, set[int]], dict[str, set[int]]],
+            member_text: dict[str, str] | None) -> Probe | None:
     """`p` with its masked texts keyed by index row where dedup left it usable, else None
-    (`usable_probes` says when)."""
+    (`usable_probes` says when); `docs_rows`: each document's own rows, and those with the
+    rows standing for its merged chunks."""
+    own_of, rows_of = docs_rows
+    own = {r for r in own_of.get(p.doc_id, ())
+           if member_text is not None or not folder.members[r]}
     rows = [row_of.get(c) for c in p.masked]
-    doc_of = folder.chunks.column("doc_id")
-    own = {r for r in rows_of.get(p.doc_id, ()) if doc_of[r].as_py() == p.doc_id
-           and (member_text is not None or not folder.members[r])}
     if not own or any(r is None or r not in own for r in rows):
         return None
     text = folder.chunks.column("text")
@@ -211,12 +214,10 @@ def probe_metrics(ranks: np.ndarray) -> dict[str, float]:
 
 
 def rank_candidates(folder: IndexFolder, probes: list[Probe], dense: Ranked,
-                    lexical: Ranked, row_docs: list[set[str]] | None = None
-                    ) -> dict[str, np.ndarray]:
+                    lexical: Ranked, row_docs: list[set[str]]) -> dict[str, np.ndarray]:
     """Each candidate plan's document rank per probe, from the masked candidate lists
-    (`row_docs`: `_row_docs` of the folder, where the caller has it)."""
-    queries = [p.query for p in probes]
-    row_docs, sides = row_docs or _row_docs(folder), Sides(dense, lexical)
+    (`row_docs`: `_row_docs` of the folder)."""
+    queries, sides = [p.query for p in probes], Sides(dense, lexical)
     out = {}
     for name, plan in candidate_plans(folder.search):
         if plan.mode == "dense":
@@ -290,7 +291,6 @@ def choose_search(folder: IndexFolder, seed: int, chunks: Callable[[], pa.Table]
     wide = max(DEPTH, cfg.candidates)
     dense = masked_dense(folder, probes, folder.encode_queries([p.query for p in probes]), wide)
     release_local_encoders()  # every text is embedded: the model goes before the rankings
-    release_freed_memory()
     ranks = rank_candidates(folder, probes, dense, masked_lexical(folder, probes, wide),
                             row_docs)
     table = {name: {"selection": probe_metrics(r[sel]), "held_out": probe_metrics(r[held]),

@@ -198,13 +198,12 @@ class IndexFolder:
         if plan.mode == "dense" or self.lexical is None or not queries:
             return (self.search_vectors(self._embedded(queries, xq), depth) if sides is None
                     else (sides.dense[0][:, :depth], sides.dense[1][:, :depth]))
-        dense, lexical = (sides.dense, sides.lexical) if sides else (None, self.lexical.search(
-            queries, max(depth, self.search.candidates)))
+        dense, lexical = (sides.dense, sides.lexical) if sides else (
+            None, self.lexical.search(queries, self._wide(depth)))
         if plan.mode == "lexical":
             return self._lexical_alone(queries, depth, lexical, dense, xq)
         if dense is None:
-            dense = self.search_vectors(self._embedded(queries, xq),
-                                        max(depth, self.search.candidates))
+            dense = self.search_vectors(self._embedded(queries, xq), self._wide(depth))
         return fuse_plan(plan, dense, lexical, self.plan_alphas(plan, queries, lexical[0], sides),
                          self.search, depth)
 
@@ -227,10 +226,13 @@ class IndexFolder:
         (where the folder has a lexical index) BM25, each `max(depth, candidates)` deep. A
         dense-only rank takes the first `depth` of the dense list: the rows a search at
         `depth` gives where the index searches exactly (or IVF ties aside)."""
-        depth = min(depth, self.index.ntotal)
-        wide = max(depth, self.search.candidates)
+        wide = self._wide(min(depth, self.index.ntotal))
         lexical = self.lexical.search(queries, wide) if self.lexical is not None else None
         return Sides(self.search_vectors(self._embedded(queries, xq), wide), lexical)
+
+    def _wide(self, depth: int) -> int:
+        """How deep each side is searched before fusion: `search.candidates` at least."""
+        return max(depth, self.search.candidates)
 
     def plan_alphas(self, plan: SearchPlan, queries: list[str], lex_scores: np.ndarray,
                     sides: Sides | None = None) -> np.ndarray:
