@@ -36,7 +36,7 @@ _VERSIONED = (
     "embedpipe", "pyarrow", "numpy", "faiss-cpu", "faiss-gpu-cu12", "torch",
     "sentence-transformers", "transformers", "tokenizers", "onnxruntime", "onnx", "openvino",
     "nncf", "bm25s", "scikit-learn", "spacy", "prefect", "dvc", "ftfy", "selectolax",
-    "pygments", "snowballstemmer",
+    "pygments", "snowballstemmer", "PyStemmer",
 )
 
 

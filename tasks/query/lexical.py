@@ -6,15 +6,16 @@ Hits are reported as rows of the indexed chunks, each group once at its best ran
 
 Tokens keep identifiers whole (`libfoo-dev`, `x86_64`, `http/2`, `c++`) and add their parts,
 so a query for `libfoo` finds `libfoo-dev` and a query for `libfoo-dev` ranks it first. Plain
-words are lowercased, stopwords dropped and (by default) Snowball-stemmed; identifiers and
-their parts are never stemmed. The index files sit flat in the index folder (`lexical.*`), so
-the stage manifest hashes each one.
+words are lowercased, stopwords dropped and (by default) Snowball-stemmed (snowballstemmer, on
+PyStemmer's C stemmers: the same stems); identifiers and their parts are never stemmed. The
+index files sit flat in the index folder (`lexical.*`), so the stage manifest hashes each one.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ def _stemmer(kind: str) -> Any:
         return None
     import snowballstemmer  # noqa: PLC0415
 
-    return lru_cache(maxsize=1 << 18)(snowballstemmer.stemmer(kind).stemWord)
+    return snowballstemmer.stemmer(kind).stemWord
 
 
 def _bm25s() -> Any:
@@ -60,18 +61,26 @@ def _bm25s() -> Any:
 
 def tokenize(text: str, stopwords: str = "en", stemmer: str = "english") -> list[str]:
     """The lexical tokens of `text` (see the module docstring)."""
+    terms = _terms_of(stopwords, stemmer)
+    return [t for token in _TOKEN.findall(text.lower()) for t in terms(token)]
+
+
+@lru_cache(maxsize=4)
+def _terms_of(stopwords: str, stemmer: str) -> Callable[[str], tuple[str, ...]]:
+    """The terms one lowercased token gives (`tokenize`), remembered per distinct token:
+    a corpus repeats its words."""
     stop, stem = _stopwords(stopwords), _stemmer(stemmer)
-    out: list[str] = []
-    for match in _TOKEN.finditer(text.lower()):
-        token = match.group()
+
+    @lru_cache(maxsize=1 << 18)
+    def terms(token: str) -> tuple[str, ...]:
         parts = [p for p in _PARTS.split(token) if p]
         if parts == [token]:  # a plain word
-            if token not in stop:
-                out.append(stem(token) if stem is not None and token.isalpha() else token)
-            continue
-        out.append(token)  # an identifier: whole, then its parts
-        out += [p for p in parts if p not in stop]
-    return out
+            if token in stop:
+                return ()
+            return (stem(token) if stem is not None and token.isalpha() else token,)
+        return (token, *(p for p in parts if p not in stop))  # an identifier, then its parts
+
+    return terms
 
 
 def build_lexical(texts: list[str], cfg: SearchConfig) -> Any:
