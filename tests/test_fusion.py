@@ -76,6 +76,70 @@ def test_rrf_hand_computed_and_per_query_weights():
     assert rows[0].tolist()[:2] == [2, 3]
 
 
+def _convex_one_by_one(dense, lexical, alphas, method, k):
+    """The per-query reading of convex fusion (a union of each query's rows), to check the
+    all-queries-at-once one against."""
+    norms = [normalize_scores(s, r >= 0, method) for s, r in (dense, lexical)]
+    lows = [np.where(r >= 0, n, np.inf).min(axis=1)
+            for (_, r), n in zip((dense, lexical), norms, strict=True)]
+    floors = [np.where(np.isfinite(f), f, 0.0) for f in lows]
+    out_s, out_r = np.zeros((len(alphas), k), "float32"), np.full((len(alphas), k), -1)
+    for q, a in enumerate(alphas):
+        value = {}
+        for side, ((_, rows), norm) in enumerate(zip((dense, lexical), norms, strict=True)):
+            for r, v in zip(rows[q].tolist(), norm[q].tolist(), strict=True):
+                if r >= 0:
+                    value.setdefault(r, [floors[0][q], floors[1][q]])[side] = v
+        fused = sorted(((a * d + (1.0 - a) * x, r) for r, (d, x) in value.items()),
+                       key=lambda t: (-t[0], t[1]))[:k]
+        out_r[q, :len(fused)] = [r for _, r in fused]
+        out_s[q, :len(fused)] = [f for f, _ in fused]
+    return out_s, out_r
+
+
+def _rrf_one_by_one(ranked, rrf_k, k):
+    nq = ranked[0][0].shape[0]
+    out_s, out_r = np.zeros((nq, k), "float32"), np.full((nq, k), -1)
+    for q in range(nq):
+        fused = {}
+        for rows, weight in ranked:
+            w = np.broadcast_to(np.asarray(weight, dtype="float64"), (nq,))
+            for rank, r in enumerate(rows[q].tolist(), 1):
+                if r >= 0:
+                    fused[r] = fused.get(r, 0.0) + float(w[q]) / (rrf_k + rank)
+        best = sorted(fused.items(), key=lambda t: (-t[1], t[0]))[:k]
+        out_r[q, :len(best)] = [r for r, _ in best]
+        out_s[q, :len(best)] = [v for _, v in best]
+    return out_s, out_r
+
+
+def _candidates(rng, nq, n, pool):
+    """(scores, rows) of `nq` queries: distinct rows from `pool`, some slots empty, scores
+    with ties."""
+    rows = np.stack([rng.choice(pool, n, replace=False) for _ in range(nq)])
+    rows[rng.random((nq, n)) < 0.2] = -1
+    return np.round(rng.random((nq, n)), 1).astype("float32"), rows
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fusions_at_once_equal_the_per_query_reading(seed):
+    rng = np.random.default_rng(seed)
+    nq, pool = 40, 30
+    dense, lexical = _candidates(rng, nq, 12, pool), _candidates(rng, nq, 9, pool)
+    dense[1][0] = -1  # a query with nothing dense
+    alphas = np.round(rng.random(nq), 2)
+    for method in ("minmax", "zscore"):
+        for k in (5, 30):
+            got, want = fuse_convex(dense, lexical, alphas, method, k), _convex_one_by_one(
+                dense, lexical, alphas, method, k)
+            assert got[1].tolist() == want[1].tolist()
+            assert got[0].tolist() == want[0].tolist()
+    for k in (5, 30):
+        got = fuse_rrf([(dense[1], alphas * 2), (lexical[1], 1.0)], 60, k)
+        want = _rrf_one_by_one([(dense[1], alphas * 2), (lexical[1], 1.0)], 60, k)
+        assert got[1].tolist() == want[1].tolist() and got[0].tolist() == want[0].tolist()
+
+
 def test_resolve_plan_reads_the_card_choice():
     cfg = SearchConfig()
     choice = {"mode": "dense", "fusion": "convex", "alpha": 0.7}

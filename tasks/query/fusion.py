@@ -53,6 +53,7 @@ def normalize_scores(scores: np.ndarray, valid: np.ndarray, method: str) -> np.n
 def fuse_convex(dense: Ranked, lexical: Ranked, alpha: np.ndarray | float, method: str,
                 k: int) -> Ranked:
     """alpha x normalised dense + (1 - alpha) x normalised lexical, top `k` rows per query.
+    Every query at once (each side holds a row at most once, as both searches return them).
 
     Args:
         dense: (scores, rows) of the dense side.
@@ -62,36 +63,55 @@ def fuse_convex(dense: Ranked, lexical: Ranked, alpha: np.ndarray | float, metho
         k: rows kept per query.
     """
     nq = dense[1].shape[0]
-    alphas = np.broadcast_to(np.asarray(alpha, dtype="float64"), (nq,))
-    sides = []
+    alphas = np.broadcast_to(np.asarray(alpha, dtype="float64"), (nq,))[:, None]
+    norms, floors = [], []
     for scores, rows in (dense, lexical):
         valid = rows >= 0
-        norm = normalize_scores(scores, valid, method)
-        floor = np.where(valid, norm, np.inf).min(axis=1)  # the side's lowest, for absent rows
-        sides.append((rows, norm, np.where(np.isfinite(floor), floor, 0.0)))
-    out_s = np.zeros((nq, k), dtype="float32")
-    out_r = np.full((nq, k), -1, dtype="int64")
-    for q in range(nq):
-        (dr, dn, dfl), (lr, ln, lfl) = ((r[q], n[q], f[q]) for r, n, f in sides)
-        d_ok, l_ok = dr >= 0, lr >= 0
-        rows = np.union1d(dr[d_ok], lr[l_ok])
-        if not len(rows):
-            continue
-        d_val = np.full(len(rows), dfl)
-        d_val[np.searchsorted(rows, dr[d_ok])] = dn[d_ok]
-        l_val = np.full(len(rows), lfl)
-        l_val[np.searchsorted(rows, lr[l_ok])] = ln[l_ok]
-        fused = alphas[q] * d_val + (1.0 - alphas[q]) * l_val
-        order = np.lexsort((rows, -fused))[:k]  # by score, ties to the smaller row
-        out_r[q, :len(order)] = rows[order]
-        out_s[q, :len(order)] = fused[order]
+        norms.append(normalize_scores(scores, valid, method))
+        floor = np.where(valid, norms[-1], np.inf).min(axis=1, initial=np.inf)
+        floors.append(np.where(np.isfinite(floor), floor, 0.0)[:, None])  # for absent rows
+    (nd, nl), rows = (dense[1].shape[1], lexical[1].shape[1]), _joined(dense[1], lexical[1])
+    # each entry's value on each side: its own side's score, the other's floor until paired
+    d_val = np.hstack([norms[0], np.broadcast_to(floors[0], (nq, nl))])
+    l_val = np.hstack([np.broadcast_to(floors[1], (nq, nd)), norms[1]])
+    order = np.argsort(rows, axis=1, kind="stable")  # a row's dense entry, then its lexical
+    rows, d_val, l_val = (np.take_along_axis(a, order, axis=1) for a in (rows, d_val, l_val))
+    paired = np.zeros_like(rows, dtype=bool)
+    paired[:, :-1] = (rows[:, 1:] == rows[:, :-1]) & (rows[:, :-1] < _NONE)
+    l_val[:, :-1] = np.where(paired[:, :-1], l_val[:, 1:], l_val[:, :-1])
+    fused = alphas * d_val + (1.0 - alphas) * l_val
+    keep = rows < _NONE
+    keep[:, 1:] &= ~paired[:, :-1]  # a pair's lexical entry: counted in its dense one
+    return _top(np.where(keep, fused, -np.inf), rows, keep, k)
+
+
+_NONE = np.iinfo(np.int64).max  # an empty slot, sorted after every row
+
+
+def _joined(*sides: np.ndarray) -> np.ndarray:
+    """The sides' rows side by side (nq, n1 + n2 + ...), an empty slot (-1) as `_NONE`."""
+    rows = np.hstack(sides).astype("int64")
+    return np.where(rows >= 0, rows, _NONE)
+
+
+def _top(fused: np.ndarray, rows: np.ndarray, keep: np.ndarray, k: int) -> Ranked:
+    """The `k` best `keep` entries per query by `fused`, ties to the smaller row: (scores
+    float32, rows with -1 past the last)."""
+    order = np.lexsort((rows, -fused), axis=-1)[:, :k]
+    kept = np.take_along_axis(keep, order, axis=1)
+    width = max(k, 0)
+    out_s = np.zeros((rows.shape[0], width), dtype="float32")
+    out_r = np.full((rows.shape[0], width), -1, dtype="int64")
+    out_s[:, :order.shape[1]] = np.where(kept, np.take_along_axis(fused, order, axis=1), 0.0)
+    out_r[:, :order.shape[1]] = np.where(kept, np.take_along_axis(rows, order, axis=1), -1)
     return out_s, out_r
 
 
 def fuse_rrf(ranked: list[tuple[np.ndarray, np.ndarray | float]], rrf_k: int, k: int
              ) -> Ranked:
     """Reciprocal rank fusion: each row scores sum(weight / (rrf_k + rank)) over the lists
-    that hold it (rank from 1); ties go to the smaller row number, so results are stable.
+    that hold it (rank from 1), summed in the lists' order; ties go to the smaller row
+    number, so results are stable. Every query at once.
 
     Args:
         ranked: (rows (nq, n) with -1 for none, weight: one, or one per query) per side.
@@ -99,19 +119,18 @@ def fuse_rrf(ranked: list[tuple[np.ndarray, np.ndarray | float]], rrf_k: int, k:
         k: rows kept per query.
     """
     nq = ranked[0][0].shape[0]
-    weights = [np.broadcast_to(np.asarray(w, dtype="float64"), (nq,)) for _, w in ranked]
-    scores = np.zeros((nq, k), dtype="float32")
-    rows = np.full((nq, k), -1, dtype="int64")
-    for q in range(nq):
-        fused: dict[int, float] = {}
-        for (side, _), weight in zip(ranked, weights, strict=True):
-            for rank, row in enumerate(side[q].tolist(), 1):
-                if row >= 0:
-                    fused[row] = fused.get(row, 0.0) + float(weight[q]) / (rrf_k + rank)
-        best = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:k]
-        rows[q, :len(best)] = [r for r, _ in best]
-        scores[q, :len(best)] = [s for _, s in best]
-    return scores, rows
+    votes = np.hstack([np.broadcast_to(np.asarray(w, dtype="float64"), (nq,))[:, None]
+                       / (rrf_k + np.arange(1, rows.shape[1] + 1)) for rows, w in ranked])
+    rows = _joined(*(rows for rows, _ in ranked))
+    order = np.argsort(rows, axis=1, kind="stable")  # a row's votes in the lists' order
+    rows, votes = np.take_along_axis(rows, order, axis=1), np.take_along_axis(votes, order, 1)
+    first = np.ones_like(rows, dtype=bool)
+    first[:, 1:] = rows[:, 1:] != rows[:, :-1]
+    starts = np.flatnonzero(first.ravel())
+    total = np.zeros(rows.size)
+    total[starts] = np.add.reduceat(votes.ravel(), starts) if rows.size else total[starts]
+    keep = first & (rows < _NONE)
+    return _top(np.where(keep, total.reshape(rows.shape), -np.inf), rows, keep, k)
 
 
 @dataclass(frozen=True)
