@@ -61,17 +61,23 @@ def doc_pieces(texts: list[str], title: str | None) -> dict[str, list[str]]:
     if title and (len(title.split()) >= 2 or identifier_share(title) > 0):
         out["heading"].append(title.strip())
     for text in texts:
-        own_lines = {ln.strip() for ln in text.split("\n")}
+        own_lines: set[str] | None = None  # the text's lines, for a heading-like line
         for piece in _SENTENCE_END.split(text):
-            for raw in piece.split("\n"):
+            for raw in piece.split("\n") if "\n" in piece else (piece,):
                 line = raw.strip()
-                heading = _HEADING.match(line) if line[:1] == "#" else None
-                # the cheap tests first: most lines are neither kind of heading
-                if heading and len(heading.group(1).split()) >= 2 or line[:1].isupper() and (
-                        line in own_lines and len(line.split()) <= 10
-                        and _HEADING_LINE.match(line)):
-                    out["heading"].append(line)
-                elif MIN_WORDS <= len(line.split()) <= MAX_WORDS and not line.startswith("#"):
+                if line[:1] == "#":  # a markdown heading, or nothing
+                    heading = _HEADING.match(line)
+                    if heading and len(heading.group(1).split()) >= 2:
+                        out["heading"].append(line)
+                    continue
+                words = len(line.split())
+                # the cheap tests first: most lines are no heading
+                if line[:1].isupper() and words <= 10 and _HEADING_LINE.match(line):
+                    own_lines = own_lines or {ln.strip() for ln in text.split("\n")}
+                    if line in own_lines:
+                        out["heading"].append(line)
+                        continue
+                if MIN_WORDS <= words <= MAX_WORDS:
                     out["question" if line.endswith("?") else "cloze"].append(line)
     return {k: list(dict.fromkeys(v)) for k, v in out.items()}
 
