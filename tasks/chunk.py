@@ -12,14 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import CHUNKS, CLEAN_DOCS
 from tasks.core.config import ChunkConfig, EncodeConfig
 from tasks.core.progress import task_logger
 from tasks.core.result_cache import document_key
-from tasks.core.runtime import StageRun, main, start_stage
+from tasks.core.runtime import StageRun, main, stage_task, start_stage
 from tasks.documents.context import ContextFitter, chunk_contexts, text_budget
 from tasks.documents.spans import chunk_text
 from tasks.documents.token_counts import Tokens
@@ -92,7 +90,7 @@ def chunk_fingerprint(run: StageRun, budget: int) -> tuple[str, dict[str, Any]]:
     return run.fingerprint(tokenizer_sha256=model["files_sha256"], budget=budget), model
 
 
-@task(name="chunk", cache_policy=NO_CACHE)
+@stage_task("chunk")
 def chunk_task(root: str = ".") -> str:
     """Cut the cleaned documents into chunks within the encoder's token budget, shard by
     shard (`io.BATCH_ROWS` documents at a time, or `run.dask.shard_rows` on Dask); a

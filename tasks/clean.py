@@ -14,14 +14,12 @@ from typing import Any
 
 import ftfy
 import pyarrow as pa
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import CLEAN_DOCS, CLEAN_REJECTS, INGEST_DOCS
 from tasks.core.config import CleanConfig
 from tasks.core.progress import task_logger
 from tasks.core.result_cache import document_key
-from tasks.core.runtime import main, start_stage
+from tasks.core.runtime import main, stage_task, start_stage
 from tasks.documents.html import html_to_text
 from tasks.documents.sentences import import_spacy
 
@@ -191,7 +189,7 @@ def clean_documents(docs: pa.Table, cfg: CleanConfig) -> tuple[pa.Table, pa.Tabl
     return cleaned_tables(docs, clean_results(docs, cfg))
 
 
-@task(name="clean", cache_policy=NO_CACHE)
+@stage_task("clean")
 def clean_task(root: str = ".") -> str:
     """Clean the ingested documents shard by shard (`io.BATCH_ROWS` documents at a time, or
     `run.dask.shard_rows` on Dask), written in input order; a document whose result the

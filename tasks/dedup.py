@@ -19,14 +19,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import CHUNKS, DROPPED, KEPT, REDUCED, VECTOR_COLUMN
 from tasks.core.config import DedupConfig, RunConfig
 from tasks.core.io import StageOutput, open_parquet, read_with_vectors
 from tasks.core.progress import task_logger
-from tasks.core.runtime import StageRun, main, start_stage
+from tasks.core.runtime import StageRun, main, stage_task, start_stage
 from tasks.core.shards import Executor, map_ordered, open_executor, shard_rows
 from tasks.duplicates.pairs import (
     first_of_keys,
@@ -254,7 +252,7 @@ def _dimension(run: StageRun) -> int:
         return pf.schema_arrow.field(VECTOR_COLUMN).type.list_size
 
 
-@task(name="dedup", cache_policy=NO_CACHE)
+@stage_task("dedup")
 def dedup_task(root: str = ".") -> str:
     """Drop exact and near-duplicate chunks; write the kept rows and the audit table."""
     run = start_stage("dedup", root)

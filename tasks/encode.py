@@ -13,14 +13,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import CHUNKS, ENCODED, VECTOR_COLUMN
 from tasks.core.config import EncodeConfig
 from tasks.core.io import StageOutput
 from tasks.core.progress import Progress, task_logger
-from tasks.core.runtime import StageRun, main, shard_observer, start_stage
+from tasks.core.runtime import StageRun, main, shard_observer, stage_task, start_stage
 from tasks.core.shards import Executor, Observer, map_ordered, open_executor
 from tasks.core.vectors import vector_problem, vectors_to_arrow
 from tasks.documents.context import contextual_texts
@@ -248,7 +246,7 @@ def finish_cache(run: StageRun, cfg: EncodeConfig, cache: Path, space: str, d: i
     return 0
 
 
-@task(name="encode", cache_policy=NO_CACHE)
+@stage_task("encode")
 def encode_task(root: str = ".") -> str:
     """Embed every chunk with the configured encoder, window by window (`window_rows`)."""
     run = start_stage("encode", root)

@@ -18,8 +18,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import (
     CHUNKS,
@@ -36,7 +34,7 @@ from tasks.core.io import write_json_atomic
 from tasks.core.lineage import lineage_chain
 from tasks.core.memory import release_freed_memory
 from tasks.core.progress import Progress, task_logger
-from tasks.core.runtime import StageRun, main, start_stage
+from tasks.core.runtime import StageRun, main, stage_task, start_stage
 from tasks.core.vectors import sample_rows
 from tasks.encoders.loading import release_local_encoders
 from tasks.evaluation import metrics as names
@@ -228,7 +226,7 @@ def doc_metadata(docs: pa.Table) -> dict[str, dict[str, Any]]:
                     map(json.loads, docs.column("metadata").to_pylist()), strict=True))
 
 
-@task(name="evaluate", cache_policy=NO_CACHE)
+@stage_task("evaluate")
 def evaluate_task(root: str = ".") -> str:
     """Evaluate vectors and index, write metrics and plots, then apply the quality gate."""
     run = start_stage("evaluate", root)

@@ -14,13 +14,11 @@ import json
 from typing import Any
 
 import pyarrow as pa
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import EXPORTED, INDEX_MEMBERS, KEPT
 from tasks.core.config import ExportConfig
 from tasks.core.progress import task_logger
-from tasks.core.runtime import StageRun, main, start_stage
+from tasks.core.runtime import StageRun, main, stage_task, start_stage
 from tasks.evaluation.metrics import check_gate
 
 TEXT_COLUMNS = ("chunk_id", "doc_id", "source", "title", "text")
@@ -70,7 +68,7 @@ def sync_targets(rows: pa.Table, cfg: ExportConfig, run: StageRun) -> dict[str, 
     return out
 
 
-@task(name="export", cache_policy=NO_CACHE)
+@stage_task("export")
 def export_task(root: str = ".") -> str:
     """Keep the configured stores in step with the index that passed the gate."""
     run = start_stage("export", root)

@@ -17,8 +17,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import (
     CHUNKS,
@@ -33,7 +31,7 @@ from tasks.core.fingerprint import sha256_file, sha256_text
 from tasks.core.io import StageOutput
 from tasks.core.progress import task_logger
 from tasks.core.registry import declared_params, is_neutral
-from tasks.core.runtime import StageRun, main, start_stage
+from tasks.core.runtime import StageRun, main, stage_task, start_stage
 from tasks.encoders.device import runtime_for
 from tasks.encoders.model import (
     effective_max_seq_length,
@@ -211,7 +209,7 @@ def train_or_keep(run: StageRun, out: StageOutput, facts: dict[str, Any]) -> dic
     return card
 
 
-@task(name="finetune", cache_policy=NO_CACHE)
+@stage_task("finetune")
 def finetune_task(root: str = ".") -> str:
     """Fine-tune encode.model on the corpus and gate it, or (off) name encode.model."""
     run = start_stage("finetune", root)

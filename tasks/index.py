@@ -19,8 +19,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import (
     CHUNKS,
@@ -42,7 +40,7 @@ from tasks.core.io import StageOutput
 from tasks.core.lineage import index_metadata
 from tasks.core.memory import release_freed_memory
 from tasks.core.progress import Progress, task_logger
-from tasks.core.runtime import StageRun, main, start_stage
+from tasks.core.runtime import StageRun, main, stage_task, start_stage
 from tasks.documents.context import contextual_texts
 from tasks.encoders.loading import release_local_encoders
 from tasks.encoders.tuned import carry_model, chosen_space
@@ -148,7 +146,7 @@ def checked_dedup(run: StageRun) -> dict[str, Any]:
     return run.inputs["dedup"]
 
 
-@task(name="index", cache_policy=NO_CACHE)
+@stage_task("index")
 def index_task(root: str = ".") -> str:
     """Build (or update in place), tune and write the FAISS index folder."""
     run = start_stage("index", root)

@@ -13,16 +13,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from tasks.core.catalog import INGEST_DOCS, INGEST_REJECTS
 from tasks.core.config import IngestConfig
 from tasks.core.fingerprint import canonical_json, sha256_text
 from tasks.core.io import RowBatches
 from tasks.core.progress import Progress, counted, task_logger
 from tasks.core.result_cache import ResultCache, document_key
-from tasks.core.runtime import StageRun, main, start_stage
+from tasks.core.runtime import StageRun, main, stage_task, start_stage
 from tasks.documents.decoding import iter_file
 from tasks.documents.sources import KnownHash, SourceFile, source_files, stat_key
 from tasks.storage.s3 import is_s3
@@ -108,7 +105,7 @@ def hashed_sources(run: StageRun, stats: ResultCache) -> list[SourceFile] | Iter
     return files
 
 
-@task(name="ingest", cache_policy=NO_CACHE)
+@stage_task("ingest")
 def ingest_task(root: str = ".") -> str:
     """Read every selected file under `ingest.source` (folder or s3://) into docs + rejects,
     streamed: documents go to Parquet in batches as they are read."""

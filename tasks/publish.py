@@ -11,13 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
 from tasks.core.catalog import RECEIPT
 from tasks.core.config import PublishConfig
 from tasks.core.progress import task_logger
-from tasks.core.runtime import main, start_stage
+from tasks.core.runtime import main, stage_task, start_stage
 from tasks.evaluation.metrics import check_gate
 from tasks.storage import s3
 from tasks.storage.published import publish_folder, publish_to_s3, version_name
@@ -33,7 +30,7 @@ def publish_index(index_dir: Path, cfg: PublishConfig, root: Path, version: str,
     return str(target), str(publish_folder(index_dir, target, version, pointer, cfg.keep))
 
 
-@task(name="publish", cache_policy=NO_CACHE)
+@stage_task("publish")
 def publish_task(root: str = ".") -> str:
     """Publish the evaluated index when its gate passed."""
     run = start_stage("publish", root)

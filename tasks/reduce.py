@@ -10,14 +10,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from tasks.core.catalog import ENCODED, REDUCED, TRANSFORM, VECTOR_COLUMN
 from tasks.core.config import ReduceConfig
 from tasks.core.fingerprint import sha256_text
 from tasks.core.progress import task_logger
-from tasks.core.runtime import main, start_stage
+from tasks.core.runtime import main, stage_task, start_stage
 from tasks.core.vectors import vectors_to_arrow
 from tasks.query.transform import VectorTransform, fit_transform
 
@@ -49,7 +47,7 @@ def reduce_facts(upstream: dict[str, Any], transform: VectorTransform, n: int
             "rows": {"vectors": n}}
 
 
-@task(name="reduce", cache_policy=NO_CACHE)
+@stage_task("reduce")
 def reduce_task(root: str = ".") -> str:
     """PCA / whitening / L2 over the encoded vectors."""
     run = start_stage("reduce", root)

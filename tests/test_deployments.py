@@ -91,7 +91,9 @@ def test_manual_run_with_overrides_completes_with_artifacts(served):
                 "embedpipe-plots"]
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(
             key=ArtifactFilterKey(any_=keys)))
+        ran = {t.name.rsplit("-", 1)[0] for t in client.read_task_runs()}
     assert {a.key for a in arts} == set(keys)
+    assert {"chunk", "reduce", "index"} <= ran  # each stage a task run under its own name
     summary = next(a for a in arts if a.key == "embedpipe-summary" and str(ws) in a.data).data
     assert "reduce.pca_dims" in summary and "quality gate | passed" in summary
 

@@ -2,7 +2,9 @@
 
 `start_stage` loads params and the stage's upstream manifests; `StageRun` reads inputs by
 catalog entry and opens the output (`with run.output(fp, cfg) as out:` commits the folder
-when the block ends and drops it on any exception); `main` is `python -m tasks.<stage>`.
+when the block ends and drops it on any exception); `main` is `python -m tasks.<stage>`;
+`stage_task` makes a stage's function its Prefect task, importing Prefect only when a flow
+runs it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property, update_wrapper
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +56,34 @@ def shard_observer(stage: str) -> Observer | None:
                     cache_policy=NO_CACHE, log_prints=False)(n)
 
     return observe
+
+
+class StageTask:
+    """A stage's function (`fn`) and, made on first use, its Prefect task (`task`): calling
+    it or `with_options` runs the task in a flow. `python -m tasks.<stage>` (DVC's path) and
+    `embedpipe stage` call `fn` and never import Prefect (1.1 CPU s a stage process)."""
+
+    def __init__(self, fn: Callable[..., Any], name: str) -> None:
+        self.fn, self.name = fn, name
+        update_wrapper(self, fn)
+
+    @cached_property
+    def task(self) -> Any:
+        from prefect import task  # noqa: PLC0415
+        from prefect.cache_policies import NO_CACHE  # noqa: PLC0415
+
+        return task(self.fn, name=self.name, cache_policy=NO_CACHE)
+
+    def with_options(self, **options: Any) -> Any:
+        return self.task.with_options(**options)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.task(*args, **kwargs)
+
+
+def stage_task(name: str) -> Callable[[Callable[..., Any]], StageTask]:
+    """`@stage_task("clean")`: the function as the stage's task (`StageTask`)."""
+    return lambda fn: StageTask(fn, name)
 
 
 @dataclass
