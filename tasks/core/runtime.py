@@ -41,6 +41,8 @@ MIN_SHARD_ROWS = 16
 
 def shard_observer(stage: str) -> Observer | None:
     """Under Prefect, each Dask shard's wait as a task run `<stage> shard N`; None outside."""
+    if "prefect.context" not in sys.modules:  # no Prefect run in a process without Prefect
+        return None
     from prefect import task  # noqa: PLC0415
     from prefect.cache_policies import NO_CACHE  # noqa: PLC0415
     from prefect.context import TaskRunContext  # noqa: PLC0415
