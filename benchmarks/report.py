@@ -30,7 +30,7 @@ def save(out: Path, name: str, report: dict[str, Any], markdown: str) -> None:
 
 def timed_stages(ws: Path, names: Iterable[str]) -> dict[str, float]:
     """Run stages in-process in the workspace `ws`, in order; seconds each."""
-    from flows.pipeline import STAGE_TASKS  # noqa: PLC0415  (Prefect and the stages load slowly)
+    from flows.stage_tasks import STAGE_TASKS  # noqa: PLC0415  (the stages load slowly)
 
     seconds = {}
     for name in names:

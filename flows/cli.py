@@ -71,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_stage(args: argparse.Namespace) -> int:
     from flows.dvc_bridge import hold_repo, record_stage, refresh_source_listing  # noqa: PLC0415
-    from flows.pipeline import STAGE_TASKS  # noqa: PLC0415
+    from flows.stage_tasks import STAGE_TASKS  # noqa: PLC0415
     from tasks.core.lock import workspace_lock  # noqa: PLC0415
 
     root = _root(args)

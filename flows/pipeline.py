@@ -7,12 +7,11 @@ afterwards finds nothing to do.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,40 +32,18 @@ from flows.dvc_bridge import (
     stale_stages,
 )
 from flows.parameters import RunOverrides, to_dotted
+from flows.stage_tasks import STAGE_TASKS
 from tasks.core.catalog import MANIFEST
 from tasks.core.config import Params, load_params
 from tasks.core.io import read_manifest
 from tasks.core.lock import workspace_lock
 from tasks.core.params_file import provisional_overrides
-from tasks.core.registry import STAGE_NAMES, STAGES, get_stage
+from tasks.core.registry import STAGES, get_stage
 from tasks.core.shards import run_cluster
 from tasks.encoders.model import check_params_against_model
 from tasks.storage.locations import check_locations
 from tasks.storage.published import workspace_damage
 from tasks.storage.s3 import is_s3
-
-
-class StageTasks(Mapping[str, Any]):
-    """Stage name -> its Prefect task, imported on first use.
-
-    A run whose stages are all fresh then never imports faiss, scikit-learn, SciPy, pandas,
-    selectolax or ftfy: importing every stage module up front cost seconds on each
-    `embedpipe run` (torch and transformers are imported lazily by the stages themselves).
-    """
-
-    def __getitem__(self, name: str) -> Any:
-        if name not in STAGE_NAMES:
-            raise KeyError(name)
-        return getattr(importlib.import_module(f"tasks.{name}"), f"{name}_task")
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(STAGE_NAMES)
-
-    def __len__(self) -> int:
-        return len(STAGE_NAMES)
-
-
-STAGE_TASKS = StageTasks()
 
 
 @task(name="skip-fresh-stage", task_run_name="{stage}: fresh, skipped", cache_policy=NO_CACHE)
