@@ -274,7 +274,7 @@ class FinetuneConfig(_Config):
     cloze_keep: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
         0.1, description="Share of cloze pairs whose positive keeps the sentence.")
     negatives: Literal["none", "bm25", "dense", "both"] = Field(
-        "bm25", description="Hard negatives per pair: BM25 and/or the base model's nearest "
+        "none", description="Hard negatives per pair: BM25 and/or the base model's nearest "
         "chunks, never from the positive's document or duplicate group.")
     loss: Literal["cached_mnrl", "gist"] = Field(
         "cached_mnrl", description="cached_mnrl: in-batch negatives (GradCache); gist: the "
@@ -286,7 +286,7 @@ class FinetuneConfig(_Config):
     max_seq_length: Annotated[int, Field(ge=16)] = Field(
         128, description="Tokens per text while training (the saved model keeps its own).")
     max_steps: Annotated[int, Field(ge=1)] = Field(
-        300, description="Optimizer steps at most (one epoch of the pairs at most).")
+        110, description="Optimizer steps at most (one epoch of the pairs at most).")
     max_minutes: Annotated[float, Field(gt=0.0)] = Field(
         20.0, description="A guard, never a stop: training that would take longer (judged "
         "from its first steps) fails before a model is written; the steps decide the model.")
