@@ -7,7 +7,8 @@ training and the whole stage, with the gate's verdict.
 A corpus from `benchmarks.corpus.generate` built through chunk (kept under `--keep`), or a
 workspace built at least through chunk (its ingest, clean and chunk outputs are linked into a
 scratch workspace beside it, so it is not changed); then the finetune stage with
-`finetune.enabled: true` and every other finetune key at its default. The issue's target:
+`finetune.enabled: true` and every other finetune key at the project's default (whatever the
+workspace's params.yaml says). The issue's target:
 at most 20 minutes of training on 2 CPU cores for a 60k-chunk corpus.
 Writes benchmarks/out/finetune-cost-<name>.json and .md.
 """
@@ -44,6 +45,7 @@ def prepare(base: Path, n_chunks: int) -> Path:
 
 def finetune_once(ws: Path) -> dict[str, Any]:
     """The finetune stage, on, in a scratch copy of `ws` (its upstream outputs linked)."""
+    from tasks.core.config import FinetuneConfig
     from tasks.core.params_file import write_overrides
 
     scratch = ws.parent / f"{ws.name}-finetune"
@@ -51,7 +53,9 @@ def finetune_once(ws: Path) -> dict[str, Any]:
     for folder in UPSTREAM:
         shutil.copytree(ws / "data" / folder, scratch / "data" / folder, copy_function=os.link)
     shutil.copy(ws / "params.yaml", scratch / "params.yaml")
-    write_overrides(scratch / "params.yaml", {"finetune.enabled": True})
+    defaults = FinetuneConfig().model_dump(mode="json")  # whatever the workspace had
+    write_overrides(scratch / "params.yaml", {f"finetune.{k}": v for k, v in defaults.items()}
+                    | {"finetune.enabled": True})
     seconds = timed_stages(scratch, ["finetune"])["finetune"]
     card = json.loads((scratch / "data/03_finetune/card.json").read_text())
     return {"stage_seconds": seconds, "pairs": card["pairs"], "kinds": card["kinds"],
