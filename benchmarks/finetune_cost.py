@@ -22,7 +22,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from benchmarks.report import cpu_label, save, timed_stages
+from benchmarks.workspaces import add_workspace_args, generated_workspace, measured_workspaces
 
 REPO = Path(__file__).resolve().parents[1]
 UPSTREAM = ("01_ingest", "02_clean", "03_chunk")
@@ -30,17 +33,7 @@ UPSTREAM = ("01_ingest", "02_clean", "03_chunk")
 
 def prepare(base: Path, n_chunks: int) -> Path:
     """The workspace of a generated corpus of about `n_chunks`, built through chunk."""
-    from benchmarks.corpus import generate
-    from tasks.core.params_file import write_overrides
-
-    ws = base / f"ws-{n_chunks}"
-    if not (ws / "data/03_chunk/_manifest.json").exists():
-        generate(base / f"corpus-{n_chunks}", n_chunks, REPO / "data" / "sample")
-        ws.mkdir(parents=True, exist_ok=True)
-        (ws / "params.yaml").write_text((REPO / "params.yaml").read_text())
-        write_overrides(ws / "params.yaml", {"ingest.source": str(base / f"corpus-{n_chunks}")})
-        timed_stages(ws, ("ingest", "clean", "chunk"))
-    return ws
+    return generated_workspace(base, n_chunks, ("ingest", "clean", "chunk"))
 
 
 def finetune_once(ws: Path) -> dict[str, Any]:
@@ -78,23 +71,12 @@ def markdown(r: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--chunks", type=int, nargs="+", default=[59_000])
-    parser.add_argument("--keep", type=Path, help="where the generated corpora are built")
-    parser.add_argument("--workspaces", type=Path, nargs="+", default=[],
-                        help="workspaces built through chunk, measured instead")
+    add_workspace_args(parser, "at least through chunk")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if not args.workspaces and args.keep is None:
-        parser.error("--keep is needed to build the generated corpora")
-    named = [(ws.name, ws) for ws in args.workspaces] or [
-        (str(n), prepare(args.keep, n)) for n in args.chunks]
-    runs = {}
-    for name, ws in named:
-        import pyarrow.parquet as pq
-
-        chunks = pq.read_metadata(ws / "data/03_chunk/chunks.parquet").num_rows
-        runs[name] = {"chunks": chunks, **finetune_once(ws)}
+    runs = {name: {"chunks": pq.read_metadata(ws / "data/03_chunk/chunks.parquet").num_rows,
+                   **finetune_once(ws)} for name, ws in measured_workspaces(parser, args, prepare)}
     report = {"cpu": cpu_label(), "load_average": os.getloadavg(), "runs": runs}
     save(args.out, "finetune-cost-" + "-".join(runs), report, markdown(report))
 

@@ -25,28 +25,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import cpu_label, save, timed_stages
+from benchmarks.report import cpu_label, save
+from benchmarks.workspaces import add_workspace_args, generated_workspace, measured_workspaces
 
 REPO = Path(__file__).resolve().parents[1]
 BEFORE_INDEX = ("ingest", "clean", "chunk", "finetune", "encode", "reduce", "dedup")
 
 
 def prepare(base: Path, n_chunks: int) -> Path:
-    """The workspace of a generated corpus of about `n_chunks`, built through dedup."""
-    from benchmarks.corpus import generate
-    from tasks.core.params_file import write_overrides
-
-    ws = base / f"ws-{n_chunks}"
-    if (ws / "data/06_dedup/_manifest.json").exists():
-        return ws
-    generate(base / f"corpus-{n_chunks}", n_chunks, REPO / "data" / "sample")
-    ws.mkdir(parents=True, exist_ok=True)
-    (ws / "params.yaml").write_text((REPO / "params.yaml").read_text())
-    write_overrides(ws / "params.yaml", {
-        "ingest.source": str(base / f"corpus-{n_chunks}"), "search.labels_choose": False,
-        "paths.vector_cache": str(base / "vector-cache")})
-    timed_stages(ws, BEFORE_INDEX)
-    return ws
+    """The workspace of a generated corpus of about `n_chunks`, built through dedup, its BEIR
+    labels set aside (the probes choose) and its vector cache beside it."""
+    return generated_workspace(base, n_chunks, BEFORE_INDEX, {
+        "search.labels_choose": False, "paths.vector_cache": str(base / "vector-cache")})
 
 
 def index_once(ws: Path) -> dict[str, Any]:
@@ -108,20 +98,13 @@ def markdown(report: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--chunks", type=int, nargs="+", default=[59_000])
-    parser.add_argument("--keep", type=Path,
-                        help="where the corpora and their workspaces are built and kept")
-    parser.add_argument("--workspaces", type=Path, nargs="+", default=[],
-                        help="built workspaces to measure instead (search_corpora's --keep "
-                        "folder holds them under ws/), as they are")
+    add_workspace_args(parser, "through dedup (search_corpora's --keep folder holds them "
+                       "under ws/)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if not args.workspaces and args.keep is None:
-        parser.error("--keep is needed to build the generated corpora")
-    named = [(ws.name, ws) for ws in args.workspaces] or [
-        (str(n), prepare(args.keep, n)) for n in args.chunks]
+    named = measured_workspaces(parser, args, prepare)
     sizes = []
     for name, ws in named:
         runs = [index_once(ws) for _ in range(args.repeat)]

@@ -29,7 +29,7 @@ LOG_STEPS = 10  # log lines per step when no terminal shows a bar
 T = TypeVar("T")
 
 
-def _prefect_loaded() -> bool:
+def prefect_loaded() -> bool:
     """Whether Prefect is imported: a process that has not imported it is in no Prefect run
     (`python -m tasks.<stage>`, `embedpipe stage`), and need not pay the import to know."""
     return "prefect.context" in sys.modules
@@ -37,7 +37,7 @@ def _prefect_loaded() -> bool:
 
 def task_logger() -> logging.Logger | logging.LoggerAdapter:
     """Prefect's run logger inside a run, the module logger under `python -m` (DVC)."""
-    if not _prefect_loaded():
+    if not prefect_loaded():
         return logging.getLogger("embedpipe")
     from prefect.exceptions import MissingContextError  # noqa: PLC0415
     from prefect.logging import get_run_logger  # noqa: PLC0415
@@ -50,7 +50,7 @@ def task_logger() -> logging.Logger | logging.LoggerAdapter:
 
 def _artifact(what: str) -> str | None:
     """A progress artifact of the current task run, None outside one."""
-    if not _prefect_loaded():
+    if not prefect_loaded():
         return None
     from prefect.artifacts import create_progress_artifact  # noqa: PLC0415
     from prefect.context import TaskRunContext  # noqa: PLC0415

@@ -29,7 +29,7 @@ from tasks.core.catalog import VECTOR_COLUMN, StageFile
 from tasks.core.config import Params, load_params
 from tasks.core.lock import workspace_lock
 from tasks.core.memory import release_freed_memory
-from tasks.core.progress import Progress
+from tasks.core.progress import Progress, prefect_loaded
 from tasks.core.registry import TASKS_DIR, declared_params, fingerprint, get_stage, module_deps
 from tasks.core.result_cache import ResultCache, space_of
 from tasks.core.shards import Observer, map_ordered, open_executor, shard_rows
@@ -41,7 +41,7 @@ MIN_SHARD_ROWS = 16
 
 def shard_observer(stage: str) -> Observer | None:
     """Under Prefect, each Dask shard's wait as a task run `<stage> shard N`; None outside."""
-    if "prefect.context" not in sys.modules:  # no Prefect run in a process without Prefect
+    if not prefect_loaded():
         return None
     from prefect import task  # noqa: PLC0415
     from prefect.cache_policies import NO_CACHE  # noqa: PLC0415

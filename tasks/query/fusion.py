@@ -128,7 +128,8 @@ def fuse_rrf(ranked: list[tuple[np.ndarray, np.ndarray | float]], rrf_k: int, k:
     first[:, 1:] = rows[:, 1:] != rows[:, :-1]
     starts = np.flatnonzero(first.ravel())
     total = np.zeros(rows.size)
-    total[starts] = np.add.reduceat(votes.ravel(), starts) if rows.size else total[starts]
+    if rows.size:  # reduceat refuses an empty array
+        total[starts] = np.add.reduceat(votes.ravel(), starts)
     keep = first & (rows < _NONE)
     return _top(np.where(keep, total.reshape(rows.shape), -np.inf), rows, keep, k)
 
