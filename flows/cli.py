@@ -50,13 +50,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = dict(parse_override(s) for s in args.set)
     params = load_params(_root(args) / "params.yaml", overrides)  # fail before Prefect starts
     check_locations(params, _root(args))
-    server = start_temporary_api(Path.cwd())  # starts while the pipeline is imported
+    server = start_temporary_api(Path.cwd(), params.run.server_idle_s)  # starts while the
+    # pipeline is imported
     from flows.pipeline import check_before_running, pipeline  # noqa: PLC0415
 
     if overrides:  # params.yaml is untouched until the overrides pass every check
         check_before_running(_root(args), params)
     if server is not None:
-        wait_until_healthy(os.environ["PREFECT_API_URL"], server)
+        wait_until_healthy(server, params.run.server_idle_s)
     summary = pipeline(root=str(_root(args)), set_params=overrides, force=args.force,
                        on_busy=args.on_busy)
     for s in summary["stages"]:
@@ -346,6 +347,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_server(args: argparse.Namespace) -> int:
+    from flows.kept_server import read_record, state_dir, stop  # noqa: PLC0415
+
+    folder = state_dir()
+    record = read_record(folder) if args.action == "status" else stop(folder)
+    if record is None:
+        print(f"no kept Prefect server for PREFECT_HOME {folder.parent}")
+        return 0
+    what = "running" if args.action == "status" else "stopped"
+    print(f"{what}: Prefect's temporary server at {record['url'].removesuffix('/api')} (pid "
+          f"{record['pid']}, started {record['started_utc']}, stops after {record['idle_s']:g}"
+          f" s without a run; log {folder / 'server.log'})")
+    return 0
+
+
 def cmd_dvc_yaml(args: argparse.Namespace) -> int:
     from flows.dvc_bridge import render_dvc_yaml  # noqa: PLC0415
 
@@ -376,6 +392,10 @@ def _add_run_parsers(sub: Any) -> None:
         func=cmd_status)
     sub.add_parser("serve", help="serve the `nightly` and `manual` Prefect deployments"
                    ).set_defaults(func=cmd_serve)
+    p = sub.add_parser("server", help="the temporary Prefect server `embedpipe run` keeps "
+                       "between runs (run.server_idle_s)")
+    p.add_argument("action", choices=["status", "stop"])
+    p.set_defaults(func=cmd_server)
     p = sub.add_parser("compare", help="run variants side by side and print one table")
     p.add_argument("--variant", action="append", required=True, metavar="K=V[,K=V]",
                    help="e.g. --variant reduce.pca_dims=128 --variant chunk.max_tokens=128")

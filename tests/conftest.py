@@ -28,6 +28,7 @@ from tests.workspace import (  # noqa: E402, F401
     make_workspace,
     run_stages,
     scoped_env,
+    stop_kept_servers,
     wait_healthy,
 )
 
@@ -36,10 +37,13 @@ from tests.workspace import (  # noqa: E402, F401
 def prefect_home(tmp_path_factory) -> Iterator[Path]:
     """PREFECT_HOME in this session's tmp for the processes tests start: the temporary Prefect
     server of an `embedpipe run` without PREFECT_API_URL keeps its SQLite database there,
-    never in ~/.prefect, which two sessions or xdist workers at once would share."""
+    never in ~/.prefect, which two sessions or xdist workers at once would share. At the
+    end, the temporary servers runs kept (`run.server_idle_s`) under any PREFECT_HOME of the
+    session's tmp are stopped."""
     home = tmp_path_factory.mktemp("prefect_home")
     with scoped_env({"PREFECT_HOME": str(home)}):
         yield home
+    stop_kept_servers(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")

@@ -153,7 +153,7 @@ NEUTRAL_CHANGES = {
     "paths.vector_cache": "cache2/vectors", "paths.result_cache": "cache2/results",
     "run.stage_timeout_s": 7200, "run.stage_timeouts": {"encode": 3600},
     "run.log_level": "DEBUG", "run.schedule_cron": "0 4 * * *", "run.timezone": "Europe/Paris",
-    "run.on_busy": "fail", "run.lock_wait_s": 10, "run.executor": "dask",
+    "run.on_busy": "fail", "run.lock_wait_s": 10, "run.executor": "dask", "run.server_idle_s": 0,
     "run.dask.workers": 1, "run.dask.threads_per_worker": 2, "run.dask.connect_timeout_s": 20,
     "run.dask.shard_rows": 40, "run.dask.max_in_flight": 3, "run.dask.retries": 1,
     "ingest.source": "elsewhere/corpus", "ingest.s3_endpoint_url": "http://127.0.0.1:9",

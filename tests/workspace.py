@@ -156,3 +156,12 @@ def scoped_env(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def stop_kept_servers(under: Path) -> list[dict]:
+    """Stop every temporary Prefect server an `embedpipe run` kept (`run.server_idle_s`)
+    for a PREFECT_HOME under `under`: their records."""
+    from flows.kept_server import stop
+
+    return [r for record in sorted(under.rglob("embedpipe-server/server.json"))
+            if (r := stop(record.parent)) is not None]

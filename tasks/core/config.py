@@ -118,6 +118,10 @@ class RunConfig(_Config):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING"] = Field(
         "INFO", description="Log level of the stages (flow runs and `python -m tasks.<stage>`).")
+    server_idle_s: Annotated[float, Field(ge=0)] = Field(
+        600, description="With no Prefect API configured, `embedpipe run` starts Prefect's "
+        "temporary server: kept up for the next run until this many seconds pass without one "
+        "(0: it stops with its run). `embedpipe server stop` stops it now.")
     schedule_cron: str = Field("0 3 * * *", description="Cron of the `nightly` deployment.")
     timezone: str = Field("UTC", description="IANA time zone of the schedule.")
     on_busy: Literal["wait", "fail"] = Field(
