@@ -383,3 +383,25 @@ def test_index_and_evaluate_read_what_encode_embedded_ahead(sample_run, tmp_path
 
     assert main(["--root", str(ahead), "cache", "gc"]) == 0
     run_stages(ahead, ["index"])
+
+
+def test_lexical_lists_keep_each_rows_first_entry_as_a_loop_would():
+    """BM25 documents of one duplicate group map to one row: the vectorized reading keeps
+    each row's first valid entry, best first, up to k, as the per-list loop it replaced."""
+    from tasks.query.lexical import _first_of_each_row
+
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        nq, width, k = (int(x) for x in rng.integers(1, (6, 40, 30)))
+        rows = rng.integers(0, int(rng.integers(1, 15)), size=(nq, width))
+        valid = rng.random((nq, width)) > 0.2
+        expected = []
+        for q in range(nq):
+            seen: list[int] = []
+            for at in range(width):
+                if valid[q, at] and rows[q, at] not in seen:
+                    seen.append(rows[q, at])
+                    if len(seen) <= k:
+                        expected.append((q, at, len(seen) - 1))
+        got = _first_of_each_row(rows, valid, k)
+        assert list(zip(*(a.tolist() for a in got), strict=True)) == expected

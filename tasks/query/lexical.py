@@ -135,14 +135,10 @@ class LexicalIndex:
         # a group can hold several of the top documents: look deeper, keep each row once
         found, s = self.index.retrieve([tokens[i] for i in asked], k=min(self.docs, 2 * k + 16),
                                        sorted=True, show_progress=False, n_threads=0)
-        for q, docs, doc_scores in zip(asked, found, s, strict=True):
-            best: dict[int, float] = {}
-            for doc, score in zip(docs.tolist(), doc_scores.tolist(), strict=True):
-                if score > 0:  # bm25s pads with zero-score documents
-                    best.setdefault(int(self.row_of[doc]), score)
-            top = list(best.items())[:k]
-            rows[q, :len(top)] = [r for r, _ in top]
-            scores[q, :len(top)] = [sc for _, sc in top]
+        found, s = self.row_of[np.asarray(found)], np.asarray(s)
+        q, at, rank = _first_of_each_row(found, s > 0, k)  # bm25s pads with zero scores
+        rows[np.asarray(asked)[q], rank] = found[q, at]
+        scores[np.asarray(asked)[q], rank] = s[q, at]
         return scores, rows
 
     def doc_freqs(self, tokens: list[str]) -> np.ndarray:
@@ -194,6 +190,21 @@ class LexicalIndex:
         return float(sum(i * tf[t] / (tf[t] + k1 * norm_m) for t, i in zip(query, idf,
                                                                           strict=True)
                          if tf.get(t) and i > 0))
+
+
+def _first_of_each_row(rows: np.ndarray, valid: np.ndarray, k: int
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per list (a row of `rows`, best first), the first `k` valid entries whose row has
+    not come earlier in the list: (list, position, rank in the list's output) of each."""
+    n = int(rows.max()) + 1 if rows.size else 1
+    keys = np.where(valid, np.arange(len(rows))[:, None] * n + rows, -1).ravel()
+    _, first = np.unique(keys, return_index=True)  # each list's row, where it came first
+    keep = np.zeros(keys.size, dtype=bool)
+    keep[first] = True
+    keep = (keep & (keys >= 0)).reshape(rows.shape)
+    rank = np.cumsum(keep, axis=1) - 1
+    q, at = np.nonzero(keep & (rank < k))
+    return q, at, rank[q, at]
 
 
 def _counts(tokens: list[str]) -> dict[str, int]:
