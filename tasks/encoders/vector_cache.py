@@ -31,6 +31,7 @@ from tasks.core.vectors import arrow_to_vectors, vector_problem, vectors_to_arro
 
 ROW_GROUP_ROWS = 8192  # a lookup reads the vectors of whole row groups that hold a hit
 SHARD_NAME = re.compile(r"part-([0-9a-f]{64})\.parquet")
+PROBES = "probes"  # the search choice's probes, beside the spaces (tasks/query/probe_store.py)
 
 
 def text_keys(texts: Iterable[str], prefix: str) -> list[str]:
@@ -140,11 +141,12 @@ def remove_leftovers(cache: Path) -> int:
 
 def gc(cache: Path, keep: dict[str, set[str]]) -> dict[str, int]:
     """Keep only `keep[space]` keys; drop other spaces, leftovers of killed writers and
-    shards that fail `verify`. Returns rows kept and dropped."""
+    shards that fail `verify` (the probes folder keeps its newest files itself). Returns
+    rows kept and dropped."""
     remove_leftovers(cache)
     kept = dropped = 0
     wanted = {space[:32]: keys for space, keys in keep.items()}
-    for folder in sorted(p for p in Path(cache).iterdir() if p.is_dir()):
+    for folder in sorted(p for p in Path(cache).iterdir() if p.is_dir() and p.name != PROBES):
         if folder.name in wanted:  # never carry a damaged shard's rows into a new one
             verify(cache, folder.name)
         shards = sorted(folder.glob("part-*.parquet"))

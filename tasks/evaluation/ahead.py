@@ -8,12 +8,14 @@ corpus with the seeds the params give, so the encode stage, which has the model 
 embeds them into the vector cache and those stages read them there
 (`search.encode_texts`) instead of loading the model again. A text they need that is not
 there (params changed since, more probes needed than drawn ahead) is embedded where it is
-needed, as before: ahead is a saving, never a source of truth. `embed_ahead` runs in the
-encode stage; `embedpipe cache gc` keeps their vectors (`ahead_keys`).
+needed, as before: ahead is a saving, never a source of truth. The search choice's probes
+themselves are kept there too (tasks/query/probe_store.py). `embed_ahead` runs in the encode
+stage; `embedpipe cache gc` keeps their vectors (`ahead_keys`).
 """
 
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -32,14 +34,16 @@ from tasks.encoders.vector_cache import text_keys
 from tasks.evaluation.beir import pooled_labels
 from tasks.evaluation.build_choice import labels_that_choose
 from tasks.indexing.factory import resolve_factory
-from tasks.query.probe_drawing import AHEAD_PER_PROBE, DRAWN, probe_texts
+from tasks.query.probe_drawing import AHEAD_PER_PROBE, DRAWN, Probe, drawn_probes, probe_texts
+from tasks.query.probe_store import keep_probes, probes_key
 from tasks.query.probes import probe_queries
 from tasks.storage.s3 import is_s3
 
 
 def texts_ahead(chunks: pa.Table, params: Params, root: Path, d: int
-                ) -> tuple[list[str], list[str]]:
-    """(queries, passages) the index and evaluate stages will embed, each once, in order.
+                ) -> tuple[list[str], list[str], list[Probe]]:
+    """(queries, passages) the index and evaluate stages will embed, each once, in order,
+    and the search choice's probes they come from (none where labels or the params choose).
 
     Args:
         chunks: the chunk stage's table (`probe_drawing.DRAWN` columns), every chunk.
@@ -49,18 +53,19 @@ def texts_ahead(chunks: pa.Table, params: Params, root: Path, d: int
     """
     source = params.ingest.source
     labels = {} if is_s3(source) else pooled_labels(root / source)[0]
-    queries, passages = [], []
+    drawn: list[Probe] = []
     if params.search.mode == "hybrid" and params.search.fusion == "auto" and \
             labels_that_choose(params, root) is None:
-        queries, passages = probe_texts(chunks, AHEAD_PER_PROBE * params.search.probes,
-                                        params.index.seed)
+        drawn = list(islice(drawn_probes(chunks, params.index.seed),
+                            AHEAD_PER_PROBE * params.search.probes))
+    queries, passages = probe_texts(drawn)
     queries += list(labels.values())
     if _tuned(params, chunks.num_rows, d):
         queries += [q for q, _ in probe_queries(chunks, params.index.tune_queries,
                                                 params.index.seed)]
     queries += [q for q, _ in probe_queries(chunks, params.evaluate.probe_docs,
                                             params.evaluate.seed)]
-    return list(dict.fromkeys(queries)), list(dict.fromkeys(passages))
+    return list(dict.fromkeys(queries)), list(dict.fromkeys(passages)), drawn
 
 
 def _tuned(params: Params, n: int, d: int) -> bool:
@@ -74,13 +79,14 @@ def _tuned(params: Params, n: int, d: int) -> bool:
     return nlist is not None or "HNSW" in factory
 
 
-def ahead_texts(run: StageRun, cfg: EncodeConfig, d: int) -> list[tuple[str, list[str]]]:
+def ahead_texts(run: StageRun, cfg: EncodeConfig, d: int
+                ) -> tuple[list[tuple[str, list[str]]], list[Probe]]:
     """(prefix, texts) of the query-side texts the index and evaluate stages will embed
     (`ahead.texts_ahead`): the queries with the query prefix, the passages with the
-    passage one."""
-    queries, passages = texts_ahead(run.read(CHUNKS, list(DRAWN)), run.params, run.root,
-                                    run.params.reduce.pca_dims or d)
-    return [(prefixes(cfg)[1], queries), (prefixes(cfg)[0], passages)]
+    passage one; and the search choice's probes drawn."""
+    queries, passages, drawn = texts_ahead(run.read(CHUNKS, list(DRAWN)), run.params,
+                                           run.root, run.params.reduce.pca_dims or d)
+    return [(prefixes(cfg)[1], queries), (prefixes(cfg)[0], passages)], drawn
 
 
 def ahead_keys(root: Path) -> set[str]:
@@ -89,7 +95,7 @@ def ahead_keys(root: Path) -> set[str]:
     run = start_stage("encode", root)
     cfg, model_info, _ = chosen_space(run.params.encode, run.input_dirs["finetune"])
     try:
-        sides = ahead_texts(run, cfg, model_info["dim"])
+        sides, _ = ahead_texts(run, cfg, model_info["dim"])
     except ValueError:  # nothing embedded ahead (`embed_ahead` said why)
         return set()
     return {k for prefix, texts in sides for k in text_keys(texts, prefix)}
@@ -98,13 +104,17 @@ def ahead_keys(root: Path) -> set[str]:
 def embed_ahead(run: StageRun, cfg: EncodeConfig, cache: Path, space: str, d: int) -> int:
     """Embed into the vector cache, while the model is loaded, the query-side texts the
     index and evaluate stages will embed (`ahead_texts`), as their query side embeds them
-    (`search.encode_texts`); how many the cache lacked."""
+    (`search.encode_texts`), and keeps the search choice's probes drawn
+    (`probe_store.keep_probes`); how many texts the cache lacked."""
     try:
-        sides = ahead_texts(run, cfg, d)
+        sides, drawn = ahead_texts(run, cfg, d)
     except ValueError as err:  # a labels file, say: the stage that reads it names it again
         task_logger().warning("encode: nothing embedded ahead for index and evaluate (%s)",
                               err)
         return 0
+    if drawn:
+        keep_probes(cache, probes_key(run.inputs["chunk"], run.params.index.seed), drawn,
+                    len(drawn) < AHEAD_PER_PROBE * run.params.search.probes)
     new = 0
     for prefix, texts in sides:
         found, _ = vector_cache.lookup(cache, space, text_keys(texts, prefix), d)

@@ -21,6 +21,7 @@ from tasks.evaluation.beir import labels_digest
 from tasks.evaluation.retrieval import choosing_labels, labeled_search_choice
 from tasks.query.fusion_choice import choose_search
 from tasks.query.probe_drawing import DRAWN
+from tasks.query.probe_store import probes_for_choice, probes_key
 from tasks.query.search import IndexFolder
 from tasks.storage.s3 import is_s3
 
@@ -29,14 +30,16 @@ def search_chooser(run: StageRun, dropped: pa.Table, labels: Path | None
                    ) -> Callable[[IndexFolder], dict[str, Any] | None]:
     """What picks the search on the folder being written: labels outrank probes, so the
     search the BEIR labels under `labels` pick, else the probes' (drawn from the chunk
-    table, seeded by `index.seed`, with dedup's dropped rows); the texts they embed read
-    from the encode stage's vector cache first."""
+    table, seeded by `index.seed`, with dedup's dropped rows; those encode drew and kept
+    first, `probe_store`); the texts they embed read from the encode stage's vector cache
+    first."""
     def choose(folder: IndexFolder) -> dict[str, Any] | None:
         folder.vector_cache = run.vector_cache
         seed = run.params.index.seed
         chosen = labeled_search_choice(folder, labels, seed) if labels is not None else None
-        return chosen or choose_search(folder, seed, lambda: run.read(CHUNKS, list(DRAWN)),
-                                       dropped)
+        probes = probes_for_choice(run.vector_cache, probes_key(run.inputs["chunk"], seed),
+                                   lambda: run.read(CHUNKS, list(DRAWN)), seed)
+        return chosen or choose_search(folder, seed, probes, dropped)
     return choose
 
 

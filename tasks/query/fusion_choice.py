@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from itertools import islice
 from typing import Any
@@ -39,7 +39,7 @@ from tasks.documents.context import contextual_texts
 from tasks.encoders.loading import release_local_encoders
 from tasks.query.fusion import Ranked, SearchPlan, fuse_plan
 from tasks.query.lexical import tokenize
-from tasks.query.probe_drawing import KINDS, Probe, drawn_probes
+from tasks.query.probe_drawing import KINDS, Probe
 from tasks.query.search import IndexFolder, Sides
 
 log = logging.getLogger(__name__)
@@ -118,15 +118,15 @@ def _replace(scores: np.ndarray, rows: np.ndarray, masked: dict[int, Any],
              new: dict[int, float]) -> None:
     """Take the `masked` rows out of one candidate list (best first) and put them back with
     their scores `new` (a row absent from `new` no longer matches), in place: the list a
-    second index over the masked texts would give."""
-    keep = [(s, r) for s, r in zip(scores.tolist(), rows.tolist(), strict=True)
-            if r >= 0 and r not in masked]
-    merged = sorted(keep + [(s, r) for r, s in new.items()], key=lambda x: (-x[0], x[1]))
-    merged = merged[:len(rows)]
+    second index over the masked texts would give (ordered by score, then row)."""
+    keep = (rows >= 0) & ~np.isin(rows, np.fromiter(masked, dtype="int64", count=len(masked)))
+    s = np.concatenate([scores[keep].astype("float64"), np.fromiter(new.values(), "float64")])
+    r = np.concatenate([rows[keep], np.fromiter(new, dtype="int64", count=len(new))])
+    order = np.lexsort((r, -s))[:len(rows)]
     scores[:] = 0.0
     rows[:] = -1
-    scores[:len(merged)] = [s for s, _ in merged]
-    rows[:len(merged)] = [r for _, r in merged]
+    scores[:len(order)] = s[order]
+    rows[:len(order)] = r[order]
 
 
 def masked_dense(folder: IndexFolder, probes: list[Probe], xq: np.ndarray, wide: int
@@ -265,14 +265,15 @@ def _halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[: (n + 1) // 2]), np.sort(order[(n + 1) // 2:])
 
 
-def choose_search(folder: IndexFolder, seed: int, chunks: Callable[[], pa.Table],
+def choose_search(folder: IndexFolder, seed: int, drawn: Iterator[Probe],
                   dropped: pa.Table | None = None) -> dict[str, Any] | None:
     """The search the folder answers with under `search.fusion: auto` (mode, fusion,
     alpha, weighting), with every candidate's probe metrics and why the winner won; None
     when the params fix the search (mode not hybrid, or fusion not auto) or there is no
-    lexical index. Probes are drawn from `chunks()` (the chunk stage's table, `DRAWN`
-    columns, read within the time the card records); `dropped` (dedup's dropped rows, with
-    their text) lets them come from chunks standing for a duplicate group too."""
+    lexical index. `drawn`: the probes as `drawn_probes` gives them from the chunk stage's
+    table, taken within the time the card records (`probe_store.probes_for_choice`: those
+    encode kept, then drawn); `dropped` (dedup's dropped rows, with their text) lets them
+    come from chunks standing for a duplicate group too."""
     cfg = folder.search
     if cfg.mode != "hybrid" or cfg.fusion != "auto" or folder.lexical is None:
         return None
@@ -281,8 +282,7 @@ def choose_search(folder: IndexFolder, seed: int, chunks: Callable[[], pa.Table]
         dropped.column("dropped_chunk_id").to_pylist(), dropped.column("text").to_pylist(),
         strict=True))
     row_docs = _row_docs(folder)
-    probes = usable_probes(folder, drawn_probes(chunks(), seed), cfg.probes, member_text,
-                           row_docs)
+    probes = usable_probes(folder, drawn, cfg.probes, member_text, row_docs)
     sel, held = _halves(len(probes), seed)
     if len(held) < MIN_PER_HALF:
         return {"mode": "hybrid", "fusion": "rrf", "alpha": None, "probes": len(probes),

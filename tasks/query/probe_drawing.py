@@ -5,9 +5,10 @@ at its own document: a question-shaped sentence where the document has one, a he
 title, or a plain sentence (inverse cloze), in turn, with the text of each chunk holding it
 taken out (`Probe.masked`). They are drawn from the chunk stage's table, every chunk before
 dedup (`drawn_probes`): a pure function of that table, the count and the seed. So the encode
-stage, which has the model loaded, draws the same probes and embeds their texts into the
-vector cache ahead (`probe_texts`), and the index stage reads them there; it keeps the
-probes dedup left usable (tasks/query/fusion_choice.py).
+stage, which has the model loaded, draws the same probes, embeds their texts into the
+vector cache ahead (`probe_texts`) and keeps the probes themselves there
+(tasks/query/probe_store.py); the index stage reads both there and keeps the probes dedup
+left usable (tasks/query/fusion_choice.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -161,8 +161,7 @@ def drawn_probes(chunks: pa.Table, seed: int) -> Iterator[Probe]:
             yield probe
 
 
-def probe_texts(chunks: pa.Table, n: int, seed: int) -> tuple[list[str], list[str]]:
-    """What the search choice embeds of the first `n` probes drawn (`drawn_probes`):
+def probe_texts(drawn: list[Probe]) -> tuple[list[str], list[str]]:
+    """What the search choice embeds of the probes `drawn` (the first of `drawn_probes`):
     (queries, masked chunk texts, as passages are embedded)."""
-    drawn = list(islice(drawn_probes(chunks, seed), n))
     return [p.query for p in drawn], [t for p in drawn for t in p.masked.values()]
