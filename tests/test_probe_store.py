@@ -12,7 +12,7 @@ import pyarrow as pa
 from tasks.core.catalog import CHUNKS
 from tasks.core.config import load_params
 from tasks.core.io import read_manifest, read_table
-from tasks.query.probe_drawing import DRAWN, drawn_probes
+from tasks.query.probe_drawing import DRAWN, drawing, drawn_probes
 from tasks.query.probe_store import keep_probes, kept_probes, probes_for_choice, probes_key
 
 WORDS = "alpha beta gamma delta epsilon zeta theta kappa lambda sigma omega".split()
@@ -41,23 +41,24 @@ def test_the_store_gives_the_probes_drawing_gives(tmp_path):
     assert len(everything) == 40
     # none kept: drawn from the table
     assert list(probes_for_choice(tmp_path, "k0", lambda: chunks, seed)) == everything
-    # the first 10 kept: the rest drawn on after them, the same sequence
-    keep_probes(tmp_path, "k1", everything[:10], complete=False)
+    # the first 10 kept: the rest drawn on from the state after them, the same sequence
+    first = list(islice(drawing(chunks, seed), 10))
+    keep_probes(tmp_path, "k1", [p for p, _ in first], first[-1][1])
     assert list(probes_for_choice(tmp_path, "k1", lambda: chunks, seed)) == everything
     # all kept: the table is never read
-    keep_probes(tmp_path, "k2", everything, complete=True)
+    keep_probes(tmp_path, "k2", everything, None)
     assert list(probes_for_choice(tmp_path, "k2", _read_never, seed)) == everything
     # a file whose bytes are not those its name says is not used
     path = next((tmp_path / "probes").glob("k2-*.parquet"))
     path.write_bytes(path.read_bytes()[:-20] + b"\0" * 20)
-    assert kept_probes(tmp_path, "k2") == ([], False)
+    assert kept_probes(tmp_path, "k2") == ([], None, False)
     assert list(probes_for_choice(tmp_path, "k2", lambda: chunks, seed)) == everything
 
 
 def test_the_store_keeps_its_newest_files(tmp_path):
     probes = list(islice(drawn_probes(_chunks(), 0), 5))
     for i in range(7):
-        keep_probes(tmp_path, f"key{i}", probes, complete=False)
+        keep_probes(tmp_path, f"key{i}", probes, None)
     assert sorted(p.name.split("-")[0] for p in (tmp_path / "probes").glob("*.parquet")) == [
         "key3", "key4", "key5", "key6"]
 
@@ -69,7 +70,7 @@ def test_encode_keeps_the_probes_the_index_chooses_on(sample_run: Path):
     chunk_dir = sample_run / "data/03_chunk"
     manifest = read_manifest(chunk_dir, "chunk")
     key = probes_key(manifest, params.index.seed)
-    kept, complete = kept_probes(sample_run / params.paths.vector_cache, key)
+    kept, _, complete = kept_probes(sample_run / params.paths.vector_cache, key)
     table = read_table(chunk_dir, CHUNKS, manifest, list(DRAWN))
     assert kept and kept == list(islice(drawn_probes(table, params.index.seed), len(kept)))
     assert complete == (len(kept) < 3 * params.search.probes)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -34,16 +35,17 @@ from tasks.encoders.vector_cache import text_keys
 from tasks.evaluation.beir import pooled_labels
 from tasks.evaluation.build_choice import labels_that_choose
 from tasks.indexing.factory import resolve_factory
-from tasks.query.probe_drawing import AHEAD_PER_PROBE, DRAWN, Probe, drawn_probes, probe_texts
+from tasks.query.probe_drawing import AHEAD_PER_PROBE, DRAWN, Probe, drawing, probe_texts
 from tasks.query.probe_store import keep_probes, probes_key
 from tasks.query.probes import probe_queries
 from tasks.storage.s3 import is_s3
 
 
 def texts_ahead(chunks: pa.Table, params: Params, root: Path, d: int
-                ) -> tuple[list[str], list[str], list[Probe]]:
+                ) -> tuple[list[str], list[str], list[tuple[Probe, dict[str, Any]]]]:
     """(queries, passages) the index and evaluate stages will embed, each once, in order,
-    and the search choice's probes they come from (none where labels or the params choose).
+    and the search choice's probes they come from, each with the state to draw on after it
+    (`probe_drawing.drawing`; none where labels or the params choose).
 
     Args:
         chunks: the chunk stage's table (`probe_drawing.DRAWN` columns), every chunk.
@@ -53,12 +55,12 @@ def texts_ahead(chunks: pa.Table, params: Params, root: Path, d: int
     """
     source = params.ingest.source
     labels = {} if is_s3(source) else pooled_labels(root / source)[0]
-    drawn: list[Probe] = []
+    drawn: list[tuple[Probe, dict[str, Any]]] = []
     if params.search.mode == "hybrid" and params.search.fusion == "auto" and \
             labels_that_choose(params, root) is None:
-        drawn = list(islice(drawn_probes(chunks, params.index.seed),
+        drawn = list(islice(drawing(chunks, params.index.seed),
                             AHEAD_PER_PROBE * params.search.probes))
-    queries, passages = probe_texts(drawn)
+    queries, passages = probe_texts([p for p, _ in drawn])
     queries += list(labels.values())
     if _tuned(params, chunks.num_rows, d):
         queries += [q for q, _ in probe_queries(chunks, params.index.tune_queries,
@@ -80,7 +82,7 @@ def _tuned(params: Params, n: int, d: int) -> bool:
 
 
 def ahead_texts(run: StageRun, cfg: EncodeConfig, d: int
-                ) -> tuple[list[tuple[str, list[str]]], list[Probe]]:
+                ) -> tuple[list[tuple[str, list[str]]], list[tuple[Probe, dict[str, Any]]]]:
     """(prefix, texts) of the query-side texts the index and evaluate stages will embed
     (`ahead.texts_ahead`): the queries with the query prefix, the passages with the
     passage one; and the search choice's probes drawn."""
@@ -112,9 +114,10 @@ def embed_ahead(run: StageRun, cfg: EncodeConfig, cache: Path, space: str, d: in
         task_logger().warning("encode: nothing embedded ahead for index and evaluate (%s)",
                               err)
         return 0
-    if drawn:
-        keep_probes(cache, probes_key(run.inputs["chunk"], run.params.index.seed), drawn,
-                    len(drawn) < AHEAD_PER_PROBE * run.params.search.probes)
+    if drawn:  # fewer than asked: all there are
+        keep_probes(cache, probes_key(run.inputs["chunk"], run.params.index.seed),
+                    [p for p, _ in drawn], drawn[-1][1] if len(drawn) == AHEAD_PER_PROBE *
+                    run.params.search.probes else None)
     new = 0
     for prefix, texts in sides:
         found, _ = vector_cache.lookup(cache, space, text_keys(texts, prefix), d)

@@ -137,11 +137,19 @@ DRAWN = ("chunk_id", "doc_id", "title", "text", "context")  # the chunk table's 
 AHEAD_PER_PROBE = 3
 
 
-def drawn_probes(chunks: pa.Table, seed: int) -> Iterator[Probe]:
+def drawn_probes(chunks: pa.Table, seed: int, resume: dict[str, Any] | None = None
+                 ) -> Iterator[Probe]:
     """Probes (`probe_for`), one per document in a seeded order, from the chunk stage's
     table (`DRAWN` columns, every chunk in corpus order), each chunk's masked text keyed by
     its chunk_id; a title only where no other document has it. Lazily: the first k are the
-    same however many are taken."""
+    same however many are taken; from `resume` (a state `drawing` gave), those after it."""
+    return (probe for probe, _ in drawing(chunks, seed, resume))
+
+
+def drawing(chunks: pa.Table, seed: int, resume: dict[str, Any] | None = None
+            ) -> Iterator[tuple[Probe, dict[str, Any]]]:
+    """`drawn_probes`, each probe with the state to resume the drawing after it (JSON: the
+    next document's place in the seeded order, the turn, the generator's state)."""
     doc_of, title_of, ids = (chunks.column(c).to_pylist() for c in ("doc_id", "title",
                                                                   "chunk_id"))
     text = chunks.column("text")
@@ -150,15 +158,18 @@ def drawn_probes(chunks: pa.Table, seed: int) -> Iterator[Probe]:
     for row, doc in enumerate(doc_of):
         rows_of.setdefault(doc, []).append(row)
     titles = Counter(title_of[rows[0]] for rows in rows_of.values())
-    docs, rng, turn = sorted(rows_of), np.random.default_rng(seed), 0
-    for i in rng.permutation(len(docs)):  # the texts of the documents drawn only
+    docs, rng, turn, start = sorted(rows_of), np.random.default_rng(seed), 0, 0
+    order = rng.permutation(len(docs))
+    if resume is not None:
+        start, turn, rng.bit_generator.state = resume["next"], resume["turn"], resume["rng"]
+    for at, i in enumerate(order[start:].tolist(), start):  # the documents drawn only
         rows, title = rows_of[docs[i]], title_of[rows_of[docs[i]][0]]
         probe = probe_for(docs[i], [ids[r] for r in rows], [text[r].as_py() for r in rows],
                           title if titles[title] == 1 else None, turn, rng, (),
                           [None if context is None else context[r].as_py() for r in rows])
         if probe is not None:
             turn += 1
-            yield probe
+            yield probe, {"next": at + 1, "turn": turn, "rng": rng.bit_generator.state}
 
 
 def probe_texts(drawn: list[Probe]) -> tuple[list[str], list[str]]:
