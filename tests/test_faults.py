@@ -157,9 +157,9 @@ def test_sigint_and_sigterm_to_the_process_group_stop_the_run_and_it_resumes(tmp
     home = tmp_path / "prefect_home"
     env = env_with_venv() | {"PREFECT_HOME": str(home)}
     kept = folder_sums(ws / "data/04_encode")
-    # SIGINT with the temporary server kept between runs (the default), SIGTERM with one that
-    # stops with its run
-    for name, code, idle in (("SIGINT", 130, 600), ("SIGTERM", 143, 0)):
+    # SIGINT with a temporary server that stops with its run, SIGTERM with one kept between
+    # runs (the default)
+    for name, code, idle in (("SIGINT", 130, 0), ("SIGTERM", 143, 600)):
         shutil.rmtree(ws / "data/cache/vectors")  # encode writes its vectors again
         params = (ws / "params.yaml").read_text()
         (ws / "params.yaml").write_text(re.sub(r"server_idle_s: \d+", f"server_idle_s: {idle}",
@@ -190,3 +190,4 @@ def test_sigint_and_sigterm_to_the_process_group_stop_the_run_and_it_resumes(tmp
     assert re.search(r"^chunk +fresh", again.stdout, re.M)
     assert re.search(r"^encode +ran ", again.stdout, re.M)
     assert "RUNNING" not in flow_states(home)
+    stop_kept_servers(home)
