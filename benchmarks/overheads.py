@@ -64,7 +64,7 @@ def prefect_server(home: Path) -> Iterator[tuple[str, float]]:
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             deadline = time.monotonic() + 180
-            while not _healthy(url):
+            while not healthy(url):
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError("prefect server did not start: "
                                        f"{(home / 'server.log').read_text()[-2000:]}")
@@ -75,7 +75,8 @@ def prefect_server(home: Path) -> Iterator[tuple[str, float]]:
             proc.wait(timeout=30)
 
 
-def _healthy(url: str) -> bool:
+def healthy(url: str) -> bool:
+    """Whether a Prefect API at `url` answers /health with 200."""
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
             return r.status == 200

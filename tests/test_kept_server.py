@@ -8,9 +8,9 @@ import json
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
+from benchmarks.overheads import healthy
 from tests.workspace import env_with_venv
 
 BIN = Path(sys.executable).parent
@@ -44,18 +44,10 @@ def _server(tmp_path: Path, action: str) -> subprocess.CompletedProcess:
                           check=True)
 
 
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 def _gone(url: str, record: Path, within_s: float) -> bool:
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
-        if not _answers(url) and not record.exists():
+        if not healthy(url) and not record.exists():
             return True
         time.sleep(0.2)
     return False
@@ -68,13 +60,13 @@ def test_the_next_run_uses_the_kept_server_which_stops_once_idle(tmp_path):
     assert first.returncode == 0, err[-3000:]
     url, pid = out.split()
     assert "started now; it stops after 2 s without a run" in err
-    assert _answers(url)  # the run ended; its server did not
+    assert healthy(url)  # the run ended; its server did not
     assert json.loads(record.read_text())["pid"] == int(pid)
 
     second = _run(tmp_path, idle=2, hold=5)  # holds it past the idle time
     assert second.stdout.readline().split() == [url, pid]
     time.sleep(4)
-    assert _answers(url)
+    assert healthy(url)
     _, err = second.communicate(timeout=60)
     assert second.returncode == 0 and "started by an earlier run" in err, err[-3000:]
     assert _gone(url, record, within_s=15), "the kept server outlived its idle time"
@@ -82,7 +74,7 @@ def test_the_next_run_uses_the_kept_server_which_stops_once_idle(tmp_path):
     third = _run(tmp_path, idle=600)  # none left: a new one, stopped on demand
     out, _ = third.communicate(timeout=120)
     new_url, new_pid = out.split()
-    assert new_pid != pid and _answers(new_url)
+    assert new_pid != pid and healthy(new_url)
     status = _server(tmp_path, "status")
     assert f"running: Prefect's temporary server at {new_url.removesuffix('/api')} (pid " \
         f"{new_pid}" in status.stdout, status.stdout + status.stderr
