@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from ruamel.yaml import YAML
 
 from tasks.core.config import Params
 from tasks.core.io import pid_alive
-from tasks.core.registry import SOURCE_STAGE, STAGE_NAMES, dvc_plots, dvc_stages
+from tasks.core.registry import SOURCE_STAGE, STAGE_NAMES, dvc_plots, dvc_stages, get_stage
 from tasks.documents.listing import write_source_listing
 from tasks.documents.sources import unreadable_entries
 from tasks.storage.s3 import is_s3
@@ -183,18 +184,24 @@ def _shown(value: Any) -> str:
 _ABSENT = object()
 
 
+def _yaml12(path: Path) -> Any:
+    """A YAML file read as DVC reads it (YAML 1.2, ruamel's C parser): `2e-05` is a number,
+    where PyYAML's YAML 1.1 reads a string, and `2.0e-05` a number."""
+    return YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+
+
 def param_key_changes(root: Path, stage: str) -> list[str] | None:
     """`dedup.threshold 0.95 → 0.9` for every params.yaml key of `stage` whose value differs
     from the one dvc.lock recorded (a `--set`, a form field or a hand edit alike); None when
     dvc.lock has no entry for the stage (it never ran here)."""
     lock_path = root / "dvc.lock"
-    lock = yaml.safe_load(lock_path.read_text(encoding="utf-8")) if lock_path.is_file() else None
+    lock = _yaml12(lock_path) if lock_path.is_file() else None
     entry = ((lock or {}).get("stages") or {}).get(stage)
     if entry is None:
         return None
     old = _flat(entry.get("params", {}).get("params.yaml", {}), "")
-    current = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8")) or {}
-    declared = dvc_stages().get(stage, {}).get("params", [])
+    current = _yaml12(root / "params.yaml") or {}
+    declared = get_stage(stage).params if stage in STAGE_NAMES else ()
     new: dict[str, Any] = {}
     for name in declared:
         value: Any = current

@@ -57,3 +57,15 @@ def test_why_it_runs_names_the_keys_with_old_and_new_values(tmp_path):
     assert full == "changed deps: tasks/dedup.py modified; params: dedup.threshold 0.95 → 0.9"
     assert explain_stale(tmp_path, "index", changes) == (
         "never run", "never run (no entry in dvc.lock)")
+
+
+def test_why_it_runs_reads_numbers_as_dvc_does(tmp_path):
+    """DVC writes `2e-05` to dvc.lock (YAML 1.2: a number); params.yaml says `2.0e-05`. The
+    same value: no params change is named (PyYAML read the first as a string)."""
+    (tmp_path / "params.yaml").write_text("finetune:\n  learning_rate: 2.0e-05\n")
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  finetune:\n    cmd: python -m tasks.finetune\n"
+        "    params:\n      params.yaml:\n        finetune:\n          learning_rate: 2e-05\n")
+    changes = [{"changed deps": {"data/03_chunk": "modified"}}]
+    assert explain_stale(tmp_path, "finetune", changes) == (
+        "deps: 1 modified (data/03_chunk)", "changed deps: data/03_chunk modified")
