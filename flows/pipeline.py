@@ -130,23 +130,41 @@ def stage_row(stage: str, out_dir: Path, reason: str, seconds: float | None,
             "rows": manifest.get("rows", {})}
 
 
+class Staleness:
+    """DVC's status entries of each stage in turn (`run_stages` says when it asks)."""
+
+    def __init__(self, repo: Any) -> None:
+        self.repo = repo
+        self.every: dict[str, list[Any]] | None = None  # every stage's, asked at most once
+
+    def of(self, stage: str, ran_any: bool) -> list[Any] | None:
+        """`stage`'s entries, None when fresh: asked alone for the first stage and after a
+        stage has run, else read from one status of every stage."""
+        if ran_any or stage == STAGES[0].name:
+            return stale_reason(self.repo, stage)
+        if self.every is None:
+            self.every = stale_stages(self.repo)
+        return self.every.get(stage)
+
+
 def run_stages(repo: Any, root: Path, params: Params, force: bool, checked: bool,
                started: Callable[[], None] = lambda: None) -> list[dict[str, Any]]:
     """Run the stale stages in order, recording each in dvc.lock; one row per stage.
 
-    DVC is asked once for every stage; once a stage has run, each later stage is asked again,
-    since the outputs it depends on may have changed. `checked`: the params have had the
+    DVC is asked about the first stage alone: where it is stale (new documents), it runs and
+    each later stage is asked in turn, as the outputs it depends on may have changed; where
+    it is fresh, DVC is asked once for every stage (one parse of dvc.yaml and dvc.lock, not
+    one per stage), until a stage has run. `checked`: the params have had the
     model cross-check; otherwise it runs before the first stage does (it loads the tokenizer,
     which a run that skips everything does not need). `started()` is called just before
     the first stage runs.
     """
     log = get_run_logger()
     rows: list[dict[str, Any]] = []
-    stale = {} if force else stale_stages(repo)
+    status = Staleness(repo)
     ran_any = False
     for spec in STAGES:
-        changes = None if force else (
-            stale_reason(repo, spec.name) if ran_any else stale.get(spec.name))
+        changes = None if force else status.of(spec.name, ran_any)
         repair = (workspace_damage(root, params) if spec.name == "publish" and not force
                   and changes is None else None)
         out_dir = spec.out_dir(params, root)
