@@ -119,7 +119,8 @@ def _replace(scores: np.ndarray, rows: np.ndarray, masked: dict[int, Any],
     """Take the `masked` rows out of one candidate list (best first) and put them back with
     their scores `new` (a row absent from `new` no longer matches), in place: the list a
     second index over the masked texts would give (ordered by score, then row)."""
-    keep = (rows >= 0) & ~np.isin(rows, np.fromiter(masked, dtype="int64", count=len(masked)))
+    out = np.fromiter(masked, dtype="int64", count=len(masked))  # a few rows (MAX_MASKED)
+    keep = (rows >= 0) & ~(rows[:, None] == out[None, :]).any(axis=1)
     s = np.concatenate([scores[keep].astype("float64"), np.fromiter(new.values(), "float64")])
     r = np.concatenate([rows[keep], np.fromiter(new, dtype="int64", count=len(new))])
     order = np.lexsort((r, -s))[:len(rows)]
