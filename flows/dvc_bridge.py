@@ -178,7 +178,8 @@ def _flat(value: Any, prefix: str) -> dict[str, Any]:
 
 
 def _shown(value: Any) -> str:
-    return "(absent)" if value is _ABSENT else json.dumps(value, ensure_ascii=False)
+    return "(absent)" if value is _ABSENT else json.dumps(value, ensure_ascii=False,
+                                                          default=str)  # a date
 
 
 _ABSENT = object()

@@ -69,3 +69,13 @@ def test_why_it_runs_reads_numbers_as_dvc_does(tmp_path):
     changes = [{"changed deps": {"data/03_chunk": "modified"}}]
     assert explain_stale(tmp_path, "finetune", changes) == (
         "deps: 1 modified (data/03_chunk)", "changed deps: data/03_chunk modified")
+
+
+def test_why_it_runs_names_a_changed_date(tmp_path):
+    """A date in params (YAML reads it as a date) is named, not a crash."""
+    (tmp_path / "params.yaml").write_text("dedup:\n  threshold: 2026-12-07\n")
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  dedup:\n    cmd: python -m tasks.dedup\n    params:\n"
+        "      params.yaml:\n        dedup:\n          threshold: 2026-12-06\n")
+    assert explain_stale(tmp_path, "dedup", [])[0] == (
+        'params: dedup.threshold "2026-12-06" → "2026-12-07"')
