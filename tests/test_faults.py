@@ -176,7 +176,8 @@ def test_sigint_and_sigterm_to_the_process_group_stop_the_run_and_it_resumes(tmp
         sent = float(
             next(line for line in log.read_text().splitlines() if " sent " in line).split()[-1]
         )
-        assert done.returncode == code, done.stdout[-3000:] + done.stderr[-3000:]
+        assert done.returncode == code, (log.read_text()[:1500] + done.stdout[-3000:]
+                                         + done.stderr[-3000:])
         assert ended - sent < STOP_WITHIN_S, (name, ended - sent)
         assert f"stopped by {name}" in done.stderr
         port = int(re.search(r"127\.0\.0\.1:(\d+)", done.stderr).group(1))

@@ -46,6 +46,8 @@ def reached(stage: str, kind: str, counted: bool = True) -> None:
         if _LOG:
             with open(_LOG, "a", encoding="utf-8") as f:
                 f.write(f"{point} sent {time.time()}\n")
+                if signum != signal.SIGKILL:  # one a handler takes: say who would
+                    f.write(_signal_state())
         os.killpg(os.getpgid(0), signum)
         # Python runs the handler in the main thread at its next check, and on a loaded
         # machine a signal taken by another thread can land later than this point (the
@@ -53,6 +55,20 @@ def reached(stage: str, kind: str, counted: bool = True) -> None:
         # the write this point names.
         for _ in range(200):
             time.sleep(0.05)
+
+
+def _signal_state() -> str:
+    """Who would take the signal, for a run that did not stop on it (the slow lane saw a
+    SIGINT lost twice): this thread, Python's handler, the kernel's masks."""
+    import threading  # noqa: PLC0415
+
+    status = Path("/proc/self/status")
+    masks = [line.strip() for line in (status.read_text().splitlines() if status.exists()
+                                       else []) if line.startswith(("SigBlk", "SigIgn",
+                                                                    "SigCgt"))]
+    return (f"# signal state: pid {os.getpid()}, thread {threading.current_thread().name}, "
+            f"Python's SIGINT handler {signal.getsignal(signal.SIGINT)!r}, "
+            f"{', '.join(masks)}\n")
 
 
 _real_replace = os.replace
