@@ -71,6 +71,9 @@ def plant_hostile(folder: Path, outside: Path) -> None:
         f.write("a file whose name is not UTF-8")
 
 
+# its runs' own timeouts (1800 s, then 1200 s) are the guards: the 10k tiny chunks' int8
+# encode passed pytest's 900 s in the slow lane on a CPU without VNNI
+@pytest.mark.timeout(3000)
 def test_hostile_folder_runs_through_and_accounts_for_every_file(tmp_path):
     ws = make_workspace(tmp_path / "ws")
     outside = tmp_path / "outside"
