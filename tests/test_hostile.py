@@ -72,7 +72,7 @@ def plant_hostile(folder: Path, outside: Path) -> None:
 
 
 # its runs' own timeouts (1800 s, then 1200 s) are the guards: the 10k tiny chunks' int8
-# encode passed pytest's 900 s in the slow lane on a CPU without VNNI
+# encode passed 900 s in the slow lane on a CPU without VNNI (AVX2 only)
 @pytest.mark.timeout(3000)
 def test_hostile_folder_runs_through_and_accounts_for_every_file(tmp_path):
     ws = make_workspace(tmp_path / "ws")
@@ -87,8 +87,6 @@ def test_hostile_folder_runs_through_and_accounts_for_every_file(tmp_path):
     assert "max_doc_mb: 0.5" in params.read_text()
     env = env_with_venv()
     env.pop("PREFECT_API_URL", None)
-    # 10k chunks (the tiny sentences): int8 encode on a CPU without VNNI (AVX2 only) took
-    # past 900 s beside the other slow tests
     done = subprocess.run([str(BIN / "embedpipe"), "run"], cwd=ws, env=env, text=True,
                           capture_output=True, timeout=1800, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
