@@ -254,6 +254,33 @@ def test_masked_bm25_score_matches_the_index_and_drops_removed_terms(tmp_path):
     assert 0 < lex.masked_score(query, 0, tokenize(texts[0]), partly) < float(scores[0, 0])
 
 
+def test_top_documents_are_bm25s_scores_best_first_ties_in_document_order(tmp_path):
+    """The batched BM25 search gives the scores bm25s gives, bit for bit (a repeated query
+    word counts twice, as in bm25s), best first, equal scores in document order, and pads a
+    query with fewer matches than k with score 0."""
+    from tasks.query.lexical import LexicalIndex, build_lexical, save_lexical
+
+    cfg = SearchConfig()
+    rng = np.random.default_rng(3)
+    words = [f"w{i}" for i in range(40)]
+    texts = [" ".join(rng.choice(words, int(rng.integers(3, 12)))) for _ in range(300)]
+    texts += ["w1 w2", "w2 w1", "w1 w2"] + ["w39 w38"] * 2  # equal scores
+    save_lexical(build_lexical(texts, cfg), tmp_path)
+    lex = LexicalIndex.load(tmp_path, cfg, np.arange(len(texts)))
+    queries = [list(rng.choice(words, int(rng.integers(1, 6)))) for _ in range(200)]
+    queries += [["w1", "w2"], ["w39", "w38", "w39"], ["w5", "absent"], ["absent"]]
+    k = 25
+    docs, scores = lex.top_documents(queries, k)
+    for q, d, s in zip(queries, docs, scores, strict=True):
+        known = [t for t in q if t in lex.index.vocab_dict]
+        full = lex.index.get_scores(known) if known else np.zeros(len(texts), "float32")
+        best = sorted(range(len(texts)), key=lambda i: (-full[i], i))[:k]
+        expected = [i for i in best if full[i] > 0]
+        assert d[:len(expected)].tolist() == expected
+        assert s[:len(expected)].tolist() == full[expected].tolist()  # bit for bit
+        assert not s[len(expected):].any()
+
+
 @pytest.fixture(scope="module")
 def sample_index(sample_run):
     return sample_run / "data/07_index"

@@ -2,7 +2,8 @@
 
 The index holds every chunk: the indexed (kept) ones, then the members of their duplicate
 groups, so a token only a dropped twin has (its package name, say) still finds its group.
-Hits are reported as rows of the indexed chunks, each group once at its best rank.
+Hits are reported as rows of the indexed chunks, each group once at its best rank; equal
+scores rank in the index's document order (`LexicalIndex.top_documents`).
 
 Tokens keep identifiers whole (`libfoo-dev`, `x86_64`, `http/2`, `c++`) and add their parts,
 so a query for `libfoo` finds `libfoo-dev` and a query for `libfoo-dev` ranks it first. Plain
@@ -30,6 +31,7 @@ _FILES = {"data_name": f"{PREFIX}.data.npy", "indices_name": f"{PREFIX}.indices.
           "params_name": f"{PREFIX}.params.json", "nnoc_name": f"{PREFIX}.nonoccurrence.npy"}
 _TOKEN = re.compile(r"\w+(?:[-./+#:@]\w+)*[+#]*")
 _PARTS = re.compile(r"[-./+#:@_]+")
+_SCORED = 1 << 22  # (query, document) scores held at once in a lexical search: 32 MB
 
 
 @lru_cache(maxsize=4)
@@ -109,6 +111,7 @@ class LexicalIndex:
     def __init__(self, index: Any, cfg: SearchConfig, row_of: np.ndarray) -> None:
         """`row_of[i]`: the indexed row lexical document i stands for (its group's row)."""
         self.index, self.cfg, self.row_of = index, cfg, row_of
+        self._scores: Any = None
         self.docs = int(index.scores["num_docs"])
         self.n = int(row_of.max()) + 1 if len(row_of) else 0
 
@@ -133,13 +136,51 @@ class LexicalIndex:
         if not asked or not k:
             return scores, rows
         # a group can hold several of the top documents: look deeper, keep each row once
-        found, s = self.index.retrieve([tokens[i] for i in asked], k=min(self.docs, 2 * k + 16),
-                                       sorted=True, show_progress=False, n_threads=0)
-        found, s = self.row_of[np.asarray(found)], np.asarray(s)
-        q, at, rank = _first_of_each_row(found, s > 0, k)  # bm25s pads with zero scores
+        found, s = self.top_documents([tokens[i] for i in asked], min(self.docs, 2 * k + 16))
+        found = self.row_of[found]
+        q, at, rank = _first_of_each_row(found, s > 0, k)  # padded with zero scores
         rows[np.asarray(asked)[q], rank] = found[q, at]
         scores[np.asarray(asked)[q], rank] = s[q, at]
         return scores, rows
+
+    def top_documents(self, queries: list[list[str]], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The `k` best lexical documents of each tokenized query, best first, (documents,
+        scores) each (nq, k), padded with document 0 at score 0: BM25 scores as bm25s sums
+        them (float32, term by term in the query's order), ties in document order.
+
+        bm25s scores and partitions every document, one query at a time; here the queries'
+        term counts times the score matrix scores only the documents holding a query term,
+        and equal scores come out in one order, not the partition's."""
+        docs = np.zeros((len(queries), k), dtype="int64")
+        scores = np.zeros((len(queries), k), dtype="float32")
+        block = max(1, min(256, _SCORED // max(self.docs, 1)))
+        for lo in range(0, len(queries), block):
+            hit = self._term_counts(queries[lo:lo + block]) @ self._matrix()
+            for q in range(hit.shape[0]):
+                at = slice(hit.indptr[q], hit.indptr[q + 1])
+                d, s = _best(hit.indices[at], hit.data[at], k)
+                docs[lo + q, :len(d)], scores[lo + q, :len(d)] = d, s
+        return docs, scores
+
+    def _matrix(self) -> Any:
+        """The index's scores as a (terms x documents) CSR matrix (no copy)."""
+        if self._scores is None:
+            from scipy.sparse import csr_matrix  # noqa: PLC0415
+            sc = self.index.scores
+            self._scores = csr_matrix((sc["data"], sc["indices"], sc["indptr"]),
+                                      shape=(len(sc["indptr"]) - 1, self.docs), copy=False)
+        return self._scores
+
+    def _term_counts(self, queries: list[list[str]]) -> Any:
+        """One row per query, one entry per known token in the query's order (a repeated
+        token once per occurrence, as bm25s adds it again), each 1.0."""
+        from scipy.sparse import csr_matrix  # noqa: PLC0415
+        vocab = self.index.vocab_dict
+        ids = [[vocab[t] for t in q if t in vocab] for q in queries]
+        indptr = np.cumsum([0] + [len(i) for i in ids])
+        cols = np.fromiter((t for i in ids for t in i), dtype="int64", count=int(indptr[-1]))
+        return csr_matrix((np.ones(len(cols), dtype="float32"), cols, indptr),
+                          shape=(len(queries), self._matrix().shape[0]))
 
     def doc_freqs(self, tokens: list[str]) -> np.ndarray:
         """How many lexical documents hold each token (0 for a token not in the index)."""
@@ -205,6 +246,15 @@ def _first_of_each_row(rows: np.ndarray, valid: np.ndarray, k: int
     rank = np.cumsum(keep, axis=1) - 1
     q, at = np.nonzero(keep & (rank < k))
     return q, at, rank[q, at]
+
+
+def _best(docs: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The `k` best of one query's scored documents: score descending, then document."""
+    if len(docs) > k:  # every document scoring at least the k-th best, ties included
+        keep = scores >= np.partition(scores, len(scores) - k)[len(scores) - k]
+        docs, scores = docs[keep], scores[keep]
+    order = np.lexsort((docs, -scores))[:k]
+    return docs[order], scores[order]
 
 
 def _counts(tokens: list[str]) -> dict[str, int]:
