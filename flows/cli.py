@@ -71,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
-    from flows.dvc_bridge import hold_repo, record_stage, refresh_source_listing  # noqa: PLC0415
+    from flows.dvc_bridge import hold_repo, record_stage, refresh_inputs  # noqa: PLC0415
     from flows.stage_tasks import STAGE_TASKS  # noqa: PLC0415
     from tasks.core.lock import workspace_lock  # noqa: PLC0415
 
@@ -81,7 +81,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     run_cfg = params.run
     with hold_repo(root, run_cfg.on_busy == "wait") as repo, workspace_lock(
             root, f"embedpipe stage {args.name}", run_cfg.on_busy, run_cfg.lock_wait_s):
-        refresh_source_listing(repo, params)
+        refresh_inputs(repo, params)
         out = STAGE_TASKS[args.name].fn(root=str(root))
         record_stage(repo, args.name)
     print(out)
@@ -90,11 +90,13 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from flows.dvc_bridge import exclude_unhashable, pipeline_status  # noqa: PLC0415
+    from tasks.core.code_digest import write_code_digests  # noqa: PLC0415
     from tasks.documents.listing import write_source_listing  # noqa: PLC0415
     from tasks.storage.published import workspace_damage  # noqa: PLC0415
 
     params = load_params(_root(args) / "params.yaml")  # a YAML or key error in one line
     exclude_unhashable(_root(args), params.ingest.source)
+    write_code_digests(_root(args), params.paths.data)  # what DVC compares for the code
     write_source_listing(_root(args), params)  # what DVC compares in place of the source
     status = pipeline_status(_root(args))
     status["publish"] = status["publish"] or workspace_damage(_root(args), params)

@@ -15,9 +15,17 @@ from typing import Any
 import yaml
 from ruamel.yaml import YAML
 
+from tasks.core.code_digest import CODE_DIR, changed_modules, write_code_digests
 from tasks.core.config import Params
 from tasks.core.io import pid_alive
-from tasks.core.registry import SOURCE_STAGE, STAGE_NAMES, dvc_plots, dvc_stages, get_stage
+from tasks.core.registry import (
+    CODE_STAGE,
+    SOURCE_STAGE,
+    STAGE_NAMES,
+    dvc_plots,
+    dvc_stages,
+    get_stage,
+)
 from tasks.documents.listing import write_source_listing
 from tasks.documents.sources import unreadable_entries
 from tasks.storage.s3 import is_s3
@@ -191,13 +199,46 @@ def _yaml12(path: Path) -> Any:
     return YAML(typ="safe").load(path.read_text(encoding="utf-8"))
 
 
+def _lock_entry(root: Path, stage: str) -> dict[str, Any] | None:
+    """What dvc.lock recorded for `stage`; None when it has no entry (it never ran here)."""
+    lock_path = root / "dvc.lock"
+    lock = _yaml12(lock_path) if lock_path.is_file() else None
+    return ((lock or {}).get("stages") or {}).get(stage)
+
+
+def named_modules(root: Path, stage: str, changes: list[Any]) -> list[Any]:
+    """DVC's status entries for `stage` with its code digest's change (`code/<stage>.json
+    modified`) told as the modules that changed: the digest dvc.lock recorded is read back
+    from DVC's cache and compared with the current one (left as it is where the cache lacks
+    it)."""
+    digest = f"{CODE_DIR}/{stage}.json"
+    out = []
+    for change in changes:
+        deps = change.get("changed deps") if isinstance(change, dict) else None
+        path = next((p for p in deps or {} if p.endswith(digest)), None)
+        old = _cached_text(root, _lock_entry(root, stage), path) if path else None
+        if old is None or deps[path] != "modified":
+            out.append(change)
+            continue
+        modules = changed_modules(old, (root / path).read_text(encoding="utf-8"))
+        named = {p: v for p, v in deps.items() if p != path} | dict.fromkeys(modules, "modified")
+        out.append(change | {"changed deps": named})
+    return out
+
+
+def _cached_text(root: Path, entry: dict[str, Any] | None, path: str) -> str | None:
+    """The text dvc.lock's `entry` recorded for its dep `path`, from DVC's default cache."""
+    md5 = next((d.get("md5") for d in (entry or {}).get("deps", []) if d.get("path") == path),
+               None)
+    cached = root / ".dvc/cache/files/md5" / md5[:2] / md5[2:] if md5 else None
+    return cached.read_text(encoding="utf-8") if cached is not None and cached.is_file() else None
+
+
 def param_key_changes(root: Path, stage: str) -> list[str] | None:
     """`dedup.threshold 0.95 → 0.9` for every params.yaml key of `stage` whose value differs
     from the one dvc.lock recorded (a `--set`, a form field or a hand edit alike); None when
     dvc.lock has no entry for the stage (it never ran here)."""
-    lock_path = root / "dvc.lock"
-    lock = _yaml12(lock_path) if lock_path.is_file() else None
-    entry = ((lock or {}).get("stages") or {}).get(stage)
+    entry = _lock_entry(root, stage)
     if entry is None:
         return None
     old = _flat(entry.get("params", {}).get("params.yaml", {}), "")
@@ -221,6 +262,7 @@ def explain_stale(root: Path, stage: str, changes: list[Any]) -> tuple[str, str]
     keys = param_key_changes(Path(root), stage)
     if keys is None:
         return "never run", "never run (no entry in dvc.lock)"
+    changes = named_modules(Path(root), stage, changes)
     params = [f"params: {', '.join(keys)}"] if keys else []
     short = "; ".join([p for p in [_status_line(changes, _counted)] if p] + params)
     full = "; ".join([p for p in [_status_line(changes, _every_path)] if p] + params)
@@ -302,6 +344,22 @@ def exclude_unhashable(root: Path, source: str) -> None:
     if new != text:
         path.write_text(new, encoding="utf-8")
 
+
+
+def refresh_inputs(repo: Any, params: Params) -> None:
+    """Write and record what DVC hashes in place of the code and of `ingest.source`: the
+    code digests first (the DVC stage `source` depends on its own)."""
+    refresh_code_digests(repo, params)
+    refresh_source_listing(repo, params)
+
+
+def refresh_code_digests(repo: Any, params: Params) -> None:
+    """Write each stage's code digest (`tasks.core.code_digest`: what DVC hashes for a
+    stage's code) before DVC is asked what is stale, and record the DVC stage `code` that
+    owns them, so that `dvc status` and `dvc repro` agree afterwards."""
+    changed = write_code_digests(Path(repo.root_dir), params.paths.data)
+    if changed or stale_reason(repo, CODE_STAGE) is not None:
+        record_stage(repo, CODE_STAGE)
 
 
 def refresh_source_listing(repo: Any, params: Params) -> None:

@@ -27,7 +27,7 @@ from flows.dvc_bridge import (
     explain_stale,
     hold_repo,
     record_stage,
-    refresh_source_listing,
+    refresh_inputs,
     stale_reason,
     stale_stages,
 )
@@ -242,7 +242,7 @@ def pipeline(root: str = ".", overrides: RunOverrides | None = None,
             root_path, "embedpipe flow", busy, params.run.lock_wait_s,
             run_id=str(flow_run.id)) as dead_runs:
         mark_crashed(dead_runs)
-        refresh_source_listing(repo, params)
+        refresh_inputs(repo, params)
         with provisional_overrides(root_path / "params.yaml", dotted) as keep, run_cluster(
                 params.run):
             rows = run_stages(repo, root_path, params, force, checked=bool(dotted),

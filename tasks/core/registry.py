@@ -56,6 +56,13 @@ SOURCE_STAGE = "source"
 SOURCE_MODULE = "tasks/documents/listing.py"
 SOURCE_DEP = f"{{data}}/{catalog.SOURCE_LISTING}"
 
+# DVC judges each stage's code by one digest file of its modules, written by the DVC stage
+# `code` (tasks/core/code_digest.py), which depends on every module once: dvc.lock, which
+# DVC rewrites around every stage, names each module once, not once per stage using it.
+CODE_STAGE = "code"
+CODE_MODULE = "tasks/core/code_digest.py"
+CODE_DEP = "{data}/code/{stage}.json"
+
 _MODEL_KEYS = (
     "encode.model", "encode.revision", "encode.max_seq_length", "encode.passage_prefix",
 )
@@ -183,8 +190,15 @@ def _module_file(module: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def _imports(path: Path) -> set[str]:
+def _imports(path: Path) -> frozenset[str]:
     """Modules `path` imports anywhere (lazy imports inside functions too)."""
+    st = path.stat()
+    return _parsed_imports(path, st.st_mtime_ns, st.st_size)
+
+
+@cache
+def _parsed_imports(path: Path, mtime_ns: int, size: int) -> frozenset[str]:
+    """`_imports` of `path` as it was at (`mtime_ns`, `size`): each file parsed once."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
@@ -192,7 +206,7 @@ def _imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module:
             found.add(node.module)
             found |= {f"{node.module}.{a.name}" for a in node.names}  # `from pkg import mod`
-    return found
+    return frozenset(found)
 
 
 def _import_closure(start: Path) -> tuple[str, ...]:
@@ -214,11 +228,32 @@ def module_deps(stage: str) -> tuple[str, ...]:
     return _import_closure(TASKS_DIR / f"{get_stage(stage).name}.py")
 
 
+@cache
+def source_deps() -> tuple[str, ...]:
+    """The modules of the DVC stage `source` (repo paths)."""
+    return _import_closure(TASKS_DIR.parent / SOURCE_MODULE)
+
+
+def _code_dep(data_dir: str, stage: str) -> str:
+    return CODE_DEP.format(data=data_dir, stage=stage)
+
+
+def _command(module: str) -> str:
+    return f"python -m {module.removesuffix('.py').replace('/', '.')}"
+
+
 def _source_stage(data_dir: str) -> dict:
     """The DVC stage that writes the listing of ingest.source (see SOURCE_STAGE)."""
-    return {"cmd": f"python -m {SOURCE_MODULE.removesuffix('.py').replace('/', '.')}",
-            "deps": list(_import_closure(TASKS_DIR.parent / SOURCE_MODULE)),
+    return {"cmd": _command(SOURCE_MODULE), "deps": [_code_dep(data_dir, SOURCE_STAGE)],
             "outs": [{SOURCE_DEP.format(data=data_dir): {"cache": False}}]}
+
+
+def _code_stage(data_dir: str) -> dict:
+    """The DVC stage that writes each stage's code digest (see CODE_STAGE)."""
+    modules = {*_import_closure(TASKS_DIR.parent / CODE_MODULE), *source_deps(),
+               *(m for name in STAGE_NAMES for m in module_deps(name))}
+    return {"cmd": _command(CODE_MODULE), "deps": sorted(modules),
+            "outs": [_code_dep(data_dir, s) for s in (SOURCE_STAGE, *STAGE_NAMES)]}
 
 
 def dvc_plots(data_dir: str = "data") -> list[str]:
@@ -228,10 +263,11 @@ def dvc_plots(data_dir: str = "data") -> list[str]:
 
 def dvc_stages(data_dir: str = "data") -> dict:
     """The `stages:` mapping of dvc.yaml, derived from STAGES and the stages' imports."""
-    out: dict = {SOURCE_STAGE: _source_stage(data_dir)}
+    out: dict = {CODE_STAGE: _code_stage(data_dir), SOURCE_STAGE: _source_stage(data_dir)}
     for spec in STAGES:
         deps = [f"{data_dir}/{get_stage(i).folder}" for i in spec.inputs]
-        deps += [*(d.format(data=data_dir) for d in spec.extra_deps), *module_deps(spec.name)]
+        deps += [*(d.format(data=data_dir) for d in spec.extra_deps),
+                 _code_dep(data_dir, spec.name)]
         entry: dict = {
             "cmd": f"python -m tasks.{spec.name}",
             "deps": deps,
