@@ -208,9 +208,9 @@ def _lock_entry(root: Path, stage: str) -> dict[str, Any] | None:
 
 def named_modules(root: Path, stage: str, changes: list[Any]) -> list[Any]:
     """DVC's status entries for `stage` with its code digest's change (`code/<stage>.json
-    modified`) told as the modules that changed: the digest dvc.lock recorded is read back
-    from DVC's cache and compared with the current one (left as it is where the cache lacks
-    it)."""
+    modified`) told as the modules that changed (modified, new or deleted): the digest
+    dvc.lock recorded is read back from DVC's cache and compared with the current one (left
+    as it is where the cache lacks it)."""
     digest = f"{CODE_DIR}/{stage}.json"
     out = []
     for change in changes:
@@ -221,7 +221,7 @@ def named_modules(root: Path, stage: str, changes: list[Any]) -> list[Any]:
             out.append(change)
             continue
         modules = changed_modules(old, (root / path).read_text(encoding="utf-8"))
-        named = {p: v for p, v in deps.items() if p != path} | dict.fromkeys(modules, "modified")
+        named = {p: v for p, v in deps.items() if p != path} | modules
         out.append(change | {"changed deps": named})
     return out
 

@@ -29,3 +29,55 @@ def test_unknown_stage_lists_valid_names():
 
     with pytest.raises(ValueError, match="stages are: ingest, clean, chunk"):
         get_stage("embed")
+
+
+def test_a_module_edit_changes_the_digest_of_exactly_the_stages_that_import_it(tmp_path):
+    """Each stage's code digest covers its import closure: editing one module rewrites the
+    digests of the stages that import it, directly or not, and no other."""
+    import shutil
+
+    from tasks.core.code_digest import CODE_STAGES, digest_path, stage_modules, write_code_digests
+
+    shutil.copytree(REPO / "tasks", tmp_path / "tasks",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    assert write_code_digests(tmp_path, "data")
+    assert not write_code_digests(tmp_path, "data")  # nothing changed: nothing rewritten
+    before = {s: (tmp_path / digest_path("data", s)).read_text() for s in CODE_STAGES}
+    module = "tasks/query/lexical.py"
+    with (tmp_path / module).open("a") as f:
+        f.write("# edited\n")
+    assert write_code_digests(tmp_path, "data")
+    changed = {s for s in CODE_STAGES
+               if (tmp_path / digest_path("data", s)).read_text() != before[s]}
+    expected = {s for s in CODE_STAGES if module in stage_modules(s)}
+    assert changed == expected
+    assert {"index", "evaluate"} <= expected and "ingest" not in expected
+
+
+def test_why_it_runs_names_the_modules_behind_a_digest_change(tmp_path):
+    """A stage stale because its code digest changed is said to run for the modules that
+    changed: the digest dvc.lock recorded is read back from DVC's cache; where the cache
+    lacks it, the digest file is named."""
+    import hashlib
+    import json
+
+    from flows.dvc_bridge import named_modules
+
+    old = json.dumps({"tasks/dedup.py": "a" * 32, "tasks/core/io.py": "b" * 32}) + "\n"
+    new = json.dumps({"tasks/dedup.py": "c" * 32, "tasks/core/io.py": "b" * 32,
+                      "tasks/core/new.py": "d" * 32}) + "\n"
+    digest = "data/code/dedup.json"
+    (tmp_path / "data/code").mkdir(parents=True)
+    (tmp_path / digest).write_text(new)
+    md5 = hashlib.md5(old.encode()).hexdigest()
+    (tmp_path / "dvc.lock").write_text(
+        f"schema: '2.0'\nstages:\n  dedup:\n    cmd: python -m tasks.dedup\n    deps:\n"
+        f"    - path: {digest}\n      md5: {md5}\n      size: {len(old)}\n")
+    changes = [{"changed deps": {digest: "modified", "data/05_reduce": "modified"}}]
+    assert named_modules(tmp_path, "dedup", changes) == changes  # not in the cache
+    cached = tmp_path / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
+    cached.parent.mkdir(parents=True)
+    cached.write_text(old)
+    assert named_modules(tmp_path, "dedup", changes) == [{"changed deps": {
+        "data/05_reduce": "modified", "tasks/core/new.py": "new",
+        "tasks/dedup.py": "modified"}}]

@@ -66,11 +66,12 @@ def write_code_digests(root: Path, data: str) -> bool:
     return changed
 
 
-def changed_modules(old: str, new: str) -> list[str]:
-    """The modules whose digest differs between two digest texts (added, removed or
-    changed), sorted."""
+def changed_modules(old: str, new: str) -> dict[str, str]:
+    """Module -> `modified`, `new` or `deleted` (DVC's words) for every module whose digest
+    differs between two digest texts, sorted by path."""
     a, b = json.loads(old), json.loads(new)
-    return sorted(m for m in a.keys() | b.keys() if a.get(m) != b.get(m))
+    return {m: "new" if m not in a else "deleted" if m not in b else "modified"
+            for m in sorted(a.keys() | b.keys()) if a.get(m) != b.get(m)}
 
 
 def main() -> None:
