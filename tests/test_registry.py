@@ -81,3 +81,20 @@ def test_why_it_runs_names_the_modules_behind_a_digest_change(tmp_path):
     assert named_modules(tmp_path, "dedup", changes) == [{"changed deps": {
         "data/05_reduce": "modified", "tasks/core/new.py": "new",
         "tasks/dedup.py": "modified"}}]
+
+
+def test_imports_read_by_pattern_are_those_python_parses():
+    """The stages' imports are read by pattern (fast, before the first stage); on every
+    module of the project they are the `tasks` imports Python's own parser finds."""
+    import ast
+
+    from tasks.core.registry import _imports
+
+    for path in sorted((REPO / "tasks").rglob("*.py")):
+        parsed: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                parsed |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                parsed |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+        assert set(_imports(path)) == {m for m in parsed if m.startswith("tasks")}, path
