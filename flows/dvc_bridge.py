@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import json
 import logging
 import os
@@ -215,7 +216,7 @@ def named_modules(root: Path, stage: str, changes: list[Any]) -> list[Any]:
     out = []
     for change in changes:
         deps = change.get("changed deps") if isinstance(change, dict) else None
-        path = next((p for p in deps or {} if p.endswith(digest)), None)
+        path = next((p for p in deps or {} if p == digest or p.endswith(f"/{digest}")), None)
         old = _cached_text(root, _lock_entry(root, stage), path) if path else None
         if old is None or deps[path] != "modified":
             out.append(change)
@@ -227,11 +228,23 @@ def named_modules(root: Path, stage: str, changes: list[Any]) -> list[Any]:
 
 
 def _cached_text(root: Path, entry: dict[str, Any] | None, path: str) -> str | None:
-    """The text dvc.lock's `entry` recorded for its dep `path`, from DVC's default cache."""
+    """The text dvc.lock's `entry` recorded for its dep `path`, from DVC's local cache (None
+    where it is not there: `dvc gc`, a cache elsewhere than `.dvc/config` says)."""
     md5 = next((d.get("md5") for d in (entry or {}).get("deps", []) if d.get("path") == path),
                None)
-    cached = root / ".dvc/cache/files/md5" / md5[:2] / md5[2:] if md5 else None
+    cached = _cache_dir(root) / "files/md5" / md5[:2] / md5[2:] if md5 else None
     return cached.read_text(encoding="utf-8") if cached is not None and cached.is_file() else None
+
+
+def _cache_dir(root: Path) -> Path:
+    """DVC's local cache folder: `cache.dir` of .dvc/config.local or .dvc/config (relative
+    to .dvc/), else .dvc/cache."""
+    found = None
+    for name in ("config", "config.local"):  # the local file wins
+        config = configparser.ConfigParser(interpolation=None)
+        config.read(root / ".dvc" / name, encoding="utf-8")
+        found = config.get("cache", "dir", fallback=found)
+    return root / ".dvc" / (found or "cache")
 
 
 def param_key_changes(root: Path, stage: str) -> list[str] | None:

@@ -78,9 +78,16 @@ def test_why_it_runs_names_the_modules_behind_a_digest_change(tmp_path):
     cached = tmp_path / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
     cached.parent.mkdir(parents=True)
     cached.write_text(old)
-    assert named_modules(tmp_path, "dedup", changes) == [{"changed deps": {
-        "data/05_reduce": "modified", "tasks/core/new.py": "new",
-        "tasks/dedup.py": "modified"}}]
+    named = [{"changed deps": {"data/05_reduce": "modified", "tasks/core/new.py": "new",
+                               "tasks/dedup.py": "modified"}}]
+    assert named_modules(tmp_path, "dedup", changes) == named
+    elsewhere = tmp_path / "elsewhere/files/md5" / md5[:2] / md5[2:]  # a cache.dir of its own
+    elsewhere.parent.mkdir(parents=True)
+    cached.rename(elsewhere)
+    assert named_modules(tmp_path, "dedup", changes) == changes
+    (tmp_path / ".dvc/config").write_text("[core]\n    autostage = false\n"
+                                          "[cache]\n    dir = ../elsewhere\n")
+    assert named_modules(tmp_path, "dedup", changes) == named
 
 
 def test_imports_read_by_pattern_are_those_python_parses():

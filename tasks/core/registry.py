@@ -198,9 +198,9 @@ def _imports(path: Path) -> frozenset[str]:
 
 # Import statements of `tasks` modules, read by pattern: the flow reads every stage's imports
 # before its first stage (the code digests), and parsing each module (ast) took 1.3 s of it.
-_FROM = re.compile(r"^[ \t]*from[ \t]+(tasks(?:\.\w+)*)[ \t]+import[ \t]+(\([^)]*\)|[^\n]*)",
+_FROM = re.compile(r"^[ \t]*from[ \t]+(tasks(?:\.\w+)*)[ \t]+import[ \t]*(\([^)]*\)|[^\n;]*)",
                    re.M)
-_IMPORT = re.compile(r"^[ \t]*import[ \t]+(tasks[^\n]*)", re.M)
+_IMPORT = re.compile(r"^[ \t]*import[ \t]+([^\n;]*)", re.M)
 _COMMENT = re.compile(r"#[^\n]*")
 
 
@@ -214,7 +214,8 @@ def _read_imports(path: Path, mtime_ns: int, size: int) -> frozenset[str]:
         names = _COMMENT.sub("", m.group(2)).strip("() \n").replace("\n", " ")
         found |= {f"{m.group(1)}.{n.split()[0]}" for n in names.split(",") if n.strip()}  # a module
     for m in _IMPORT.finditer(text):
-        found |= {n.split()[0] for n in _COMMENT.sub("", m.group(1)).split(",") if n.strip()}
+        found |= {n.split()[0] for n in _COMMENT.sub("", m.group(1)).split(",")
+                  if n.strip().startswith("tasks")}
     return frozenset(found)
 
 

@@ -31,7 +31,7 @@ _FILES = {"data_name": f"{PREFIX}.data.npy", "indices_name": f"{PREFIX}.indices.
           "params_name": f"{PREFIX}.params.json", "nnoc_name": f"{PREFIX}.nonoccurrence.npy"}
 _TOKEN = re.compile(r"\w+(?:[-./+#:@]\w+)*[+#]*")
 _PARTS = re.compile(r"[-./+#:@_]+")
-_SCORED = 1 << 22  # (query, document) scores held at once in a lexical search: 32 MB
+_SCORED = 1 << 22  # (query, document) scores a block of queries holds at most (one query more)
 
 
 @lru_cache(maxsize=4)
@@ -163,7 +163,8 @@ class LexicalIndex:
         return docs, scores
 
     def _matrix(self) -> Any:
-        """The index's scores as a (terms x documents) CSR matrix (no copy)."""
+        """The index's scores as a (terms x documents) CSR matrix (its data and indices not
+        copied)."""
         if self._scores is None:
             from scipy.sparse import csr_matrix  # noqa: PLC0415
             sc = self.index.scores
@@ -250,6 +251,8 @@ def _first_of_each_row(rows: np.ndarray, valid: np.ndarray, k: int
 
 def _best(docs: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The `k` best of one query's scored documents: score descending, then document."""
+    if not k:
+        return docs[:0], scores[:0]
     if len(docs) > k:  # every document scoring at least the k-th best, ties included
         keep = scores >= np.partition(scores, len(scores) - k)[len(scores) - k]
         docs, scores = docs[keep], scores[keep]
