@@ -14,7 +14,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 WORKSPACE_FILES = ("params.yaml", "dvc.yaml", "tasks", "flows", "data/sample", ".dvc/config",
-                   ".dvc/.gitignore", ".gitignore")
+                   ".dvc/.gitignore", ".gitignore", ".dvcignore")
 # The embeddings server the openai-backend tests run (conftest's `embeddings_server`).
 INFINITY_VENV = REPO / ".venv-infinity"
 SERVED_MODEL = "minilm"

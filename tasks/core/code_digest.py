@@ -5,8 +5,9 @@ DVC judges a change of code by a stage's deps. Listing every module of every sta
 put 364 paths into dvc.lock (47 KB on the sample), and DVC reads and rewrites the whole lock
 through a round-trip YAML parser around every stage: its cost follows the lock's size. Each
 stage now depends on its own digest file, and the DVC stage `code` (this module, like
-`source`) depends on every module once and writes the digests: a stage is stale exactly
-when one of its modules changed, as before, and dvc.lock names each module once.
+`source`) depends on the `tasks` folder as a whole (one entry in dvc.lock; `__pycache__` is
+in .dvcignore) and writes the digests: a stage is stale exactly when one of its modules
+changed, as before, and dvc.lock names no module.
 `embedpipe run`, `stage` and `status` write the digests before asking DVC; under `dvc
 repro` the `code` stage does, when a module changed.
 """

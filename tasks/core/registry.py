@@ -57,8 +57,8 @@ SOURCE_MODULE = "tasks/documents/listing.py"
 SOURCE_DEP = f"{{data}}/{catalog.SOURCE_LISTING}"
 
 # DVC judges each stage's code by one digest file of its modules, written by the DVC stage
-# `code` (tasks/core/code_digest.py), which depends on every module once: dvc.lock, which
-# DVC rewrites around every stage, names each module once, not once per stage using it.
+# `code` (tasks/core/code_digest.py), which depends on the package folder: dvc.lock, which
+# DVC rewrites around every stage, names no module, where it listed each once per stage.
 CODE_STAGE = "code"
 CODE_MODULE = "tasks/core/code_digest.py"
 CODE_DEP = "{data}/code/{stage}.json"
@@ -259,10 +259,10 @@ def _source_stage(data_dir: str) -> dict:
 
 
 def _code_stage(data_dir: str) -> dict:
-    """The DVC stage that writes each stage's code digest (see CODE_STAGE)."""
-    modules = {*_import_closure(TASKS_DIR.parent / CODE_MODULE), *source_deps(),
-               *(m for name in STAGE_NAMES for m in module_deps(name))}
-    return {"cmd": _command(CODE_MODULE), "deps": sorted(modules),
+    """The DVC stage that writes each stage's code digest (see CODE_STAGE). It depends on
+    the whole package folder, one entry in dvc.lock (`__pycache__` is in .dvcignore): any
+    file changed there reruns it, and the digests say which stages that reaches."""
+    return {"cmd": _command(CODE_MODULE), "deps": [TASKS_DIR.name],
             "outs": [_code_dep(data_dir, s) for s in (SOURCE_STAGE, *STAGE_NAMES)]}
 
 
