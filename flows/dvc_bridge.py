@@ -16,10 +16,11 @@ from typing import Any
 import yaml
 from ruamel.yaml import YAML
 
-from tasks.core.code_digest import CODE_DIR, changed_modules, write_code_digests
+from tasks.core.code_digest import changed_modules, write_code_digests
 from tasks.core.config import Params
 from tasks.core.io import pid_alive
 from tasks.core.registry import (
+    CODE_DIR,
     CODE_STAGE,
     SOURCE_STAGE,
     STAGE_NAMES,
@@ -207,17 +208,21 @@ def _lock_entry(root: Path, stage: str) -> dict[str, Any] | None:
     return ((lock or {}).get("stages") or {}).get(stage)
 
 
-def named_modules(root: Path, stage: str, changes: list[Any]) -> list[Any]:
+def named_modules(root: Path, stage: str, changes: list[Any],
+                  entry: dict[str, Any] | None = None) -> list[Any]:
     """DVC's status entries for `stage` with its code digest's change (`code/<stage>.json
     modified`) told as the modules that changed (modified, new or deleted): the digest
     dvc.lock recorded is read back from DVC's cache and compared with the current one (left
-    as it is where the cache lacks it)."""
+    as it is where the cache lacks it). `entry`: what dvc.lock recorded for `stage`, where
+    the caller has read it."""
     digest = f"{CODE_DIR}/{stage}.json"
     out = []
     for change in changes:
         deps = change.get("changed deps") if isinstance(change, dict) else None
         path = next((p for p in deps or {} if p == digest or p.endswith(f"/{digest}")), None)
-        old = _cached_text(root, _lock_entry(root, stage), path) if path else None
+        if path and entry is None:
+            entry = _lock_entry(root, stage)
+        old = _cached_text(root, entry, path) if path else None
         if old is None or deps[path] != "modified":
             out.append(change)
             continue
@@ -247,11 +252,13 @@ def _cache_dir(root: Path) -> Path:
     return root / ".dvc" / (found or "cache")
 
 
-def param_key_changes(root: Path, stage: str) -> list[str] | None:
+def param_key_changes(root: Path, stage: str, entry: dict[str, Any] | None = None
+                      ) -> list[str] | None:
     """`dedup.threshold 0.95 → 0.9` for every params.yaml key of `stage` whose value differs
     from the one dvc.lock recorded (a `--set`, a form field or a hand edit alike); None when
-    dvc.lock has no entry for the stage (it never ran here)."""
-    entry = _lock_entry(root, stage)
+    dvc.lock has no entry for the stage (it never ran here). `entry`: that entry, where the
+    caller has read it."""
+    entry = entry if entry is not None else _lock_entry(root, stage)
     if entry is None:
         return None
     old = _flat(entry.get("params", {}).get("params.yaml", {}), "")
@@ -272,10 +279,11 @@ def explain_stale(root: Path, stage: str, changes: list[Any]) -> tuple[str, str]
     """Why `stage` runs, (in short, in full): `never run` when dvc.lock has no entry for it;
     otherwise the changed paths (counted in short, every one in full) and each params key
     that changed with its old and new value."""
-    keys = param_key_changes(Path(root), stage)
+    entry = _lock_entry(Path(root), stage)
+    keys = param_key_changes(Path(root), stage, entry)
     if keys is None:
         return "never run", "never run (no entry in dvc.lock)"
-    changes = named_modules(Path(root), stage, changes)
+    changes = named_modules(Path(root), stage, changes, entry)
     params = [f"params: {', '.join(keys)}"] if keys else []
     short = "; ".join([p for p in [_status_line(changes, _counted)] if p] + params)
     full = "; ".join([p for p in [_status_line(changes, _every_path)] if p] + params)
@@ -370,15 +378,18 @@ def refresh_code_digests(repo: Any, params: Params) -> None:
     """Write each stage's code digest (`tasks.core.code_digest`: what DVC hashes for a
     stage's code) before DVC is asked what is stale, and record the DVC stage `code` that
     owns them, so that `dvc status` and `dvc repro` agree afterwards."""
-    changed = write_code_digests(Path(repo.root_dir), params.paths.data)
-    if changed or stale_reason(repo, CODE_STAGE) is not None:
-        record_stage(repo, CODE_STAGE)
+    _record_if_stale(repo, CODE_STAGE, write_code_digests(Path(repo.root_dir),
+                                                           params.paths.data))
 
 
 def refresh_source_listing(repo: Any, params: Params) -> None:
     """Write ingest's listing of `ingest.source` (what DVC hashes for ingest and evaluate in
     place of the folder) before DVC is asked what is stale, and record the DVC stage
     `source` that owns it, so that `dvc status` and `dvc repro` agree afterwards."""
-    changed = write_source_listing(Path(repo.root_dir), params)
-    if changed or stale_reason(repo, SOURCE_STAGE) is not None:
-        record_stage(repo, SOURCE_STAGE)
+    _record_if_stale(repo, SOURCE_STAGE, write_source_listing(Path(repo.root_dir), params))
+
+
+def _record_if_stale(repo: Any, stage: str, written: bool) -> None:
+    """Record `stage` when its out was just rewritten or DVC calls it stale."""
+    if written or stale_reason(repo, stage) is not None:
+        record_stage(repo, stage)

@@ -20,21 +20,8 @@ import os
 from pathlib import Path
 
 from tasks.core.config import load_params
-from tasks.core.registry import (
-    CODE_DEP,
-    SOURCE_STAGE,
-    STAGE_NAMES,
-    module_deps,
-    source_deps,
-)
-
-CODE_STAGES = (SOURCE_STAGE, *STAGE_NAMES)  # the stages with a digest
-CODE_DIR = CODE_DEP.split("/")[1]  # the digests' folder under the data folder
-
-
-def digest_path(data: str, stage: str) -> str:
-    """Where `stage`'s digest lies, under the data folder `data` (relative to the root)."""
-    return CODE_DEP.format(data=data, stage=stage)
+from tasks.core.io import write_text_if_changed
+from tasks.core.registry import CODE_STAGES, SOURCE_STAGE, digest_path, module_deps, source_deps
 
 
 def stage_modules(stage: str) -> tuple[str, ...]:
@@ -42,28 +29,18 @@ def stage_modules(stage: str) -> tuple[str, ...]:
     return source_deps() if stage == SOURCE_STAGE else module_deps(stage)
 
 
-def digest_text(root: Path, stage: str) -> str:
-    """The digest file's text: module path -> MD5 of its bytes in the workspace `root`,
-    sorted, one per line."""
-    md5 = {m: hashlib.md5((root / m).read_bytes(), usedforsecurity=False).hexdigest()
-           for m in stage_modules(stage)}
-    return json.dumps(md5, indent=0, sort_keys=True) + "\n"
-
-
 def write_code_digests(root: Path, data: str) -> bool:
-    """Write every stage's digest under `data` of the workspace `root`, each replaced in one
+    """Write every stage's digest under `data` of the workspace `root` (module path -> MD5
+    of its bytes there, sorted, one per line; each module read once), each replaced in one
     rename and only when its content changes; whether any changed."""
+    modules = {m for stage in CODE_STAGES for m in stage_modules(stage)}
+    md5 = {m: hashlib.md5((root / m).read_bytes(), usedforsecurity=False).hexdigest()
+           for m in modules}
     changed = False
     for stage in CODE_STAGES:
-        text = digest_text(root, stage)
-        path = root / digest_path(data, stage)
-        if path.is_file() and path.read_text(encoding="utf-8") == text:
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-        changed = True
+        text = json.dumps({m: md5[m] for m in stage_modules(stage)}, indent=0,
+                          sort_keys=True) + "\n"
+        changed |= write_text_if_changed(root / digest_path(data, stage), text)
     return changed
 
 

@@ -491,6 +491,18 @@ class RowBatches:
         self.rows, self._chars = [], 0
 
 
+def write_text_if_changed(path: Path, text: str) -> bool:
+    """Write `text` to `path` in one rename, only when the file's content differs (its
+    folder made where missing); whether it wrote."""
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return True
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON next to its final place, then rename it in."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

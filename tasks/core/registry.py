@@ -61,7 +61,7 @@ SOURCE_DEP = f"{{data}}/{catalog.SOURCE_LISTING}"
 # DVC rewrites around every stage, names no module, where it listed each once per stage.
 CODE_STAGE = "code"
 CODE_MODULE = "tasks/core/code_digest.py"
-CODE_DEP = "{data}/code/{stage}.json"
+CODE_DIR = "code"  # the digests' folder under the data folder
 
 _MODEL_KEYS = (
     "encode.model", "encode.revision", "encode.max_seq_length", "encode.passage_prefix",
@@ -95,6 +95,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("export", "10_export", ("index", "dedup", "evaluate"), ("export",)),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
+CODE_STAGES = (SOURCE_STAGE, *STAGE_NAMES)  # the stages with a code digest
 
 # The keys that cannot change any output, each with why: left out of every fingerprint
 # (DVC may still rerun a stage on them). tests/test_fingerprint.py changes every other key
@@ -190,12 +191,6 @@ def _module_file(module: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def _imports(path: Path) -> frozenset[str]:
-    """Modules of `tasks` that `path` imports anywhere (lazy imports inside functions too)."""
-    st = path.stat()
-    return _read_imports(path, st.st_mtime_ns, st.st_size)
-
-
 # Import statements of `tasks` modules, read by pattern: the flow reads every stage's imports
 # before its first stage (the code digests), and parsing each module (ast) took 1.3 s of it.
 _FROM = re.compile(r"^[ \t]*from[ \t]+(tasks(?:\.\w+)*)[ \t]+import[ \t]*(\([^)]*\)|[^\n;]*)",
@@ -205,8 +200,9 @@ _COMMENT = re.compile(r"#[^\n]*")
 
 
 @cache
-def _read_imports(path: Path, mtime_ns: int, size: int) -> frozenset[str]:
-    """`_imports` of `path` as it was at (`mtime_ns`, `size`): each file read once."""
+def _imports(path: Path) -> frozenset[str]:
+    """Modules of `tasks` that `path` imports anywhere (lazy imports inside functions too),
+    each file read once a process (as `module_deps` is kept)."""
     text = path.read_text(encoding="utf-8")
     found: set[str] = set()
     for m in _FROM.finditer(text):
@@ -244,8 +240,9 @@ def source_deps() -> tuple[str, ...]:
     return _import_closure(TASKS_DIR.parent / SOURCE_MODULE)
 
 
-def _code_dep(data_dir: str, stage: str) -> str:
-    return CODE_DEP.format(data=data_dir, stage=stage)
+def digest_path(data_dir: str, stage: str) -> str:
+    """Where `stage`'s code digest lies, under the data folder `data_dir` (repo-relative)."""
+    return f"{data_dir}/{CODE_DIR}/{stage}.json"
 
 
 def _command(module: str) -> str:
@@ -254,7 +251,7 @@ def _command(module: str) -> str:
 
 def _source_stage(data_dir: str) -> dict:
     """The DVC stage that writes the listing of ingest.source (see SOURCE_STAGE)."""
-    return {"cmd": _command(SOURCE_MODULE), "deps": [_code_dep(data_dir, SOURCE_STAGE)],
+    return {"cmd": _command(SOURCE_MODULE), "deps": [digest_path(data_dir, SOURCE_STAGE)],
             "outs": [{SOURCE_DEP.format(data=data_dir): {"cache": False}}]}
 
 
@@ -263,7 +260,7 @@ def _code_stage(data_dir: str) -> dict:
     the whole package folder, one entry in dvc.lock (`__pycache__` is in .dvcignore): any
     file changed there reruns it, and the digests say which stages that reaches."""
     return {"cmd": _command(CODE_MODULE), "deps": [TASKS_DIR.name],
-            "outs": [_code_dep(data_dir, s) for s in (SOURCE_STAGE, *STAGE_NAMES)]}
+            "outs": [digest_path(data_dir, s) for s in CODE_STAGES]}
 
 
 def dvc_plots(data_dir: str = "data") -> list[str]:
@@ -277,7 +274,7 @@ def dvc_stages(data_dir: str = "data") -> dict:
     for spec in STAGES:
         deps = [f"{data_dir}/{get_stage(i).folder}" for i in spec.inputs]
         deps += [*(d.format(data=data_dir) for d in spec.extra_deps),
-                 _code_dep(data_dir, spec.name)]
+                 digest_path(data_dir, spec.name)]
         entry: dict = {
             "cmd": f"python -m tasks.{spec.name}",
             "deps": deps,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tasks.core.catalog import SOURCE_LISTING
 from tasks.core.config import Params, load_params
+from tasks.core.io import write_text_if_changed
 from tasks.documents.sources import source_listing
 
 
@@ -29,15 +30,8 @@ def listing_text(params: Params, root: Path) -> str:
 def write_source_listing(root: Path, params: Params) -> bool:
     """Write the listing under `paths.data` of the workspace `root`, replacing the file in
     one rename and only when its content changes; whether it changed."""
-    text = listing_text(params, root)
-    path = Path(root) / params.paths.data / SOURCE_LISTING
-    if path.is_file() and path.read_text(encoding="utf-8") == text:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return True
+    return write_text_if_changed(Path(root) / params.paths.data / SOURCE_LISTING,
+                                 listing_text(params, root))
 
 
 def main() -> None:
