@@ -28,7 +28,10 @@ from pathlib import Path
 
 from flows.kept_server import Lease, attach
 
-START_TIMEOUT_S = 60.0
+# A first start creates Prefect's database (~20 s on 2 quiet cores, minutes beside other
+# work); the wait ends early when the server's process exits.
+START_TIMEOUT_S = 300.0
+SLOW_START_S = 10.0
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -112,8 +115,14 @@ def wait_until_healthy(lease: Lease, idle_s: float) -> None:
     """Block until the server answers /health (it started while the caller imported), then
     say where it is."""
     url = lease.url
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
+    began = time.monotonic()
+    said = False
+    while time.monotonic() < began + START_TIMEOUT_S:
+        if not said and time.monotonic() > began + SLOW_START_S:
+            said = True
+            print(f"embedpipe: waiting for Prefect's temporary server at "  # noqa: T201
+                  f"{url.removesuffix('/api')} (a first start creates its database)",
+                  file=sys.stderr)
         if (code := _running(lease)) is not None:
             raise RuntimeError(f"Prefect's temporary server exited with code {code}"
                                " before it answered; set PREFECT_API_URL to a running server")

@@ -142,6 +142,7 @@ def stage_peak_mb(ws: Path, stage: str) -> float:
     return int(done.stdout.split("PEAK")[-1]) / 1024
 
 
+@pytest.mark.timeout(3000)  # 900 s passed once in the slow lane beside the default lane
 def test_a_200_mb_single_line_file_needs_no_gigabytes(tmp_path):
     """The 200 MB line (and a 5 MB sentence, 200,000 tiny sentences) through the stages that
     hold a document: ingest cuts it into `max_doc_mb` parts, clean and chunk stream them.
