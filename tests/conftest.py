@@ -206,6 +206,17 @@ def stage_outputs(data: Path) -> dict[str, dict]:
     return out
 
 
+def differing(a, b, path: str = "") -> list[str]:
+    """Where two `stage_outputs` values differ, as `key/key[i]: left != right` lines."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [line for k in sorted(a.keys() | b.keys(), key=str)
+                for line in differing(a.get(k), b.get(k), f"{path}/{k}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [line for i, (x, y) in enumerate(zip(a, b, strict=True))
+                for line in differing(x, y, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: {str(a)[:120]} != {str(b)[:120]}"]
+
+
 # A test that builds a workspace, runs stages or starts a process or server (itself or through
 # a fixture) is marked `pipeline`; `make test-quick` leaves those and `slow` ones out.
 _HEAVY = re.compile(r"make_workspace\(|run_stages\(|subprocess\.(?:run|Popen)\(|"

@@ -159,7 +159,7 @@ def test_rerun_is_byte_identical_to_a_fresh_build(changed_ws, tmp_path):
     the changed corpus does, and cleaned and chunked only the changed documents. The fresh
     build reads a copy of the vector cache: a cached vector is the vector cache's own
     contract (tested above), and the point here is what every other stage reuses."""
-    from tests.conftest import stage_outputs
+    from tests.conftest import differing, stage_outputs
 
     ws, _, _ = changed_ws
     for folder in ("02_clean", "03_chunk"):
@@ -176,7 +176,7 @@ def test_rerun_is_byte_identical_to_a_fresh_build(changed_ws, tmp_path):
     for receipt in (rerun["publish"]["receipt.json"], built["publish"]["receipt.json"]):
         receipt.pop("target")  # each workspace publishes into its own folder
     for stage in STAGE_NAMES:
-        assert rerun[stage] == built[stage], stage
+        assert rerun[stage] == built[stage], (stage, differing(rerun[stage], built[stage]))
 
 
 def test_touching_files_encodes_nothing(changed_ws):
