@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -88,16 +89,32 @@ def cmd_stage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refresh_unless_running(root: Path, params: Any) -> None:
+    """Write the code digests and the source listing, what DVC compares for the code and in
+    place of the source, unless a run holds the workspace: a stage it records must be judged
+    on what that run wrote, not on a module edited since (status then reports on those)."""
+    from tasks.core.code_digest import write_code_digests  # noqa: PLC0415
+    from tasks.core.lock import holder, workspace_lock  # noqa: PLC0415
+    from tasks.documents.listing import write_source_listing  # noqa: PLC0415
+
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(workspace_lock(root, "embedpipe status", on_busy="fail"))
+        except RuntimeError:  # busy
+            print(f"embedpipe: a run holds the workspace ({holder(root)}): status as of the "
+                  "code and source it read, not edits made since", file=sys.stderr)
+            return
+        write_code_digests(root, params.paths.data)
+        write_source_listing(root, params)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from flows.dvc_bridge import exclude_unhashable, pipeline_status  # noqa: PLC0415
-    from tasks.core.code_digest import write_code_digests  # noqa: PLC0415
-    from tasks.documents.listing import write_source_listing  # noqa: PLC0415
     from tasks.storage.published import workspace_damage  # noqa: PLC0415
 
     params = load_params(_root(args) / "params.yaml")  # a YAML or key error in one line
     exclude_unhashable(_root(args), params.ingest.source)
-    write_code_digests(_root(args), params.paths.data)  # what DVC compares for the code
-    write_source_listing(_root(args), params)  # what DVC compares in place of the source
+    _refresh_unless_running(_root(args), params)
     status = pipeline_status(_root(args))
     status["publish"] = status["publish"] or workspace_damage(_root(args), params)
     for name, reason in status.items():

@@ -105,3 +105,24 @@ def test_imports_read_by_pattern_are_those_python_parses():
             elif isinstance(node, ast.ImportFrom) and node.module:
                 parsed |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
         assert set(_imports(path)) == {m for m in parsed if m.startswith("tasks")}, path
+
+
+def test_status_during_a_run_leaves_the_code_digests_as_that_run_wrote_them(tmp_path, capsys):
+    """A module edited while a run holds the workspace: `embedpipe status` must not rewrite
+    the digest the run will record its stages with (they ran the code as it was)."""
+    from flows.cli import main
+    from tasks.core.lock import workspace_lock
+    from tests.workspace import make_workspace
+
+    ws = make_workspace(tmp_path / "ws")
+    digest = ws / "data/code/dedup.json"
+    assert main(["--root", str(ws), "status"]) == 0
+    written = digest.read_bytes()
+    digest.write_text("{}")  # what a run wrote before the edit, as far as this test goes
+    with workspace_lock(ws, "embedpipe run"):
+        assert main(["--root", str(ws), "status"]) == 0
+    assert digest.read_text() == "{}"
+    err = capsys.readouterr().err
+    assert "a run holds the workspace (pid" in err and "(embedpipe run)" in err
+    assert main(["--root", str(ws), "status"]) == 0
+    assert digest.read_bytes() == written

@@ -29,7 +29,8 @@ def _read_holder(root: Path) -> dict[str, Any] | None:
         return None
 
 
-def _holder(root: Path) -> str:
+def holder(root: Path) -> str:
+    """Who holds the workspace lock, in words (from the record it wrote beside)."""
     info = _read_holder(root)
     if info is None:
         return "another process"
@@ -79,7 +80,7 @@ def workspace_lock(root: Path | str, what: str, on_busy: str = "wait",
         lock.acquire(timeout=0 if on_busy == "fail" else wait_s)
     except Timeout:
         raise RuntimeError(
-            f"workspace {root} is busy: held by {_holder(root)}; "
+            f"workspace {root} is busy: held by {holder(root)}; "
             + ("run.on_busy is 'fail'" if on_busy == "fail" else f"waited {wait_s:.0f}s")
         ) from None
     try:
