@@ -200,7 +200,7 @@ def test_publish_then_read_through_pointer(two_runs, s3_endpoint, tmp_path):
     proc = subprocess.run([str(Path(sys.executable).parent / "embedpipe"), "search",
                            "neutron star", "-k", "1", "--index", "s3://indexes/prod"],
                           cwd=local, env=env, capture_output=True, text=True, check=False,
-                          timeout=300)
+                          timeout=900)  # a fresh cache: the model exported first (78 s loaded)
     assert proc.returncode == 0 and "astronomy/" in proc.stdout, proc.stdout + proc.stderr
 
 
