@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.metrics import (
@@ -11,15 +10,22 @@ from sklearn.metrics import (
     silhouette_score,
 )
 
+_BLOCK = 1024  # rows of similarities at a time (1024 x n float64)
+
 
 def nearest_neighbour_similarity(x: np.ndarray) -> np.ndarray:
-    """Each row's cosine to its nearest other row (unit vectors, exact search)."""
-    x = np.ascontiguousarray(x, dtype="float32")
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
-    sims, ids = index.search(x, min(2, len(x)))
-    own = ids[:, 0] == np.arange(len(x))
-    return np.where(own, sims[:, -1], sims[:, 0]).astype("float32")
+    """Each row's cosine to its nearest other row (unit vectors, exact), in float64: a float32
+    dot product moves in its last bit with the BLAS kernel's path, and a metric rounded to 6
+    decimals then differs between two builds of the same vectors."""
+    x = np.asarray(x, dtype="float64")
+    if len(x) < 2:
+        return np.einsum("ij,ij->i", x, x)
+    out = np.empty(len(x))
+    for lo in range(0, len(x), _BLOCK):
+        sims = x[lo:lo + _BLOCK] @ x.T
+        sims[np.arange(len(sims)), np.arange(lo, lo + len(sims))] = -np.inf  # not itself
+        out[lo:lo + len(sims)] = sims.max(axis=1)
+    return out
 
 
 def space_health(x: np.ndarray, labels: list[str] | None, seed: int) -> dict[str, float | int]:
@@ -30,6 +36,7 @@ def space_health(x: np.ndarray, labels: list[str] | None, seed: int) -> dict[str
         labels: one label per row, or None.
         seed: k-means seed.
     """
+    x = np.asarray(x, dtype="float64")  # every metric below is rounded to 6 decimals
     n = len(x)
     out: dict[str, float | int] = {"health_sample": n}
     n_labels = len(set(labels)) if labels else 0
