@@ -46,12 +46,11 @@ log = logging.getLogger(__name__)
 
 MIN_PER_HALF = 10  # fewer probes than this in a half: too few to choose on
 DEPTH = 10
-BOILERPLATE_HITS = 20  # another document's top BM25 hits searched for a probe's text
 
 
 def usable_probes(folder: IndexFolder, drawn: Iterator[Probe], n: int,
-                  member_text: dict[str, str] | None, row_docs: list[set[str]],
-                  lexical: LexicalRuns) -> list[Probe]:
+                  member_text: dict[str, str] | None, row_docs: list[set[str]]
+                  ) -> list[Probe]:
     """The first `n` probes drawn from every chunk (`drawn_probes`, taken as far as needed)
     that dedup left usable, their masked texts keyed by index row: each chunk holding the
     probe text is indexed as itself (one standing for a duplicate group only when its
@@ -74,7 +73,7 @@ def usable_probes(folder: IndexFolder, drawn: Iterator[Probe], n: int,
         batch = list(islice(usable, n - len(out) + n // 8 + 4))
         if not batch:
             break
-        out += _not_boilerplate(folder, batch, row_docs, lexical)
+        out += _not_boilerplate(folder, batch, row_docs)
     return out[:n]
 
 
@@ -98,35 +97,12 @@ def _usable(folder: IndexFolder, p: Probe, row_of: dict[str, int],
     return replace(p, masked=dict(zip(rows, p.masked.values(), strict=True)))
 
 
-class LexicalRuns:
-    """The BM25 searches of one choice at one depth, each distinct token list searched once:
-    a probe's text (the boilerplate check) and its query mostly tokenize alike."""
-
-    def __init__(self, lexical: Any, k: int) -> None:
-        self.lexical, self.k = lexical, k
-        self.found: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
-
-    def search(self, texts: list[str], k: int) -> Ranked:
-        """(scores, rows) of `texts`: the first `k` (<= self.k) of `lexical.search(texts,
-        self.k)`, which looks as deep or deeper for a group's rows (fresh arrays, the
-        caller's to change)."""
-        tokens = [tuple(t) for t in self.lexical.tokens(texts)]
-        todo = [t for t in dict.fromkeys(tokens) if t not in self.found]
-        if todo:
-            scores, rows = self.lexical.search_tokens([list(t) for t in todo], self.k)
-            self.found.update(zip(todo, zip(scores, rows, strict=True), strict=True))
-        if not tokens:
-            return np.zeros((0, k), "float32"), np.zeros((0, k), "int64")
-        return (np.stack([self.found[t][0][:k] for t in tokens]),
-                np.stack([self.found[t][1][:k] for t in tokens]))
-
-
-def _not_boilerplate(folder: IndexFolder, batch: list[Probe], row_docs: list[set[str]],
-                     lexical: LexicalRuns) -> list[Probe]:
+def _not_boilerplate(folder: IndexFolder, batch: list[Probe], row_docs: list[set[str]]
+                     ) -> list[Probe]:
     """The probes of `batch` whose text no other document holds word for word: found among
     the top BM25 hits of the probe text itself."""
     text = folder.chunks.column("text")
-    _, rows = lexical.search([p.text for p in batch], BOILERPLATE_HITS)
+    _, rows = folder.lexical.search([p.text for p in batch], 20)
     return [p for p, hits in zip(batch, rows.tolist(), strict=True)
             if not any(r >= 0 and p.doc_id not in row_docs[r] and p.text in text[r].as_py()
                        for r in hits)]
@@ -169,13 +145,12 @@ def masked_dense(folder: IndexFolder, probes: list[Probe], xq: np.ndarray, wide:
     return scores, rows
 
 
-def masked_lexical(folder: IndexFolder, probes: list[Probe], wide: int, lexical: LexicalRuns
-                   ) -> Ranked:
+def masked_lexical(folder: IndexFolder, probes: list[Probe], wide: int) -> Ranked:
     """BM25 candidates of the probes with each target chunk scored on its masked tokens
     (row r's own lexical document is r; a group's members, which do not hold the probe
     text, keep their scores: the row scores the best of them)."""
     lex = folder.lexical
-    scores, rows = lexical.search([p.query for p in probes], wide)
+    scores, rows = lex.search([p.query for p in probes], wide)
     cfg = lex.cfg
     masked_rows = sorted({r for p in probes for r in p.masked})  # as the lexical index holds them
     texts = dict(zip(masked_rows, contextual_texts(folder.chunks.take(
@@ -308,18 +283,17 @@ def choose_search(folder: IndexFolder, seed: int, drawn: Iterator[Probe],
         dropped.column("dropped_chunk_id").to_pylist(), dropped.column("text").to_pylist(),
         strict=True))
     row_docs = _row_docs(folder)
-    wide = max(DEPTH, cfg.candidates)
-    lexical = LexicalRuns(folder.lexical, max(wide, BOILERPLATE_HITS))
-    probes = usable_probes(folder, drawn, cfg.probes, member_text, row_docs, lexical)
+    probes = usable_probes(folder, drawn, cfg.probes, member_text, row_docs)
     sel, held = _halves(len(probes), seed)
     if len(held) < MIN_PER_HALF:
         return {"mode": "hybrid", "fusion": "rrf", "alpha": None, "probes": len(probes),
                 "reason": f"{len(probes)} probes: too few to choose on; reciprocal rank "
                 "fusion, the fixed default", "candidates": {}}
+    wide = max(DEPTH, cfg.candidates)
     dense = masked_dense(folder, probes, folder.encode_queries([p.query for p in probes]), wide)
     release_local_encoders()  # every text is embedded: the model goes before the rankings
-    ranks = rank_candidates(folder, probes, dense,
-                            masked_lexical(folder, probes, wide, lexical), row_docs)
+    ranks = rank_candidates(folder, probes, dense, masked_lexical(folder, probes, wide),
+                            row_docs)
     table = {name: {"selection": probe_metrics(r[sel]), "held_out": probe_metrics(r[held]),
                     "by_kind": {k: probe_metrics(r[[i for i, p in enumerate(probes)
                                                     if p.kind == k]])["hit_at_10"]

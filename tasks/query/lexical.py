@@ -128,13 +128,10 @@ class LexicalIndex:
 
     def search(self, queries: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rows), each (nq, k); rows without a matching token are -1."""
-        return self.search_tokens(self.tokens(queries), k)
-
-    def search_tokens(self, tokens: list[list[str]], k: int) -> tuple[np.ndarray, np.ndarray]:
-        """`search` of queries already tokenized (`tokens`)."""
         k = min(k, self.n)
-        scores = np.zeros((len(tokens), k), dtype="float32")
-        rows = np.full((len(tokens), k), -1, dtype="int64")
+        scores = np.zeros((len(queries), k), dtype="float32")
+        rows = np.full((len(queries), k), -1, dtype="int64")
+        tokens = self.tokens(queries)
         asked = [i for i, t in enumerate(tokens) if t]
         if not asked or not k:
             return scores, rows
