@@ -31,13 +31,23 @@ HOOKS = Path(__file__).parent / "crash_points"
 STOP_WITHIN_S = 10.0
 
 
+# The run as a terminal starts it: SIGINT and SIGQUIT at their defaults. A test process
+# started in the background by a non-interactive shell (`make test-slow &`) has them ignored,
+# and an ignored signal stays ignored across exec: such a run never saw the test's SIGINT
+# (the "lost" SIGINTs of earlier slow lanes: SigIgn 0x1001007, nohup's SIGHUP too).
+_AS_FROM_A_TERMINAL = ("import os, signal, sys\n"
+                       "for s in (signal.SIGINT, signal.SIGQUIT):\n"
+                       "    signal.signal(s, signal.SIG_DFL)\n"
+                       "os.execv(sys.argv[1], sys.argv[1:])")
+
+
 def embedpipe(
     ws: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 900
 ) -> subprocess.CompletedProcess:
     env = env or env_with_venv()
     env.pop("PREFECT_API_URL", None)
     return subprocess.run(
-        [str(BIN / "embedpipe"), *args],
+        [sys.executable, "-c", _AS_FROM_A_TERMINAL, str(BIN / "embedpipe"), *args],
         cwd=ws,
         env=env,
         text=True,
