@@ -172,9 +172,11 @@ def evaluate_all(folder: IndexFolder, run: StageRun, doc_meta: dict[str, dict[st
         with _step(took, "space_health", bar):
             rows = sample_rows(len(x), cfg.health_sample, cfg.seed)
             labels = labels_for(vectors, rows, cfg.label_field, doc_meta)
-            metrics |= space_health(x[rows], labels, cfg.seed)
+            sample = x[rows]
+            nn = nearest_neighbour_similarity(sample)
+            metrics |= space_health(sample, labels, cfg.seed, nn)
         with _step(took, "plots", bar):
-            draw_plots(x, rows, labels, sweep, folder.card.get("search_param"), cfg, out_dir)
+            draw_plots(sample, labels, sweep, nn, folder.card.get("search_param"), cfg, out_dir)
     metrics["step_seconds"] = took
     metrics["sweep"] = sweep
     return metrics, probes
@@ -189,15 +191,16 @@ def _step(took: dict[str, float], name: str, bar: Progress) -> Iterator[None]:
     bar.advance(1)
 
 
-def draw_plots(x: np.ndarray, rows: np.ndarray, labels: list[str] | None, sweep: list[dict],
-               param: str | None, cfg: EvaluateConfig, out_dir: Path) -> None:
-    """The map of a sample of the space, the search-parameter sweep, the similarity
-    histogram."""
-    plot_rows = rows[:cfg.plot_sample]
-    plot_map(x[plot_rows], labels[:len(plot_rows)] if labels else ["chunk"] * len(plot_rows),
+def draw_plots(sample: np.ndarray, labels: list[str] | None, sweep: list[dict],
+               nn: np.ndarray, param: str | None, cfg: EvaluateConfig, out_dir: Path) -> None:
+    """The map of the first `evaluate.plot_sample` rows of the health sample, the
+    search-parameter sweep, the histogram of the sample's nearest-neighbour similarity
+    (`nn`)."""
+    shown = sample[:cfg.plot_sample]
+    plot_map(shown, labels[:len(shown)] if labels else ["chunk"] * len(shown),
              out_dir / PLOTS[0].name, cfg.seed)
     plot_sweep(sweep, param or "nprobe", out_dir / PLOTS[1].name)
-    plot_histogram(nearest_neighbour_similarity(x[rows]), out_dir / PLOTS[2].name)
+    plot_histogram(nn, out_dir / PLOTS[2].name)
 
 
 def evaluation_report(metrics: dict[str, Any], card: dict[str, Any], index_size: tuple[int, int],

@@ -28,13 +28,15 @@ def nearest_neighbour_similarity(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def space_health(x: np.ndarray, labels: list[str] | None, seed: int) -> dict[str, float | int]:
+def space_health(x: np.ndarray, labels: list[str] | None, seed: int, nn: np.ndarray
+                 ) -> dict[str, float | int]:
     """Silhouette of k-means clusters, NMI/ARI against labels, PCA spectrum, NN similarity.
 
     Args:
         x: (n, d) unit vectors (already a bounded sample).
         labels: one label per row, or None.
         seed: k-means seed.
+        nn: `nearest_neighbour_similarity(x)`, which the histogram plots too.
     """
     x = np.asarray(x, dtype="float64")  # every metric below is rounded to 6 decimals
     n = len(x)
@@ -54,7 +56,6 @@ def space_health(x: np.ndarray, labels: list[str] | None, seed: int) -> dict[str
     for c in (10, 50):
         if c < len(ratio):
             out[f"pca_variance_top_{c}"] = round(float(ratio[c - 1]), 6)
-    nn = nearest_neighbour_similarity(x)
     for q in (5, 50, 95):
         out[f"nn_similarity_p{q}"] = round(float(np.percentile(nn, q)), 6)
     return out
