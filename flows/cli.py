@@ -17,6 +17,7 @@ from typing import Any
 from flows.temporary_server import start_temporary_api, wait_until_healthy
 from tasks.core.catalog import ENCODED, MANIFEST
 from tasks.core.config import FUSIONS, SEARCH_MODES, cache_root, load_params, parse_override
+from tasks.core.memory import imported_for_good
 from tasks.core.registry import STAGE_NAMES, get_stage
 from tasks.storage.locations import check_locations
 
@@ -53,7 +54,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_locations(params, _root(args))
     server = start_temporary_api(Path.cwd(), params.run.server_idle_s)  # starts while the
     # pipeline is imported
-    from flows.pipeline import check_before_running, pipeline  # noqa: PLC0415
+    with imported_for_good():
+        from flows.pipeline import check_before_running, pipeline  # noqa: PLC0415
 
     if overrides:  # params.yaml is untouched until the overrides pass every check
         check_before_running(_root(args), params)

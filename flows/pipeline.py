@@ -37,6 +37,7 @@ from tasks.core.catalog import MANIFEST
 from tasks.core.config import Params, load_params
 from tasks.core.io import read_manifest
 from tasks.core.lock import workspace_lock
+from tasks.core.memory import older_objects_frozen
 from tasks.core.params_file import provisional_overrides
 from tasks.core.registry import STAGES, get_stage
 from tasks.core.shards import run_cluster
@@ -238,7 +239,7 @@ def pipeline(root: str = ".", overrides: RunOverrides | None = None,
     for name in ("prefect.flow_runs", "prefect.task_runs"):  # the stages' run loggers
         logging.getLogger(name).setLevel(params.run.log_level)
     exclude_unhashable(root_path, params.ingest.source)
-    with hold_repo(root_path, busy == "wait") as repo, workspace_lock(
+    with older_objects_frozen(), hold_repo(root_path, busy == "wait") as repo, workspace_lock(
             root_path, "embedpipe flow", busy, params.run.lock_wait_s,
             run_id=str(flow_run.id)) as dead_runs:
         mark_crashed(dead_runs)

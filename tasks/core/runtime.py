@@ -28,7 +28,7 @@ from tasks.core import io
 from tasks.core.catalog import VECTOR_COLUMN, StageFile
 from tasks.core.config import Params, load_params
 from tasks.core.lock import workspace_lock
-from tasks.core.memory import release_freed_memory
+from tasks.core.memory import frozen_stage, release_freed_memory
 from tasks.core.progress import Progress, prefect_loaded
 from tasks.core.registry import TASKS_DIR, declared_params, fingerprint, get_stage, module_deps
 from tasks.core.result_cache import ResultCache, space_of
@@ -66,7 +66,7 @@ class StageTask:
     `embedpipe stage` call `fn` and never import Prefect (1.1 CPU s a stage process)."""
 
     def __init__(self, fn: Callable[..., Any], name: str) -> None:
-        self.fn, self.name = fn, name
+        self.fn, self.name = frozen_stage(fn), name
         update_wrapper(self, fn)
 
     @cached_property
