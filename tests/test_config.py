@@ -148,3 +148,22 @@ def test_overrides_change_only_their_own_values_in_params_yaml(tmp_path):
     write_overrides(path, {"evaluate.min_labeled_ndcg_at_10": 0.5})
     assert load_params(path).evaluate.min_labeled_ndcg_at_10 == 0.5
     assert after.splitlines()[0] == path.read_text().splitlines()[0]  # the header comment
+
+
+def test_params_read_by_the_c_parser_as_by_pyyaml_and_its_errors_worded_by_python(tmp_path):
+    """params.yaml is parsed by libyaml where PyYAML has it; the mapping is what PyYAML's
+    own safe loader gives, and a refused file is worded by the Python parser (it names a
+    tab, libyaml's message does not)."""
+    from pathlib import Path
+
+    import pytest
+    import yaml
+
+    from tasks.core.config import read_params_file
+
+    repo_params = Path(__file__).resolve().parents[1] / "params.yaml"
+    assert read_params_file(repo_params) == yaml.safe_load(repo_params.read_text())
+    bad = tmp_path / "params.yaml"
+    bad.write_text("run:\n\tlog_level: INFO\n")
+    with pytest.raises(ValueError, match=r"line 2, column 1: found character '\\t'"):
+        read_params_file(bad)
