@@ -1,10 +1,15 @@
-"""Handing memory a stage freed back to the system.
+"""Handing memory a stage freed back to the system, and keeping the cyclic collector to
+what a stage made.
 
 Stages run one after the other in one process under `embedpipe run`, and what one freed
 stays with the process's allocators unless it is handed back: Arrow's pool (mimalloc) keeps
 freed pages for its own reuse, and glibc keeps freed heap memory that numpy's large
 allocations (memory-mapped) never reuse. Called at a stage's start and end, so a stage's
 peak is its own data on top of what is alive, not on top of what earlier stages freed.
+
+Python's full collections traverse every object the process holds, and a stage process
+holds every library it imported (under `embedpipe run`, Prefect's and DVC's too): each stage
+and the run are blocks in which the older objects are frozen (`older_objects_frozen`).
 """
 
 from __future__ import annotations
@@ -68,8 +73,9 @@ def frozen_stage(fn: Callable[..., Any]) -> Callable[..., Any]:
 def imported_for_good() -> Iterator[None]:
     """A block that imports what the process keeps to its end (`embedpipe run` importing
     Prefect and the flow, 2-3 s): no cyclic collection while it runs, and what it made
-    frozen after (inside an `older_objects_frozen` block, till that ends): full collections
-    took 0.3 s before the first stage of a sample run."""
+    frozen after, till the end of the run's `older_objects_frozen` block (the flow's),
+    which gives back everything frozen: full collections took 0.3 s before the first stage
+    of a sample run."""
     gc.disable()
     try:
         yield
